@@ -1,0 +1,230 @@
+"""The ``fastmlp`` command: train, evaluate, gradcheck, data, search, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+T_LAUNCH = time.perf_counter()
+
+
+
+class CliError(Exception):
+    """A user error reported as one line, exit status 2."""
+
+
+def _positive_int_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 512,256; got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers; got {text!r}")
+    return sizes
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+    d = TrainConfig()
+    p.add_argument("--hidden", type=_positive_int_list, default=d.hidden_sizes, metavar="H1,H2,...",
+                   help=f"hidden layer sizes (default {','.join(map(str, d.hidden_sizes))})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"mini-batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size eta (default {d.lr:g})")
+    p.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
+    p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
+    p.add_argument("--eps", type=float, default=d.eps, help=f"Adam epsilon (default {d.eps:g})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--val-size", type=int, default=d.val_size,
+                   help=f"training images held out for validation (default {d.val_size})")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
+    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
+
+
+def _threads(n: int | None):
+    """Limit BLAS threads for the run (kernels are single-threaded between GEMMs)."""
+    if n is None:
+        return None
+    if n < 1:
+        raise CliError(f"--threads must be >= 1; got {n}")
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n)
+
+
+def _load(args):
+    from .data import load_dataset
+    return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, TrainingDiverged, train, Progress
+    config = TrainConfig(hidden_sizes=args.hidden, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
+                         beta2=args.beta2, eps=args.eps, epochs=args.epochs, seed=args.seed,
+                         val_size=args.val_size, dataset=args.dataset)
+    config.validate()
+    limiter = _threads(args.threads)
+    dataset = _load(args)
+    out = Path(args.out)
+    print(f"fastmlp: {dataset.name} from {dataset.source} ({len(dataset.train_images)} train, "
+          f"{len(dataset.test_images)} test); hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
+          f"lr {config.lr:g}, betas ({config.beta1:g}, {config.beta2:g}), eps {config.eps:g}, "
+          f"{config.epochs} epochs, seed {config.seed}", flush=True)
+    try:
+        result = train(config, dataset, out_dir=out, progress=Progress(),
+                       log=lambda line: print(f"{line}  [{time.perf_counter() - T_LAUNCH:6.1f}s since launch]",
+                                              flush=True))
+    except TrainingDiverged as exc:
+        print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nfastmlp: interrupted; history and model so far in {out}", file=sys.stderr)
+        return 130
+    finally:
+        if limiter is not None:
+            limiter.unregister()
+    last = result.history.epochs[-1]
+    print(f"test accuracy {100 * last['test_acc']:.2f}%; wrote {out / 'history.json'}, {out / 'model.npz'}, "
+          f"{out / 'curves.png'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import validation_split
+    from .model import MLP
+    model, meta = MLP.load(args.model)
+    if args.dataset is None:
+        args.dataset = meta.get("config", {}).get("dataset", "mnist")
+    dataset = _load(args)
+    if dataset.num_features != model.sizes[0] or dataset.num_classes != model.sizes[-1]:
+        raise CliError(f"{args.model}: model sizes {model.sizes} do not fit {dataset.name} "
+                       f"({dataset.num_features} features, {dataset.num_classes} classes)")
+    val_size = int(meta.get("config", {}).get("val_size", 0))
+    fit_idx, val_idx = validation_split(len(dataset.train_images), val_size)
+    rows = [("train", dataset.train_images, dataset.train_labels, fit_idx),
+            ("validation", dataset.train_images, dataset.train_labels, val_idx),
+            ("test", dataset.test_images, dataset.test_labels, None)]
+    print(f"{args.model}: sizes {model.sizes}, epoch {meta.get('epoch')}")
+    for name, images, labels, idx in rows:
+        if idx is not None and len(idx) == 0:
+            continue
+        loss, acc = model.evaluate(images, labels, idx)
+        print(f"  {name:<10} loss {loss:.4f}  accuracy {100 * acc:6.2f}%")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from . import reference
+    print("finite-difference gradient check of the reference network (float64, central differences):")
+    results = reference.test_cases(verbose=True)
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
+    print(f"all {len(results)} gradients agree")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import DATASETS, download_dataset, find_dataset_dir, get_spec, load_dataset
+    if args.action == "download":
+        names = args.names or ["mnist"]
+        for name in names:
+            spec = get_spec(name)
+            found = find_dataset_dir(spec, args.data_dir)
+            if found is not None and not args.force:
+                load_dataset(name, args.data_dir)  # verifies
+                print(f"{name}: already present and verified in {found}")
+                continue
+            target = Path(args.data_dir) if args.data_dir else None
+            folder = download_dataset(name, target)
+            print(f"{name}: downloaded and verified into {folder}")
+    else:  # info
+        for name in args.names or sorted(DATASETS):
+            spec = get_spec(name)
+            folder = find_dataset_dir(spec, args.data_dir)
+            if folder is None:
+                print(f"{name}: not found (fastmlp data download {name})")
+                continue
+            ds = load_dataset(name, args.data_dir, verify=not args.no_verify)
+            print(f"{name}: {folder}: {len(ds.train_images)} train, {len(ds.test_images)} test images, verified"
+                  if not args.no_verify else f"{name}: {folder}: read without checksum verification")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .search import run_search_cli
+    return run_search_cli(args)
+
+
+def cmd_report(args) -> int:
+    from .report import run_report_cli
+    return run_report_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model; writes history.json, model.npz, curves.png")
+    _add_train_args(p)
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("--dataset", default=None, help="dataset (default: the one the model was trained on)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-verify", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("gradcheck", help="finite-difference check of the reference gradients")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("data", help="download or inspect datasets")
+    p.add_argument("action", choices=["download", "info"])
+    p.add_argument("names", nargs="*", help="dataset names (default mnist for download, all for info)")
+    p.add_argument("--data-dir", default=None, help="base folder (default $FASTMLP_DATA_DIR, then ./data)")
+    p.add_argument("--force", action="store_true", help="download even when the files are present")
+    p.add_argument("--no-verify", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    try:
+        from .search import add_search_parser
+        add_search_parser(sub)
+    except ImportError:
+        pass
+    try:
+        from .report import add_report_parser
+        add_report_parser(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+    from .model import ModelError
+    from .train import ConfigError
+    try:
+        return args.func(args)
+    except (CliError, DataError, ModelError, ConfigError) as exc:
+        print(f"fastmlp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nfastmlp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

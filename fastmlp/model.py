@@ -1,0 +1,180 @@
+"""The MLP of the fast path: one flat float32 parameter buffer, per-layer views, workspaces.
+
+``sizes = [n_0, n_1, ..., n_L]``: ReLU layers n_0 -> n_1 -> ... -> n_{L-1}, then a linear
+output layer n_{L-1} -> n_L (the logits). Layer l holds ``W_l`` (n_{l+1}, n_l) and ``b_l``
+(n_{l+1},), stored one after the other::
+
+    params = [W_1 | b_1 | W_2 | b_2 | ... ]     (float32, C order)
+
+Initialisation follows the homework and draws the same numbers as the reference network from
+the same generator: ``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import kernels
+from .atomic import atomic_path
+from .reference import init_weight
+
+
+class ModelError(ValueError):
+    """A model file or shape that cannot be used. The message is one line."""
+
+
+def check_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or any(s <= 0 for s in sizes):
+        raise ModelError(f"layer sizes must be at least [n_in, n_out], all positive; got {sizes}")
+    return sizes
+
+
+def make_layout(sizes: Sequence[int]) -> np.ndarray:
+    """One row per layer: ``(n_in, n_out, weight offset, bias offset)`` into the flat buffer."""
+    rows, off = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        rows.append((n_in, n_out, off, off + n_in * n_out))
+        off += n_in * n_out + n_out
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+@dataclass
+class Workspace:
+    """Activation buffers for batches of up to ``batch_size`` rows (see :mod:`fastmlp.kernels`)."""
+
+    batch_size: int
+    x: np.ndarray        # (B * n_0,) float32
+    y: np.ndarray        # (B,) int32
+    z: np.ndarray        # (B * sum n_l,) float32 pre-activations
+    h: np.ndarray        # same size, ReLU outputs
+    d: np.ndarray        # same size, gradients w.r.t. each layer's output
+    act_off: np.ndarray  # (L,) int64 block offsets into z, h, d
+
+    @classmethod
+    def allocate(cls, sizes: Sequence[int], batch_size: int) -> "Workspace":
+        outs = list(sizes[1:])
+        act_off = np.array([batch_size * sum(outs[:l]) for l in range(len(outs))], dtype=np.int64)
+        total = batch_size * sum(outs)
+        return cls(batch_size, np.zeros(batch_size * sizes[0], np.float32), np.zeros(batch_size, np.int32),
+                   np.zeros(total, np.float32), np.zeros(total, np.float32), np.zeros(total, np.float32),
+                   act_off)
+
+
+class MLP:
+    """ReLU hidden layers and a linear output layer over one flat float32 parameter buffer."""
+
+    def __init__(self, sizes: Sequence[int], params: np.ndarray | None = None):
+        self.sizes = check_sizes(sizes)
+        self.layout = make_layout(self.sizes)
+        n = self.num_parameters
+        if params is None:
+            params = np.zeros(n, np.float32)
+        if params.shape != (n,) or params.dtype != np.float32:
+            raise ModelError(f"parameter buffer must be float32 ({n},) for sizes {self.sizes}; "
+                             f"got {params.dtype} {params.shape}")
+        self.params = params
+        self._eval_ws: Workspace | None = None
+
+    @classmethod
+    def initialized(cls, sizes: Sequence[int], rng: np.random.Generator) -> "MLP":
+        """``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``, drawn layer by layer like the reference NN."""
+        model = cls(sizes)
+        for W, _ in model.layers():
+            W[...] = init_weight(rng, W.shape[1], W.shape[0], np.float32)
+        return model
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layout)
+
+    @property
+    def num_parameters(self) -> int:
+        last = self.layout[-1]
+        return int(last[kernels.B_OFF] + last[kernels.N_OUT])
+
+    def views(self, buf: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(W_1, b_1), ...]`` as views into ``buf`` (params, grads or an Adam moment)."""
+        out = []
+        for n_in, n_out, w_off, b_off in self.layout:
+            out.append((buf[w_off:w_off + n_in * n_out].reshape(n_out, n_in), buf[b_off:b_off + n_out]))
+        return out
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.views(self.params)
+
+    def set_from(self, arrays: Sequence[np.ndarray]) -> None:
+        """Copy ``[W1, b1, W2, b2, ...]`` (e.g. a reference ``NN.parameters()``) into the buffer."""
+        flat = [v for pair in self.layers() for v in pair]
+        if len(arrays) != len(flat):
+            raise ModelError(f"expected {len(flat)} arrays, got {len(arrays)}")
+        for dst, src in zip(flat, arrays):
+            if dst.shape != np.shape(src):
+                raise ModelError(f"shape {np.shape(src)} does not fit {dst.shape}")
+            dst[...] = src
+
+    def workspace(self, batch_size: int) -> Workspace:
+        return Workspace.allocate(self.sizes, batch_size)
+
+    def _eval_workspace(self) -> Workspace:
+        if self._eval_ws is None:
+            self._eval_ws = self.workspace(1024)
+        return self._eval_ws
+
+    def _check_images(self, images: np.ndarray) -> None:
+        if images.ndim != 2 or images.shape[1] != self.sizes[0] or images.dtype != np.uint8:
+            raise ModelError(f"images must be uint8 (n, {self.sizes[0]}); got {images.dtype} {images.shape}")
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default)."""
+        self._check_images(images)
+        rows = np.arange(len(images), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return float("nan"), float("nan")
+        ws = self._eval_workspace()
+        total, correct = kernels.evaluate_rows(self.params, self.layout, images, labels, rows,
+                                               ws.x, ws.y, ws.z, ws.h, ws.act_off)
+        return total / len(rows), correct / len(rows)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Predicted class of each row of a uint8 image matrix (n, n_0)."""
+        self._check_images(images)
+        ws = self._eval_workspace()
+        out = np.empty(len(images), np.int64)
+        kernels.predict_rows(self.params, self.layout, images, ws.x, ws.z, ws.h, ws.act_off, out)
+        return out
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (m, n_L) for a float32 batch ``x`` (m, n_0) already scaled to [0, 1]."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            raise ModelError(f"x must be (m, {self.sizes[0]}); got {x.shape}")
+        ws = self.workspace(len(x))
+        ws.x[:] = x.reshape(-1)
+        return kernels.forward(self.params, self.layout, ws.x, ws.z, ws.h, ws.act_off, len(x)).copy()
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, path: str | os.PathLike, **metadata) -> None:
+        """Write ``model.npz`` atomically: sizes, the flat parameters, and JSON metadata."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, sizes=np.array(self.sizes, np.int64), params=self.params,
+                         metadata=np.array(json.dumps(metadata, sort_keys=True)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> tuple["MLP", dict]:
+        """Read a file written by :meth:`save`; returns ``(model, metadata)``."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                sizes, params, meta = f["sizes"], f["params"], json.loads(str(f["metadata"]))
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such model file") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path}: not a fastmlp model file ({str(exc).splitlines()[0]})") from None
+        return cls(sizes.tolist(), np.ascontiguousarray(params, dtype=np.float32)), meta

@@ -1,0 +1,48 @@
+"""Adam over flat float32 buffers.
+
+Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Algorithm 1. With
+gradient g at step t = 1, 2, ...::
+
+    m <- beta1 m + (1 - beta1) g
+    v <- beta2 v + (1 - beta2) g^2
+    p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+Defaults are the paper's: lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8. The moments ``m``
+and ``v`` share the parameter buffer's layout, so one pass of
+:func:`fastmlp.kernels.adam_update` updates every weight and bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import kernels
+
+
+def check_adam_hyperparameters(lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """Raise ValueError naming the first bad value."""
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number; got {lr}")
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not (0 <= beta < 1):
+            raise ValueError(f"{name} must be in [0, 1); got {beta}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive number; got {eps}")
+
+
+class Adam:
+    """Adam state (m, v, t) for a flat parameter buffer of ``n`` float32 values."""
+
+    def __init__(self, n: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        check_adam_hyperparameters(lr, beta1, beta2, eps)
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        self.m = np.zeros(n, np.float32)
+        self.v = np.zeros(n, np.float32)
+        self.t = 0
+
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """One update of ``params`` in place from ``grads`` (same layout)."""
+        self.t += 1
+        kernels.adam_update(params, grads, self.m, self.v, self.lr, self.beta1, self.beta2, self.eps, self.t)

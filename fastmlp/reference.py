@@ -1,0 +1,321 @@
+"""The homework's network in plain NumPy: the readable ground truth for the Numba engine.
+
+Shapes follow the homework: a batch ``x`` is (m, n_in), a weight ``W`` is (n_out, n_in), a
+bias ``b`` is (n_out,), and a linear layer computes ``z = x @ W.T + b``. Every function works in
+float32 or float64 (gradient checks use float64).
+
+Backward passes, for an upstream gradient ``dz`` of shape (m, n_out)::
+
+    dx = dz @ W        (m, n_in)
+    dW = dz.T @ x      (n_out, n_in)
+    db = dz.sum(0)     (n_out,)
+
+The loss is the mean cross-entropy of softmax(h) for logits ``h`` (m, k)::
+
+    ln p = h - logsumexp(h)            (row max subtracted first: stable for any h)
+    l    = -(1/m) sum_i sum_j y_ij ln p_ij
+    dl/dh = (p - y) / m
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- layers
+
+def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray):
+    """``z = x @ W.T + b``; returns ``(z, backward)`` where ``backward(dz) -> (dx, dW, db)``."""
+    z = x @ W.T + b
+
+    def backward(dz):
+        return linear_backward(dz, x, W, b)
+
+    return z, backward
+
+
+def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarray):
+    """Gradients of ``z = x @ W.T + b``: ``(dx, dW, db) = (dz @ W, dz.T @ x, dz.sum(0))``."""
+    return dz @ W, dz.T @ x, dz.sum(axis=0)
+
+
+def relu(z: np.ndarray):
+    """``h = max(0, z)``; returns ``(h, backward)`` with ``backward(dh) = dh * (z >= 0)``.
+
+    At exactly ``z = 0`` the homework passes the gradient through (``z >= 0``); the engine
+    follows the same rule.
+    """
+    h = np.maximum(z, 0)
+
+    def backward(dh):
+        return dh * (z >= 0)
+
+    return h, backward
+
+
+def init_weight(rng: np.random.Generator, n_in: int, n_out: int, dtype=np.float64) -> np.ndarray:
+    """``W ~ N(0, 1/sqrt(n_in))`` (standard deviation ``1/sqrt(n_in)``), shape (n_out, n_in).
+
+    Drawn in float64 and cast, so a float32 and a float64 network from one seed agree.
+    """
+    return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+
+
+class DenseLayer:
+    """A linear layer ``z = x @ W.T + b`` with ``W ~ N(0, 1/sqrt(n_in))`` and ``b = 0``."""
+
+    def __init__(self, n_in: int, n_out: int, rng: np.random.Generator | None = None, dtype=np.float64):
+        rng = rng if rng is not None else np.random.default_rng()
+        self.W = init_weight(rng, n_in, n_out, dtype)
+        self.b = np.zeros(n_out, dtype=dtype)
+        self.dW = np.zeros_like(self.W)
+        self.db = np.zeros_like(self.b)
+        self._backward: Callable | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        z, self._backward = linear_forward(x, self.W, self.b)
+        return z
+
+    def backward(self, dz: np.ndarray) -> np.ndarray:
+        """Store ``dW``, ``db``; return ``dx``."""
+        if self._backward is None:
+            raise RuntimeError("backward() called before forward()")
+        dx, self.dW, self.db = self._backward(dz)
+        return dx
+
+
+class NN:
+    """ReLU DenseLayers, then a linear output layer (logits; softmax lives in the loss).
+
+    ``sizes = [n_in, h_1, ..., h_L, n_out]``. Parameters and gradients are listed layer by
+    layer as ``[W1, b1, W2, b2, ...]``.
+    """
+
+    def __init__(self, sizes: Sequence[int], rng: np.random.Generator | None = None, dtype=np.float64):
+        if len(sizes) < 2 or any(int(s) <= 0 for s in sizes):
+            raise ValueError(f"sizes must be at least [n_in, n_out], all positive; got {list(sizes)}")
+        rng = rng if rng is not None else np.random.default_rng()
+        self.sizes = [int(s) for s in sizes]
+        self.layers = [DenseLayer(a, b, rng, dtype) for a, b in zip(self.sizes[:-1], self.sizes[1:])]
+        self._relu_backward: list[Callable] = []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (m, n_out) for a batch x (m, n_in)."""
+        self._relu_backward = []
+        h = x
+        for layer in self.layers[:-1]:
+            h, back = relu(layer.forward(h))
+            self._relu_backward.append(back)
+        return self.layers[-1].forward(h)
+
+    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+        """Backpropagate ``dl/dlogits``; stores every layer's gradients; returns ``dl/dx``."""
+        dh = self.layers[-1].backward(dlogits)
+        for layer, relu_back in zip(reversed(self.layers[:-1]), reversed(self._relu_backward)):
+            dh = layer.backward(relu_back(dh))
+        return dh
+
+    def parameters(self) -> list[np.ndarray]:
+        return [p for layer in self.layers for p in (layer.W, layer.b)]
+
+    def gradients(self) -> list[np.ndarray]:
+        return [g for layer in self.layers for g in (layer.dW, layer.db)]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x).argmax(axis=1)
+
+
+# ----------------------------------------------------------------------------- loss
+
+def log_softmax(h: np.ndarray) -> np.ndarray:
+    """``ln softmax(h)`` row by row, stable: ``h - max - ln sum exp(h - max)``."""
+    shifted = h - h.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float64) -> np.ndarray:
+    y = np.zeros((len(labels), num_classes), dtype=dtype)
+    y[np.arange(len(labels)), labels] = 1
+    return y
+
+
+def softmax_cross_entropy(h: np.ndarray, y: np.ndarray):
+    """Mean cross-entropy of softmax(h) against ``y``, and its gradient ``(p - y)/m``.
+
+    ``h``: logits (m, k). ``y``: integer labels (m,) or one-hot rows (m, k).
+    Returns ``(loss, dh)``, ``dh`` of h's shape and dtype.
+    """
+    m, k = h.shape
+    if y.ndim == 1:
+        y = one_hot(y, k, h.dtype)
+    logp = log_softmax(h)
+    loss = -(y * logp).sum() / m
+    dh = (np.exp(logp) - y) / m
+    return loss, dh.astype(h.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def try_nn(sizes: Sequence[int] = (784, 100, 10), m: int = 8, seed: int = 0) -> float:
+    """Build a net, run forward, loss and backward on random data; print shapes and the loss."""
+    rng = np.random.default_rng(seed)
+    net = NN(sizes, rng)
+    x = rng.random((m, sizes[0]))
+    y = rng.integers(0, sizes[-1], m)
+    logits = net.forward(x)
+    loss, dlogits = softmax_cross_entropy(logits, y)
+    dx = net.backward(dlogits)
+    print(f"x {x.shape} -> logits {logits.shape}; loss {loss:.6f}; dx {dx.shape}")
+    for i, (p, g) in enumerate(zip(net.parameters(), net.gradients())):
+        print(f"  param {i}: {p.shape}  grad {g.shape}")
+    return float(loss)
+
+
+@dataclass
+class GradCheck:
+    """One finite-difference check: which array, whether it passed, and its worst error."""
+
+    name: str
+    passed: bool
+    max_rel_error: float
+
+
+def _numeric_gradient(f: Callable[[], float], array: np.ndarray, step: float) -> np.ndarray:
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + step
+        up = f()
+        flat[i] = old - step
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * step)
+    return grad
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a - b| / max(|a| + |b|, 1e-12)``, elementwise."""
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-12)))
+
+
+def test_cases(sizes: Sequence[int] = (6, 5, 4, 3), m: int = 5, seed: int = 0,
+               step: float = 1e-6, tol: float = 1e-6, verbose: bool = False) -> list[GradCheck]:
+    """Central finite differences in float64 for every parameter gradient and the input gradient.
+
+    Returns one :class:`GradCheck` per array (``W1``, ``b1``, ..., ``x``).
+    """
+    rng = np.random.default_rng(seed)
+    net = NN(sizes, rng, dtype=np.float64)
+    for layer in net.layers:  # non-zero biases so their gradients are exercised
+        layer.b[:] = rng.normal(0, 0.1, layer.b.shape)
+    x = rng.normal(size=(m, sizes[0]))
+    y = rng.integers(0, sizes[-1], m)
+
+    def loss() -> float:
+        return softmax_cross_entropy(net.forward(x), y)[0]
+
+    _, dlogits = softmax_cross_entropy(net.forward(x), y)
+    dx = net.backward(dlogits)
+    names = [f"{kind}{i + 1}" for i in range(len(net.layers)) for kind in ("W", "b")]
+    arrays = list(zip(names, net.parameters(), [g.copy() for g in net.gradients()])) + [("x", x, dx)]
+    results = []
+    for name, array, analytic in arrays:
+        numeric = _numeric_gradient(loss, array, step)
+        err = relative_error(analytic, numeric)
+        results.append(GradCheck(name, err < tol, err))
+        if verbose:
+            print(f"  {name:>4} {str(array.shape):>10}  max rel error {err:.2e}  "
+                  f"{'ok' if err < tol else 'FAIL'}")
+    return results
+
+
+test_cases.__test__ = False  # a homework name, not a pytest test
+
+
+# ----------------------------------------------------------------------------- training
+
+class Adam:
+    """Adam (Kingma & Ba, 2015, Algorithm 1), bias-corrected, updating arrays in place.
+
+    For each parameter ``p`` with gradient ``g``, at step ``t = 1, 2, ...``::
+
+        m = beta1 m + (1 - beta1) g
+        v = beta2 v + (1 - beta2) g^2
+        p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Defaults are the paper's: lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8.
+    """
+
+    def __init__(self, params: list[np.ndarray], lr: float = 1e-3, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8):
+        self.params = params
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        c1 = 1 - self.beta1 ** self.t
+        c2 = 1 - self.beta2 ** self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's mini-batches: a fresh permutation of ``range(n)`` cut into ``batch_size`` pieces.
+
+    Every example appears exactly once per epoch. When ``batch_size`` does not divide ``n``
+    the last batch is the smaller remainder (it is kept, not dropped, and its loss is its own
+    mean).
+    """
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def gather_batch(images: np.ndarray, idx: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Rows ``idx`` of the uint8 image matrix, scaled to [0, 1]: (len(idx), n_features)."""
+    return images[idx].astype(dtype) / dtype(255)
+
+
+def accuracy(net: NN, images: np.ndarray, labels: np.ndarray, dtype=np.float32, chunk: int = 2000) -> float:
+    """Fraction of ``images`` whose argmax logit equals the label, in batches of ``chunk``."""
+    correct = 0
+    for i in range(0, len(images), chunk):
+        x = gather_batch(images, np.arange(i, min(i + chunk, len(images))), dtype)
+        correct += int((net.predict(x) == labels[i:i + chunk]).sum())
+    return correct / len(images)
+
+
+def train_reference(train_images: np.ndarray, train_labels: np.ndarray, hidden_sizes: Sequence[int] = (100,),
+                    *, batch_size: int = 32, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                    eps: float = 1e-8, epochs: int = 1, seed: int = 0, dtype=np.float32,
+                    num_classes: int = 10, on_epoch: Callable[[int, NN, float], None] | None = None) -> NN:
+    """The plain training loop: seeded init, a fresh permutation per epoch, Adam per batch.
+
+    The random stream is used in the order the engine uses it: first the weights, layer by
+    layer, then one permutation per epoch. ``on_epoch(epoch, net, mean_loss)`` is called after
+    each epoch.
+    """
+    rng = np.random.default_rng(seed)
+    net = NN([train_images.shape[1], *hidden_sizes, num_classes], rng, dtype)
+    opt = Adam(net.parameters(), lr, beta1, beta2, eps)
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for idx in epoch_batches(len(train_images), batch_size, rng):
+            loss, dlogits = softmax_cross_entropy(net.forward(gather_batch(train_images, idx, dtype)),
+                                                  train_labels[idx])
+            net.backward(dlogits)
+            opt.step(net.gradients())
+            total += float(loss) * len(idx)
+        if on_epoch is not None:
+            on_epoch(epoch, net, total / len(train_images))
+    return net
