@@ -1,0 +1,77 @@
+"""The ``fastmlp`` command: its subcommands work, and every user error is one line, not a traceback."""
+
+import gzip
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_gradcheck_passes_and_lists_every_gradient():
+    proc = run("gradcheck")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all 7 gradients agree" in proc.stdout
+    for name in ("W1", "b1", "W3", "b3", "x"):
+        assert f" {name} " in proc.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--lr", "-1"], "lr must be a positive number"),
+    (["--beta2", "1"], "beta2 must be in [0, 1)"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--threads", "0", "--data-dir", "."], "--threads must be >= 1"),
+])
+def test_train_rejects_bad_hyperparameters_in_one_line(args, fragment):
+    assert_one_line_error(run("train", *args), fragment)
+
+
+def test_train_rejects_malformed_hidden_sizes():
+    proc = run("train", "--hidden", "512,zero")
+    assert proc.returncode == 2 and "expected comma-separated integers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_data_file_is_named_in_one_line(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 20))
+    proc = run("train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert_one_line_error(proc, "train-images-idx3-ubyte.gz", "wrong IDX magic 0x00000801")
+
+
+def test_evaluating_a_missing_model_is_one_line(tmp_path):
+    assert_one_line_error(run("evaluate", str(tmp_path / "nope.npz")), "no such model file")
+
+
+def test_an_unknown_dataset_is_one_line(tmp_path):
+    assert_one_line_error(run("data", "info", "cifar"), "unknown dataset 'cifar'")
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_on_mnist(mnist, tmp_path):
+    out = tmp_path / "run"
+    proc = run("train", "--hidden", "64", "--batch-size", "256", "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch   1" in proc.stdout and "test accuracy" in proc.stdout
+    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png"}
+    proc = run("evaluate", str(out / "model.npz"))
+    assert proc.returncode == 0, proc.stderr
+    assert "test" in proc.stdout and "validation" in proc.stdout
+    test_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("test"))
+    assert float(test_line.split()[-1].rstrip("%")) > 90

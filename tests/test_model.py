@@ -1,0 +1,81 @@
+"""The MLP keeps every parameter in one flat float32 buffer, initialises like the reference,
+and saves and loads itself atomically."""
+
+import numpy as np
+import pytest
+
+from fastmlp import reference as ref
+from fastmlp.model import MLP, ModelError, make_layout
+
+
+def test_layout_places_each_weight_then_its_bias_back_to_back():
+    layout = make_layout([4, 3, 2])
+    np.testing.assert_array_equal(layout, [[4, 3, 0, 12], [3, 2, 15, 21]])
+    assert MLP([4, 3, 2]).num_parameters == 4 * 3 + 3 + 3 * 2 + 2
+
+
+def test_layer_views_share_memory_with_the_flat_buffer():
+    model = MLP([5, 4, 3])
+    (W1, b1), (W2, b2) = model.layers()
+    assert W1.shape == (4, 5) and b1.shape == (4,) and W2.shape == (3, 4) and b2.shape == (3,)
+    for view in (W1, b1, W2, b2):
+        assert np.shares_memory(view, model.params)
+    W2[1, 2] = 42
+    assert model.params[4 * 5 + 4 + 1 * 4 + 2] == 42
+
+
+def test_initialisation_draws_the_same_weights_as_the_reference_network():
+    model = MLP.initialized([20, 8, 6, 3], np.random.default_rng(5))
+    net = ref.NN([20, 8, 6, 3], np.random.default_rng(5), np.float32)
+    for got, want in zip([a for pair in model.layers() for a in pair], net.parameters()):
+        np.testing.assert_array_equal(got, want)
+    assert all(np.all(b == 0) for _, b in model.layers())
+    assert model.params.dtype == np.float32
+
+
+@pytest.mark.parametrize("sizes", [[], [784], [784, 0, 10], [784, -3, 10]])
+def test_bad_sizes_are_rejected(sizes):
+    with pytest.raises(ModelError, match="sizes"):
+        MLP(sizes)
+
+
+def test_a_parameter_buffer_of_the_wrong_size_is_rejected():
+    with pytest.raises(ModelError, match="float32"):
+        MLP([4, 3, 2], np.zeros(7, np.float32))
+
+
+def test_evaluate_rejects_images_of_the_wrong_shape():
+    model = MLP([784, 10, 10])
+    with pytest.raises(ModelError, match=r"uint8 \(n, 784\)"):
+        model.evaluate(np.zeros((3, 100), np.uint8), np.zeros(3, np.uint8))
+
+
+def test_logits_equal_the_reference_forward():
+    rng = np.random.default_rng(2)
+    model = MLP.initialized([12, 9, 4], rng)
+    x = rng.random((5, 12)).astype(np.float32)
+    net = ref.NN([12, 9, 4], np.random.default_rng(0))
+    net.layers[0].W[:], net.layers[0].b[:] = model.layers()[0]
+    net.layers[1].W[:], net.layers[1].b[:] = model.layers()[1]
+    np.testing.assert_allclose(model.logits(x), net.forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_save_then_load_round_trips_parameters_and_metadata(tmp_path):
+    model = MLP.initialized([6, 5, 3], np.random.default_rng(1))
+    path = tmp_path / "model.npz"
+    model.save(path, config={"lr": 0.001}, epoch=3)
+    loaded, meta = MLP.load(path)
+    assert loaded.sizes == [6, 5, 3]
+    np.testing.assert_array_equal(loaded.params, model.params)
+    assert meta == {"config": {"lr": 0.001}, "epoch": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary file left
+
+
+def test_loading_a_missing_or_corrupt_model_file_gives_one_clear_line(tmp_path):
+    with pytest.raises(ModelError, match="no such model file"):
+        MLP.load(tmp_path / "absent.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file at all")
+    with pytest.raises(ModelError, match="not a fastmlp model file") as info:
+        MLP.load(bad)
+    assert "\n" not in str(info.value)
