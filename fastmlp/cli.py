@@ -36,6 +36,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
     p.add_argument("--eps", type=float, default=d.eps, help=f"Adam epsilon (default {d.eps:g})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                   help=f"multiply eta by this after every epoch (default {d.lr_decay:g}: constant)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--val-size", type=int, default=d.val_size,
                    help=f"training images held out for validation (default {d.val_size})")
@@ -65,20 +67,22 @@ def _load(args):
 def cmd_train(args) -> int:
     from .train import TrainConfig, TrainingDiverged, train, Progress
     config = TrainConfig(hidden_sizes=args.hidden, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-                         beta2=args.beta2, eps=args.eps, epochs=args.epochs, seed=args.seed,
+                         beta2=args.beta2, eps=args.eps, epochs=args.epochs, lr_decay=args.lr_decay, seed=args.seed,
                          val_size=args.val_size, dataset=args.dataset)
     config.validate()
     limiter = _threads(args.threads)
-    dataset = _load(args)
     out = Path(args.out)
-    print(f"fastmlp: {dataset.name} from {dataset.source} ({len(dataset.train_images)} train, "
-          f"{len(dataset.test_images)} test); hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
-          f"lr {config.lr:g}, betas ({config.beta1:g}, {config.beta2:g}), eps {config.eps:g}, "
-          f"{config.epochs} epochs, seed {config.seed}", flush=True)
+    print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
+          f"lr {config.lr:g} (x{config.lr_decay:g}/epoch), betas ({config.beta1:g}, {config.beta2:g}), "
+          f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}", flush=True)
+
+    def log(line: str) -> None:
+        stamp = f"  [{time.perf_counter() - T_LAUNCH:6.1f}s since launch]" if line.startswith("epoch") else ""
+        print(line + stamp, flush=True)
+
     try:
-        result = train(config, dataset, out_dir=out, progress=Progress(),
-                       log=lambda line: print(f"{line}  [{time.perf_counter() - T_LAUNCH:6.1f}s since launch]",
-                                              flush=True))
+        result = train(config, data_dir=args.data_dir, verify=not args.no_verify, out_dir=out,
+                       progress=Progress(), log=log)
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1

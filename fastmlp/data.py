@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import sys
 import tempfile
@@ -196,41 +197,44 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: str | os.PathLike | None = Non
 
 # ----------------------------------------------------------------------------- reading
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 def _idx_header(kind: str, count: int, rows: int, cols: int) -> bytes:
     dims = [count, rows, cols] if kind == "images" else [count]
     magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC
     return np.array([magic, *dims], dtype=">i4").tobytes()
 
 
-def parse_idx(raw: bytes, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
-              verify: bool = True) -> np.ndarray:
-    """Check an IDX file's bytes against ``fspec`` and return its array without copying.
+def _read_exactly(stream, out: memoryview) -> int:
+    """Fill ``out`` from ``stream``; return the number of bytes read (short only at the end)."""
+    done = 0
+    while done < len(out):
+        # Bounded chunks: gzip's readinto builds a temporary as large as the request.
+        n = stream.readinto(out[done:done + (1 << 20)])
+        if not n:
+            break
+        done += n
+    return done
 
-    Images come back as uint8 (count, rows*cols), labels as uint8 (count,).
+
+def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
+                    verify: bool = True) -> tuple[np.ndarray, str]:
+    """Read and check one IDX file from a binary stream; returns ``(array, md5)``.
+
+    The data go straight into their final uint8 array (no intermediate copy of the whole
+    file), and the MD5 of the content (header and data) is computed on the way. Images come
+    back as (count, rows*cols), labels as (count,).
     """
     expected_magic = IMAGES_MAGIC if fspec.kind == "images" else LABELS_MAGIC
     ndim = 3 if fspec.kind == "images" else 1
     header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"{path}: truncated: {len(raw)} bytes, shorter than the {header_len}-byte IDX header")
-    header = np.frombuffer(raw, dtype=">i4", count=1 + ndim)
-    magic = int(header[0])
+    header = stream.read(header_len)
+    if len(header) < header_len:
+        raise DataError(f"{path}: truncated: {len(header)} bytes, shorter than the {header_len}-byte IDX header")
+    fields = np.frombuffer(header, dtype=">i4")
+    magic = int(fields[0])
     if magic != expected_magic:
         raise DataError(f"{path}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x} "
                         f"for {fspec.kind}")
-    dims = [int(d) for d in header[1:]]
+    dims = [int(d) for d in fields[1:]]
     expected_dims = [fspec.count, rows, cols] if fspec.kind == "images" else [fspec.count]
     # Custom data (verify=False) may hold any number of images, but of the registered size.
     if dims != expected_dims and (verify or dims[1:] != expected_dims[1:]):
@@ -238,18 +242,41 @@ def parse_idx(raw: bytes, path: Path, fspec: FileSpec, rows: int = 28, cols: int
     if any(d <= 0 for d in dims):
         raise DataError(f"{path}: invalid dimensions {dims}")
     payload = int(np.prod(dims))
-    if len(raw) - header_len != payload:
-        what = "truncated" if len(raw) - header_len < payload else "too long"
-        raise DataError(f"{path}: {what}: {len(raw) - header_len} bytes of data, header says {payload}")
-    if verify:
-        digest = hashlib.md5(raw).hexdigest()
-        if digest != fspec.md5:
-            raise DataError(f"{path}: checksum mismatch: MD5 {digest}, expected {fspec.md5} "
-                            f"(corrupt file, or a different dataset: --no-verify accepts custom data)")
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header_len)
+    array = np.empty(payload, dtype=np.uint8)
+    got = _read_exactly(stream, memoryview(array))
+    if got < payload:
+        raise DataError(f"{path}: truncated: {got} bytes of data, header says {payload}")
+    extra = len(stream.read(1 << 16))
+    if extra:
+        raise DataError(f"{path}: too long: more than {payload} bytes of data, header says {payload}")
+    digest = hashlib.md5(header)
+    digest.update(memoryview(array))
+    md5 = digest.hexdigest()
+    if verify and md5 != fspec.md5:
+        raise DataError(f"{path}: checksum mismatch: MD5 {md5}, expected {fspec.md5} "
+                        f"(corrupt file, or a different dataset: --no-verify accepts custom data)")
     if fspec.kind == "images":
-        return array.reshape(dims[0], dims[1] * dims[2])
-    return array
+        array = array.reshape(dims[0], dims[1] * dims[2])
+    array.flags.writeable = False  # the dataset is shared by every run in the process
+    return array, md5
+
+
+def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
+    """Read one IDX file, gzipped (``.gz``) or raw; returns ``(array, md5)``. See :func:`read_idx_stream`."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as stream:
+            return read_idx_stream(stream, path, fspec, rows, cols, verify)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def parse_idx(raw: bytes, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
+              verify: bool = True) -> np.ndarray:
+    """Check the bytes of an IDX file against ``fspec``; return its array (see :func:`read_idx_stream`)."""
+    return read_idx_stream(io.BytesIO(raw), path, fspec, rows, cols, verify)[0]
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
@@ -283,7 +310,9 @@ def read_npy(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify
     array = np.ascontiguousarray(array)
     if verify:
         header = _idx_header(fspec.kind, array.shape[0], rows, cols)
-        digest = hashlib.md5(header + array.tobytes()).hexdigest()
+        md5 = hashlib.md5(header)
+        md5.update(memoryview(array).cast("B"))
+        digest = md5.hexdigest()
         if digest != fspec.md5:
             raise DataError(f"{path}: checksum mismatch: content MD5 (as IDX) {digest}, expected "
                             f"{fspec.md5} (--no-verify accepts custom data)")
@@ -297,9 +326,8 @@ def read_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, ver
     """
     for candidate in (folder / (fspec.filename + ".gz"), folder / fspec.filename):
         if candidate.exists():
-            raw = _read_bytes(candidate)
-            array = parse_idx(raw, candidate, fspec, rows, cols, verify)
-            return array, candidate, hashlib.md5(raw).hexdigest() if not verify else fspec.md5
+            array, md5 = read_idx(candidate, fspec, rows, cols, verify)
+            return array, candidate, md5
     for name in fspec.npy_names:
         candidate = folder / name
         if candidate.exists():
@@ -384,7 +412,7 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
         target = folder / (fspec.filename + ".gz")
         if target.exists():
             try:
-                parse_idx(_read_bytes(target), target, fspec, spec.rows, spec.cols, verify=True)
+                read_idx(target, fspec, spec.rows, spec.cols, verify=True)
                 continue
             except DataError:
                 pass  # replaced below
@@ -393,7 +421,7 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
             url = mirror + fspec.filename + ".gz"
             try:
                 _fetch(url, target, fspec.filename + ".gz", progress)
-                parse_idx(_read_bytes(target), target, fspec, spec.rows, spec.cols, verify=True)
+                read_idx(target, fspec, spec.rows, spec.cols, verify=True)
                 break
             except (OSError, DataError) as exc:
                 errors.append(f"{url}: {exc}")

@@ -54,6 +54,8 @@ def without_timings(history: History) -> list[dict]:
     ("batch_size", 0, "batch_size must be a positive integer"),
     ("epochs", 0, "epochs must be an integer >= 1"),
     ("val_size", -1, "val_size must be >= 0"),
+    ("lr_decay", 0.0, r"lr_decay must be in \(0, 1\]"),
+    ("lr_decay", 1.5, r"lr_decay must be in \(0, 1\]"),
 ])
 def test_invalid_hyperparameters_are_rejected_with_a_message_naming_them(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -79,6 +81,11 @@ def test_training_learns_the_synthetic_task():
     last = result.history.epochs[-1]
     assert last["val_acc"] > 0.9 and last["test_acc"] > 0.9
     assert result.history.status == "completed"
+
+
+def test_lr_decay_multiplies_eta_after_every_epoch():
+    result = train(small_config(epochs=3, lr=2e-3, lr_decay=0.5), synthetic_dataset())
+    assert [e["lr"] for e in result.history.epochs] == pytest.approx([2e-3, 1e-3, 5e-4])
 
 
 def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
