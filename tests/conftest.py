@@ -1,0 +1,194 @@
+"""Shared fixtures for the whole test suite.
+
+Real data
+    ``mnist``: the real MNIST :class:`fastmlp.data.Dataset`, loaded (and verified) once per
+    session from ``$FASTMLP_DATA_DIR/mnist/``. Without it the tests that use it are skipped,
+    unless ``FASTMLP_REQUIRE_DATA=1`` (CI), where they fail instead. Its arrays are shared by
+    every test and are read-only views: never modify them in place. Tests that use ``mnist``
+    are marked ``mnist`` automatically, so ``pytest -m "not mnist"`` deselects them.
+
+Synthetic data
+    ``synthetic``: a tiny MNIST-shaped :class:`SyntheticDataset` (12 training and 7 test images
+    of 28x28) with a :class:`fastmlp.data.DatasetSpec` whose MD5s are computed here from the
+    IDX bytes, so ``load_dataset(spec=synthetic.spec, data_dir=...)`` verifies it like the real
+    thing. ``synthetic.write(folder, form)`` writes it as gzipped IDX, raw IDX or ``.npy``.
+    ``make_synthetic`` is the class itself, for other sizes, names or arrays.
+
+    ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
+    dataset look-ups see only what the test puts in place.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastmlp import data
+
+KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+# The IDX format, written out independently of fastmlp.data so that the tests check it.
+IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
+
+
+# ----------------------------------------------------------------------------- real MNIST
+
+def _no_real_data(reason: str):
+    if os.environ.get("FASTMLP_REQUIRE_DATA") == "1":
+        pytest.fail(f"{reason}; FASTMLP_REQUIRE_DATA=1 says the real-data tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mnist() -> data.Dataset:
+    """The real, verified MNIST dataset (uint8 arrays), loaded once per session."""
+    root = os.environ.get("FASTMLP_DATA_DIR")
+    if not root:
+        _no_real_data("real MNIST not available: FASTMLP_DATA_DIR is not set")
+    if not (Path(root) / "mnist").is_dir():
+        _no_real_data(f"real MNIST not available: no mnist/ folder in FASTMLP_DATA_DIR={root}")
+    return data.load_dataset("mnist", data_dir=root)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "mnist" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mnist)
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+def md5(raw: bytes) -> str:
+    return hashlib.md5(raw).hexdigest()
+
+
+def kind_of(key: str) -> str:
+    """``"images"`` for ``train_images``/``test_images``, else ``"labels"``."""
+    return "images" if key.endswith("images") else "labels"
+
+
+def idx_bytes(array: np.ndarray, kind: str, rows: int = 28, cols: int = 28) -> bytes:
+    """The IDX file content of ``array``: images (n, rows*cols) or (n, rows, cols), labels (n,).
+
+    The header is magic then one big-endian int32 per dimension; ``rows``/``cols`` go into the
+    header as given, so a test can write a header that disagrees with the data.
+    """
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    if kind == "images":
+        header = struct.pack(">4i", IDX_IMAGES_MAGIC, len(a), rows, cols)
+    else:
+        header = struct.pack(">2i", IDX_LABELS_MAGIC, len(a))
+    return header + a.tobytes()
+
+
+class SyntheticDataset:
+    """A tiny MNIST-shaped dataset: its arrays, a verifying ``DatasetSpec``, and file writers.
+
+    ``arrays`` maps ``train_images``/``test_images`` to uint8 (n, rows*cols) and
+    ``train_labels``/``test_labels`` to uint8 (n,). Every class 0..num_classes-1 that fits
+    appears among the labels (so 9, the largest valid MNIST label, is always there).
+    """
+
+    def __init__(self, name: str = "synthetic", n_train: int = 12, n_test: int = 7, seed: int = 0, *,
+                 rows: int = 28, cols: int = 28, num_classes: int = 10, mirrors: tuple[str, ...] = (),
+                 system_dirs: tuple[str, ...] = (), arrays: dict[str, np.ndarray] | None = None):
+        self.name, self.rows, self.cols, self.num_classes = name, rows, cols, num_classes
+        self.mirrors, self.system_dirs, self.seed = tuple(mirrors), tuple(system_dirs), seed
+        if arrays is None:
+            rng = np.random.default_rng(seed)
+            arrays = {}
+            for part, n in (("train", n_train), ("test", n_test)):
+                arrays[f"{part}_images"] = rng.integers(0, 256, (n, rows * cols), dtype=np.uint8)
+                arrays[f"{part}_labels"] = rng.permutation(np.arange(n) % num_classes).astype(np.uint8)
+        self.arrays = {k: np.ascontiguousarray(v, dtype=np.uint8) for k, v in arrays.items()}
+        # The MD5 of each decompressed IDX file, keyed as fastmlp.data._idx_files expects.
+        md5s = {name: md5(self.idx(key))
+                for key, name in zip(KEYS, ("train-images", "train-labels", "t10k-images", "t10k-labels"))}
+        self.spec = data.DatasetSpec(
+            name=name,
+            **data._idx_files(md5s, len(self.arrays["train_images"]), len(self.arrays["test_images"])),
+            mirrors=self.mirrors, system_dirs=self.system_dirs, rows=rows, cols=cols, num_classes=num_classes,
+        )
+
+    #: ``idx_bytes(array, kind, rows=28, cols=28)``: IDX bytes of any array (for hand-made bad files).
+    idx_bytes = staticmethod(idx_bytes)
+
+    def replace(self, **arrays: np.ndarray) -> "SyntheticDataset":
+        """The same dataset with some arrays replaced; its spec's MD5s match the new arrays."""
+        return SyntheticDataset(self.name, rows=self.rows, cols=self.cols, num_classes=self.num_classes,
+                                mirrors=self.mirrors, system_dirs=self.system_dirs,
+                                arrays={**self.arrays, **arrays})
+
+    def fspec(self, key: str) -> data.FileSpec:
+        return getattr(self.spec, key)
+
+    def idx(self, key: str) -> bytes:
+        """The decompressed IDX bytes of one of the four files."""
+        return idx_bytes(self.arrays[key], kind_of(key), self.rows, self.cols)
+
+    def gz(self, key: str) -> bytes:
+        """The gzipped IDX bytes of one of the four files (deterministic: mtime 0)."""
+        return gzip.compress(self.idx(key), mtime=0)
+
+    def path(self, folder: str | os.PathLike, key: str, form: str = "gz", npy_set: int = 0) -> Path:
+        """Where ``write`` puts ``key`` in ``folder`` for ``form`` ("gz", "raw" or "npy")."""
+        fspec = self.fspec(key)
+        if form == "gz":
+            return Path(folder) / (fspec.filename + ".gz")
+        if form == "raw":
+            return Path(folder) / fspec.filename
+        if form == "npy":
+            return Path(folder) / fspec.npy_names[npy_set]
+        raise ValueError(f"unknown form {form!r}")
+
+    def write(self, folder: str | os.PathLike, form: str = "gz", *, keys=KEYS, npy_set: int = 0,
+              square_images: bool = False) -> Path:
+        """Write files into ``folder`` (created); return it.
+
+        ``form``: "gz" (gzipped IDX), "raw" (IDX) or "npy". For "npy", ``npy_set`` 0 uses
+        ``train_images.npy``..., 1 uses ``x_train.npy``...; ``square_images`` saves images as
+        (n, rows, cols) instead of (n, rows*cols).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            target = self.path(folder, key, form, npy_set)
+            if form == "gz":
+                target.write_bytes(self.gz(key))
+            elif form == "raw":
+                target.write_bytes(self.idx(key))
+            else:
+                array = self.arrays[key]
+                if square_images and kind_of(key) == "images":
+                    array = array.reshape(len(array), self.rows, self.cols)
+                np.save(target, array)
+        return folder
+
+
+@pytest.fixture
+def synthetic() -> SyntheticDataset:
+    """A tiny verified MNIST-shaped dataset called ``synthetic`` (nothing written yet)."""
+    return SyntheticDataset()
+
+
+@pytest.fixture
+def make_synthetic():
+    """The :class:`SyntheticDataset` class, to build other sizes, names or arrays."""
+    return SyntheticDataset
+
+
+@pytest.fixture
+def no_data_env(monkeypatch, tmp_path) -> Path:
+    """Unset $FASTMLP_DATA_DIR and chdir into an empty folder; returns that folder."""
+    monkeypatch.delenv("FASTMLP_DATA_DIR", raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
