@@ -6,10 +6,13 @@ tests use ``mnist``. No test touches the network: ``urlopen`` is replaced for ev
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
 import os
+import re
+import resource
 import stat
 import subprocess
 import sys
@@ -278,6 +281,55 @@ def test_unverified_custom_data_may_hold_any_number_of_images(tmp_path, syntheti
     assert_same_arrays(ds, bigger)
     with pytest.raises(DataError):
         load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=True)
+
+
+@contextlib.contextmanager
+def address_space_limit(headroom: int):
+    """Cap this process's virtual memory at its current size plus ``headroom`` bytes (Linux)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("needs /proc/self/status")
+    vmsize = int(re.search(r"VmSize:\s+(\d+) kB", status.read_text()).group(1)) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = vmsize + headroom if hard == resource.RLIM_INFINITY else min(vmsize + headroom, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.xfail(strict=True, raises=MemoryError, reason=(
+    "data.py read_idx_stream line 245 allocates np.empty(payload) from the header's dimensions before "
+    "knowing the file holds that much: unverified custom data whose header claims 2**31-1 images "
+    "asks for 1.5 TiB and dies with MemoryError instead of a one-line 'truncated' DataError "
+    "(the previous bytes-based parse_idx compared the length first)"))
+@pytest.mark.parametrize("form", ["raw", "gz"])
+def test_a_header_claiming_more_images_than_the_file_holds_is_truncated_not_a_memory_error(
+        tmp_path, synthetic, form):
+    liar = synthetic.idx_bytes(synthetic.arrays["train_images"], "images")
+    liar = liar[:4] + (2**31 - 1).to_bytes(4, "big") + liar[8:]  # count field: 2,147,483,647 images
+    synthetic.write(tmp_path, form)
+    target = synthetic.path(tmp_path, "train_images", form)
+    target.write_bytes(gzip.compress(liar, mtime=0) if form == "gz" else liar)
+    with address_space_limit(1 << 30), pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
+    assert_one_line_error(excinfo, target, "truncated")
+
+
+@pytest.mark.parametrize("form", [
+    "gz", "raw",
+    pytest.param("npy", marks=pytest.mark.xfail(strict=True, reason=(
+        "data.py read_npy (line 290-319) returns the np.load array writable, while IDX arrays are made "
+        "read-only (line 260: 'the dataset is shared by every run in the process'): a run that "
+        "modifies a .npy-loaded dataset in place silently corrupts it for the next runs"))),
+])
+def test_loaded_arrays_are_read_only_whatever_the_file_form(tmp_path, synthetic, form):
+    synthetic.write(tmp_path, form)
+    ds = load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    for key in KEYS:
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(ds, key)[0] = 1
 
 
 def test_unknown_dataset_name_is_an_error_listing_the_known_ones():
@@ -576,9 +628,10 @@ def test_failed_or_corrupt_download_raises_and_leaves_no_file_behind(tmp_path, o
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "data.py download_dataset (lines 395-400) verifies a download only after _fetch has renamed it "
-    "onto the target (line 419): unverified bytes sit under the final name until parse_idx rejects "
-    "them, contrary to the docstring (renamed into place only after its content verified)"))
+    "data.py download_dataset verifies a download (read_idx, line 424) only after _fetch has renamed "
+    "it onto the target (os.replace, line 447): unverified bytes sit under the final name until "
+    "read_idx rejects them, contrary to the docstring (renamed into place only after its content "
+    "verified); a crash in between leaves a corrupt .gz that load_dataset(download=True) won't replace"))
 def test_download_renames_only_verified_bytes_onto_the_target(tmp_path, online, mirrors, monkeypatch):
     key = "train_images"
     filename = online.fspec(key).filename + ".gz"
@@ -598,7 +651,7 @@ def test_download_renames_only_verified_bytes_onto_the_target(tmp_path, online, 
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "data.py line 398 catches only (OSError, DataError): an http.client.HTTPException such as "
+    "data.py line 426 catches only (OSError, DataError): an http.client.HTTPException such as "
     "IncompleteRead (chunked transfer cut short) or BadStatusLine escapes download_dataset as a "
     "raw traceback instead of a one-line DataError (the CLI only catches DataError)"))
 def test_http_protocol_error_during_download_is_a_data_error(tmp_path, online, mirrors):
@@ -612,7 +665,7 @@ def test_http_protocol_error_during_download_is_a_data_error(tmp_path, online, m
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "data.py line 407: tempfile.mkstemp creates the .part file with mode 0600 and os.replace keeps it, "
+    "data.py line 435: tempfile.mkstemp creates the .part file with mode 0600 and os.replace keeps it, "
     "so downloaded dataset files are readable by their owner only (a shared FASTMLP_DATA_DIR or "
     "system folder becomes unreadable to other users); expected the umask default like any new file"))
 def test_downloaded_files_get_ordinary_permissions(tmp_path, online, mirrors):
