@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
@@ -216,12 +218,13 @@ def _read_exactly(stream, out: memoryview) -> int:
 
 
 def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
-                    verify: bool = True) -> tuple[np.ndarray, str]:
+                    verify: bool = True, available: int | None = None) -> tuple[np.ndarray, str]:
     """Read and check one IDX file from a binary stream; returns ``(array, md5)``.
 
     The data go straight into their final uint8 array (no intermediate copy of the whole
     file), and the MD5 of the content (header and data) is computed on the way. Images come
-    back as (count, rows*cols), labels as (count,).
+    back as (count, rows*cols), labels as (count,). ``available``, when known, is the size of
+    the content: a header claiming more is rejected before anything is allocated.
     """
     expected_magic = IMAGES_MAGIC if fspec.kind == "images" else LABELS_MAGIC
     ndim = 3 if fspec.kind == "images" else 1
@@ -242,6 +245,9 @@ def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: i
     if any(d <= 0 for d in dims):
         raise DataError(f"{path}: invalid dimensions {dims}")
     payload = int(np.prod(dims))
+    if available is not None and available - header_len < payload:
+        raise DataError(f"{path}: truncated: {max(available - header_len, 0)} bytes of data, "
+                        f"header says {payload}")
     array = np.empty(payload, dtype=np.uint8)
     got = _read_exactly(stream, memoryview(array))
     if got < payload:
@@ -264,9 +270,15 @@ def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: i
 def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
     """Read one IDX file, gzipped (``.gz``) or raw; returns ``(array, md5)``. See :func:`read_idx_stream`."""
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
+        if path.suffix == ".gz":
+            with open(path, "rb") as raw:  # the gzip trailer records the content size (mod 2**32)
+                raw.seek(-4, os.SEEK_END)
+                available = int.from_bytes(raw.read(4), "little") or None
+            opener = gzip.open
+        else:
+            available, opener = path.stat().st_size, open
         with opener(path, "rb") as stream:
-            return read_idx_stream(stream, path, fspec, rows, cols, verify)
+            return read_idx_stream(stream, path, fspec, rows, cols, verify, available)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
     except OSError as exc:
@@ -276,7 +288,7 @@ def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify
 def parse_idx(raw: bytes, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
               verify: bool = True) -> np.ndarray:
     """Check the bytes of an IDX file against ``fspec``; return its array (see :func:`read_idx_stream`)."""
-    return read_idx_stream(io.BytesIO(raw), path, fspec, rows, cols, verify)[0]
+    return read_idx_stream(io.BytesIO(raw), path, fspec, rows, cols, verify, len(raw))[0]
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
@@ -316,6 +328,7 @@ def read_npy(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify
         if digest != fspec.md5:
             raise DataError(f"{path}: checksum mismatch: content MD5 (as IDX) {digest}, expected "
                             f"{fspec.md5} (--no-verify accepts custom data)")
+    array.flags.writeable = False  # shared by every run in the process, like the IDX arrays
     return array
 
 
@@ -420,31 +433,26 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
         for mirror in spec.mirrors:
             url = mirror + fspec.filename + ".gz"
             try:
-                _fetch(url, target, fspec.filename + ".gz", progress)
-                read_idx(target, fspec, spec.rows, spec.cols, verify=True)
+                with atomic_path(target) as tmp:  # renamed onto target only once verified
+                    _fetch(url, tmp, fspec.filename + ".gz", progress)
+                    read_idx(tmp, fspec, spec.rows, spec.cols, verify=True)
                 break
-            except (OSError, DataError) as exc:
+            except (OSError, DataError, http.client.HTTPException) as exc:
                 errors.append(f"{url}: {exc}")
-                target.unlink(missing_ok=True)
         else:
             raise DataError(f"could not download {fspec.filename}.gz: " + "; ".join(errors))
     return folder
 
 
-def _fetch(url: str, target: Path, label: str, progress: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            done = 0
-            while chunk := resp.read(1 << 16):
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    _progress_line(label, done, total)
-        if progress:
-            sys.stderr.write("\n")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _fetch(url: str, dest: Path, label: str, progress: bool) -> None:
+    """Stream ``url`` into ``dest``, drawing a progress bar on stderr."""
+    with open(dest, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        done = 0
+        while chunk := resp.read(1 << 16):
+            out.write(chunk)
+            done += len(chunk)
+            if progress:
+                _progress_line(label, done, total)
+    if progress:
+        sys.stderr.write("\n")

@@ -299,11 +299,6 @@ def address_space_limit(headroom: int):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError, reason=(
-    "data.py read_idx_stream line 245 allocates np.empty(payload) from the header's dimensions before "
-    "knowing the file holds that much: unverified custom data whose header claims 2**31-1 images "
-    "asks for 1.5 TiB and dies with MemoryError instead of a one-line 'truncated' DataError "
-    "(the previous bytes-based parse_idx compared the length first)"))
 @pytest.mark.parametrize("form", ["raw", "gz"])
 def test_a_header_claiming_more_images_than_the_file_holds_is_truncated_not_a_memory_error(
         tmp_path, synthetic, form):
@@ -319,10 +314,7 @@ def test_a_header_claiming_more_images_than_the_file_holds_is_truncated_not_a_me
 
 @pytest.mark.parametrize("form", [
     "gz", "raw",
-    pytest.param("npy", marks=pytest.mark.xfail(strict=True, reason=(
-        "data.py read_npy (line 290-319) returns the np.load array writable, while IDX arrays are made "
-        "read-only (line 260: 'the dataset is shared by every run in the process'): a run that "
-        "modifies a .npy-loaded dataset in place silently corrupts it for the next runs"))),
+    "npy",
 ])
 def test_loaded_arrays_are_read_only_whatever_the_file_form(tmp_path, synthetic, form):
     synthetic.write(tmp_path, form)
@@ -627,11 +619,6 @@ def test_failed_or_corrupt_download_raises_and_leaves_no_file_behind(tmp_path, o
     assert not [n for n in files_in(folder) if n.endswith(".part")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data.py download_dataset verifies a download (read_idx, line 424) only after _fetch has renamed "
-    "it onto the target (os.replace, line 447): unverified bytes sit under the final name until "
-    "read_idx rejects them, contrary to the docstring (renamed into place only after its content "
-    "verified); a crash in between leaves a corrupt .gz that load_dataset(download=True) won't replace"))
 def test_download_renames_only_verified_bytes_onto_the_target(tmp_path, online, mirrors, monkeypatch):
     key = "train_images"
     filename = online.fspec(key).filename + ".gz"
@@ -650,10 +637,6 @@ def test_download_renames_only_verified_bytes_onto_the_target(tmp_path, online, 
     assert renamed_onto_target == [], "corrupt download was renamed onto the target before verification"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data.py line 426 catches only (OSError, DataError): an http.client.HTTPException such as "
-    "IncompleteRead (chunked transfer cut short) or BadStatusLine escapes download_dataset as a "
-    "raw traceback instead of a one-line DataError (the CLI only catches DataError)"))
 def test_http_protocol_error_during_download_is_a_data_error(tmp_path, online, mirrors):
     filename = online.fspec("train_images").filename + ".gz"
     for mirror in (MIRROR_A, MIRROR_B):
@@ -664,10 +647,6 @@ def test_http_protocol_error_during_download_is_a_data_error(tmp_path, online, m
     assert not [n for n in files_in(tmp_path / "synthetic") if n.endswith(".part")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data.py line 435: tempfile.mkstemp creates the .part file with mode 0600 and os.replace keeps it, "
-    "so downloaded dataset files are readable by their owner only (a shared FASTMLP_DATA_DIR or "
-    "system folder becomes unreadable to other users); expected the umask default like any new file"))
 def test_downloaded_files_get_ordinary_permissions(tmp_path, online, mirrors):
     old = os.umask(0o022)
     try:

@@ -259,12 +259,6 @@ def test_reference_gradients_agree_with_finite_differences_at_any_depth_and_seed
         assert failed == [], f"seed {seed}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reference.py test_cases defaults (line 205: step=1e-6, tol=1e-6) with the elementwise "
-    "relative_error (line 202, floor 1e-12) report FAIL for correct gradients: central-difference "
-    "round-off is ~1e-10 absolute, so any gradient entry of size ~1e-6..1e-4 exceeds tol; e.g. "
-    "test_cases(seed=7) fails W1 (7e-5) and x (3e-5), and test_cases(sizes=(6,5,4,4,3)) fails at seed 0; "
-    "9 of 40 depth/seed pairs fail, all pass with step=1e-4"))
 def test_default_finite_difference_check_has_no_false_failures_across_depths_and_seeds():
     failures = []
     for hidden in [(5,), (5, 4), (5, 4, 4), (5, 4, 4, 5)]:
