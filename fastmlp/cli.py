@@ -26,7 +26,7 @@ def _positive_int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from .config import TrainConfig
     d = TrainConfig()
     p.add_argument("--hidden", type=_positive_int_list, default=d.hidden_sizes, metavar="H1,H2,...",
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden_sizes))})")
@@ -65,12 +65,16 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, TrainingDiverged, train, Progress
+    from .config import TrainConfig
+    from .data import BackgroundLoad, get_spec
     config = TrainConfig(hidden_sizes=args.hidden, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
                          beta2=args.beta2, eps=args.eps, epochs=args.epochs, lr_decay=args.lr_decay, seed=args.seed,
                          val_size=args.val_size, dataset=args.dataset)
     config.validate()
+    get_spec(config.dataset)
     limiter = _threads(args.threads)
+    data = BackgroundLoad(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
+    from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
     out = Path(args.out)
     print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
           f"lr {config.lr:g} (x{config.lr_decay:g}/epoch), betas ({config.beta1:g}, {config.beta2:g}), "
@@ -81,8 +85,7 @@ def cmd_train(args) -> int:
         print(line + stamp, flush=True)
 
     try:
-        result = train(config, data_dir=args.data_dir, verify=not args.no_verify, out_dir=out,
-                       progress=Progress(), log=log)
+        result = train(config, data, verify=not args.no_verify, out_dir=out, progress=Progress(), log=log)
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1
@@ -214,20 +217,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a user error: reported in one line, exit status 2."""
+    from .config import ConfigError
+    from .data import DataError
+    errors: list[type[BaseException]] = [CliError, ConfigError, DataError]
+    model = sys.modules.get("fastmlp.model")  # only loaded (with Numba) by commands that need it
+    if model is not None:
+        errors.append(model.ModelError)
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .model import ModelError
-    from .train import ConfigError
     try:
         return args.func(args)
-    except (CliError, DataError, ModelError, ConfigError) as exc:
-        print(f"fastmlp: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nfastmlp: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"fastmlp: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -383,6 +383,37 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     return Dataset(spec.name, source=folder, checksums=checksums, num_classes=spec.num_classes, **arrays)
 
 
+class BackgroundLoad:
+    """:func:`load_dataset` started in a thread; calling the object waits for it.
+
+    Decompression and hashing release the GIL, so reading the data overlaps with importing
+    and loading the compiled kernels. The result is handed over once and not kept, so the
+    caller decides when the arrays are freed.
+    """
+
+    def __init__(self, *args, **kwargs):
+        import threading
+        self._result: Dataset | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, daemon=True)
+        self._thread.start()
+
+    def _run(self, *args, **kwargs) -> None:
+        try:
+            self._result = load_dataset(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def __call__(self) -> Dataset:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        result, self._result = self._result, None
+        if result is None:
+            raise RuntimeError("BackgroundLoad result already taken")
+        return result
+
+
 # ----------------------------------------------------------------------------- splitting
 
 def validation_split(n_train: int, val_size: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,22 +14,10 @@ and ``v`` share the parameter buffer's layout, so one pass of
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import kernels
-
-
-def check_adam_hyperparameters(lr: float, beta1: float, beta2: float, eps: float) -> None:
-    """Raise ValueError naming the first bad value."""
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number; got {lr}")
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not (0 <= beta < 1):
-            raise ValueError(f"{name} must be in [0, 1); got {beta}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive number; got {eps}")
+from .config import check_adam_hyperparameters
 
 
 class Adam:

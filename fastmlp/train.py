@@ -31,11 +31,8 @@ from . import kernels
 from .atomic import write_text
 from .data import Dataset, load_dataset, validation_split
 from .model import MLP
-from .optim import Adam, check_adam_hyperparameters
-
-
-class ConfigError(ValueError):
-    """An invalid hyperparameter. The message is one line naming it."""
+from .config import ConfigError, TrainConfig  # noqa: F401  (part of this module's API)
+from .optim import Adam
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,60 +46,6 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingStopped(Exception):
     """Raised by an ``on_epoch`` callback to stop training early (e.g. a pruned search trial)."""
-
-
-@dataclass
-class TrainConfig:
-    """The homework's hyperparameters, plus the seed and the validation hold-out size."""
-
-    hidden_sizes: tuple[int, ...] = (512, 256)
-    batch_size: int = 64
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    epochs: int = 8
-    lr_decay: float = 1.0   # eta is multiplied by this after every epoch; 1 keeps it constant
-    seed: int = 0
-    val_size: int = 5000
-    dataset: str = "mnist"
-
-    def __post_init__(self):
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-
-    def validate(self, n_train: int | None = None) -> "TrainConfig":
-        """Raise :class:`ConfigError` naming the first bad value; return self."""
-        if len(self.hidden_sizes) == 0 or any(h <= 0 for h in self.hidden_sizes):
-            raise ConfigError(f"hidden_sizes must be one or more positive integers; got {list(self.hidden_sizes)}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ConfigError(f"epochs must be an integer >= 1; got {self.epochs}")
-        if not (0 < self.lr_decay <= 1):
-            raise ConfigError(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
-        if self.val_size < 0:
-            raise ConfigError(f"val_size must be >= 0; got {self.val_size}")
-        try:
-            check_adam_hyperparameters(self.lr, self.beta1, self.beta2, self.eps)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if n_train is not None:
-            if self.val_size >= n_train:
-                raise ConfigError(f"val_size {self.val_size} leaves no training images out of {n_train}")
-            if self.batch_size > n_train - self.val_size:
-                raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
-                                  f"({n_train - self.val_size} images)")
-        return self
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -171,14 +114,17 @@ def _steps_per_call(n_steps: int, batch_size: int) -> int:
     return max(1, min(n_steps, math.ceil(n_steps / 20)))
 
 
-def train(config: TrainConfig, dataset: Dataset | None = None, *, data_dir=None, verify: bool = True, out_dir=None,
+def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None = None, *, data_dir=None,
+          verify: bool = True, out_dir=None,
           on_epoch: Callable[[dict], None] | None = None, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, train_rows: np.ndarray | None = None,
           evaluate_test: bool = True) -> TrainResult:
     """Train an MLP on ``dataset`` with ``config``.
 
     When ``dataset`` is None, ``config.dataset`` is loaded from ``data_dir`` (downloaded on
-    first use) and released before the final plot, which keeps the peak memory down.
+    first use); when it is a callable (e.g. :class:`fastmlp.data.BackgroundLoad`), it is
+    called for the dataset. Either way train() then owns the arrays and frees them before the
+    final plot, which keeps the peak memory down.
 
     ``on_epoch(record)`` runs after each epoch's evaluation; raising :class:`TrainingStopped`
     there ends training cleanly (status ``stopped``). ``train_rows`` restricts training to a
@@ -189,9 +135,10 @@ def train(config: TrainConfig, dataset: Dataset | None = None, *, data_dir=None,
     """
     t_start = time.perf_counter()
     config.validate()
-    owns_dataset = dataset is None
+    owns_dataset = not isinstance(dataset, Dataset)
     if owns_dataset:
-        dataset = load_dataset(config.dataset, data_dir, verify=verify, download=True)
+        dataset = dataset() if dataset is not None else load_dataset(config.dataset, data_dir, verify=verify,
+                                                                     download=True)
         if log is not None:
             log(f"data: {dataset.name} from {dataset.source} ({len(dataset.train_images)} train, "
                 f"{len(dataset.test_images)} test images{'' if verify else ', unverified'})")
