@@ -1,0 +1,841 @@
+#!/usr/bin/env python
+"""fastmlp beside other implementations of the same training: throughput, memory, start-up,
+time to accuracy.
+
+Throughput (always): the same MLP (784 -> hidden -> 10, ReLU), batch size, float32, Adam (lr 1e-3,
+betas 0.9/0.999, eps 1e-8) and thread count, trained for the same number of samples by
+
+* fastmlp: ``kernels.train_steps`` over the model/workspace API, as ``fastmlp train`` calls it;
+* PyTorch (when importable): ``nn.Sequential`` + ``F.cross_entropy`` + ``torch.optim.Adam``;
+* scikit-learn (when importable): ``MLPClassifier(solver="adam")``, one ``fit`` pass;
+* the NumPy reference (``fastmlp.reference``), on a quarter of the samples (only its rate counts);
+* the step's GEMMs alone (the BLAS floor): forward ``x @ W.T`` and ``dz.T @ x`` for every
+  layer, ``dz @ W`` for every layer but the first, into preallocated buffers, in NumPy and
+  through Numba's ``np.dot`` (the BLAS build fastmlp's kernels call).
+
+Each round measures every implementation once, one after the other, and the rounds repeat
+(the machine may be shared: interleaving spreads any disturbance over everyone); the tables
+show medians over rounds. Ratios are medians of the per-round ratios.
+
+Optional extras: ``--rss`` peak resident memory of ``fastmlp train --epochs 1`` and of an
+equivalent PyTorch script; ``--startup`` time from launch to the first train step (warm JIT
+cache) and ``import torch``; ``--tta`` wall time from launch until the default configuration
+first reaches 98% test accuracy, for fastmlp and PyTorch; ``--profile`` the time of each kernel
+of a fastmlp step. ``--all`` turns them all on. --rss, --startup and --tta need MNIST.
+
+    python benchmarks/compare_peers.py --quick            # smoke run, a few seconds
+    python benchmarks/compare_peers.py --all --out benchmarks/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import bench_workloads as wl  # noqa: E402
+
+# Steps per round for each configuration (full run); --quick divides them by 8.
+STEPS = {((100,), 32): 1024, ((256, 128), 128): 256, ((1024, 1024), 128): 48}
+REFERENCE_FRACTION = 4           # the reference trains on 1/4 of the samples
+TARGET_ACCURACY = 98.0           # --tta (default of --tta-target)
+# Targets: fastmlp / PyTorch samples/s at least; fastmlp step time / GEMMs alone at most.
+SPEED_TARGETS = {((100,), 32): 2.0, ((256, 128), 128): 1.5, ((1024, 1024), 128): 1.1}
+FLOOR_TARGETS = {((256, 128), 128): 1.5, ((1024, 1024), 128): 1.25}
+RSS_TARGET_MIB, STARTUP_TARGET_S = 250, 2.0
+
+EPOCH_LINE = re.compile(r"^epoch\s+(\d+)\b.*?\btest\s+([0-9.]+)%")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fmt_rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ============================================================================= throughput
+
+class Peer:
+    """One implementation in the interleaved rounds: ``run(r)`` trains round r's samples."""
+
+    def __init__(self, key: str, label: str, samples: int, run):
+        self.key, self.label, self.samples, self.run = key, label, samples, run
+        self.rates: list[float] = []
+        self.cpu: list[float] = []
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.rates) if self.rates else None
+
+
+def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args) -> tuple[list[Peer], list[str]]:
+    """Set up (and warm up) every implementation for one configuration; notes on the skipped."""
+    n = n_steps * batch_size
+    orders = [wl.sample_order(rows, n, seed=r) for r in range(rounds)]
+    peers, notes = [], []
+    want = set(args.peers)
+
+    if "fastmlp" in want:
+        fast = wl.FastmlpTrainer(hidden, batch_size, images, labels)
+        fast.steps(orders[0], 0, min(4, n_steps))          # compile or load the JIT cache
+        peers.append(Peer("fastmlp", "fastmlp", n, lambda r: fast.train(orders[r])))
+
+    if "torch" in want:
+        if wl.available("torch"):
+            tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads)
+            tt.train(orders[0][:4 * batch_size])
+            peers.append(Peer("torch", f"PyTorch {tt.version}", n, lambda r: tt.train(orders[r])))
+        else:
+            notes.append("PyTorch: not installed, skipped.")
+
+    if "sklearn" in want:
+        if wl.available("sklearn"):
+            sk = wl.SklearnTrainer(hidden, batch_size, images, labels)
+            x_sk, y_sk = sk.prepare(orders[0])
+            # The first fit sets the classes: warm up on a few batches plus one example of each class.
+            first_of_class = np.unique(y_sk, return_index=True)[1]
+            warm = np.concatenate([first_of_class, np.arange(min(n, 4 * batch_size))])
+            sk.fit(x_sk[warm], y_sk[warm])
+            peers.append(Peer("sklearn", f"scikit-learn {sk.version} MLPClassifier ({sk.dtype})", n,
+                              lambda r: sk.fit(x_sk, y_sk)))
+        else:
+            notes.append("scikit-learn: not installed, skipped.")
+
+    if "reference" in want:
+        ref = wl.ReferenceTrainer(hidden, batch_size, images, labels)
+        n_ref = max(1, n_steps // REFERENCE_FRACTION) * batch_size
+        ref.train(orders[0][:2 * batch_size])
+        peers.append(Peer("reference", "NumPy reference (float32)", n_ref, lambda r: ref.train(orders[r][:n_ref])))
+
+    if "gemm" in want:
+        g_np = wl.GemmFloor(hidden, batch_size)
+        g_np.steps(2)
+        peers.append(Peer("gemm", "GEMMs alone, NumPy (BLAS floor)", n, lambda r: g_np.steps(n_steps)))
+        g_nb = wl.GemmFloorNumba(hidden, batch_size)
+        g_nb.steps(1)
+        peers.append(Peer("gemm_numba", "GEMMs alone, Numba np.dot (fastmlp's BLAS)", n,
+                          lambda r: g_nb.steps(n_steps)))
+    return peers, notes
+
+
+def run_rounds(peers: list[Peer], rounds: int, gap: float) -> None:
+    for r in range(rounds):
+        for p in peers:
+            gc.collect()
+            time.sleep(gap)             # let the previous implementation's BLAS/OpenMP threads go idle
+            c0, t0 = time.process_time(), time.perf_counter()
+            p.run(r)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            p.rates.append(p.samples / dt)
+            p.cpu.append(dc / dt)
+        log("  round {}: ".format(r + 1) + ", ".join(f"{p.key} {p.rates[-1]:,.0f}/s" for p in peers))
+
+
+def per_round_ratio(a: Peer | None, b: Peer | None) -> float | None:
+    """Median over rounds of a's rate / b's rate (each round measured both close in time)."""
+    if a is None or b is None or not a.rates or not b.rates:
+        return None
+    return statistics.median(x / y for x, y in zip(a.rates, b.rates))
+
+
+def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[str]:
+    hidden, batch_size = cfg
+    n_steps = max(2, STEPS[cfg] // (8 if args.quick else 1))
+    name = wl.config_name(hidden, batch_size)
+    log(f"{name}: setting up")
+    peers, notes = build_peers(hidden, batch_size, n_steps, args.rounds, images, labels, rows, args)
+    run_rounds(peers, args.rounds, args.gap)
+    by = {p.key: p for p in peers}
+    torch_p, fast = by.get("torch"), by.get("fastmlp")
+
+    sizes = "-".join(str(s) for s in wl.layer_sizes(hidden))
+    lines = [f"### {name}: {sizes}, batch {batch_size}, {n_steps * batch_size:,} samples per round", "",
+             "| implementation | samples/s (median) | min – max | vs PyTorch | CPU / wall |",
+             "|---|---:|---:|---:|---:|"]
+    for p in peers:
+        vs = per_round_ratio(p, torch_p)
+        note = "" if p.samples == n_steps * batch_size else f" ({p.samples:,} samples)"
+        lines.append(f"| {p.label}{note} | {fmt_rate(p.median)} | {fmt_rate(min(p.rates))} – "
+                     f"{fmt_rate(max(p.rates))} | {fmt_ratio(vs)} | {statistics.median(p.cpu):.2f} |")
+    floors = {}
+    for key in ("gemm", "gemm_numba"):
+        # step time / GEMM time = GEMM rate / fastmlp rate
+        floors[key] = per_round_ratio(by.get(key), fast)
+    target = FLOOR_TARGETS.get(cfg)
+    tgt = f" (target <= {target:.2f}x)" if target else ""
+    if floors["gemm"] is not None:
+        lines.append(f"| **fastmlp step / GEMMs alone (NumPy)**{tgt} | **{fmt_ratio(floors['gemm'])}** | | | |")
+    if floors["gemm_numba"] is not None:
+        lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | |")
+    if "gemm" in by:
+        g = wl.GemmFloor(hidden, batch_size)
+        flops = g.flops_per_step()
+        t_step = batch_size / by["gemm"].median
+        lines += ["", f"GEMMs per step: {len(g.gemms())}, {flops / 1e6:.1f} MFLOP; "
+                      f"GEMMs alone run at {flops / t_step / 1e9:.1f} GFLOP/s (NumPy)."]
+    lines += [""] + notes + ([""] if notes else [])
+    results[cfg] = {"speedup": per_round_ratio(fast, torch_p), "floor": floors["gemm"],
+                    "floor_numba": floors["gemm_numba"],
+                    "rates": {p.key: p.median for p in peers}}
+    return lines
+
+
+# ============================================================================= child processes
+
+def fastmlp_command() -> list[str]:
+    exe = Path(sys.executable).with_name("fastmlp")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
+
+
+# Runs a command and writes its peak RSS (wait4's ru_maxrss, KiB) to a file. Linux carries the
+# peak RSS of the process that forked a child across exec, so a child spawned directly by this
+# (large) script would report at least this script's own size; the command must be forked by a
+# small process instead: this launcher, `python -S`, about 10 MiB (measured as the floor).
+RSS_LAUNCHER = r"""
+import os, signal, sys
+out, cmd = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+_, status, usage = os.wait4(pid, 0)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+with open(out, "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_child(cmd: list[str], *, stop=None, timeout: float = 900.0, rss: bool = False) -> dict:
+    """Run ``cmd`` (stderr merged into stdout), timestamping each output line from launch.
+
+    ``stop(line)`` returning True terminates the child (SIGTERM, this child only). Returns the
+    lines as ``(seconds since launch, text)``, the wall time and the exit status; with ``rss``,
+    also the command's peak RSS in MiB (the command then runs under :data:`RSS_LAUNCHER`, which
+    adds the launcher's start-up, a few tens of milliseconds, to the times).
+    """
+    rss_file = None
+    if rss:
+        fd, rss_file = tempfile.mkstemp(prefix="fastmlp-rss-", suffix=".txt")
+        os.close(fd)
+        cmd = [sys.executable, "-S", "-c", RSS_LAUNCHER, rss_file, *cmd]
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    timer = threading.Timer(timeout, p.terminate)
+    timer.start()
+    lines, stopped = [], False
+    try:
+        for line in p.stdout:
+            lines.append((time.time() - t0, line.rstrip("\n")))
+            if not stopped and stop is not None and stop(line):
+                stopped = True
+                p.terminate()
+    finally:
+        timer.cancel()
+        p.stdout.close()
+    p.wait()
+    wall = time.time() - t0
+    rss_mib = None
+    if rss_file is not None:
+        try:
+            text = Path(rss_file).read_text().strip()
+            rss_mib = int(text) / 1024.0 if text else None
+        finally:
+            os.unlink(rss_file)
+    return {"lines": lines, "wall": wall, "rss_mib": rss_mib, "returncode": p.returncode,
+            "stopped": stopped, "launch": t0}
+
+
+def tail(res: dict, n: int = 5) -> str:
+    return " | ".join(text for _, text in res["lines"][-n:])
+
+
+# The PyTorch twin of `fastmlp train`: same data, hold-out, model, initialisation, Adam settings,
+# per-epoch evaluation of the validation and test sets, and the same epoch line.
+TORCH_SCRIPT = r'''
+import gzip, math, os, struct, sys, time
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+def arg(name, default=None):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+data, epochs, threads = arg("--data"), int(arg("--epochs", "8")), int(arg("--threads", "1"))
+hidden = [int(h) for h in arg("--hidden", "512,256").split(",")]
+B, lr = int(arg("--batch-size", "64")), float(arg("--lr", "1e-3"))
+betas, eps = (float(arg("--beta1", "0.9")), float(arg("--beta2", "0.999"))), float(arg("--eps", "1e-8"))
+val_size, seed = int(arg("--val-size", "5000")), int(arg("--seed", "0"))
+exit_at_first_step = "--exit-at-first-step" in sys.argv
+torch.set_num_threads(threads)
+torch.manual_seed(seed)
+
+def read_idx(stem):
+    path = os.path.join(data, stem)
+    f = gzip.open(path + ".gz", "rb") if os.path.exists(path + ".gz") else open(path, "rb")
+    with f:
+        head = f.read(4)
+        dims = struct.unpack(">" + "I" * head[3], f.read(4 * head[3]))
+        buf = bytearray(math.prod(dims))
+        view, got = memoryview(buf), 0
+        while got < len(buf):
+            k = f.readinto(view[got:])
+            if not k:
+                raise SystemExit(f"{path}: truncated")
+            got += k
+    return torch.frombuffer(buf, dtype=torch.uint8).reshape(dims[0], -1)
+
+train_x, train_y = read_idx("train-images-idx3-ubyte"), read_idx("train-labels-idx1-ubyte").reshape(-1).long()
+test_x, test_y = read_idx("t10k-images-idx3-ubyte"), read_idx("t10k-labels-idx1-ubyte").reshape(-1).long()
+g = torch.Generator().manual_seed(seed)
+perm = torch.randperm(len(train_x), generator=g)
+val_idx, fit_idx = perm[:val_size], perm[val_size:]
+
+sizes = [train_x.shape[1], *hidden, 10]
+layers = []
+for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    lin = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        lin.weight.normal_(0.0, 1.0 / math.sqrt(n_in))
+        lin.bias.zero_()
+    layers.append(lin)
+    if i < len(sizes) - 2:
+        layers.append(nn.ReLU())
+model = nn.Sequential(*layers)
+opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps)
+
+def evaluate(images, labels, rows):
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for lo in range(0, len(rows), 1024):
+            idx = rows[lo:lo + 1024]
+            logits = model(images[idx].float().div_(255.0))
+            y = labels[idx]
+            total += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+    return total / len(rows), correct / len(rows)
+
+t_start = time.perf_counter()
+first = True
+for epoch in range(1, epochs + 1):
+    t_epoch = time.perf_counter()
+    order = fit_idx[torch.randperm(len(fit_idx), generator=g)]
+    loss_sum, correct = 0.0, 0
+    for lo in range(0, len(order), B):
+        if first:
+            print(f"first-step-at {time.time():.6f}", flush=True)
+            if exit_at_first_step:
+                os._exit(0)
+            first = False
+        idx = order[lo:lo + B]
+        x, y = train_x[idx].float().div_(255.0), train_y[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+    train_seconds = time.perf_counter() - t_epoch
+    n = len(order)
+    _, val_acc = evaluate(train_x, train_y, val_idx)
+    _, test_acc = evaluate(test_x, test_y, torch.arange(len(test_x)))
+    print(f"epoch {epoch:>3}  loss {loss_sum / n:.4f}  train {100 * correct / n:6.2f}%  val {100 * val_acc:6.2f}%  "
+          f"test {100 * test_acc:6.2f}%  {n / train_seconds:8.0f} samples/s  {time.perf_counter() - t_start:6.1f}s  "
+          f"train_seconds {train_seconds:.3f}", flush=True)
+'''
+
+# Runs `fastmlp train` unchanged, except that the first call of kernels.train_steps is timed:
+# it prints when the call is made, runs that one step, prints when it is done, and exits.
+FASTMLP_FIRST_STEP = r'''
+import os, sys, time
+import fastmlp.kernels as K
+_train_steps = K.train_steps
+def first_call(*args):
+    print(f"first-call-at {time.time():.6f}", flush=True)
+    args = list(args)
+    args[9] = 1                       # n_steps: just the first step
+    _train_steps(*args)
+    print(f"first-step-done-at {time.time():.6f}", flush=True)
+    os._exit(0)
+K.train_steps = first_call
+from fastmlp.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+class Extras:
+    """The subprocess measurements: peak RSS, start-up, time to accuracy."""
+
+    def __init__(self, args, tmp: Path):
+        from fastmlp.data import find_dataset_dir, get_spec
+        from fastmlp.train import TrainConfig
+
+        self.args, self.tmp = args, tmp
+        self.data_dir = find_dataset_dir(get_spec("mnist"))
+        self.config = TrainConfig()
+        self.torch = wl.available("torch")
+        (tmp / "torch_train.py").write_text(TORCH_SCRIPT)
+        (tmp / "fastmlp_first_step.py").write_text(FASTMLP_FIRST_STEP)
+        self.runs = 0
+        self.warm = False
+        self.rss_epoch: dict | None = None
+
+    def mnist_ok(self) -> bool:
+        return self.data_dir is not None and any(
+            (self.data_dir / f"train-images-idx3-ubyte{s}").exists() for s in ("", ".gz"))
+
+    def out_dir(self) -> str:
+        self.runs += 1
+        return str(self.tmp / f"run{self.runs}")
+
+    def train_args(self, epochs: int) -> list[str]:
+        return ["--epochs", str(epochs), "--threads", str(self.args.threads)]
+
+    def torch_cmd(self, epochs: int, *extra: str) -> list[str]:
+        c = self.config
+        return [sys.executable, str(self.tmp / "torch_train.py"), "--data", str(self.data_dir),
+                "--epochs", str(epochs), "--threads", str(self.args.threads),
+                "--hidden", ",".join(map(str, c.hidden_sizes)), "--batch-size", str(c.batch_size),
+                "--lr", repr(c.lr), "--beta1", repr(c.beta1), "--beta2", repr(c.beta2), "--eps", repr(c.eps),
+                "--val-size", str(c.val_size), "--seed", str(c.seed), *extra]
+
+    def warm_up(self) -> None:
+        """One short ``fastmlp train`` (100 training images) so every kernel is in the JIT cache."""
+        if self.warm:
+            return
+        log("warming the JIT cache: fastmlp train on 100 images")
+        res = run_child([*fastmlp_command(), "train", "--out", self.out_dir(), "--val-size", "59900",
+                         *self.train_args(1)])
+        if res["returncode"] != 0:
+            raise RuntimeError(f"fastmlp train failed: {tail(res)}")
+        self.warm = True
+
+    # ------------------------------------------------------------------ (a) peak RSS
+    def rss(self) -> list[str]:
+        lines = ["### Peak resident memory (1 epoch of the default configuration, MNIST)", ""]
+        if not self.mnist_ok():
+            return lines + ["Skipped: MNIST IDX files not found (set FASTMLP_DATA_DIR).", ""]
+        self.warm_up()
+        out = self.out_dir()
+        log("peak RSS: fastmlp train --epochs 1")
+        res = run_child([*fastmlp_command(), "train", "--out", out, *self.train_args(1)], rss=True)
+        if res["returncode"] != 0 or res["rss_mib"] is None:
+            return lines + [f"fastmlp train failed: {tail(res)}", ""]
+        self.rss_epoch = res
+        self.rss_epoch["history"] = json.loads((Path(out) / "history.json").read_text())
+        rows = [("`fastmlp train --epochs 1`", res)]
+        # Where fastmlp's memory goes: the same process stopped at successive points.
+        py = sys.executable
+        probes = [("... `python -c pass` (the floor: launcher and interpreter)", [py, "-c", "pass"]),
+                  ("... `python -c 'import numpy'`", [py, "-c", "import numpy"]),
+                  ("... `python -c 'import numba'` (llvmlite's LLVM library included)", [py, "-c", "import numba"]),
+                  ("... `import fastmlp.train`", [py, "-c", "import fastmlp.train"]),
+                  ("... and MNIST loaded (`load_dataset`)",
+                   [py, "-c", "import fastmlp.train; from fastmlp.data import load_dataset; load_dataset('mnist')"]),
+                  ("... `fastmlp train` stopped after its first step (cached kernels loaded)",
+                   [py, str(self.tmp / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
+                    *self.train_args(1)])]
+        for name, cmd in probes:
+            log(f"peak RSS: {name}")
+            rows.append((name, run_child(cmd, rss=True)))
+        log("peak RSS: fastmlp train --epochs 1 stopped at its epoch line")
+        rows.append(("... `fastmlp train --epochs 1` stopped at its epoch line (trained, evaluated, model saved; "
+                     "before plotting the curves)",
+                     run_child([*fastmlp_command(), "train", "--out", self.out_dir(), *self.train_args(1)],
+                               rss=True, stop=lambda line: EPOCH_LINE.match(line) is not None)))
+        if self.torch:
+            log("peak RSS: PyTorch script, 1 epoch")
+            tres = run_child(self.torch_cmd(1), rss=True)
+            rows.append(("PyTorch script, 1 epoch" if tres["returncode"] == 0
+                         else f"PyTorch script (failed: {tail(tres, 2)})", tres))
+        else:
+            lines.append("PyTorch: not installed, skipped.")
+        lines += ["| run | peak RSS (MiB) | wall (s) |", "|---|---:|---:|"]
+        lines += [f"| {name} | {'n/a' if r['rss_mib'] is None else format(r['rss_mib'], '.0f')} | {r['wall']:.1f} |"
+                  for name, r in rows]
+        lines += ["", f"Target: fastmlp <= {RSS_TARGET_MIB} MB. Peak RSS (ru_maxrss from `wait4`) of the whole "
+                      "process, interpreter and libraries included, forked by a small launcher. The rows "
+                      "starting with ... stop the same start-up at successive points.", ""]
+        self.rss_fastmlp = res["rss_mib"]
+        return lines
+
+    # ------------------------------------------------------------------ (b) start-up
+    def startup(self) -> list[str]:
+        lines = ["### Start-up (warm JIT cache)", ""]
+        reps = 1 if self.args.quick else 3
+        rows = []
+
+        def median_wall(cmd):
+            return statistics.median(run_child(cmd)["wall"] for _ in range(reps))
+
+        log("start-up: bare interpreter, imports")
+        rows.append(("`python -c pass` (interpreter alone)", median_wall([sys.executable, "-c", "pass"])))
+        rows.append(("`python -c 'import fastmlp.train'` (NumPy, Numba, kernels module)",
+                     median_wall([sys.executable, "-c", "import fastmlp.train"])))
+        if self.torch:
+            rows.append(("`python -c 'import torch'`", median_wall([sys.executable, "-c", "import torch"])))
+        if self.mnist_ok():
+            self.warm_up()
+            log("start-up: fastmlp train until its first step")
+            calls, dones = [], []
+            for _ in range(reps):
+                res = run_child([sys.executable, str(self.tmp / "fastmlp_first_step.py"), "train",
+                                 "--out", self.out_dir(), *self.train_args(1)])
+                marks = {text.split()[0]: float(text.split()[1]) - res["launch"] for _, text in res["lines"]
+                         if text.startswith(("first-call-at", "first-step-done-at"))}
+                if "first-step-done-at" not in marks:
+                    return lines + [f"fastmlp first-step probe failed: {tail(res)}", ""]
+                calls.append(marks["first-call-at"])
+                dones.append(marks["first-step-done-at"])
+            self.first_step = statistics.median(dones)
+            rows.append(("`fastmlp train`: launch -> first `train_steps` call", statistics.median(calls)))
+            rows.append(("`fastmlp train`: launch -> first step done (includes loading the cached kernels)",
+                         self.first_step))
+            if self.rss_epoch is not None:
+                h = self.rss_epoch["history"]["epochs"][0]
+                epoch_line = next(t for t, text in self.rss_epoch["lines"] if EPOCH_LINE.match(text))
+                rows.append(("approximation from the --rss run: epoch line time - epoch train time "
+                             "(over-estimates by the evaluation and saving)", epoch_line - h["train_seconds"]))
+            if self.torch:
+                log("start-up: PyTorch script until its first step")
+                ts = []
+                for _ in range(reps):
+                    res = run_child(self.torch_cmd(1, "--exit-at-first-step"))
+                    ts += [float(text.split()[1]) - res["launch"] for _, text in res["lines"]
+                           if text.startswith("first-step-at")]
+                if ts:
+                    rows.append(("PyTorch script: launch -> first step starts", statistics.median(ts)))
+        else:
+            lines.append("fastmlp train / PyTorch script: skipped, MNIST not found.")
+        lines += ["| measurement | seconds (median of %d) |" % reps, "|---|---:|"]
+        lines += [f"| {name} | {t:.2f} |" for name, t in rows]
+        lines += ["", f"Target: first step <= {STARTUP_TARGET_S:.0f} s after launch. Start-up includes reading "
+                      "and verifying MNIST. The first-step probe runs `fastmlp.cli.main` with "
+                      "`kernels.train_steps` wrapped to print the time of its first call.", ""]
+        return lines
+
+    # ------------------------------------------------------------------ (c) time to accuracy
+    def tta(self) -> list[str]:
+        c = self.config
+        target = self.args.tta_target
+        lines = [f"### Time to {target:.1f}% test accuracy (default configuration: hidden "
+                 f"{list(c.hidden_sizes)}, batch {c.batch_size}, lr {c.lr:g}, up to {c.epochs} epochs)", ""]
+        if not self.mnist_ok():
+            return lines + ["Skipped: MNIST not found (set FASTMLP_DATA_DIR).", ""]
+        self.warm_up()
+
+        def reached(line):
+            m = EPOCH_LINE.match(line)
+            return m is not None and float(m.group(2)) >= target
+
+        rows = []
+        runs = [("fastmlp train", [*fastmlp_command(), "train", "--out", self.out_dir(),
+                                   *self.train_args(c.epochs)])]
+        if self.torch:
+            runs.append(("PyTorch script", self.torch_cmd(c.epochs)))
+        else:
+            lines.append("PyTorch: not installed, skipped.")
+        for name, cmd in runs:
+            log(f"time to accuracy: {name}")
+            res = run_child(cmd, stop=reached, timeout=1800)
+            epochs = [(t, EPOCH_LINE.match(text)) for t, text in res["lines"] if EPOCH_LINE.match(text)]
+            hit = next(((t, m) for t, m in epochs if float(m.group(2)) >= target), None)
+            best = max((float(m.group(2)) for _, m in epochs), default=float("nan"))
+            if hit:
+                rows.append(f"| {name} | {hit[0]:.1f} | {hit[1].group(1)} | {float(hit[1].group(2)):.2f}% |")
+            else:
+                rows.append(f"| {name} | not reached ({res['wall']:.1f} s) | {len(epochs)} | best {best:.2f}% |")
+            if name.startswith("fastmlp"):
+                self.tta_fastmlp = hit[0] if hit else None
+        lines += ["| run | seconds from launch | epoch | test accuracy |", "|---|---:|---:|---:|", *rows,
+                  "", "One run each (expensive); both evaluate the 5,000 validation and 10,000 test images "
+                      "after every epoch.", ""]
+        return lines
+
+
+# ============================================================================= --profile
+
+def profile_section(cfg, images, labels, rows, quick: bool) -> list[str]:
+    """Time each kernel of one fastmlp step separately (Python calls, each repeated)."""
+    from fastmlp import kernels as K
+
+    hidden, B = cfg
+    t = wl.FastmlpTrainer(hidden, B, images, labels)
+    order = wl.sample_order(rows, 64 * B)
+    t.steps(order, 0, 64)
+    model, ws, layout = t.model, t.ws, t.model.layout
+    L = len(layout)
+    n_in0 = int(layout[0, 0])
+    x = ws.x[:B * n_in0].reshape(B, n_in0)
+    y = ws.y[:B]
+    W = [w for w, _ in model.views(model.params)]
+    b = [bb for _, bb in model.views(model.params)]
+    dW = [w for w, _ in model.views(t.grads)]
+    db = [bb for _, bb in model.views(t.grads)]
+
+    def blk(buf, l):
+        n = int(layout[l, 1])
+        off = int(ws.act_off[l])
+        return buf[off:off + B * n].reshape(B, n)
+
+    z = [blk(ws.z, l) for l in range(L)]
+    h = [blk(ws.h, l) for l in range(L)]
+    d = [blk(ws.d, l) for l in range(L)]
+    inp = [x] + h[:-1]
+    idx = order[:B]
+    pieces = [("gather_batch", K.gather_batch, (images, labels, idx, x, y))]
+    for l in range(L):
+        if l < L - 1:
+            pieces.append((f"layer {l + 1} linear_relu_forward (GEMM + bias + ReLU)", K.linear_relu_forward,
+                           (inp[l], W[l], b[l], z[l], h[l])))
+        else:
+            pieces.append((f"layer {l + 1} linear_forward (GEMM + bias)", K.linear_forward,
+                           (inp[l], W[l], b[l], z[l])))
+    pieces.append(("softmax_cross_entropy", K.softmax_cross_entropy, (z[-1], y, d[-1])))
+    for l in range(L - 1, -1, -1):
+        if l == L - 1:
+            pieces.append((f"layer {l + 1} bias_grad", K.bias_grad, (d[l], db[l])))
+        else:
+            pieces.append((f"layer {l + 1} relu_backward_bias_grad", K.relu_backward_bias_grad, (d[l], z[l], db[l])))
+        pieces.append((f"layer {l + 1} linear_backward_weights (GEMM dz.T @ x)", K.linear_backward_weights,
+                       (d[l], inp[l], dW[l])))
+        if l > 0:
+            pieces.append((f"layer {l + 1} linear_backward_input (GEMM dz @ W)", K.linear_backward_input,
+                           (d[l], W[l], d[l - 1])))
+    a = t.adam
+    pieces.append(("adam_update", K.adam_update, (model.params, t.grads, a.m, a.v, a.lr, a.beta1, a.beta2, a.eps, 100)))
+
+    def per_call(fn, args, budget=0.05 if quick else 0.2):
+        fn(*args)
+        reps = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn(*args)
+            dt = time.perf_counter() - t0
+            if dt > budget / 5 or reps > 1e6:
+                break
+            reps *= 4
+        samples = [dt / reps]
+        for _ in range(4):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn(*args)
+            samples.append((time.perf_counter() - t0) / reps)
+        return statistics.median(samples)
+
+    def nop():
+        pass
+
+    times = [(name, per_call(fn, args)) for name, fn, args in pieces]
+    whole_1 = per_call(lambda: t.steps(order, 0, 1), ())
+    n_many = 32
+    whole_n = per_call(lambda: t.steps(order, 0, n_many), ()) / n_many
+    total = sum(tt for _, tt in times)
+    gemm = sum(tt for name, tt in times if "GEMM" in name)
+    lines = [f"#### {wl.config_name(hidden, B)}", "", "| piece | us per call | share of the pieces |", "|---|---:|---:|"]
+    lines += [f"| {name} | {tt * 1e6:.1f} | {100 * tt / total:.1f}% |" for name, tt in times]
+    lines += [f"| sum of the pieces | {total * 1e6:.1f} | 100% |",
+              f"| whole step, `train_steps(n_steps=1)` from Python | {whole_1 * 1e6:.1f} | |",
+              f"| whole step, amortized over `train_steps(n_steps={n_many})` | {whole_n * 1e6:.1f} | |", "",
+              f"Pieces holding a GEMM: {100 * gemm / total:.0f}% of the sum. Each piece is timed alone, "
+              "in a loop of Python calls (a few microseconds of dispatch each), with its operands hot in cache.",
+              ""]
+    return lines
+
+
+# ============================================================================= main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1/8 of the samples, 2 rounds")
+    p.add_argument("--out", help="also write the markdown report to this file (atomically)")
+    p.add_argument("--threads", type=int, default=cores(),
+                   help="threads for every implementation: BLAS, OpenMP, torch (default: all cores, %(default)s)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5; 2 with --quick)")
+    p.add_argument("--configs", default=None,
+                   help="space-separated configurations to run, e.g. '100/32 1024,1024/128' (default: all)")
+    p.add_argument("--peers", default="fastmlp,torch,sklearn,reference,gemm",
+                   help="implementations to time (default: %(default)s)")
+    p.add_argument("--gap", type=float, default=0.2, help="idle seconds before each measurement (default 0.2)")
+    p.add_argument("--synthetic", action="store_true", help="random images even when MNIST is found")
+    p.add_argument("--rss", action="store_true", help="peak RSS of fastmlp train and of a PyTorch script")
+    p.add_argument("--startup", action="store_true", help="time from launch to the first train step")
+    p.add_argument("--tta", action="store_true", help="time to --tta-target test accuracy")
+    p.add_argument("--tta-target", type=float, default=TARGET_ACCURACY,
+                   help="test accuracy (%%) for --tta (default %(default)s)")
+    p.add_argument("--profile", action="store_true", help="time each kernel of a fastmlp step")
+    p.add_argument("--all", action="store_true", help="--rss --startup --tta --profile")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput tables")
+    args = p.parse_args(argv)
+    if args.all:
+        args.rss = args.startup = args.tta = args.profile = True
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 5
+    if args.threads < 1 or args.rounds < 1:
+        p.error("--threads and --rounds must be >= 1")
+    args.peers = [s.strip() for s in args.peers.split(",") if s.strip()]
+    unknown = set(args.peers) - {"fastmlp", "torch", "sklearn", "reference", "gemm"}
+    if unknown:
+        p.error(f"unknown --peers {sorted(unknown)}")
+    configs = list(wl.CONFIGS)
+    if args.configs:
+        names = args.configs.split()
+        configs = [c for c in configs if f"{','.join(map(str, c[0]))}/{c[1]}" in names]
+        if not configs:
+            p.error(f"--configs: none of {names} is one of "
+                    f"{[','.join(map(str, c[0])) + '/' + str(c[1]) for c in wl.CONFIGS]}")
+    args.config_list = configs
+    return args
+
+
+def load_images(synthetic: bool):
+    """(images, labels, training rows, description): MNIST's training rows when found, else random."""
+    if not synthetic:
+        from fastmlp.data import DataError, load_dataset, validation_split
+        try:
+            ds = load_dataset("mnist", download=False)
+            fit, _ = validation_split(len(ds.train_images), 5000)
+            return ds.train_images, ds.train_labels, fit.astype(np.int64), f"MNIST ({ds.source}, {len(fit):,} rows)"
+        except DataError:
+            pass
+    images, labels = wl.synthetic_data(60000)
+    return images, labels, np.arange(len(images), dtype=np.int64), "synthetic uint8 images (60,000 rows)"
+
+
+def header(args, data_desc: str, load0) -> list[str]:
+    import numba
+
+    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}", f"Numba {numba.__version__}"]
+    for mod, name in (("torch", "PyTorch"), ("sklearn", "scikit-learn")):
+        if wl.available(mod):
+            versions.append(f"{name} {__import__(mod).__version__}")
+    load1 = os.getloadavg()
+    # Before the run the load is other people's; at the end it includes this run's own threads.
+    busy = load0[0] > 0.5 * cores() or load1[0] - args.threads > 0.5 * cores()
+    warning = ([f"- **warning**: load average {load0[0]:.1f} / {load1[0]:.1f} on {cores()} cores: other processes "
+                "competed for the CPU during this run (see the CPU / wall column); the numbers are noisy", ""]
+               if busy else [])
+    return ["# fastmlp beside other implementations", "",
+            f"- machine: {cpu_model()}, {cores()} cores available; {args.threads} threads for every "
+            f"implementation (threadpoolctl for BLAS/OpenMP, `torch.set_num_threads`)",
+            f"- {', '.join(versions)}",
+            f"- data: {data_desc}; float32; Adam lr {wl.LR:g}, betas ({wl.BETA1}, {wl.BETA2}), eps {wl.EPS:g}",
+            f"- {args.rounds} interleaved rounds{' (--quick)' if args.quick else ''}; medians; load average "
+            f"{load0[0]:.2f} at start, {load1[0]:.2f} at end",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}", *warning, ""]
+
+
+def targets_section(args, results: dict, extras: Extras | None) -> list[str]:
+    rows = []
+    for cfg, want in SPEED_TARGETS.items():
+        if cfg in results and results[cfg]["speedup"] is not None:
+            got = results[cfg]["speedup"]
+            rows.append(f"| fastmlp >= {want:.1f}x PyTorch at {wl.config_name(*cfg)} | {got:.2f}x | "
+                        f"{'yes' if got >= want else 'no'} |")
+    for cfg, want in FLOOR_TARGETS.items():
+        if cfg in results and results[cfg]["floor"] is not None:
+            got = results[cfg]["floor"]
+            rows.append(f"| step <= {want:.2f}x its GEMMs alone (NumPy) at {wl.config_name(*cfg)} | {got:.2f}x | "
+                        f"{'yes' if got <= want else 'no'} |")
+    if extras is not None and getattr(extras, "rss_fastmlp", None) is not None:
+        got = extras.rss_fastmlp
+        rows.append(f"| peak RSS of `fastmlp train` <= {RSS_TARGET_MIB} MB | {got:.0f} MiB | "
+                    f"{'yes' if got * 1.048576 <= RSS_TARGET_MIB else 'no'} |")
+    if extras is not None and getattr(extras, "first_step", None) is not None:
+        got = extras.first_step
+        rows.append(f"| first step <= {STARTUP_TARGET_S:.0f} s after launch (warm cache) | {got:.2f} s | "
+                    f"{'yes' if got <= STARTUP_TARGET_S else 'no'} |")
+    if not rows:
+        return []
+    return ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|", *rows, "",
+            "Measured on a shared machine: repeat before drawing conclusions from a near miss.", ""]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    load0 = os.getloadavg()
+    limiter = threadpool_limits(limits=args.threads)
+    body: list[str] = []
+    results: dict = {}
+    extras = None
+    try:
+        images, labels, rows, data_desc = load_images(args.synthetic)
+        if not args.no_throughput:
+            body += ["## Training throughput", ""]
+            for cfg in args.config_list:
+                body += throughput_section(cfg, args, images, labels, rows, results)
+        if args.profile:
+            body += ["## Where a fastmlp step spends its time", ""]
+            for cfg in args.config_list:
+                log(f"profile {wl.config_name(*cfg)}")
+                body += profile_section(cfg, images, labels, rows, args.quick)
+        if args.rss or args.startup or args.tta:
+            with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
+                extras = Extras(args, Path(tmp))
+                body += ["## Memory, start-up and time to accuracy", ""]
+                if args.rss:
+                    body += extras.rss()
+                if args.startup:
+                    body += extras.startup()
+                if args.tta:
+                    body += extras.tta()
+    finally:
+        limiter.restore_original_limits()
+    report = "\n".join(header(args, data_desc, load0) + targets_section(args, results, extras) + body).rstrip() + "\n"
+    print(report)
+    if args.out:
+        from fastmlp.atomic import write_text
+        write_text(args.out, report)
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
