@@ -191,13 +191,14 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
 
     sizes = "-".join(str(s) for s in wl.layer_sizes(hidden))
     lines = [f"### {name}: {sizes}, batch {batch_size}, {n_steps * batch_size:,} samples per round", "",
-             "| implementation | samples/s (median) | min – max | vs PyTorch | CPU / wall |",
-             "|---|---:|---:|---:|---:|"]
+             "| implementation | samples/s (median) | min – max | us per step | vs PyTorch | CPU / wall |",
+             "|---|---:|---:|---:|---:|---:|"]
     for p in peers:
         vs = per_round_ratio(p, torch_p)
         note = "" if p.samples == n_steps * batch_size else f" ({p.samples:,} samples)"
         lines.append(f"| {p.label}{note} | {fmt_rate(p.median)} | {fmt_rate(min(p.rates))} – "
-                     f"{fmt_rate(max(p.rates))} | {fmt_ratio(vs)} | {statistics.median(p.cpu):.2f} |")
+                     f"{fmt_rate(max(p.rates))} | {1e6 * batch_size / p.median:,.0f} | {fmt_ratio(vs)} | "
+                     f"{statistics.median(p.cpu):.2f} |")
     floors = {}
     for key in ("gemm", "gemm_numba"):
         # step time / GEMM time = GEMM rate / fastmlp rate
@@ -205,9 +206,9 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
     target = FLOOR_TARGETS.get(cfg)
     tgt = f" (target <= {target:.2f}x)" if target else ""
     if floors["gemm"] is not None:
-        lines.append(f"| **fastmlp step / GEMMs alone (NumPy)**{tgt} | **{fmt_ratio(floors['gemm'])}** | | | |")
+        lines.append(f"| **fastmlp step / GEMMs alone (NumPy)**{tgt} | **{fmt_ratio(floors['gemm'])}** | | | | |")
     if floors["gemm_numba"] is not None:
-        lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | |")
+        lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | | |")
     if "gemm" in by:
         g = wl.GemmFloor(hidden, batch_size)
         flops = g.flops_per_step()
