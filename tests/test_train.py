@@ -33,7 +33,7 @@ def synthetic_dataset(n_train=600, n_test=200, n_in=784, seed=0) -> Dataset:
 
 
 def small_config(**kw) -> TrainConfig:
-    base = TrainConfig(hidden_sizes=(32, 16), batch_size=50, epochs=2, val_size=100, seed=3)
+    base = TrainConfig(hidden_sizes=(32, 16), batch_size=50, lr=1e-3, lr_decay=1.0, epochs=2, val_size=100, seed=3)
     return replace(base, **kw)
 
 
