@@ -123,7 +123,7 @@ class MLP:
 
     def _eval_workspace(self) -> Workspace:
         if self._eval_ws is None:
-            self._eval_ws = self.workspace(1024)
+            self._eval_ws = self.workspace(256)
         return self._eval_ws
 
     def _check_images(self, images: np.ndarray) -> None:
