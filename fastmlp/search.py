@@ -18,8 +18,8 @@ The space
       ``{value = x}``.
 
     Keys: ``batch_size``, ``layers`` (number of hidden layers), ``width`` (each hidden layer's
-    width, drawn per layer), ``lr`` (eta), ``beta1``, ``beta2``, ``eps``, ``lr_decay``
-    (fixed at 1 unless given), and the budget: ``epochs`` (the most a trial runs) and
+    width, drawn per layer), ``lr`` (eta), ``beta1``, ``beta2``, ``eps``, ``lr_decay`` (eta is
+    multiplied by it after every epoch; ``lr_decay = 1`` keeps eta constant), and the budget: ``epochs`` (the most a trial runs) and
     ``min_epochs`` (what every trial runs before it may be pruned). :data:`DEFAULT_SPACE` is
     the default; a TOML or JSON file (``--space``) and flags (``--lr 1e-4:3e-3``) change it,
     in that order. ``fastmlp search --print-space`` shows the result as TOML.
@@ -49,9 +49,9 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_STORAGE = "sqlite:///runs/search.db"
 PRUNERS = ("hyperband", "halving", "median", "none")
@@ -86,13 +86,14 @@ DEFAULT_SPACE: dict[str, Any] = {
     "beta1": "0.8:0.99",
     "beta2": "0.99:0.9999",
     "eps": "1e-9:1e-6",
+    "lr_decay": "0.5:1",
     "epochs": 20,
     "min_epochs": 1,
 }
 
 
 def _config_error(message: str) -> Exception:
-    from .train import ConfigError
+    from .config import ConfigError
     return ConfigError(message)
 
 
@@ -319,7 +320,7 @@ class Space:
 
     def describe(self) -> str:
         parts = [f"{name} {p.describe()}" for name, p in self.params.items()]
-        parts.append(f"epochs {self.min_epochs} to {self.epochs} (pruned)")
+        parts.append(f"epochs: at most {self.epochs}, at least {self.min_epochs} before a trial may be pruned")
         return "; ".join(parts)
 
     def suggest(self, trial) -> dict:
@@ -331,8 +332,8 @@ class Space:
         fields = {"batch_size": int(batch_size), "hidden_sizes": hidden, "lr": float(p["lr"].suggest(trial)),
                   "beta1": float(p["beta1"].suggest(trial)), "beta2": float(p["beta2"].suggest(trial)),
                   "eps": float(p["eps"].suggest(trial)), "epochs": self.epochs}
-        if "lr_decay" in p:
-            fields["lr_decay"] = float(p["lr_decay"].suggest(trial))
+        # explicit, so that a trial never depends on TrainConfig's default schedule
+        fields["lr_decay"] = float(p["lr_decay"].suggest(trial)) if "lr_decay" in p else 1.0
         return fields
 
     def largest_batch(self) -> int:
@@ -518,6 +519,40 @@ class _TrialCut(Exception):
     """The time budget ran out during a trial (it is marked FAIL and queued again)."""
 
 
+class InterruptGate:
+    """Ctrl-C (SIGINT) and SIGTERM that never tear a storage write in half.
+
+    While a trial's kernels run (``armed``) a signal raises KeyboardInterrupt at once; anywhere
+    else (Optuna asking for or recording a trial, the epoch callback's report) it is only
+    noted, and :meth:`check` raises it at the next safe point. A second signal raises at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.armed = False
+
+    def handler(self, signum, frame) -> None:
+        already, self.requested = self.requested, True
+        if self.armed or already:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def install(self) -> dict | None:
+        """Handle SIGINT and SIGTERM (main thread only); returns the previous handlers."""
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def restore(previous: dict | None) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
+
+
 def _origin(trial) -> int:
     return int(trial.user_attrs.get("origin", trial.number))
 
@@ -525,32 +560,35 @@ def _origin(trial) -> int:
 class Objective:
     """Train one configuration; report each epoch's validation accuracy; return the last one."""
 
-    def __init__(self, settings: SearchSettings, space: Space, dataset, deadline: float | None = None):
+    def __init__(self, settings: SearchSettings, space: Space, dataset, deadline: float | None = None,
+                 gate: InterruptGate | None = None):
         import numpy as np
         self.settings, self.space, self.dataset, self.deadline = settings, space, dataset, deadline
+        self.gate = gate or InterruptGate()
         self.train_rows = None if settings.subset is None else np.arange(settings.subset, dtype=np.int64)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial) -> float:
         import optuna
         from . import train as trainmod
-        fields = self.space.suggest(trial)
-        config = trainmod.TrainConfig(**fields, seed=trial_seed(self.settings.seed, _origin(trial)),
-                                      val_size=self.settings.val_size, dataset=self.settings.dataset)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("worker", self.worker)
-        stop: dict[str, Any] = {"why": None, "epoch": 0, "rec": None}
+        gate = self.gate
+        stop: dict[str, Any] = {"why": None, "epoch": 0, "rec": None, "training": False}
         t0 = time.perf_counter()
 
         def on_epoch(rec: dict) -> None:
+            gate.armed = False
             stop["epoch"], stop["rec"] = rec["epoch"], rec
             trial.report(float(rec["val_acc"]), rec["epoch"])
+            if rec["epoch"] == config.epochs:
+                return  # trained to the end: complete, whatever comes now
+            gate.check()
             if trial.should_prune():
                 stop["why"] = "pruned"
                 raise trainmod.TrainingStopped(f"pruned after epoch {rec['epoch']}")
-            if self.deadline is not None and time.time() >= self.deadline and rec["epoch"] < config.epochs:
+            if self.deadline is not None and time.time() >= self.deadline:
                 stop["why"] = "budget"
                 raise trainmod.TrainingStopped(f"time budget ran out after epoch {rec['epoch']}")
+            gate.armed = True
 
         def finish(reason: str | None = None) -> None:
             trial.set_user_attr("epochs_run", stop["epoch"])
@@ -563,27 +601,43 @@ class Objective:
             if reason is not None:
                 trial.set_user_attr("stop_reason", reason)
 
+        def requeue(why: str) -> str:
+            queued = _requeue(trial.study, trial.number, trial.params, trial.distributions, trial.user_attrs, why)
+            return "queued again" if queued else f"not queued again (tried {MAX_RETRIES} times)"
+
         try:
-            trainmod.train(config, self.dataset, on_epoch=on_epoch, train_rows=self.train_rows,
-                           evaluate_test=False)
+            gate.check()
+            fields = self.space.suggest(trial)
+            config = trainmod.TrainConfig(**fields, seed=trial_seed(self.settings.seed, _origin(trial)),
+                                          val_size=self.settings.val_size, dataset=self.settings.dataset)
+            trial.set_user_attr("config", config.to_dict())
+            trial.set_user_attr("worker", self.worker)
+            gate.check()
+            gate.armed = stop["training"] = True
+            try:
+                trainmod.train(config, self.dataset, on_epoch=on_epoch, train_rows=self.train_rows,
+                               evaluate_test=False)
+            finally:
+                gate.armed = False
         except trainmod.TrainingDiverged as exc:
-            finish(f"diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}")
-            raise optuna.TrialPruned(f"diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}")
+            reason = f"diverged: loss became {exc.loss} at epoch {exc.epoch}, step {exc.step}"
+            finish(reason)
+            raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:
-            queued = _requeue(trial.study, trial.number, trial.params, trial.distributions, trial.user_attrs,
-                              "the previous run was interrupted")
-            finish(f"interrupted during epoch {stop['epoch'] + 1}" + ("; queued again" if queued else ""))
+            gate.requested = True
+            how = f"during epoch {stop['epoch'] + 1}" if stop["training"] else "before training"
+            finish(f"interrupted {how}; " + requeue("the previous run was interrupted"))
             raise
         except Exception as exc:
-            finish(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            finish(f"error: {type(exc).__name__}: {first}")
             raise
         if stop["why"] == "pruned":
             finish(f"pruned after epoch {stop['epoch']}")
             raise optuna.TrialPruned(f"pruned after epoch {stop['epoch']}")
         if stop["why"] == "budget":
-            queued = _requeue(trial.study, trial.number, trial.params, trial.distributions, trial.user_attrs,
-                              "the time budget ran out during it")
-            finish(f"time budget ran out after epoch {stop['epoch']}" + ("; queued again" if queued else ""))
+            finish(f"time budget ran out after epoch {stop['epoch']}; "
+                   + requeue("the time budget ran out during it"))
             trial.study.stop()
             raise _TrialCut(f"time budget ran out after epoch {stop['epoch']}")
         finish()
@@ -667,8 +721,10 @@ def _thread_env(threads: int) -> dict[str, str]:
 
 def run_worker(settings: SearchSettings, *, worker: int = 0, n_trials: int | None = None,
                deadline: float | None = None, dataset=None, threads: int | None = None,
-               prefix: str = "") -> None:
+               prefix: str = "", parent: int | None = None) -> None:
     """Run trials of the study until ``n_trials`` are done, the deadline passes or Ctrl-C.
+
+    A worker process (``parent`` given) also stops after its trial when its parent has died.
 
     KeyboardInterrupt propagates, after the running trial has been marked and queued again.
     """
@@ -692,34 +748,39 @@ def run_worker(settings: SearchSettings, *, worker: int = 0, n_trials: int | Non
         timeout = deadline - time.time()
         if timeout <= 0:
             return
-    objective = Objective(settings, space, dataset, deadline)
+    gate = InterruptGate()
+    objective = Objective(settings, space, dataset, deadline, gate)
+    progress = ProgressPrinter(deadline, prefix)
+
+    def after_trial(study, trial) -> None:
+        progress(study, trial)
+        if gate.requested or (parent is not None and os.getppid() != parent):
+            study.stop()
+
     limiter = threadpool_limits(limits=threads) if threads else None
+    previous = gate.install()
     try:
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(_TrialCut,),
-                       callbacks=[ProgressPrinter(deadline, prefix)], gc_after_trial=False)
+                       callbacks=[after_trial], gc_after_trial=False)
+        gate.check()
     finally:
+        InterruptGate.restore(previous)
         if limiter is not None:
             limiter.unregister()
 
 
 def _worker_process(settings_dict: dict, worker: int, n_trials: int | None, deadline: float | None,
-                    threads: int) -> None:
-    """Entry point of a ``--jobs`` worker process (spawned; Ctrl-C is handled once, then ignored)."""
+                    threads: int, parent: int | None = None) -> None:
+    """Entry point of a ``--jobs`` worker process (spawned; Ctrl-C as in :class:`InterruptGate`)."""
     os.environ.update(_thread_env(threads))
-    interrupted = []
-
-    def on_signal(signum, frame):
-        if not interrupted:
-            interrupted.append(signum)
-            raise KeyboardInterrupt
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which passes exactly one on
     from .data import DataError
     from .model import ModelError
-    from .train import ConfigError
+    from .config import ConfigError
     try:
         run_worker(SearchSettings(**settings_dict), worker=worker, n_trials=n_trials, deadline=deadline,
-                   threads=threads, prefix=f"w{worker} ")
+                   threads=threads, prefix=f"w{worker} ", parent=parent)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
@@ -736,6 +797,27 @@ def _split_trials(n_trials: int | None, jobs: int) -> list[int | None]:
     return [n_trials // jobs + (1 if i < n_trials % jobs else 0) for i in range(jobs)]
 
 
+def _stop_workers(procs, wait: float = 60.0) -> None:
+    """Pass Ctrl-C on to each worker (each has its own process group) and wait for them to mark their
+    trials; a second Ctrl-C, or ``wait`` seconds, and they are terminated."""
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    until = time.time() + wait
+    try:
+        for p in procs:
+            p.join(timeout=max(0.0, until - time.time()))
+    except KeyboardInterrupt:
+        pass
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(timeout=10)
+
+
 def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int | None,
                 deadline: float | None) -> int:
     """Spawn ``jobs`` worker processes on the study and wait for them; their worst exit status."""
@@ -749,7 +831,7 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
         for i, n in enumerate(_split_trials(n_trials, jobs)):
             if n == 0:
                 continue
-            p = ctx.Process(target=_worker_process, args=(asdict(settings), i, n, deadline, threads),
+            p = ctx.Process(target=_worker_process, args=(asdict(settings), i, n, deadline, threads, os.getpid()),
                             name=f"fastmlp-search-{i}")
             p.start()
             procs.append(p)
@@ -759,25 +841,12 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    interrupted = False
     try:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        interrupted = True
-        for p in procs:  # a terminal's Ctrl-C reached them too; a `kill -INT` of this process did not
-            if p.is_alive():
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-    if interrupted:
-        raise KeyboardInterrupt
+        _stop_workers(procs)
+        raise
     codes = [p.exitcode for p in procs]
     if any(c == 130 for c in codes):
         raise KeyboardInterrupt
@@ -810,8 +879,7 @@ def add_search_parser(sub) -> None:
     for name in PARAMS:
         flag = "--" + name.replace("_", "-")
         g.add_argument(flag, dest=f"space_{name}", default=None, metavar="SPEC",
-                       help=f"{name}: VALUE, A,B,C or LO:HI (default {default.params[name].describe()})"
-                       if name in DEFAULT_SPACE else f"{name}: VALUE, A,B,C or LO:HI (default fixed at 1)")
+                       help=f"{name}: VALUE, A,B,C or LO:HI (default {default.params[name].describe()})")
     g.add_argument("--epochs", dest="space_epochs", type=int, default=None, metavar="N",
                    help=f"the most epochs a trial runs (default {DEFAULT_SPACE['epochs']})")
     g.add_argument("--min-epochs", dest="space_min_epochs", type=int, default=None, metavar="N",
