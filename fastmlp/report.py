@@ -128,6 +128,19 @@ def _clip(values: list[float], lo: float) -> tuple[list[float], list[bool]]:
     return [max(v, lo) for v in values], [v < lo for v in values]
 
 
+def _legend_below(ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(handles), fontsize=8, frameon=False)
+
+
+def _plain_log_axis(ax) -> None:
+    """Tick labels 64, 128, 0.001 rather than 2^6 or a crowd of minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 STYLE = {
     "complete": dict(marker="o", color="C0", label="complete", ms=5, ls="none"),
     "pruned": dict(marker="x", color="0.55", label="pruned (last epoch reported)", ms=5, ls="none"),
@@ -167,7 +180,7 @@ def plot_history(rows: list[TrialRow], path: Path) -> Path:
     ax.set(xlabel="trial", ylabel="validation accuracy (%)", ylim=(lo, hi),
            title="Optimisation history" + ("  (▼: below the axis)" if below_any else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_below(ax)
     ax.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, path)
 
@@ -216,8 +229,11 @@ def plot_params(rows: list[TrialRow], path: Path) -> Path:
                         color=style["color"], ms=5, clip_on=False)
         if scale == "log":
             ax.set_xscale("log")
+            from matplotlib.ticker import NullFormatter
+            ax.xaxis.set_minor_formatter(NullFormatter())
         elif scale == "log2":
             ax.set_xscale("log", base=2)
+            _plain_log_axis(ax)
             ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config})
             if len(ticks) <= 6:
                 ax.set_xticks(ticks)
@@ -264,7 +280,7 @@ def plot_epochs(rows: list[TrialRow], best: TrialRow | None, path: Path) -> Path
            title="Validation accuracy per epoch of every trial")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_below(ax)
     return _save(fig, path)
 
 
@@ -364,7 +380,7 @@ HOMEWORK_COLUMNS_TEX = ("Batch Size", "Hidden Sizes", r"$\eta$", r"$\beta_1$", r
 
 
 def homework_values(config: dict, epochs: int) -> list[str]:
-    return [str(config["batch_size"]), hidden_text(config), f"{config['lr']:.3g}", fmt_beta(config["beta1"]),
+    return [str(config["batch_size"]), hidden_text(config), fmt_sci(config["lr"]), fmt_beta(config["beta1"]),
             fmt_beta(config["beta2"]), fmt_sci(config["eps"]), str(epochs)]
 
 
@@ -466,18 +482,18 @@ class ReportData:
         s = self.settings
         subset = s.get("subset")
         data = s.get("dataset", "mnist")
-        rows = f"the first {subset} training images" if subset else "the training images"
-        return (f"Each trial trained on {rows} of {data} (the {s.get('val_size', 5000)} validation images "
-                f"held out) and was judged on its validation accuracy after its last epoch; the test set "
-                f"was never used during the search. Pruner: {s.get('pruner', '?')}; sampler: TPE, seed "
-                f"{s.get('seed', 0)}.")
+        rows = (f"the first {subset} of the {data} training images" if subset else
+                f"the {data} training images")
+        return (f"Each trial trained on {rows}, less the {s.get('val_size', 5000)} held out for validation, "
+                f"and was judged on its validation accuracy after its last epoch; the test set was never used "
+                f"during the search. Pruner: {s.get('pruner', '?')}; sampler: TPE, seed {s.get('seed', 0)}.")
 
 
 def render_markdown(d: ReportData) -> str:
     best, c = d.best, d.best.config
     L = [f"# Hyperparameter search: {d.study_name}", "",
          f"Study `{d.study_name}` in `{d.storage}`, reported {d.created}: {d.counts_text()}, "
-         f"{format_duration(d.trial_seconds())} of training in all.", "",
+         f"{format_duration(d.trial_seconds())} of training summed over the trials.", "",
          "## 1. What was tried", "", d.training_text(), ""]
     if d.n_diverged():
         L += [f"{d.n_diverged()} trial(s) diverged (the loss became NaN or infinite); they are recorded as "
@@ -513,10 +529,11 @@ def _retrain_paragraphs(d: ReportData) -> list[str]:
                 "again and measures its test accuracy.", ""]
     subset = d.settings.get("subset")
     same = ("" if subset else
-            f" (the trial itself measured {100 * best.val_acc:.2f}%: the same seed and data give the same run)")
+            f" (the trial measured {100 * best.val_acc:.2f}%: the same seed and data, but another number of "
+            f"threads can round sums differently)")
     text = [f"The best configuration trained again from scratch with its seed ({r['config']['seed']}) on "
             f"{r['train_rows']} training images for {r['epochs']} epochs, in {r['seconds']:.0f} s: training loss "
-            f"{r['train_loss']:.4f}, validation accuracy {100 * r['val_acc']:.2f}%{same}.", ""]
+            f"{r['train_loss']:.3g}, validation accuracy {100 * r['val_acc']:.2f}%{same}.", ""]
     if subset:
         text += [f"The trials trained on the first {subset} images only; this run uses the whole training set, "
                  f"so its figures differ from the trial's.", ""]
@@ -551,7 +568,7 @@ def render_latex(d: ReportData) -> str:
          rf"\title{{Hyperparameter search: {e(d.study_name)}}}", rf"\date{{{e(d.created)}}}", r"\author{fastmlp}",
          r"\begin{document}", r"\maketitle", "",
          e(f"Study {d.study_name} in {d.storage}: {d.counts_text()}, "
-           f"{format_duration(d.trial_seconds())} of training in all."), "",
+           f"{format_duration(d.trial_seconds())} of training summed over the trials."), "",
          r"\section{What was tried}", "", e(d.training_text()), ""]
     if d.n_diverged():
         L += [e(f"{d.n_diverged()} trial(s) diverged (the loss became NaN or infinite); they are recorded as "

@@ -503,11 +503,17 @@ def make_pruner(name: str, space: Space):
 
 
 def make_sampler(seed: int, worker: int, n_existing: int):
-    """TPE, seeded from the search seed, the worker and how many trials the study already holds."""
+    """TPE, seeded from the search seed, this machine, the worker and the trials the study already holds.
+
+    So a resumed search does not propose its first points again, and workers (on one machine or
+    several sharing a study) do not propose the same ones.
+    """
     import warnings
+    import zlib
     import numpy as np
     import optuna
-    sampler_seed = int(np.random.SeedSequence([int(seed), int(worker), int(n_existing)]).generate_state(1)[0])
+    host = zlib.crc32(socket.gethostname().encode())
+    sampler_seed = int(np.random.SeedSequence([int(seed), host, int(worker), int(n_existing)]).generate_state(1)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True, group=True, constant_liar=True)

@@ -61,7 +61,7 @@ def test_the_report_has_every_trial_the_best_in_the_homework_table_and_the_plots
     c = best.user_attrs["config"]
 
     homework = table_after(md, "| Batch Size | Hidden Sizes | η | β1 | β2 | ε | num epochs |")
-    assert homework == [[str(c["batch_size"]), f"[{c['hidden_sizes'][0]}]", f"{c['lr']:.3g}",
+    assert homework == [[str(c["batch_size"]), f"[{c['hidden_sizes'][0]}]", f"{c['lr']:.2e}",
                          report.fmt_beta(c["beta1"]), report.fmt_beta(c["beta2"]), f"{c['eps']:.2e}", "1"]]
     assert f"Trial {best.number}, validation accuracy {100 * best.value:.2f}% after 1 epochs" in md
 
@@ -76,7 +76,7 @@ def test_the_report_has_every_trial_the_best_in_the_homework_table_and_the_plots
     for name in ("history.png", "params.png", "epochs.png"):
         assert f"]({name})" in md and f"{{{name}}}" in tex
     assert r"\begin{longtable}" in tex and r"$\eta$ & $\beta_1$ & $\beta_2$ & $\epsilon$ & num epochs" in tex
-    assert f"{c['batch_size']} & [{c['hidden_sizes'][0]}] & {c['lr']:.3g}" in tex
+    assert f"{c['batch_size']} & [{c['hidden_sizes'][0]}] & {c['lr']:.2e}" in tex
     assert "Not trained again here" in md
 
 
