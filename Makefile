@@ -9,7 +9,7 @@ KEY    := $(shell $(PYTHON) -c "import hashlib;print(hashlib.sha1(open('pyprojec
 STAMP  := $(VENV)/.installed-$(KEY)
 
 TRAIN_ARGS  ?=
-SEARCH_ARGS ?= --timeout 600
+SEARCH_ARGS ?= --timeout 600 --jobs 2
 REPORT_ARGS ?=
 
 .PHONY: help install train test bench data gradcheck search report clean
