@@ -109,7 +109,7 @@ def format_epoch(rec: dict) -> str:
     return "  ".join(parts)
 
 
-def _steps_per_call(n_steps: int, batch_size: int) -> int:
+def _steps_per_call(n_steps: int) -> int:
     """Steps handed to one kernel call: about 20 calls an epoch, for the progress line."""
     return max(1, min(n_steps, math.ceil(n_steps / 20)))
 
@@ -166,7 +166,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     progress = progress or Progress(enabled=False)
     n = len(fit_idx)
     n_steps = -(-n // config.batch_size)
-    per_call = _steps_per_call(n_steps, config.batch_size)
+    per_call = _steps_per_call(n_steps)
     losses = np.empty(per_call, np.float64)
     images, labels = dataset.train_images, dataset.train_labels
 
