@@ -43,6 +43,8 @@ def record_throughput(request):
     ``extra_info`` (median and best round) and list it in the summary at the end."""
 
     def record(benchmark, samples: int) -> None:
+        if benchmark.stats is None:  # --benchmark-disable: the function ran once, untimed
+            return
         stats = benchmark.stats.stats
         median, best = samples / stats.median, samples / stats.min
         benchmark.extra_info["samples"] = samples

@@ -47,7 +47,8 @@ def test_train_step(benchmark, synthetic, hidden, batch_size, impl):
     fn()  # compile / warm up outside the timed rounds
     benchmark.extra_info["batch_size"] = batch_size
     benchmark(fn)
-    benchmark.extra_info["samples_per_s"] = batch_size / benchmark.stats.stats.median
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["samples_per_s"] = batch_size / benchmark.stats.stats.median
 
 
 EPOCH_CASES = [((100,), 32, None), ((256, 128), 128, None), ((1024, 1024), 128, 100)]
