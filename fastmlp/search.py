@@ -86,9 +86,9 @@ DEFAULT_SPACE: dict[str, Any] = {
     "beta1": "0.8:0.99",
     "beta2": "0.99:0.9999",
     "eps": "1e-9:1e-6",
-    "lr_decay": "0.5:1",
+    "lr_decay": "0.7:1",
     "epochs": 20,
-    "min_epochs": 1,
+    "min_epochs": 2,
 }
 
 
