@@ -293,6 +293,9 @@ class Space:
         for name in ("batch_size", "layers", "width", "lr", "beta1", "beta2", "eps"):
             if name not in params:
                 raise _config_error(f"{where}: {name} is missing")
+        given = {ALIASES.get(str(k).replace("-", "_"), str(k).replace("-", "_")) for k in mapping}
+        if "min_epochs" not in given and budget.get("min_epochs", 1) > budget.get("epochs", 20):
+            budget["min_epochs"] = budget["epochs"]  # an inherited minimum yields to a smaller budget
         space = cls(params, budget.get("epochs", 20), budget.get("min_epochs", 1))
         if space.min_epochs > space.epochs:
             raise _config_error(f"{where}: min_epochs {space.min_epochs} is above epochs {space.epochs}")

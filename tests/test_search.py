@@ -293,3 +293,12 @@ def test_worker_processes_share_one_study(mnist, tmp_path, capsys):
     assert states(trials) == ["COMPLETE", "COMPLETE"]
     assert "2 workers x 1 thread" in out.out
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # one trial in each process
+
+
+def test_a_smaller_epoch_budget_lowers_the_inherited_minimum_but_not_an_explicit_one():
+    base = search.Space.default()
+    assert base.min_epochs > 1
+    smaller = search.Space.from_mapping({"epochs": 1}, base=base)
+    assert (smaller.epochs, smaller.min_epochs) == (1, 1)
+    with pytest.raises(Exception, match="min_epochs 2 is above epochs 1"):
+        search.Space.from_mapping({"epochs": 1, "min_epochs": 2}, base=base)
