@@ -102,6 +102,18 @@ def linear_forward(x, W, b, z):
             z[i, j] += b[j]
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _row_max_argmax(logits, i):
+    """``(max, first index of the max)`` of row i of a (m, k) array."""
+    mx = logits[i, 0]
+    arg = 0
+    for j in range(1, logits.shape[1]):
+        if logits[i, j] > mx:
+            mx = logits[i, j]
+            arg = j
+    return mx, arg
+
+
 @njit(cache=True, error_model="numpy")
 def softmax_cross_entropy(logits, labels, dlogits):
     """Mean cross-entropy of softmax(logits) and its gradient, in one pass over each row.
@@ -116,12 +128,7 @@ def softmax_cross_entropy(logits, labels, dlogits):
     total = 0.0
     correct = 0
     for i in range(m):
-        mx = logits[i, 0]
-        arg = 0
-        for j in range(1, k):
-            if logits[i, j] > mx:
-                mx = logits[i, j]
-                arg = j
+        mx, arg = _row_max_argmax(logits, i)
         s = np.float32(0.0)
         for j in range(k):
             e = np.exp(logits[i, j] - mx)
@@ -146,12 +153,7 @@ def cross_entropy_eval(logits, labels):
     total = 0.0
     correct = 0
     for i in range(m):
-        mx = logits[i, 0]
-        arg = 0
-        for j in range(1, k):
-            if logits[i, j] > mx:
-                mx = logits[i, j]
-                arg = j
+        mx, arg = _row_max_argmax(logits, i)
         s = 0.0
         for j in range(k):
             s += np.exp(np.float64(logits[i, j] - mx))
@@ -336,8 +338,4 @@ def predict_rows(params, layout, images, x, z, h, act_off, out):
         gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
         logits = forward(params, layout, x, z, h, act_off, hi - lo)
         for i in range(hi - lo):
-            best = 0
-            for j in range(1, logits.shape[1]):
-                if logits[i, j] > logits[i, best]:
-                    best = j
-            out[lo + i] = best
+            out[lo + i] = _row_max_argmax(logits, i)[1]
