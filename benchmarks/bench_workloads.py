@@ -276,6 +276,12 @@ class GemmFloor:
 
 
 @njit(cache=True, error_model="numpy")
+def numba_dot(a, b, out):
+    """``np.dot(a, b, out)`` compiled by Numba: the BLAS call fastmlp's kernels make, alone."""
+    np.dot(a, b, out)
+
+
+@njit(cache=True, error_model="numpy")
 def _gemm_steps(params, grads, layout, x, z, h, d, act_off, m, n_steps):
     L = layout.shape[0]
     for _ in range(n_steps):

@@ -13,7 +13,7 @@ import pytest
 from fastmlp import kernels, reference
 from fastmlp.model import MLP
 
-from bench_workloads import layer_sizes
+from bench_workloads import layer_sizes, numba_dot
 
 # Kernels take microseconds: half a second of rounds per benchmark is plenty and keeps `make bench` short.
 pytestmark = pytest.mark.benchmark(max_time=0.5)
@@ -54,7 +54,7 @@ def test_gather_batch(benchmark, synthetic, m, impl):
 FORWARD_SHAPES = [(32, 784, 100), (128, 784, 1024), (128, 1024, 1024), (128, 784, 256)]
 
 
-@pytest.mark.parametrize("impl", ["fastmlp", "reference", "gemm only (np.dot out=)"])
+@pytest.mark.parametrize("impl", ["fastmlp", "reference", "gemm only (np.dot out=)", "gemm only (numba np.dot)"])
 @pytest.mark.parametrize("m,n_in,n_out", FORWARD_SHAPES)
 def test_linear_relu_forward(benchmark, m, n_in, n_out, impl):
     x = RNG.random((m, n_in), dtype=F32)
@@ -70,6 +70,9 @@ def test_linear_relu_forward(benchmark, m, n_in, n_out, impl):
         benchmark(kernels.linear_relu_forward, x, W, b, z, h)
     elif impl == "reference":
         benchmark(lambda: reference.relu(reference.linear_forward(x, W, b)[0])[0])
+    elif impl == "gemm only (numba np.dot)":
+        numba_dot(x, W.T, z)
+        benchmark(numba_dot, x, W.T, z)
     else:
         benchmark(np.dot, x, W.T, z)
 
