@@ -1,27 +1,129 @@
-"""The training configuration: the homework's hyperparameters, checked before anything runs.
+"""The training configuration and the one table of hyperparameter rules.
 
-Importing this module is cheap (no Numba), so a command can reject a bad value at once.
+:data:`RULES` states, once, what each hyperparameter is: its type, its allowed range, its
+labels (plain text, Markdown and LaTeX), its command-line flag, the scale a search draws it on,
+and its help text. :class:`TrainConfig` checks itself against it, the command line builds its
+flags from it, the search space checks its ranges with it, and the report labels its tables
+with it (scikit-learn's ``_parameter_constraints`` is the model).
+
+Importing this module is cheap (no NumPy, no Numba), so a command can reject a bad value at once.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import ConfigError
 
 
-class ConfigError(ValueError):
-    """An invalid hyperparameter. The message is one line naming it."""
+def as_float32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (what the kernels compute with)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one hyperparameter may be.
+
+    ``low``/``high`` bound the value (None: unbounded), each end open or closed. ``float32``:
+    the value must stay inside the range once rounded to float32, so the kernels see what the
+    reference sees (``beta2 = 0.9999999999`` is 1.0 in float32, and ``eps = 1e-50`` is 0).
+    ``scale`` is how a search draws it: ``linear``, ``log`` or ``log1m`` (log-uniform in 1 - x).
+    """
+
+    name: str
+    type: type
+    low: float | None
+    high: float | None
+    low_open: bool = False
+    high_open: bool = False
+    label: str = ""          # plain text, e.g. "beta1"
+    tex: str = ""            # LaTeX, e.g. r"$\beta_1$"
+    md: str = ""             # Markdown, e.g. "β1"
+    flag: str | None = None  # the command line's flag, None for search-only entries
+    scale: str = "linear"
+    float32: bool = False
+    help: str = ""
+
+    def range_text(self) -> str:
+        """``in (0, 1]``, ``>= 1``, ``> 0``."""
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{_num(self.low)}, "
+                    f"{_num(self.high)}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        return "any number"
+
+    def check(self, value: Any, where: str = "") -> Any:
+        """``value`` as this rule's type, or :class:`ConfigError` naming the rule and the value."""
+        prefix = f"{where}: " if where else ""
+        kind = "an integer" if self.type is int else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{prefix}{self.name} must be finite; got {value}")
+        if self.type is int:
+            if value != int(value):
+                raise ConfigError(f"{prefix}{self.name} must be an integer {self.range_text()}; got {value}")
+            value = int(value)
+        else:
+            value = float(value)
+        seen = [value]
+        if self.float32:
+            seen.append(as_float32(value))
+        for v in seen:
+            bad = ((self.low is not None and (v < self.low or (self.low_open and v == self.low)))
+                   or (self.high is not None and (v > self.high or (self.high_open and v == self.high))))
+            if bad:
+                rounded = "" if v is value else f" (it is {_num(v)} in float32, which the kernels compute in)"
+                raise ConfigError(f"{prefix}{self.name} must be {self.range_text()}; got {_num(value)}{rounded}")
+        return value
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+_RULES = [
+    Rule("batch_size", int, 1, None, label="batch size", tex="Batch Size", md="Batch Size", flag="--batch-size",
+         scale="log", help="mini-batch size"),
+    Rule("layers", int, 1, None, label="hidden layers", tex="Hidden layers", md="Hidden layers", scale="linear",
+         help="number of hidden layers (search only)"),
+    Rule("width", int, 1, None, label="hidden width", tex="Hidden width", md="Hidden width", scale="log",
+         help="width of one hidden layer (--hidden gives all of them)"),
+    Rule("lr", float, 0, None, low_open=True, label="eta", tex=r"$\eta$", md="η", flag="--lr", scale="log",
+         float32=True, help="Adam step size eta"),
+    Rule("beta1", float, 0, 1, high_open=True, label="beta1", tex=r"$\beta_1$", md="β1", flag="--beta1",
+         float32=True, help="Adam beta1"),
+    Rule("beta2", float, 0, 1, high_open=True, label="beta2", tex=r"$\beta_2$", md="β2", flag="--beta2",
+         scale="log1m", float32=True, help="Adam beta2"),
+    Rule("eps", float, 0, None, low_open=True, label="epsilon", tex=r"$\epsilon$", md="ε", flag="--eps",
+         scale="log", float32=True, help="Adam epsilon"),
+    Rule("lr_decay", float, 0, 1, low_open=True, label="eta decay", tex=r"$\eta$ decay", md="η decay",
+         flag="--lr-decay", float32=True, help="multiply eta by this after every epoch; 1 keeps it constant"),
+    Rule("epochs", int, 1, None, label="epochs", tex="num epochs", md="num epochs", flag="--epochs",
+         help="passes over the training set"),
+    Rule("seed", int, 0, 2**63 - 1, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
+    Rule("val_size", int, 0, None, label="validation size", tex="validation images", md="validation images",
+         flag="--val-size", help="training images held out for validation"),
+]
+
+#: name -> :class:`Rule`, in the order tables show them.
+RULES: dict[str, Rule] = {r.name: r for r in _RULES}
 
 
 def check_adam_hyperparameters(lr: float, beta1: float, beta2: float, eps: float) -> None:
-    """Raise ValueError naming the first bad value."""
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number; got {lr}")
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not (0 <= beta < 1):
-            raise ValueError(f"{name} must be in [0, 1); got {beta}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive number; got {eps}")
+    """Raise :class:`ConfigError` naming the first bad value."""
+    for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps)):
+        RULES[name].check(value)
 
 
 @dataclass
@@ -42,24 +144,21 @@ class TrainConfig:
     dataset: str = "mnist"
 
     def __post_init__(self):
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        try:
+            self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        except (TypeError, ValueError):
+            raise ConfigError(f"hidden_sizes must be a list of positive integers; got {self.hidden_sizes!r}") from None
 
     def validate(self, n_train: int | None = None) -> "TrainConfig":
-        """Raise :class:`ConfigError` naming the first bad value; return self."""
-        if len(self.hidden_sizes) == 0 or any(h <= 0 for h in self.hidden_sizes):
-            raise ConfigError(f"hidden_sizes must be one or more positive integers; got {list(self.hidden_sizes)}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ConfigError(f"epochs must be an integer >= 1; got {self.epochs}")
-        if not (0 < self.lr_decay <= 1):
-            raise ConfigError(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
-        if self.val_size < 0:
-            raise ConfigError(f"val_size must be >= 0; got {self.val_size}")
-        try:
-            check_adam_hyperparameters(self.lr, self.beta1, self.beta2, self.eps)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        """Check every field against :data:`RULES`; raise :class:`ConfigError` naming the first bad value."""
+        if len(self.hidden_sizes) == 0:
+            raise ConfigError("hidden_sizes must be one or more positive integers; got []")
+        for h in self.hidden_sizes:
+            if h <= 0:
+                raise ConfigError(f"hidden_sizes must be positive integers; got {list(self.hidden_sizes)}")
+        for name, rule in RULES.items():
+            if hasattr(self, name):
+                setattr(self, name, rule.check(getattr(self, name)))
         if n_train is not None:
             if self.val_size >= n_train:
                 raise ConfigError(f"val_size {self.val_size} leaves no training images out of {n_train}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import io
 import os
 import sys
 import urllib.request
@@ -42,13 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import DataError
 
 IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
-
-
-class DataError(Exception):
-    """A dataset is missing, corrupt, or not what it claims to be. The message is one line."""
 
 
 @dataclass(frozen=True)
@@ -283,12 +279,6 @@ def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def parse_idx(raw: bytes, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
-              verify: bool = True) -> np.ndarray:
-    """Check the bytes of an IDX file against ``fspec``; return its array (see :func:`read_idx_stream`)."""
-    return read_idx_stream(io.BytesIO(raw), path, fspec, rows, cols, verify, len(raw))[0]
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:

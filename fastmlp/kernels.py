@@ -19,7 +19,8 @@ first m rows of each block, so a short last batch needs no new buffer.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 # Column indices of the ``layout`` array.
 N_IN, N_OUT, W_OFF, B_OFF = 0, 1, 2, 3
@@ -49,13 +50,27 @@ def block_view(buf, off, m, n):
 
 # ----------------------------------------------------------------------------- batch
 
+def input_scale(images):
+    """The factor a gathered row is multiplied by: 1/255 for uint8 images, 1 for float inputs."""
+    return np.float32(1.0 / 255.0) if images.dtype == np.uint8 else np.float32(1.0)
+
+
+@overload(input_scale, jit_options={"cache": True})
+def _input_scale_nb(images):
+    # Chosen from the array's type when a kernel compiles: one signature per input dtype.
+    if images.dtype == types.uint8:
+        return lambda images: np.float32(1.0 / 255.0)
+    return lambda images: np.float32(1.0)
+
+
 @njit(cache=True, error_model="numpy")
 def gather_batch(images, labels, idx, x, y):
-    """``x[i] = images[idx[i]] / 255`` as float32 and ``y[i] = labels[idx[i]]``, for i < len(idx).
+    """``x[i] = images[idx[i]] * s`` as float32 and ``y[i] = labels[idx[i]]``, for i < len(idx).
 
-    images uint8 (N, n_in), labels (N,), idx (m,), x (m, n_in) float32, y (m,) int32.
+    images (N, n_in), uint8 (``s = 1/255``: pixels to [0, 1]) or float32 (``s = 1``: features
+    as given); labels (N,), idx (m,), x (m, n_in) float32, y (m,) int32.
     """
-    scale = np.float32(1.0 / 255.0)
+    scale = input_scale(images)
     n = images.shape[1]
     for i in range(idx.shape[0]):
         row = images[idx[i]]
@@ -66,8 +81,8 @@ def gather_batch(images, labels, idx, x, y):
 
 @njit(cache=True, error_model="numpy")
 def gather_range(images, start, x):
-    """``x[i] = images[start + i] / 255`` as float32, for i < x.shape[0]."""
-    scale = np.float32(1.0 / 255.0)
+    """``x[i] = images[start + i] * s`` as float32, for i < x.shape[0] (``s`` as in :func:`gather_batch`)."""
+    scale = input_scale(images)
     n = images.shape[1]
     for i in range(x.shape[0]):
         row = images[start + i]

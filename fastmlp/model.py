@@ -21,11 +21,8 @@ import numpy as np
 
 from . import kernels
 from .atomic import atomic_path
+from .errors import ModelError
 from .reference import init_weight
-
-
-class ModelError(ValueError):
-    """A model file or shape that cannot be used. The message is one line."""
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:
@@ -90,10 +87,6 @@ class MLP:
         return model
 
     @property
-    def num_layers(self) -> int:
-        return len(self.layout)
-
-    @property
     def num_parameters(self) -> int:
         last = self.layout[-1]
         return int(last[kernels.B_OFF] + last[kernels.N_OUT])
@@ -127,8 +120,11 @@ class MLP:
         return self._eval_ws
 
     def _check_images(self, images: np.ndarray) -> None:
-        if images.ndim != 2 or images.shape[1] != self.sizes[0] or images.dtype != np.uint8:
-            raise ModelError(f"images must be uint8 (n, {self.sizes[0]}); got {images.dtype} {images.shape}")
+        if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.shape[1] != self.sizes[0]
+                or images.dtype not in (np.uint8, np.float32) or not images.flags.c_contiguous):
+            raise ModelError(f"images must be a C-contiguous uint8 (pixels, scaled by 1/255) or float32 "
+                             f"(features as they are) array (n, {self.sizes[0]}); got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default)."""
@@ -142,7 +138,7 @@ class MLP:
         return total / len(rows), correct / len(rows)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Predicted class of each row of a uint8 image matrix (n, n_0)."""
+        """Predicted class of each row of an image matrix (n, n_0): uint8 pixels or float32 features."""
         self._check_images(images)
         ws = self._eval_workspace()
         out = np.empty(len(images), np.int64)

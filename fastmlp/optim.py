@@ -21,7 +21,7 @@ from .config import check_adam_hyperparameters
 
 
 class Adam:
-    """Adam state (m, v, t) for a flat parameter buffer of ``n`` float32 values."""
+    """Adam state (m, v, t) for a flat parameter buffer of ``n`` float32 values; ``t`` counts updates."""
 
     def __init__(self, n: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         check_adam_hyperparameters(lr, beta1, beta2, eps)
@@ -29,6 +29,10 @@ class Adam:
         self.m = np.zeros(n, np.float32)
         self.v = np.zeros(n, np.float32)
         self.t = 0
+
+    def advance(self, n_steps: int) -> None:
+        """Count ``n_steps`` updates made by a fused kernel (``kernels.train_steps``) with this state."""
+        self.t += int(n_steps)
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         """One update of ``params`` in place from ``grads`` (same layout)."""

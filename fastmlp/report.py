@@ -343,10 +343,6 @@ def train_command_parts(config: dict) -> list[str]:
     return parts
 
 
-def train_command(config: dict) -> str:
-    return " ".join(train_command_parts(config))
-
-
 # ----------------------------------------------------------------------------- formatting
 
 def fmt_acc(v: float | None) -> str:

@@ -1,4 +1,9 @@
-"""Training: the configuration, the seeded sampler, and the thin loop around the kernels.
+"""Training: the :class:`Trainer` that owns a run's state, and :func:`train`, the thin loop over it.
+
+A :class:`Trainer` holds everything one training run changes (llm.c's model struct is the
+picture): the model's flat parameter buffer, the gradient buffer, Adam's moments and step
+count, the workspace preallocated for the batch size, and the seeded sampler. It is the only
+caller of :func:`fastmlp.kernels.train_steps`, whose long argument list lives there alone.
 
 One epoch is a fresh permutation of the training rows (the validation hold-out excluded), cut
 into mini-batches of ``batch_size``; the last, shorter batch is kept, so every training image
@@ -6,46 +11,68 @@ is used exactly once per epoch. The random stream is used in the reference's ord
 weights, layer by layer, then one permutation per epoch, so ``reference.train_reference`` on
 the same rows and seed sees the same batches.
 
-Each epoch records:
+Each epoch yields an :class:`EpochRecord`:
 
 * ``train_loss``, ``train_acc``: means over the epoch's mini-batches, measured as they were
   trained on (the usual running figures; no extra pass over 55,000 images);
 * ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``: a batched forward pass over those
-  sets with the parameters at the end of the epoch.
+  sets with the parameters at the end of the epoch (None where the set is not evaluated).
+
+The loop a caller writes (the search's objective is exactly this)::
+
+    trainer = Trainer.for_dataset(config, dataset)
+    for record in trainer.epochs():
+        print(record.val_acc)
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 
 from . import kernels
 from .atomic import write_text
+from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
+from .errors import ConfigError, DataError
 from .model import MLP
-from .config import ConfigError, TrainConfig  # noqa: F401  (part of this module's API)
 from .optim import Adam
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite at ``epoch``, ``step`` (both from 1)."""
 
-    def __init__(self, epoch: int, step: int, loss: float, history: "History"):
+    def __init__(self, epoch: int, step: int, loss: float, history: "History | None" = None):
         super().__init__(f"loss became {loss} at epoch {epoch}, step {step}: training diverged "
                          f"(try a smaller --lr)")
         self.epoch, self.step, self.loss, self.history = epoch, step, loss, history
 
 
-class TrainingStopped(Exception):
-    """Raised by an ``on_epoch`` callback to stop training early (e.g. a pruned search trial)."""
+@dataclass
+class EpochRecord:
+    """What one epoch did. Accuracies are fractions in [0, 1]; losses are mean cross-entropies."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    train_seconds: float
+    samples_per_s: float
+    elapsed_s: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -54,7 +81,7 @@ class History:
 
     config: dict
     epochs: list[dict] = field(default_factory=list)
-    status: str = "running"          # running, completed, diverged, interrupted, stopped
+    status: str = "running"          # running, completed, diverged, interrupted
     dataset: dict = field(default_factory=dict)
     message: str = ""
 
@@ -109,31 +136,221 @@ def format_epoch(rec: dict) -> str:
     return "  ".join(parts)
 
 
-def _steps_per_call(n_steps: int) -> int:
-    """Steps handed to one kernel call: about 20 calls an epoch, for the progress line."""
-    return max(1, min(n_steps, math.ceil(n_steps / 20)))
+def steps_per_call(n_steps: int, calls: int = 20) -> int:
+    """Steps handed to one kernel call: about ``calls`` calls an epoch, for the progress line."""
+    return max(1, min(n_steps, math.ceil(n_steps / calls)))
+
+
+def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what: str = "training") -> None:
+    """Raise :class:`DataError` unless the kernels can index these arrays safely.
+
+    Images must be uint8 (n, n_features), pixels the gather scales by 1/255, or float32
+    (n, n_features), finite features used as they are (C-contiguous either way). Labels must be
+    integers in [0, num_classes): the loss kernel writes ``dlogits[i, label]``, so a label out
+    of range would write out of bounds. Checked once per dataset, where the data enters, never
+    per step.
+    """
+    if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.dtype not in (np.uint8, np.float32)
+            or not images.flags.c_contiguous):
+        raise DataError(f"{what} images must be a C-contiguous uint8 or float32 array (n, features); got "
+                        f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
+    if images.dtype == np.float32 and not np.isfinite(images).all():
+        raise DataError(f"{what} inputs contain NaN or infinity")
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{what} labels must be a 1-D integer array; got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}")
+    if len(labels) != len(images):
+        raise DataError(f"{what} set has {len(images)} images but {len(labels)} labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(f"{what} labels must be in [0, {num_classes - 1}]; found {int(labels.min())} "
+                        f"to {int(labels.max())}")
+
+
+@dataclass
+class EvalSet:
+    """Rows of an image matrix to evaluate after every epoch."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+
+
+class EpochSampler:
+    """One seeded permutation of the training rows per epoch (``rng`` is shared with the initialisation)."""
+
+    def __init__(self, rows: np.ndarray, rng: np.random.Generator):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def epoch_order(self) -> np.ndarray:
+        return self.rows[self.rng.permutation(len(self.rows))]
+
+
+class Trainer:
+    """The state of one training run, and the only caller of :func:`fastmlp.kernels.train_steps`.
+
+    ``images`` uint8 (N, n_0) and ``labels`` (N,) hold the training examples; ``fit_rows`` are
+    the rows trained on (all by default). ``eval_sets`` maps ``"val"`` and ``"test"`` to the
+    :class:`EvalSet` measured after every epoch. ``config.validate()`` is checked first, then
+    the arrays (:func:`check_training_arrays`). The seed draws the weights, then one
+    permutation of ``fit_rows`` per epoch.
+    """
+
+    def __init__(self, config: TrainConfig, images: np.ndarray, labels: np.ndarray, *, num_classes: int,
+                 fit_rows: np.ndarray | None = None, eval_sets: dict[str, EvalSet] | None = None,
+                 progress: Progress | None = None):
+        config.validate()
+        check_training_arrays(images, labels, num_classes)
+        for name, s in (eval_sets or {}).items():
+            check_training_arrays(s.images, s.labels, num_classes, what={"val": "validation"}.get(name, name))
+            if s.images.shape[1] != images.shape[1]:
+                raise DataError(f"{name} images have {s.images.shape[1]} features, training images {images.shape[1]}")
+        fit_rows = np.arange(len(images), dtype=np.int64) if fit_rows is None else np.asarray(fit_rows, np.int64)
+        if config.batch_size > len(fit_rows):
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the training set ({len(fit_rows)} images)")
+        self.config = config
+        self.images, self.labels = images, labels
+        self.eval_sets = dict(eval_sets or {})
+        self.progress = progress or Progress(enabled=False)
+        rng = np.random.default_rng(config.seed)
+        self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
+        self.grads = np.zeros_like(self.model.params)
+        self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps)
+        self.workspace = self.model.workspace(config.batch_size)
+        self.sampler = EpochSampler(fit_rows, rng)
+        self.losses = np.empty(steps_per_call(self.steps_per_epoch), np.float64)
+        self.epoch = 0
+        self.t_start = time.perf_counter()
+        self.steps(fit_rows, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
+
+    @classmethod
+    def for_dataset(cls, config: TrainConfig, dataset: Dataset, *, train_rows: np.ndarray | None = None,
+                    evaluate_test: bool = True, progress: Progress | None = None) -> "Trainer":
+        """A trainer on ``dataset`` minus its validation hold-out (``config.val_size`` rows).
+
+        ``train_rows`` restricts training to those positions among the remaining rows (a subset
+        taken after the hold-out). The hold-out is evaluated after every epoch, and the test
+        set too when ``evaluate_test``.
+        """
+        n_train = len(dataset.train_images)
+        config.validate(n_train)
+        fit_idx, val_idx = validation_split(n_train, config.val_size)
+        if train_rows is not None:
+            train_rows = np.asarray(train_rows, dtype=np.int64)
+            if len(train_rows) and (train_rows.min() < 0 or train_rows.max() >= len(fit_idx)):
+                raise ConfigError(f"training subset rows must be in [0, {len(fit_idx) - 1}]")
+            fit_idx = fit_idx[train_rows]
+        evals = {}
+        if len(val_idx):
+            evals["val"] = EvalSet(dataset.train_images, dataset.train_labels, val_idx)
+        if evaluate_test:
+            evals["test"] = EvalSet(dataset.test_images, dataset.test_labels,
+                                    np.arange(len(dataset.test_images), dtype=np.int64))
+        return cls(config, dataset.train_images, dataset.train_labels, num_classes=dataset.num_classes,
+                   fit_rows=fit_idx, eval_sets=evals, progress=progress)
+
+    # ------------------------------------------------------------------ steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.sampler) // self.config.batch_size)
+
+    def steps(self, order: np.ndarray, first: int, n_steps: int, lr: float) -> int:
+        """Steps ``first .. first + n_steps - 1`` over mini-batches of ``order``, in one kernel call.
+
+        Fills ``self.losses[:n_steps]`` with each step's mean loss (NaN from the first
+        non-finite one on) and returns the number of examples classified correctly.
+        """
+        if len(self.losses) < n_steps:
+            self.losses = np.empty(n_steps, np.float64)
+        m, ws, adam = self.model, self.workspace, self.adam
+        correct = kernels.train_steps(
+            m.params, self.grads, adam.m, adam.v, m.layout, self.images, self.labels, order, first, n_steps,
+            self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
+            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses)
+        adam.advance(n_steps)
+        return correct
+
+    def train_order(self, order: np.ndarray, lr: float, epoch: int = 0) -> tuple[float, int]:
+        """Train on every mini-batch of ``order`` in about 20 kernel calls.
+
+        Returns ``(sum of per-example losses, correct)``. Raises :class:`TrainingDiverged` at the
+        first non-finite loss.
+        """
+        n, B = len(order), self.config.batch_size
+        n_steps = -(-n // B)
+        per_call = steps_per_call(n_steps)
+        loss_sum, correct, step, t0 = 0.0, 0, 0, time.perf_counter()
+        while step < n_steps:
+            k = min(per_call, n_steps - step)
+            correct += self.steps(order, step, k, lr)
+            losses = self.losses[:k]
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                self.progress.clear()
+                raise TrainingDiverged(epoch, step + int(bad[0]) + 1, float(losses[bad[0]]))
+            sizes_k = np.minimum(B, n - (step + np.arange(k)) * B)
+            loss_sum += float(losses @ sizes_k)
+            step += k
+            seen = min(step * B, n)
+            self.progress.update(epoch, self.config.epochs, seen, n, seen / (time.perf_counter() - t0),
+                                 loss_sum / seen)
+        return loss_sum, correct
+
+    # ------------------------------------------------------------------ epochs
+
+    def lr_at(self, epoch: int) -> float:
+        """Eta during ``epoch`` (from 1): ``lr * lr_decay ** (epoch - 1)``."""
+        return self.config.lr * self.config.lr_decay ** (epoch - 1)
+
+    def evaluate(self, name: str) -> tuple[float, float]:
+        """Mean loss and accuracy on the evaluation set ``name`` with the current parameters."""
+        s = self.eval_sets[name]
+        return self.model.evaluate(s.images, s.labels, s.rows)
+
+    def run_epoch(self) -> EpochRecord:
+        """Train one more epoch, then evaluate; returns its record."""
+        epoch = self.epoch + 1
+        t_epoch = time.perf_counter()
+        order = self.sampler.epoch_order()
+        lr = self.lr_at(epoch)
+        loss_sum, correct = self.train_order(order, lr, epoch)
+        self.epoch = epoch
+        train_seconds = time.perf_counter() - t_epoch
+        n = len(order)
+        measured = {name: self.evaluate(name) if name in self.eval_sets else (None, None) for name in ("val", "test")}
+        self.progress.clear()
+        return EpochRecord(epoch=epoch, lr=lr, train_loss=loss_sum / n, train_acc=correct / n,
+                           val_loss=measured["val"][0], val_acc=measured["val"][1],
+                           test_loss=measured["test"][0], test_acc=measured["test"][1],
+                           train_seconds=train_seconds, samples_per_s=n / train_seconds,
+                           elapsed_s=time.perf_counter() - self.t_start)
+
+    def epochs(self) -> Iterator[EpochRecord]:
+        """Run the remaining epochs up to ``config.epochs``, yielding each record as it ends."""
+        while self.epoch < self.config.epochs:
+            yield self.run_epoch()
 
 
 def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None = None, *, data_dir=None,
-          verify: bool = True, out_dir=None,
-          on_epoch: Callable[[dict], None] | None = None, progress: Progress | None = None,
+          verify: bool = True, out_dir=None, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, train_rows: np.ndarray | None = None,
           evaluate_test: bool = True) -> TrainResult:
-    """Train an MLP on ``dataset`` with ``config``.
+    """Train an MLP on ``dataset`` with ``config``: a :class:`Trainer`, its epochs, and the files.
 
     When ``dataset`` is None, ``config.dataset`` is loaded from ``data_dir`` (downloaded on
     first use); when it is a callable (e.g. :class:`fastmlp.data.BackgroundLoad`), it is
     called for the dataset. Either way train() then owns the arrays and frees them before the
     final plot, which keeps the peak memory down.
 
-    ``on_epoch(record)`` runs after each epoch's evaluation; raising :class:`TrainingStopped`
-    there ends training cleanly (status ``stopped``). ``train_rows`` restricts training to a
-    subset of the training rows (after the validation split). With ``out_dir``, writes
-    ``history.json`` and ``model.npz`` after every epoch and ``curves.png`` at the end, each
-    atomically. Raises :class:`TrainingDiverged` when the loss stops being finite, after
-    saving the history so far.
+    ``train_rows`` restricts training to a subset of the training rows (after the validation
+    split). With ``out_dir``, writes ``history.json`` and ``model.npz`` after every epoch and
+    ``curves.png`` at the end, each atomically. Raises :class:`TrainingDiverged` when the loss
+    stops being finite, after saving the history so far.
     """
-    t_start = time.perf_counter()
     config.validate()
     owns_dataset = not isinstance(dataset, Dataset)
     if owns_dataset:
@@ -142,33 +359,15 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         if log is not None:
             log(f"data: {dataset.name} from {dataset.source} ({len(dataset.train_images)} train, "
                 f"{len(dataset.test_images)} test images{'' if verify else ', unverified'})")
-    n_train_all = len(dataset.train_images)
-    config.validate(n_train_all)
-    fit_idx, val_idx = validation_split(n_train_all, config.val_size)
-    if train_rows is not None:
-        fit_idx = fit_idx[np.asarray(train_rows, dtype=np.int64)]
-        if config.batch_size > len(fit_idx):
-            raise ConfigError(f"batch_size {config.batch_size} is larger than the training subset ({len(fit_idx)})")
-    fit_idx = fit_idx.astype(np.int64)
-    test_rows = np.arange(len(dataset.test_images), dtype=np.int64)
-
-    rng = np.random.default_rng(config.seed)
-    sizes = [dataset.num_features, *config.hidden_sizes, dataset.num_classes]
-    model = MLP.initialized(sizes, rng)
-    grads = np.zeros_like(model.params)
-    adam = Adam(model.num_parameters, config.lr, config.beta1, config.beta2, config.eps)
-    ws = model.workspace(config.batch_size)
+    trainer = Trainer.for_dataset(config, dataset, train_rows=train_rows, evaluate_test=evaluate_test,
+                                  progress=progress)
+    val_rows = len(trainer.eval_sets["val"].rows) if "val" in trainer.eval_sets else 0
     history = History(config=config.to_dict(), dataset={"name": dataset.name, "source": str(dataset.source),
                                                         "checksums": dataset.checksums,
-                                                        "train_rows": int(len(fit_idx)),
-                                                        "val_rows": int(len(val_idx))})
+                                                        "train_rows": len(trainer.sampler),
+                                                        "val_rows": val_rows})
     out = Path(out_dir) if out_dir is not None else None
-    progress = progress or Progress(enabled=False)
-    n = len(fit_idx)
-    n_steps = -(-n // config.batch_size)
-    per_call = _steps_per_call(n_steps)
-    losses = np.empty(per_call, np.float64)
-    images, labels = dataset.train_images, dataset.train_labels
+    model = trainer.model
 
     def save(status: str, message: str = "") -> None:
         history.status, history.message = status, message
@@ -178,68 +377,27 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
                 model.save(out / "model.npz", config=config.to_dict(), dataset=history.dataset,
                            epoch=history.epochs[-1]["epoch"], status=status)
 
-    def run_steps(order, first, k, lr):
-        return kernels.train_steps(
-            model.params, grads, adam.m, adam.v, model.layout, images, labels, order, first, k,
-            config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            lr, adam.beta1, adam.beta2, adam.eps, adam.t, losses)
-
-    run_steps(fit_idx, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
     if log is not None:
-        log(f"training: {n} images an epoch, {n_steps} steps of {config.batch_size}")
+        log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
+            f"{config.batch_size}")
     try:
-        for epoch in range(1, config.epochs + 1):
-            t_epoch = time.perf_counter()
-            order = fit_idx[rng.permutation(n)]
-            lr = config.lr * config.lr_decay ** (epoch - 1)
-            loss_sum, correct, step = 0.0, 0, 0
-            while step < n_steps:
-                k = min(per_call, n_steps - step)
-                correct += run_steps(order, step, k, lr)
-                bad = np.flatnonzero(~np.isfinite(losses[:k]))
-                if bad.size:
-                    progress.clear()
-                    err = TrainingDiverged(epoch, step + int(bad[0]) + 1, float(losses[bad[0]]), history)
-                    save("diverged", str(err))
-                    raise err
-                sizes_k = np.minimum(config.batch_size, n - (step + np.arange(k)) * config.batch_size)
-                loss_sum += float(losses[:k] @ sizes_k)
-                adam.t += k
-                step += k
-                seen = min(step * config.batch_size, n)
-                progress.update(epoch, config.epochs, seen, n, seen / (time.perf_counter() - t_epoch),
-                                loss_sum / seen)
-            train_seconds = time.perf_counter() - t_epoch
-            rec = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n}
-            if len(val_idx):
-                rec["val_loss"], rec["val_acc"] = model.evaluate(images, labels, val_idx)
-            else:
-                rec["val_loss"] = rec["val_acc"] = None
-            if evaluate_test:
-                rec["test_loss"], rec["test_acc"] = model.evaluate(dataset.test_images, dataset.test_labels, test_rows)
-            else:
-                rec["test_loss"] = rec["test_acc"] = None
-            rec["train_seconds"] = train_seconds
-            rec["samples_per_s"] = n / train_seconds
-            rec["elapsed_s"] = time.perf_counter() - t_start
-            progress.clear()
-            history.epochs.append(rec)
+        for record in trainer.epochs():
+            history.epochs.append(record.as_dict())
             save("running")
             if log is not None:
-                log(format_epoch(rec))
-            if on_epoch is not None:
-                on_epoch(rec)
-    except TrainingStopped as stop:
-        save("stopped", str(stop))
-        return TrainResult(model, history)
+                log(format_epoch(history.epochs[-1]))
+    except TrainingDiverged as err:
+        err.history = history
+        save("diverged", str(err))
+        raise
     except KeyboardInterrupt:
-        progress.clear()
+        trainer.progress.clear()
         save("interrupted", "interrupted by the user")
         raise
     save("completed")
     if out is not None:
         if owns_dataset:  # free ~55 MB of images before matplotlib loads
-            del dataset, images, labels, fit_idx, val_idx, test_rows
+            del dataset, trainer
         from .plots import plot_curves
         plot_curves(history, out / "curves.png")
     return TrainResult(model, history)
