@@ -7,40 +7,48 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import UsageError, UserError
+
 T_LAUNCH = time.perf_counter()
 
+CliError = UsageError  # the name search.py and report.py still raise
 
 
-class CliError(Exception):
-    """A user error reported as one line, exit status 2."""
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other user error (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"fastmlp: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------- train, evaluate, gradcheck, data
 
 
 def _positive_int_list(text: str) -> tuple[int, ...]:
+    """``"512,256"`` -> (512, 256); one line naming the problem otherwise."""
+    parts = text.split(",")
     try:
-        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+        sizes = tuple(int(s) for s in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 512,256; got {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
+    if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers; got {text!r}")
     return sizes
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
+    """One flag per rule of :data:`fastmlp.config.RULES` that has one, plus ``--hidden``."""
+    from .config import RULES, TrainConfig
     d = TrainConfig()
     p.add_argument("--hidden", type=_positive_int_list, default=d.hidden_sizes, metavar="H1,H2,...",
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden_sizes))})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"mini-batch size (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size eta (default {d.lr:g})")
-    p.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
-    p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
-    p.add_argument("--eps", type=float, default=d.eps, help=f"Adam epsilon (default {d.eps:g})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
-    p.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                   help=f"multiply eta by this after every epoch (default {d.lr_decay:g}: constant)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    p.add_argument("--val-size", type=int, default=d.val_size,
-                   help=f"training images held out for validation (default {d.val_size})")
+    for rule in RULES.values():
+        if rule.flag is None:
+            continue
+        default = getattr(d, rule.name)
+        p.add_argument(rule.flag, dest=rule.name, type=rule.type, default=default, metavar="N" if rule.type is int else "X",
+                       help=f"{rule.help}, {rule.range_text()} (default {default:g})")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -67,9 +75,9 @@ def _load(args):
 def cmd_train(args) -> int:
     from .config import TrainConfig
     from .data import BackgroundLoad, get_spec
-    config = TrainConfig(hidden_sizes=args.hidden, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-                         beta2=args.beta2, eps=args.eps, epochs=args.epochs, lr_decay=args.lr_decay, seed=args.seed,
-                         val_size=args.val_size, dataset=args.dataset)
+    from .config import RULES
+    fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
+    config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
     config.validate()
     get_spec(config.dataset)
     limiter = _threads(args.threads)
@@ -175,8 +183,8 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     p = sub.add_parser("train", help="train a model; writes history.json, model.npz, curves.png")
@@ -204,28 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.set_defaults(func=cmd_data)
 
-    try:
-        from .search import add_search_parser
-        add_search_parser(sub)
-    except ImportError:
-        pass
-    try:
-        from .report import add_report_parser
-        add_report_parser(sub)
-    except ImportError:
-        pass
+    _add_search_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean a user error: reported in one line, exit status 2."""
-    from .config import ConfigError
-    from .data import DataError
-    errors: list[type[BaseException]] = [CliError, ConfigError, DataError]
-    model = sys.modules.get("fastmlp.model")  # only loaded (with Numba) by commands that need it
-    if model is not None:
-        errors.append(model.ModelError)
-    return tuple(errors)
+# ----------------------------------------------------------------------------- search and report
+
+def _add_search_parser(sub) -> None:
+    from .search import add_search_parser
+    add_search_parser(sub)
+
+
+def _add_report_parser(sub) -> None:
+    from .report import add_report_parser
+    add_report_parser(sub)
+
+
+# ----------------------------------------------------------------------------- the command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nfastmlp: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
+    except UserError as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
 

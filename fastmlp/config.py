@@ -111,7 +111,7 @@ _RULES = [
          flag="--lr-decay", float32=True, help="multiply eta by this after every epoch; 1 keeps it constant"),
     Rule("epochs", int, 1, None, label="epochs", tex="num epochs", md="num epochs", flag="--epochs",
          help="passes over the training set"),
-    Rule("seed", int, 0, 2**63 - 1, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
+    Rule("seed", int, 0, None, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
     Rule("val_size", int, 0, None, label="validation size", tex="validation images", md="validation images",
          flag="--val-size", help="training images held out for validation"),
 ]

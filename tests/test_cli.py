@@ -31,10 +31,14 @@ def test_gradcheck_passes_and_lists_every_gradient():
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--lr", "-1"], "lr must be a positive number"),
+    (["--lr", "-1"], "lr must be > 0"),
     (["--beta2", "1"], "beta2 must be in [0, 1)"),
-    (["--epochs", "0"], "epochs must be an integer >= 1"),
-    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--batch-size", "0"], "batch_size must be >= 1"),
+    (["--seed", "-1"], "seed must be >= 0"),
+    (["--eps", "1e-50"], "eps must be > 0; got 1e-50 (it is 0 in float32"),
+    (["--hidden", "512 256"], "expected comma-separated integers"),
+    (["--hidden", "10,,20"], "expected comma-separated integers"),
     (["--threads", "0", "--data-dir", "."], "--threads must be >= 1"),
 ])
 def test_train_rejects_bad_hyperparameters_in_one_line(args, fragment):

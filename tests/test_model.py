@@ -46,7 +46,7 @@ def test_a_parameter_buffer_of_the_wrong_size_is_rejected():
 
 def test_evaluate_rejects_images_of_the_wrong_shape():
     model = MLP([784, 10, 10])
-    with pytest.raises(ModelError, match=r"uint8 \(n, 784\)"):
+    with pytest.raises(ModelError, match=r"uint8 .*float32 .*\(n, 784\)"):
         model.evaluate(np.zeros((3, 100), np.uint8), np.zeros(3, np.uint8))
 
 

@@ -11,7 +11,8 @@ import pytest
 from fastmlp import reference as ref
 from fastmlp.data import Dataset, validation_split
 from fastmlp.model import MLP
-from fastmlp.train import ConfigError, History, TrainConfig, TrainingDiverged, TrainingStopped, train
+from fastmlp.errors import ConfigError, DataError
+from fastmlp.train import History, TrainConfig, Trainer, TrainingDiverged, train
 
 TIMING_KEYS = {"train_seconds", "samples_per_s", "elapsed_s"}
 
@@ -42,17 +43,22 @@ def without_timings(history: History) -> list[dict]:
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("lr", 0.0, "lr must be a positive number"),
-    ("lr", -1e-3, "lr must be a positive number"),
-    ("lr", float("nan"), "lr must be a positive number"),
+    ("lr", 0.0, "lr must be > 0"),
+    ("lr", -1e-3, "lr must be > 0"),
+    ("lr", float("nan"), "lr must be finite"),
     ("beta1", 1.0, r"beta1 must be in \[0, 1\)"),
     ("beta1", -0.1, r"beta1 must be in \[0, 1\)"),
+    ("beta1", 0.999999999, r"beta1 must be in \[0, 1\); got 1 \(it is 1 in float32"),
     ("beta2", 1.5, r"beta2 must be in \[0, 1\)"),
-    ("eps", 0.0, "eps must be a positive number"),
+    ("beta2", 0.9999999999, r"beta2 must be in \[0, 1\).*float32"),
+    ("eps", 0.0, "eps must be > 0"),
+    ("eps", 1e-50, r"eps must be > 0; got 1e-50 \(it is 0 in float32"),
     ("hidden_sizes", (), "hidden_sizes must be one or more positive integers"),
-    ("hidden_sizes", (64, 0), "hidden_sizes must be one or more positive integers"),
-    ("batch_size", 0, "batch_size must be a positive integer"),
-    ("epochs", 0, "epochs must be an integer >= 1"),
+    ("hidden_sizes", (64, 0), "hidden_sizes must be positive integers"),
+    ("batch_size", 0, "batch_size must be >= 1"),
+    ("batch_size", 2.5, "batch_size must be an integer"),
+    ("epochs", 0, "epochs must be >= 1"),
+    ("seed", -1, "seed must be >= 0"),
     ("val_size", -1, "val_size must be >= 0"),
     ("lr_decay", 0.0, r"lr_decay must be in \(0, 1\]"),
     ("lr_decay", 1.5, r"lr_decay must be in \(0, 1\]"),
@@ -123,16 +129,46 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_history(tmp_path
     assert info.value.epoch >= 1
 
 
-def test_an_on_epoch_callback_can_stop_training_early():
+def test_the_trainer_yields_one_record_per_epoch_and_a_caller_may_stop_between_them():
+    data = synthetic_dataset()
+    trainer = Trainer.for_dataset(small_config(epochs=5), data)
     seen = []
+    for record in trainer.epochs():
+        seen.append(record.epoch)
+        if record.epoch == 2:
+            break
+    assert seen == [1, 2] and trainer.epoch == 2
+    assert trainer.adam.t == 2 * trainer.steps_per_epoch  # Adam counts the fused kernel's updates
+    # the same two epochs through train() give the same numbers
+    whole = train(small_config(epochs=2), data)
+    np.testing.assert_array_equal(trainer.model.params, whole.model.params)
 
-    def stop_after_first(rec):
-        seen.append(rec["epoch"])
-        raise TrainingStopped("enough")
 
-    result = train(small_config(epochs=5), synthetic_dataset(), on_epoch=stop_after_first)
-    assert seen == [1] and len(result.history.epochs) == 1
-    assert result.history.status == "stopped"
+def test_labels_outside_the_classes_are_refused_before_any_kernel_runs():
+    data = synthetic_dataset()
+    labels = data.train_labels.copy()
+    labels[7] = 10
+    bad = replace(data, train_labels=labels)
+    with pytest.raises(DataError, match=r"training labels must be in \[0, 9\]; found 0 to 10"):
+        train(small_config(), bad)
+
+
+@pytest.mark.parametrize("images,message", [
+    (np.zeros((600, 784), np.float64), "uint8 or float32"),
+    (np.zeros((600, 28, 28), np.uint8), "uint8 or float32"),
+    (np.full((600, 784), np.nan, np.float32), "NaN or infinity"),
+])
+def test_images_the_kernels_cannot_read_are_refused(images, message):
+    with pytest.raises(DataError, match=message):
+        train(small_config(), replace(synthetic_dataset(), train_images=images))
+
+
+def test_float32_features_train_as_given_and_uint8_pixels_as_pixels_over_255():
+    data = synthetic_dataset()
+    as_float = replace(data, train_images=data.train_images.astype(np.float32) / np.float32(255),
+                       test_images=data.test_images.astype(np.float32) / np.float32(255))
+    a, b = train(small_config(), data), train(small_config(), as_float)
+    np.testing.assert_allclose(a.model.params, b.model.params, rtol=1e-4, atol=1e-6)
 
 
 def test_training_on_a_subset_and_without_the_test_set():
