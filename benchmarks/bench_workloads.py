@@ -3,7 +3,7 @@
 One training step of the same MLP (784 -> hidden... -> 10, ReLU, softmax cross-entropy, Adam
 lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
 
-* :class:`FastmlpTrainer`: ``fastmlp.kernels.train_steps`` over the model/workspace API;
+* :class:`FastmlpTrainer`: ``fastmlp.train.Trainer``, as ``fastmlp train`` drives the kernels;
 * :class:`ReferenceTrainer`: the plain NumPy reference (``fastmlp.reference``) in float32;
 * :class:`TorchTrainer`: ``nn.Sequential`` + ``torch.optim.Adam`` (only built when torch imports);
 * :class:`SklearnTrainer`: ``MLPClassifier(solver="adam")`` (only when scikit-learn imports);
@@ -27,8 +27,9 @@ from numba import njit
 
 from fastmlp import kernels, reference
 from fastmlp.kernels import block_view, weight_view
+from fastmlp.config import TrainConfig
 from fastmlp.model import MLP
-from fastmlp.optim import Adam
+from fastmlp.train import Trainer
 
 N_FEATURES = 784
 N_CLASSES = 10
@@ -73,43 +74,23 @@ def sample_order(rows: np.ndarray | int, n_samples: int, seed: int = 0) -> np.nd
 # ----------------------------------------------------------------------------- fastmlp
 
 class FastmlpTrainer:
-    """The fast path as ``fastmlp.train`` drives it: model, flat gradients, Adam state, workspace."""
+    """The fast path as ``fastmlp train`` drives it: a :class:`fastmlp.train.Trainer` on these arrays."""
 
     label = "fastmlp"
 
     def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.model = MLP.initialized(layer_sizes(hidden), rng)
-        self.grads = np.zeros_like(self.model.params)
-        self.adam = Adam(self.model.num_parameters, LR, BETA1, BETA2, EPS)
-        self.ws = self.model.workspace(batch_size)
-        self.batch_size = batch_size
-        self.images, self.labels = images, labels
-        self.losses = np.empty(1, np.float64)
+        config = TrainConfig(hidden_sizes=tuple(hidden), batch_size=batch_size, lr=LR, beta1=BETA1, beta2=BETA2,
+                             eps=EPS, lr_decay=1.0, seed=seed, val_size=0)
+        self.trainer = Trainer(config, images, labels, num_classes=N_CLASSES)
+        self.model = self.trainer.model
 
     def steps(self, order: np.ndarray, first: int, n_steps: int) -> int:
-        """One ``kernels.train_steps`` call: steps ``first .. first + n_steps - 1`` of ``order``."""
-        if len(self.losses) < n_steps:
-            self.losses = np.empty(n_steps, np.float64)
-        ws, adam = self.ws, self.adam
-        correct = kernels.train_steps(
-            self.model.params, self.grads, adam.m, adam.v, self.model.layout, self.images, self.labels,
-            order, first, n_steps, self.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            adam.lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses)
-        adam.t += n_steps
-        return correct
+        """Steps ``first .. first + n_steps - 1`` of ``order`` in one kernel call."""
+        return self.trainer.steps(order, first, n_steps, LR)
 
-    def train(self, order: np.ndarray, calls: int = 20) -> None:
-        """Train on every batch of ``order`` in about ``calls`` kernel calls (as ``fastmlp.train``)."""
-        n_steps = -(-len(order) // self.batch_size)
-        per_call = max(1, math.ceil(n_steps / calls))
-        step = 0
-        while step < n_steps:
-            k = min(per_call, n_steps - step)
-            self.steps(order, step, k)
-            if not np.isfinite(self.losses[k - 1]):
-                raise FloatingPointError("fastmlp: the loss is not finite")
-            step += k
+    def train(self, order: np.ndarray) -> None:
+        """Train on every batch of ``order`` in about 20 kernel calls (as ``fastmlp train``)."""
+        self.trainer.train_order(order, LR)
 
 
 # ----------------------------------------------------------------------------- NumPy reference

@@ -5,7 +5,7 @@ time to accuracy.
 Throughput (always): the same MLP (784 -> hidden -> 10, ReLU), batch size, float32, Adam (lr 1e-3,
 betas 0.9/0.999, eps 1e-8) and thread count, trained for the same number of samples by
 
-* fastmlp: ``kernels.train_steps`` over the model/workspace API, as ``fastmlp train`` calls it;
+* fastmlp: its ``Trainer``, as ``fastmlp train`` drives the kernels;
 * PyTorch (when importable): ``nn.Sequential`` + ``F.cross_entropy`` + ``torch.optim.Adam``;
 * scikit-learn (when importable): ``MLPClassifier(solver="adam")``, one ``fit`` pass;
 * the NumPy reference (``fastmlp.reference``), on a quarter of the samples (only its rate counts);
@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -229,41 +228,19 @@ def fastmlp_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
 
 
-# Runs a command and writes its peak RSS (wait4's ru_maxrss, KiB) to a file. Linux carries the
-# peak RSS of the process that forked a child across exec, so a child spawned directly by this
-# (large) script would report at least this script's own size; the command must be forked by a
-# small process instead: this launcher, `python -S`, about 10 MiB (measured as the floor).
-RSS_LAUNCHER = r"""
-import os, signal, sys
-out, cmd = sys.argv[1], sys.argv[2:]
-pid = os.fork()
-if pid == 0:
-    try:
-        os.execvp(cmd[0], cmd)
-    finally:
-        os._exit(127)
-signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
-_, status, usage = os.wait4(pid, 0)
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
-with open(out, "w") as f:
-    f.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def run_child(cmd: list[str], *, stop=None, timeout: float = 900.0, rss: bool = False) -> dict:
     """Run ``cmd`` (stderr merged into stdout), timestamping each output line from launch.
 
     ``stop(line)`` returning True terminates the child (SIGTERM, this child only). Returns the
     lines as ``(seconds since launch, text)``, the wall time and the exit status; with ``rss``,
-    also the command's peak RSS in MiB (the command then runs under :data:`RSS_LAUNCHER`, which
+    also the command's peak RSS in MiB (the command then runs under ``rss_launcher.py``, which
     adds the launcher's start-up, a few tens of milliseconds, to the times).
     """
     rss_file = None
     if rss:
         fd, rss_file = tempfile.mkstemp(prefix="fastmlp-rss-", suffix=".txt")
         os.close(fd)
-        cmd = [sys.executable, "-S", "-c", RSS_LAUNCHER, rss_file, *cmd]
+        cmd = [sys.executable, "-S", str(HERE / "rss_launcher.py"), rss_file, *cmd]
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     timer = threading.Timer(timeout, p.terminate)
@@ -295,160 +272,17 @@ def tail(res: dict, n: int = 5) -> str:
     return " | ".join(text for _, text in res["lines"][-n:])
 
 
-# The PyTorch twin of `fastmlp train`: same data, hold-out, model, initialisation, Adam settings,
-# per-epoch evaluation of the validation and test sets, and the same epoch line.
-TORCH_SCRIPT = r'''
-import gzip, math, os, struct, sys, time
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-def arg(name, default=None):
-    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
-
-data, epochs, threads = arg("--data"), int(arg("--epochs", "8")), int(arg("--threads", "1"))
-hidden = [int(h) for h in arg("--hidden", "512,256").split(",")]
-B, lr, lr_decay = int(arg("--batch-size", "64")), float(arg("--lr", "1e-3")), float(arg("--lr-decay", "1"))
-betas, eps = (float(arg("--beta1", "0.9")), float(arg("--beta2", "0.999"))), float(arg("--eps", "1e-8"))
-val_size, seed = int(arg("--val-size", "5000")), int(arg("--seed", "0"))
-exit_at_first_step = "--exit-at-first-step" in sys.argv
-torch.set_num_threads(threads)
-torch.manual_seed(seed)
-
-def read_idx(stem):
-    path = os.path.join(data, stem)
-    f = gzip.open(path + ".gz", "rb") if os.path.exists(path + ".gz") else open(path, "rb")
-    with f:
-        head = f.read(4)
-        dims = struct.unpack(">" + "I" * head[3], f.read(4 * head[3]))
-        buf = bytearray(math.prod(dims))
-        view, got = memoryview(buf), 0
-        while got < len(buf):
-            k = f.readinto(view[got:])
-            if not k:
-                raise SystemExit(f"{path}: truncated")
-            got += k
-    return torch.frombuffer(buf, dtype=torch.uint8).reshape(dims[0], -1)
-
-train_x, train_y = read_idx("train-images-idx3-ubyte"), read_idx("train-labels-idx1-ubyte").reshape(-1).long()
-test_x, test_y = read_idx("t10k-images-idx3-ubyte"), read_idx("t10k-labels-idx1-ubyte").reshape(-1).long()
-g = torch.Generator().manual_seed(seed)
-perm = torch.randperm(len(train_x), generator=g)
-val_idx, fit_idx = perm[:val_size], perm[val_size:]
-
-sizes = [train_x.shape[1], *hidden, 10]
-layers = []
-for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-    lin = nn.Linear(n_in, n_out)
-    with torch.no_grad():
-        lin.weight.normal_(0.0, 1.0 / math.sqrt(n_in))
-        lin.bias.zero_()
-    layers.append(lin)
-    if i < len(sizes) - 2:
-        layers.append(nn.ReLU())
-model = nn.Sequential(*layers)
-opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps)
-
-def evaluate(images, labels, rows):
-    total, correct = 0.0, 0
-    with torch.no_grad():
-        for lo in range(0, len(rows), 1024):
-            idx = rows[lo:lo + 1024]
-            logits = model(images[idx].float().div_(255.0))
-            y = labels[idx]
-            total += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-    return total / len(rows), correct / len(rows)
-
-t_start = time.perf_counter()
-first = True
-for epoch in range(1, epochs + 1):
-    t_epoch = time.perf_counter()
-    for group in opt.param_groups:
-        group["lr"] = lr * lr_decay ** (epoch - 1)
-    order = fit_idx[torch.randperm(len(fit_idx), generator=g)]
-    loss_sum, correct = 0.0, 0
-    for lo in range(0, len(order), B):
-        if first:
-            print(f"first-step-at {time.time():.6f}", flush=True)
-            if exit_at_first_step:
-                os._exit(0)
-            first = False
-        idx = order[lo:lo + B]
-        x, y = train_x[idx].float().div_(255.0), train_y[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-    train_seconds = time.perf_counter() - t_epoch
-    n = len(order)
-    _, val_acc = evaluate(train_x, train_y, val_idx)
-    _, test_acc = evaluate(test_x, test_y, torch.arange(len(test_x)))
-    print(f"epoch {epoch:>3}  loss {loss_sum / n:.4f}  train {100 * correct / n:6.2f}%  val {100 * val_acc:6.2f}%  "
-          f"test {100 * test_acc:6.2f}%  {n / train_seconds:8.0f} samples/s  {time.perf_counter() - t_start:6.1f}s  "
-          f"train_seconds {train_seconds:.3f}", flush=True)
-'''
-
-# Runs `fastmlp train` unchanged, except that kernels.train_steps is wrapped as soon as the
-# module is imported (where and when the CLI imports it, so its start-up is not reordered): calls
-# of zero steps (loading the compiled kernel) pass through; the first call with steps prints when
-# it starts, runs that one step, prints when it is done, and exits.
-FASTMLP_FIRST_STEP = r"""
-import importlib.machinery, os, sys, time
-
-def patch(K):
-    original = K.train_steps
-    def train_steps(*args):
-        if args[9] == 0:                      # n_steps
-            out = original(*args)
-            print(f"kernel-loaded-at {time.time():.6f}", flush=True)
-            return out
-        print(f"first-step-at {time.time():.6f}", flush=True)
-        args = list(args)
-        args[9] = 1
-        original(*args)
-        print(f"first-step-done-at {time.time():.6f}", flush=True)
-        os._exit(0)
-    K.train_steps = train_steps
-
-class Hook:
-    def find_spec(self, name, path=None, target=None):
-        if name != "fastmlp.kernels":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            patch(module)
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, Hook())
-from fastmlp.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 class Extras:
     """The subprocess measurements: peak RSS, start-up, time to accuracy."""
 
     def __init__(self, args, tmp: Path):
         from fastmlp.data import find_dataset_dir, get_spec
-        try:
-            from fastmlp.config import TrainConfig
-        except ImportError:
-            from fastmlp.train import TrainConfig
+        from fastmlp.config import TrainConfig
 
         self.args, self.tmp = args, tmp
         self.data_dir = find_dataset_dir(get_spec("mnist"))
         self.config = TrainConfig()
         self.torch = wl.available("torch")
-        (tmp / "torch_train.py").write_text(TORCH_SCRIPT)
-        (tmp / "fastmlp_first_step.py").write_text(FASTMLP_FIRST_STEP)
         self.runs = 0
         self.warm = False
         self.rss_epoch: dict | None = None
@@ -466,10 +300,10 @@ class Extras:
 
     def torch_cmd(self, epochs: int, *extra: str) -> list[str]:
         c = self.config
-        return [sys.executable, str(self.tmp / "torch_train.py"), "--data", str(self.data_dir),
+        return [sys.executable, str(HERE / "torch_train.py"), "--data", str(self.data_dir),
                 "--epochs", str(epochs), "--threads", str(self.args.threads),
                 "--hidden", ",".join(map(str, c.hidden_sizes)), "--batch-size", str(c.batch_size),
-                "--lr", repr(c.lr), "--lr-decay", repr(getattr(c, "lr_decay", 1.0)),
+                "--lr", repr(c.lr), "--lr-decay", repr(c.lr_decay),
                 "--beta1", repr(c.beta1), "--beta2", repr(c.beta2), "--eps", repr(c.eps),
                 "--val-size", str(c.val_size), "--seed", str(c.seed), *extra]
 
@@ -507,7 +341,7 @@ class Extras:
                   ("... and MNIST loaded (`load_dataset`)",
                    [py, "-c", "import fastmlp.train; from fastmlp.data import load_dataset; load_dataset('mnist')"]),
                   ("... `fastmlp train` stopped after its first step",
-                   [py, str(self.tmp / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
+                   [py, str(HERE / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
                     *self.train_args(1)])]
         for name, cmd in probes:
             log(f"peak RSS: {name}")
@@ -553,7 +387,7 @@ class Extras:
             log("start-up: fastmlp train until its first step")
             starts, dones = [], []
             for _ in range(reps):
-                res = run_child([sys.executable, str(self.tmp / "fastmlp_first_step.py"), "train",
+                res = run_child([sys.executable, str(HERE / "fastmlp_first_step.py"), "train",
                                  "--out", self.out_dir(), *self.train_args(1)])
                 marks = {text.split()[0]: float(text.split()[1]) - res["launch"] for _, text in res["lines"]
                          if text.startswith(("first-step-at", "first-step-done-at"))}
@@ -584,7 +418,7 @@ class Extras:
         lines += [f"| {name} | {t:.2f} |" for name, t in rows]
         lines += ["", f"Target: first step <= {STARTUP_TARGET_S:.0f} s after launch. Start-up includes reading "
                       "and verifying MNIST. The first-step probe runs `fastmlp.cli.main` with "
-                      "`kernels.train_steps` wrapped to print when its first call with steps begins "
+                      "`Trainer.steps` wrapped to print when its first call with steps begins "
                       "(after any zero-step call that only loads the compiled kernel).", ""]
         return lines
 
@@ -634,10 +468,10 @@ def profile_section(cfg, images, labels, rows, quick: bool) -> list[str]:
     from fastmlp import kernels as K
 
     hidden, B = cfg
-    t = wl.FastmlpTrainer(hidden, B, images, labels)
+    t = wl.FastmlpTrainer(hidden, B, images, labels).trainer
     order = wl.sample_order(rows, 64 * B)
-    t.steps(order, 0, 64)
-    model, ws, layout = t.model, t.ws, t.model.layout
+    t.steps(order, 0, 64, wl.LR)
+    model, ws, layout = t.model, t.workspace, t.model.layout
     L = len(layout)
     n_in0 = int(layout[0, 0])
     x = ws.x[:B * n_in0].reshape(B, n_in0)
@@ -702,16 +536,16 @@ def profile_section(cfg, images, labels, rows, quick: bool) -> list[str]:
         pass
 
     times = [(name, per_call(fn, args)) for name, fn, args in pieces]
-    whole_1 = per_call(lambda: t.steps(order, 0, 1), ())
+    whole_1 = per_call(lambda: t.steps(order, 0, 1, wl.LR), ())
     n_many = 32
-    whole_n = per_call(lambda: t.steps(order, 0, n_many), ()) / n_many
+    whole_n = per_call(lambda: t.steps(order, 0, n_many, wl.LR), ()) / n_many
     total = sum(tt for _, tt in times)
     gemm = sum(tt for name, tt in times if "GEMM" in name)
     lines = [f"#### {wl.config_name(hidden, B)}", "", "| piece | us per call | share of the pieces |", "|---|---:|---:|"]
     lines += [f"| {name} | {tt * 1e6:.1f} | {100 * tt / total:.1f}% |" for name, tt in times]
     lines += [f"| sum of the pieces | {total * 1e6:.1f} | 100% |",
-              f"| whole step, `train_steps(n_steps=1)` from Python | {whole_1 * 1e6:.1f} | |",
-              f"| whole step, amortized over `train_steps(n_steps={n_many})` | {whole_n * 1e6:.1f} | |", "",
+              f"| whole step, `Trainer.steps(n_steps=1)` from Python | {whole_1 * 1e6:.1f} | |",
+              f"| whole step, amortized over `Trainer.steps(n_steps={n_many})` | {whole_n * 1e6:.1f} | |", "",
               f"Pieces holding a GEMM: {100 * gemm / total:.0f}% of the sum. Each piece is timed alone, "
               "in a loop of Python calls (a few microseconds of dispatch each), with its operands hot in cache.",
               ""]

@@ -1,0 +1,55 @@
+"""The shape of the package: floors that only import downwards, small modules that say what they own,
+a README layout table that lists the files as they are, and a light ``fastmlp train``."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "fastmlp"
+MODULES = sorted(p for p in PACKAGE.glob("*.py"))
+MAX_LINES = 600
+
+
+def test_the_floors_contract_holds():
+    """pyproject.toml's import-linter layers contract: no module imports a floor above its own."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    if not exe.exists():
+        pytest.fail("lint-imports is not installed (pip install -e '.[dev]')", pytrace=False)
+    proc = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 kept, 0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_every_module_is_small_and_says_what_it_owns(path):
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_LINES, f"{path.name} has {len(text.splitlines())} lines"
+    doc = ast.get_docstring(ast.parse(text))
+    assert doc and len(doc.split()) >= 5, f"{path.name} has no docstring saying what it owns"
+
+
+def test_the_readme_layout_table_lists_every_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`fastmlp/([a-z_]+\.py)`", section))
+    present = {p.name for p in MODULES if p.name not in ("__init__.py", "__main__.py")}
+    assert listed == present
+
+
+def imported_modules(*args: str) -> set[str]:
+    """Modules imported by ``python -m fastmlp ARGS`` (from ``-X importtime``)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "fastmlp", *args],
+                          capture_output=True, text=True)
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_train_help_imports_neither_optuna_nor_the_search_nor_numba():
+    mods = imported_modules("train", "--help")
+    assert "fastmlp.cli" in mods
+    for heavy in ("optuna", "fastmlp.search", "fastmlp.report", "numba", "sklearn"):
+        assert heavy not in mods
