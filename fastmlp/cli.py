@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,18 +73,46 @@ def _load(args):
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
+def _resumed_config(args, defaults):
+    """The configuration of the run in ``args.resume``; flags may only raise --epochs (or repeat the run's values)."""
+    from .config import RULES, TrainConfig
+    from .runs import CHECKPOINT, load_checkpoint
+    _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
+    try:
+        config = TrainConfig.from_dict(meta.get("config") or {})
+    except TypeError:
+        raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
+    given = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
+    given.update(hidden_sizes=tuple(args.hidden), dataset=args.dataset)
+    for name, value in given.items():
+        if name == "epochs" or value == defaults[name] or value == getattr(config, name):
+            continue
+        raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
+                         f"(it was {getattr(config, name)!r})")
+    if args.epochs != defaults["epochs"]:
+        config.epochs = args.epochs
+    return config
+
+
 def cmd_train(args) -> int:
-    from .config import TrainConfig
+    from .config import RULES, TrainConfig
     from .data import BackgroundLoad, get_spec
-    from .config import RULES
-    fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
-    config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
+    defaults = {**TrainConfig().to_dict(), "hidden_sizes": TrainConfig().hidden_sizes}
+    if args.resume is not None:
+        config = _resumed_config(args, defaults)
+        out = Path(args.resume)
+    else:
+        fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
+        config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
+        out = Path(args.out)
     config.validate()
-    get_spec(config.dataset)
+    spec = get_spec(config.dataset)
+    config.check_memory(spec.rows * spec.cols, spec.num_classes)
+    from .runs import check_writable
+    check_writable(out)  # at once, not after an epoch of training
     limiter = _threads(args.threads)
-    data = BackgroundLoad(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
+    data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
-    out = Path(args.out)
     print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
           f"lr {config.lr:g} (x{config.lr_decay:g}/epoch), betas ({config.beta1:g}, {config.beta2:g}), "
           f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}", flush=True)
@@ -93,19 +122,21 @@ def cmd_train(args) -> int:
         print(line + stamp, flush=True)
 
     try:
-        result = train(config, data, verify=not args.no_verify, out_dir=out, progress=Progress(), log=log)
+        result = train(config, data, verify=not args.no_verify, out_dir=out, resume=args.resume is not None,
+                       progress=Progress(), log=log)
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nfastmlp: interrupted; history and model so far in {out}", file=sys.stderr)
+        print(f"\nfastmlp: interrupted; history and model so far in {out}; continue with "
+              f"fastmlp train --resume {out}", file=sys.stderr)
         return 130
     finally:
         if limiter is not None:
             limiter.unregister()
-    last = result.history.epochs[-1]
-    print(f"test accuracy {100 * last['test_acc']:.2f}%; wrote {out / 'history.json'}, {out / 'model.npz'}, "
-          f"{out / 'curves.png'}")
+    last = result.history.epochs[-1] if result.history.epochs else {}
+    test = f"test accuracy {100 * last['test_acc']:.2f}%" if last.get("test_acc") is not None else "no test set"
+    print(f"{test}; wrote {out / 'history.json'}, {out / 'model.npz'}, {out / 'curves.png'}")
     return 0
 
 
@@ -191,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_data_args(p)
     p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last completed epoch (with its own settings; "
+                        "--epochs may raise the total)")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
     p.set_defaults(func=cmd_train)
 
@@ -232,11 +266,24 @@ def _add_report_parser(sub) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
+def _check_environment() -> None:
+    """Settings read from the environment by libraries, checked before they are imported."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+        raise UsageError(f"NUMBA_NUM_THREADS must be a positive integer; got {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_environment()
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`fastmlp evaluate ... | head -1`): stop quietly, as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("\nfastmlp: interrupted", file=sys.stderr)
         return 130

@@ -88,6 +88,23 @@ class Rule:
         return value
 
 
+def physical_memory() -> int:
+    """This machine's memory in bytes (0 when unknown)."""
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def _num(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -166,6 +183,25 @@ class TrainConfig:
                 raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
                                   f"({n_train - self.val_size} images)")
         return self
+
+    def layer_sizes(self, n_features: int, n_classes: int) -> list[int]:
+        return [int(n_features), *self.hidden_sizes, int(n_classes)]
+
+    def memory_needed(self, n_features: int, n_classes: int) -> int:
+        """Bytes of float32 buffers a run allocates: parameters, gradients, Adam's m and v, activations."""
+        sizes = self.layer_sizes(n_features, n_classes)
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        activations = (self.batch_size + 256) * (sizes[0] + 3 * sum(sizes[1:]))  # training + evaluation
+        return 4 * (4 * n_params + activations)
+
+    def check_memory(self, n_features: int, n_classes: int, available: int | None = None) -> None:
+        """:class:`ConfigError` when the run's buffers would not fit in this machine's memory."""
+        available = physical_memory() if available is None else available
+        need = self.memory_needed(n_features, n_classes)
+        if available and need > available:
+            raise ConfigError(f"hidden sizes {list(self.hidden_sizes)} with batch size {self.batch_size} need "
+                              f"{_bytes(need)} for parameters, gradients, Adam's moments and activations; this "
+                              f"machine has {_bytes(available)} of memory")
 
     def to_dict(self) -> dict:
         d = asdict(self)

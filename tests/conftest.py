@@ -47,19 +47,25 @@ def _no_real_data(reason: str):
 
 
 @pytest.fixture(scope="session")
-def mnist() -> data.Dataset:
-    """The real, verified MNIST dataset (uint8 arrays), loaded once per session."""
+def mnist_dir() -> Path:
+    """The folder holding the real MNIST files (``$FASTMLP_DATA_DIR``), for tests that run the command."""
     root = os.environ.get("FASTMLP_DATA_DIR")
     if not root:
         _no_real_data("real MNIST not available: FASTMLP_DATA_DIR is not set")
     if not (Path(root) / "mnist").is_dir():
         _no_real_data(f"real MNIST not available: no mnist/ folder in FASTMLP_DATA_DIR={root}")
-    return data.load_dataset("mnist", data_dir=root)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir) -> data.Dataset:
+    """The real, verified MNIST dataset (uint8 arrays), loaded once per session."""
+    return data.load_dataset("mnist", data_dir=mnist_dir)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "mnist" in getattr(item, "fixturenames", ()):
+        if {"mnist", "mnist_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mnist)
 
 

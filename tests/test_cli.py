@@ -73,7 +73,7 @@ def test_train_then_evaluate_on_mnist(mnist, tmp_path):
     proc = run("train", "--hidden", "64", "--batch-size", "256", "--epochs", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1" in proc.stdout and "test accuracy" in proc.stdout
-    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png"}
+    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png", "checkpoint.npz"}
     proc = run("evaluate", str(out / "model.npz"))
     assert proc.returncode == 0, proc.stderr
     assert "test" in proc.stdout and "validation" in proc.stdout

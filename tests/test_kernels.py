@@ -293,6 +293,9 @@ def test_kernels_compile_once_per_argument_type():
                                 np.arange(100, dtype=np.int64), 0, 3, batch, ws.x, ws.y, ws.z, ws.h, ws.d,
                                 ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses)
             model.evaluate(images, labels)
-    for kernel in (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward,
-                   kernels.adam_update, kernels.gather_batch, kernels.softmax_cross_entropy):
+    for kernel in (kernels.train_steps, kernels.evaluate_rows):
         assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
+    # Kernels called only from inside others have a dispatcher signature only once called from Python.
+    for kernel in (kernels.forward, kernels.backward, kernels.adam_update, kernels.gather_batch,
+                   kernels.softmax_cross_entropy):
+        assert len(kernel.signatures) <= 1, (kernel, kernel.signatures)

@@ -111,7 +111,7 @@ def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
 def test_outputs_are_written_atomically_into_the_run_folder(tmp_path):
     out = tmp_path / "runs" / "demo"
     result = train(small_config(), synthetic_dataset(), out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "history.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "history.json", "model.npz"]
     saved = History.from_json((out / "history.json").read_text())
     assert saved.status == "completed" and len(saved.epochs) == 2
     assert saved.config["hidden_sizes"] == [32, 16]
