@@ -24,19 +24,29 @@ Every file is verified before use: IDX magic, dimensions, byte length and the MD
 decompressed content against the canonical value (for ``.npy`` images: the MD5 of the IDX
 file they are equivalent to). Any problem raises :class:`DataError` with one line naming the
 file and what is wrong. ``verify=False`` skips only the checksum, for custom data.
+
+Reading is done in two passes: every file is opened (only regular files: a named pipe or a
+device is refused, not waited on) and its header read and checked, the four against each other
+too, before any data is read. What a header claims is checked against what the file can hold
+before its array is allocated; the data then go straight into that array.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
+import math
 import os
+import stat
 import sys
+import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -158,25 +168,63 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- locating
 
+def _kind_of_file(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_base(base: Path) -> Path:
+    """``base`` itself when it is a folder or absent; an error when it is something else."""
+    try:
+        mode = os.stat(base).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return base
+    except OSError as exc:
+        raise DataError(f"{base}: cannot look into this data folder ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else _kind_of_file(mode)
+        raise DataError(f"{base} is {kind}, not a folder: --data-dir and FASTMLP_DATA_DIR name the "
+                        f"folder that holds <dataset>/")
+    return base
+
+
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Base folders searched, in order: explicit, $FASTMLP_DATA_DIR, ./data."""
+    """Base folders searched, in order: explicit, $FASTMLP_DATA_DIR, ./data.
+
+    An explicit folder or ``$FASTMLP_DATA_DIR`` that exists but is not a folder is an error.
+    """
     dirs = []
     if data_dir is not None:
-        dirs.append(Path(data_dir))
+        dirs.append(_check_base(Path(data_dir)))
     env = os.environ.get("FASTMLP_DATA_DIR")
     if env:
-        dirs.append(Path(env))
+        dirs.append(_check_base(Path(env)))
     dirs.append(Path("data"))
     return dirs
 
 
+def _present(path: Path) -> bool:
+    """Whether ``path`` names something; a path that cannot be examined counts, so reading it says why."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        pass  # e.g. permission denied: opening it reports that
+    return True
+
+
 def _has_any_file(folder: Path, spec: DatasetSpec) -> bool:
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         return False
     for f in spec.files:
-        if (folder / f.filename).exists() or (folder / (f.filename + ".gz")).exists():
-            return True
-        if any((folder / n).exists() for n in f.npy_names):
+        names = (f.filename, f.filename + ".gz", *f.npy_names)
+        if any(_present(folder / n) for n in names):
             return True
     return False
 
@@ -195,14 +243,32 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: str | os.PathLike | None = Non
 
 # ----------------------------------------------------------------------------- reading
 
-def _idx_header(kind: str, count: int, rows: int, cols: int) -> bytes:
-    dims = [count, rows, cols] if kind == "images" else [count]
-    magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC
-    return np.array([magic, *dims], dtype=">i4").tobytes()
+# No deflate stream expands more than 1032-fold: a bound on what a .gz (of any number of
+# members) can hold, to check a header's claim against before allocating.
+MAX_DEFLATE_RATIO = 1032
 
 
-def _read_exactly(stream, out: memoryview) -> int:
+def open_regular_file(path: str | os.PathLike, error: type[Exception] = DataError) -> BinaryIO:
+    """Open ``path`` for binary reading; ``error`` (one line) unless it is a regular file.
+
+    The file is opened without blocking and examined before any read, so a named pipe or a
+    device is refused at once instead of hanging. Other failures raise ``OSError``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: {_kind_of_file(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_exactly(stream, out: memoryview) -> int:
     """Fill ``out`` from ``stream``; return the number of bytes read (short only at the end)."""
+    out = out.cast("B")
     done = 0
     while done < len(out):
         # Bounded chunks: gzip's readinto builds a temporary as large as the request.
@@ -213,72 +279,198 @@ def _read_exactly(stream, out: memoryview) -> int:
     return done
 
 
-def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
-                    verify: bool = True, available: int | None = None) -> tuple[np.ndarray, str]:
-    """Read and check one IDX file from a binary stream; returns ``(array, md5)``.
+def read_npy_header(stream) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data_offset)`` of the ``.npy`` data ``stream`` starts with.
 
-    The data go straight into their final uint8 array (no intermediate copy of the whole
-    file), and the MD5 of the content (header and data) is computed on the way. Images come
-    back as (count, rows*cols), labels as (count,). ``available``, when known, is the size of
-    the content: a header claiming more is rejected before anything is allocated.
+    Reads only the header (``ValueError`` when it is not one), so a caller can check what the
+    header claims against the file's size before allocating anything.
     """
-    expected_magic = IMAGES_MAGIC if fspec.kind == "images" else LABELS_MAGIC
-    ndim = 3 if fspec.kind == "images" else 1
-    header_len = 4 + 4 * ndim
-    header = stream.read(header_len)
-    if len(header) < header_len:
-        raise DataError(f"{path}: truncated: {len(header)} bytes, shorter than the {header_len}-byte IDX header")
-    fields = np.frombuffer(header, dtype=">i4")
-    magic = int(fields[0])
-    if magic != expected_magic:
-        raise DataError(f"{path}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x} "
-                        f"for {fspec.kind}")
-    dims = [int(d) for d in fields[1:]]
-    expected_dims = [fspec.count, rows, cols] if fspec.kind == "images" else [fspec.count]
-    # Custom data (verify=False) may hold any number of images, but of the registered size.
-    if dims != expected_dims and (verify or dims[1:] != expected_dims[1:]):
-        raise DataError(f"{path}: dimensions {dims}, expected {expected_dims}")
-    if any(d <= 0 for d in dims):
-        raise DataError(f"{path}: invalid dimensions {dims}")
-    payload = int(np.prod(dims))
-    if available is not None and available - header_len < payload:
-        raise DataError(f"{path}: truncated: {max(available - header_len, 0)} bytes of data, "
-                        f"header says {payload}")
-    array = np.empty(payload, dtype=np.uint8)
-    got = _read_exactly(stream, memoryview(array))
-    if got < payload:
-        raise DataError(f"{path}: truncated: {got} bytes of data, header says {payload}")
-    extra = len(stream.read(1 << 16))
-    if extra:
-        raise DataError(f"{path}: too long: more than {payload} bytes of data, header says {payload}")
-    digest = hashlib.md5(header)
-    digest.update(memoryview(array))
-    md5 = digest.hexdigest()
-    if verify and md5 != fspec.md5:
-        raise DataError(f"{path}: checksum mismatch: MD5 {md5}, expected {fspec.md5} "
-                        f"(corrupt file, or a different dataset: --no-verify accepts custom data)")
-    if fspec.kind == "images":
-        array = array.reshape(dims[0], dims[1] * dims[2])
-    array.flags.writeable = False  # the dataset is shared by every run in the process
-    return array, md5
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
+    return tuple(int(d) for d in shape), dtype, bool(fortran), stream.tell()
 
 
-def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
-    """Read one IDX file, gzipped (``.gz``) or raw; returns ``(array, md5)``. See :func:`read_idx_stream`."""
+def _size_error(path: Path, got: int, claimed: int) -> DataError:
+    if got < claimed:
+        return DataError(f"{path}: truncated: {max(got, 0)} bytes of data, header says {claimed}")
+    return DataError(f"{path}: too long: {got} bytes of data, header says {claimed}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Any failure to read ``path`` becomes one :class:`DataError` line naming it."""
     try:
-        if path.suffix == ".gz":
-            with open(path, "rb") as raw:  # the gzip trailer records the content size (mod 2**32)
-                raw.seek(-4, os.SEEK_END)
-                available = int.from_bytes(raw.read(4), "little") or None
-            opener = gzip.open
-        else:
-            available, opener = path.stat().st_size, open
-        with opener(path, "rb") as stream:
-            return read_idx_stream(stream, path, fspec, rows, cols, verify, available)
+        yield
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read it") from None
+
+
+def _idx_header(kind: str, count: int, rows: int, cols: int) -> bytes:
+    dims = [count, rows, cols] if kind == "images" else [count]
+    magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC
+    return np.array([magic, *dims], dtype=">i4").tobytes()
+
+
+@dataclass
+class OpenedFile:
+    """One of a dataset's files, open, with its header read and checked; the data not read yet.
+
+    ``shape`` is the array's as returned: (count, rows*cols) or (count,). ``stored`` is the
+    shape, order and dtype of the data in the file. ``header`` holds an IDX file's header bytes
+    (part of its MD5); None for ``.npy``, whose MD5 is that of the equivalent IDX file.
+    """
+
+    path: Path
+    fspec: FileSpec
+    stream: BinaryIO
+    shape: tuple[int, ...]
+    header: bytes | None
+    stored: tuple[tuple[int, ...], np.dtype, bool] | None = None  # .npy: shape, dtype, Fortran order
+    closers: tuple = ()
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        for closer in (self.stream, *self.closers):
+            closer.close()
+
+    def read(self, rows: int = 28, cols: int = 28, verify: bool = True) -> tuple[np.ndarray, str]:
+        """Read the data straight into their final array; returns ``(array, md5)``.
+
+        The MD5 is that of the IDX content (header and data; for ``.npy``, of the equivalent
+        IDX file), compared with the registered one when ``verify``; an unverified ``.npy``
+        gives ``"unverified"``.
+        """
+        stored_shape, dtype, fortran = self.stored or (self.shape, np.dtype(np.uint8), False)
+        with _reading(self.path):
+            array = np.empty(math.prod(stored_shape), dtype)
+            got = read_exactly(self.stream, memoryview(array))
+            if got < array.nbytes:
+                raise _size_error(self.path, got, array.nbytes)
+            if self.stream.read(1 << 16):
+                raise DataError(f"{self.path}: too long: more than {array.nbytes} bytes of data, "
+                                f"header says {array.nbytes}")
+        if fortran:
+            array = np.ascontiguousarray(array.reshape(stored_shape[::-1]).T)
+        if array.dtype != np.uint8:  # .npy labels of another integer type
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise DataError(f"{self.path}: labels outside 0..255")
+            array = array.astype(np.uint8)
+        array = array.reshape(self.shape)
+        array.flags.writeable = False  # the dataset is shared by every run in the process
+        if self.header is None and not verify:
+            return array, "unverified"  # no MD5 to compare with: not worth computing
+        digest = hashlib.md5(self.header or _idx_header(self.fspec.kind, self.count, rows, cols))
+        digest.update(memoryview(array).cast("B"))
+        md5 = digest.hexdigest()
+        if verify and md5 != self.fspec.md5:
+            what = "MD5" if self.header else "content MD5 (as IDX)"
+            raise DataError(f"{self.path}: checksum mismatch: {what} {md5}, expected {self.fspec.md5} "
+                            f"(corrupt file, or a different dataset: --no-verify accepts custom data)")
+        return array, md5
+
+
+@contextlib.contextmanager
+def _open_raw(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+    """``(file, size)`` of the regular file ``path``; closed again if the block fails, else left open."""
+    with _reading(path):
+        raw = open_regular_file(path)
+        try:
+            yield raw, os.fstat(raw.fileno()).st_size
+        except BaseException:
+            raw.close()
+            raise
+
+
+def open_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> OpenedFile:
+    """Open one IDX file, gzipped (``.gz``) or raw, and check its header against ``fspec``.
+
+    What the header claims is checked against what the file can hold before anything is
+    allocated: a raw file's size; for ``.gz``, the most its compressed bytes can expand to
+    (a gzip trailer's size field describes only the last of possibly several members).
+    """
+    with _open_raw(path) as (raw, size):
+        if path.suffix == ".gz":
+            stream, closers, available = gzip.GzipFile(fileobj=raw, mode="rb"), (raw,), size * MAX_DEFLATE_RATIO
+        else:
+            stream, closers, available = raw, (), size
+        expected_magic = IMAGES_MAGIC if fspec.kind == "images" else LABELS_MAGIC
+        header_len = 16 if fspec.kind == "images" else 8
+        header = stream.read(header_len)
+        if len(header) < header_len:
+            raise DataError(f"{path}: truncated: {len(header)} bytes, shorter than the {header_len}-byte IDX header")
+        fields = np.frombuffer(header, dtype=">i4")
+        magic = int(fields[0])
+        if magic != expected_magic:
+            raise DataError(f"{path}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x} "
+                            f"for {fspec.kind}")
+        dims = [int(d) for d in fields[1:]]
+        expected_dims = [fspec.count, rows, cols] if fspec.kind == "images" else [fspec.count]
+        # Custom data (verify=False) may hold any number of images, but of the registered size.
+        if dims != expected_dims and (verify or dims[1:] != expected_dims[1:]):
+            raise DataError(f"{path}: dimensions {dims}, expected {expected_dims}")
+        if any(d <= 0 for d in dims):
+            raise DataError(f"{path}: invalid dimensions {dims}")
+        payload = math.prod(dims)
+        if available - header_len < payload:
+            holds = (f"{size - header_len} bytes of data" if stream is raw
+                     else f"{size} compressed bytes, at most {available} decompressed")
+            raise DataError(f"{path}: truncated: header says {payload} bytes of data, the file holds {holds}")
+        shape = (dims[0], dims[1] * dims[2]) if fspec.kind == "images" else (dims[0],)
+        return OpenedFile(path, fspec, stream, shape, header, closers=closers)
+
+
+def open_npy(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> OpenedFile:
+    """Open one ``.npy`` array and check its header like the IDX file it stands for.
+
+    Shape, dtype and count come from the header; the size they imply must be the file's,
+    checked before anything is allocated.
+    """
+    with _open_raw(path) as (raw, size):
+        try:
+            stored_shape, dtype, fortran, offset = read_npy_header(raw)
+        except ValueError as exc:
+            raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
+        shape = stored_shape
+        if any(d < 0 for d in shape):
+            raise DataError(f"{path}: not a readable .npy file (negative dimension in shape {shape})")
+        if fspec.kind == "images":
+            if len(shape) == 3 and shape[1:] == (rows, cols):
+                shape = (shape[0], rows * cols)
+            if len(shape) != 2 or shape[1] != rows * cols:
+                raise DataError(f"{path}: images of shape {stored_shape}, expected (n, {rows}, {cols}) "
+                                f"or (n, {rows * cols})")
+        elif len(shape) != 1:
+            raise DataError(f"{path}: labels of shape {stored_shape}, expected (n,)")
+        integer_labels = fspec.kind == "labels" and dtype.kind in "iu"
+        if dtype != np.uint8 and not integer_labels:
+            raise DataError(f"{path}: dtype {dtype}, expected uint8")
+        if verify and shape[0] != fspec.count:
+            raise DataError(f"{path}: {shape[0]} rows, expected {fspec.count}")
+        nbytes = math.prod(stored_shape) * dtype.itemsize
+        if size - offset != nbytes:
+            raise _size_error(path, size - offset, nbytes)
+        return OpenedFile(path, fspec, raw, shape, None, stored=(stored_shape, dtype, fortran))
+
+
+def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
+    """Read one IDX file, gzipped (``.gz``) or raw; returns ``(array, md5)``. See :func:`open_idx`."""
+    opened = open_idx(path, fspec, rows, cols, verify)
+    try:
+        return opened.read(rows, cols, verify)
+    finally:
+        opened.close()
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
@@ -286,58 +478,29 @@ def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
         raise DataError(f"{path}: label {int(labels.max())} out of range 0..{num_classes - 1}")
 
 
-def read_npy(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> np.ndarray:
-    """Read one ``.npy`` array and check it like the IDX file it stands for."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
-    if fspec.kind == "images":
-        if array.ndim == 3 and array.shape[1:] == (rows, cols):
-            array = array.reshape(array.shape[0], rows * cols)
-        if array.ndim != 2 or array.shape[1] != rows * cols:
-            raise DataError(f"{path}: images of shape {array.shape}, expected (n, {rows}, {cols}) "
-                            f"or (n, {rows * cols})")
-    elif array.ndim != 1:
-        raise DataError(f"{path}: labels of shape {array.shape}, expected (n,)")
-    if array.dtype != np.uint8:
-        if fspec.kind == "labels" and np.issubdtype(array.dtype, np.integer):
-            if array.size and (array.min() < 0 or array.max() > 255):
-                raise DataError(f"{path}: labels outside 0..255")
-            array = array.astype(np.uint8)
-        else:
-            raise DataError(f"{path}: dtype {array.dtype}, expected uint8")
-    if verify and array.shape[0] != fspec.count:
-        raise DataError(f"{path}: {array.shape[0]} rows, expected {fspec.count}")
-    array = np.ascontiguousarray(array)
-    if verify:
-        header = _idx_header(fspec.kind, array.shape[0], rows, cols)
-        md5 = hashlib.md5(header)
-        md5.update(memoryview(array).cast("B"))
-        digest = md5.hexdigest()
-        if digest != fspec.md5:
-            raise DataError(f"{path}: checksum mismatch: content MD5 (as IDX) {digest}, expected "
-                            f"{fspec.md5} (--no-verify accepts custom data)")
-    array.flags.writeable = False  # shared by every run in the process, like the IDX arrays
-    return array
-
-
-def read_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
-    """Find and read one of the four arrays in ``folder``: ``.gz``, raw IDX, then ``.npy``.
-
-    Returns ``(array, path, md5_of_content)``.
-    """
+def open_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> OpenedFile:
+    """Find and open one of the four files in ``folder``: ``.gz``, raw IDX, then ``.npy``."""
     for candidate in (folder / (fspec.filename + ".gz"), folder / fspec.filename):
-        if candidate.exists():
-            array, md5 = read_idx(candidate, fspec, rows, cols, verify)
-            return array, candidate, md5
+        if _present(candidate):
+            return open_idx(candidate, fspec, rows, cols, verify)
     for name in fspec.npy_names:
         candidate = folder / name
-        if candidate.exists():
-            array = read_npy(candidate, fspec, rows, cols, verify)
-            return array, candidate, fspec.md5 if verify else "unverified"
+        if _present(candidate):
+            return open_npy(candidate, fspec, rows, cols, verify)
     names = f"{fspec.filename}[.gz] or {' / '.join(fspec.npy_names)}"
     raise DataError(f"{folder}: missing {names}")
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create ``folder`` and check a file can be written in it; one line saying where otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DataError(f"cannot write the download into {folder} ({exc.strerror or exc}); choose another "
+                        f"place with --data-dir or FASTMLP_DATA_DIR") from None
+    return folder
 
 
 def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
@@ -346,7 +509,8 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     """Find, verify and read a dataset into uint8 arrays.
 
     ``download=True`` fetches it (saying so on stderr) when no candidate folder holds any of
-    its files; a folder holding some but not all files is an error, not a download.
+    its files; a folder holding some but not all files is an error, not a download. The four
+    headers are read and checked against each other before any file's data.
     """
     spec = spec or get_spec(name)
     folder = find_dataset_dir(spec, data_dir)
@@ -355,21 +519,29 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
             looked = ", ".join(str(d) for d in candidate_dirs(data_dir))
             raise DataError(f"dataset {spec.name!r} not found (looked in {looked}); run "
                             f"`fastmlp data download {spec.name}` or set FASTMLP_DATA_DIR")
-        target = candidate_dirs(data_dir)[0] / spec.name
+        target = _writable_folder(candidate_dirs(data_dir)[0] / spec.name)
         print(f"fastmlp: dataset {spec.name!r} not found; downloading it into {target}", file=sys.stderr)
         folder = download_dataset(spec.name, target.parent, progress=progress, spec=spec)
-    arrays, checksums = {}, {}
-    for key in ("train_images", "train_labels", "test_images", "test_labels"):
-        fspec = getattr(spec, key)
-        array, path, digest = read_file(folder, fspec, spec.rows, spec.cols, verify)
-        if fspec.kind == "labels":
-            _check_labels(array, path, spec.num_classes)
-        arrays[key] = array
-        checksums[fspec.filename] = digest
-    for part in ("train", "test"):
-        n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
-        if n_img != n_lab:
-            raise DataError(f"{folder}: {n_img} {part} images but {n_lab} {part} labels")
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    opened: dict[str, OpenedFile] = {}
+    try:
+        for key in keys:
+            opened[key] = open_file(folder, getattr(spec, key), spec.rows, spec.cols, verify)
+        for part in ("train", "test"):
+            images, labels = opened[f"{part}_images"], opened[f"{part}_labels"]
+            if images.count != labels.count:
+                raise DataError(f"{folder}: {images.count} {part} images but {labels.count} {part} labels "
+                                f"({images.path.name}, {labels.path.name})")
+        arrays, checksums = {}, {}
+        for key, source in opened.items():
+            array, digest = source.read(spec.rows, spec.cols, verify)
+            if source.fspec.kind == "labels":
+                _check_labels(array, source.path, spec.num_classes)
+            arrays[key] = array
+            checksums[source.fspec.filename] = digest
+    finally:
+        for source in opened.values():
+            source.close()
     return Dataset(spec.name, source=folder, checksums=checksums, num_classes=spec.num_classes, **arrays)
 
 
@@ -440,11 +612,10 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
     """
     spec = spec or get_spec(name)
     base = Path(data_dir) if data_dir is not None else candidate_dirs(None)[0]
-    folder = base / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _writable_folder(base / spec.name)
     for fspec in spec.files:
         target = folder / (fspec.filename + ".gz")
-        if target.exists():
+        if _present(target):
             try:
                 read_idx(target, fspec, spec.rows, spec.cols, verify=True)
                 continue
