@@ -132,19 +132,10 @@ def test_data_dir_under_proc(cwd, folder):
     assert_one_line_exit_2([*TRAIN, "--data-dir", folder], cwd, f"{folder}/mnist", "--data-dir", "FASTMLP_DATA_DIR")
 
 
-@pytest.mark.parametrize("how", ["read-only", "under-proc"])
-def test_no_data_anywhere_and_nowhere_to_download_it(cwd, how):
-    if how == "read-only":
-        if os.geteuid() == 0:
-            pytest.skip("root may write into a read-only folder")
-        cwd.chmod(0o555)
-    elif not os.path.isdir("/proc/self"):
-        pytest.skip("needs /proc")
-    try:
-        assert_one_line_exit_2(TRAIN, cwd if how == "read-only" else Path("/proc"), "data/mnist",
-                               "--data-dir", "FASTMLP_DATA_DIR")
-    finally:
-        cwd.chmod(0o755)
+def test_no_data_anywhere_and_nowhere_to_download_it(cwd):
+    """Run from /proc, where ./data cannot be created (a read-only folder does not stop root)."""
+    assert_one_line_exit_2([*TRAIN, "--out", str(cwd / "run")], Path("/proc"), "data/mnist",
+                           "--data-dir", "FASTMLP_DATA_DIR")
 
 
 # ----------------------------------------------------------------------------- model files
