@@ -3,7 +3,7 @@
 Floors, bottom up (a module imports only from floors below its own; pyproject.toml's
 import-linter contract, checked by the tests, keeps it so):
 
-1. ``errors``; ``config``, ``atomic``; ``kernels``, ``reference``, ``data``
+1. ``errors``; ``config``, ``atomic``, ``threads``; ``kernels``, ``reference``, ``data``
 2. ``model``, ``optim``, ``plots``
 3. ``train`` (the ``Trainer``)
 4. the search: ``space``, ``study``, ``search``

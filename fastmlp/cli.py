@@ -12,10 +12,6 @@ from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
 
-CliError = UsageError  # the name search.py and report.py still raise
-
-
-
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line like every other user error (exit status 2)."""
 
@@ -63,9 +59,9 @@ def _threads(n: int | None):
     if n is None:
         return None
     if n < 1:
-        raise CliError(f"--threads must be >= 1; got {n}")
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=n)
+        raise UsageError(f"--threads must be >= 1; got {n}")
+    from .threads import limit_threads
+    return limit_threads(n)
 
 
 def _load(args):
@@ -148,7 +144,7 @@ def cmd_evaluate(args) -> int:
         args.dataset = meta.get("config", {}).get("dataset", "mnist")
     dataset = _load(args)
     if dataset.num_features != model.sizes[0] or dataset.num_classes != model.sizes[-1]:
-        raise CliError(f"{args.model}: model sizes {model.sizes} do not fit {dataset.name} "
+        raise UsageError(f"{args.model}: model sizes {model.sizes} do not fit {dataset.name} "
                        f"({dataset.num_features} features, {dataset.num_classes} classes)")
     val_size = int(meta.get("config", {}).get("val_size", 0))
     fit_idx, val_idx = validation_split(len(dataset.train_images), val_size)
@@ -203,16 +199,6 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
-    from .search import run_search_cli
-    return run_search_cli(args)
-
-
-def cmd_report(args) -> int:
-    from .report import run_report_cli
-    return run_report_cli(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -253,14 +239,125 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- search and report
 
+def _at_least_one(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+
+
 def _add_search_parser(sub) -> None:
-    from .search import add_search_parser
-    add_search_parser(sub)
+    from .space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, Space
+    from .study import DEFAULT_PRUNER, DEFAULT_STORAGE, PRUNERS
+    p = sub.add_parser(
+        "search", help="hyperparameter search (Optuna) for the best validation accuracy",
+        description="Search batch size, hidden sizes, eta, beta1, beta2 and epsilon for the best validation "
+                    "accuracy, with epochs as the budget a pruner cuts. Trials are stored in an Optuna RDB "
+                    "storage; running the same command again resumes the study.")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help=f"Optuna RDB URL or SQLite file (default {DEFAULT_STORAGE}); e.g. "
+                        "postgresql://user@host/db to share one study between machines")
+    p.add_argument("--study-name", default=None, metavar="NAME", help="study to create or resume (default: the dataset name)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long; a trial still running is stopped after its current epoch "
+                        "and queued again (default: no limit)")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="run this many trials from this command, then stop (default: no limit)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS and Numba threads per worker (default: cores // jobs)")
+    g = p.add_argument_group("the space (over the default, or the study's own when resuming)")
+    g.add_argument("--space", default=None, metavar="FILE", help="a TOML or JSON file of space entries")
+    default = Space.default()
+    for name, rule in PARAMS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=f"space_{name}", default=None, metavar="SPEC",
+                       help=f"{rule.help}: VALUE, A,B,C or LO:HI (default {default.params[name].describe()})")
+    g.add_argument("--epochs", dest="space_epochs", type=int, default=None, metavar="N",
+                   help=f"the most epochs a trial runs (default {DEFAULT_SPACE['epochs']})")
+    g.add_argument("--min-epochs", dest="space_min_epochs", type=int, default=None, metavar="N",
+                   help=f"epochs before a trial may be pruned (default {DEFAULT_SPACE['min_epochs']})")
+    g.add_argument("--print-space", action="store_true", help="print the effective space as TOML and exit")
+    g = p.add_argument_group("the search")
+    g.add_argument("--pruner", choices=PRUNERS, default=None, help=f"default {DEFAULT_PRUNER}")
+    g.add_argument("--seed", type=int, default=None, help="seed of the sampler and of every trial (default 0)")
+    g.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="train each trial on the first N training images only (for quick checks)")
+    g.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="training images held out for validation (default 5000)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_search, space_keys=(*PARAMS, *BUDGET_KEYS))
 
 
 def _add_report_parser(sub) -> None:
-    from .report import add_report_parser
-    add_report_parser(sub)
+    from .study import DEFAULT_STORAGE
+    p = sub.add_parser("report", help="report of a search: report.md, report.tex (and .pdf), plots",
+                       description="Write the report of a search: every trial and plots of the search, the best "
+                                   "hyperparameters, and the best configuration trained again with its test "
+                                   "accuracy, as Markdown and LaTeX (and PDF when pdflatex is installed).")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help=f"the search's Optuna storage (default {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", default=None, metavar="NAME",
+                   help="the study (default: the only one in the storage, else mnist)")
+    p.add_argument("--out", default="report", help="output folder (default report)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="do not train the best configuration again (no test accuracy)")
+    p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads for the retraining")
+    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
+    p.set_defaults(func=cmd_report)
+
+
+def _search_settings(args):
+    """The search settings the flags ask for, over the study's stored ones (ConfigError on a bad value)."""
+    from .space import Space, build_space
+    from .study import open_storage, resolve_settings, stored_settings
+    flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
+    build_space(Space.default(), args.space, flags)  # a bad file or flag is reported before any storage is touched
+    stored = stored_settings(open_storage(args.storage), args.study_name)
+    return resolve_settings(stored, storage=args.storage, study_name=args.study_name, space_file=args.space,
+                            space_flags=flags, pruner=args.pruner, seed=args.seed, subset=args.subset,
+                            val_size=args.val_size, dataset=args.dataset, data_dir=args.data_dir,
+                            verify=not args.no_verify)
+
+
+def cmd_search(args) -> int:
+    """``fastmlp search``: create or resume the study, run the workers, print a summary."""
+    _at_least_one(args, "jobs", "threads", "trials")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout must be > 0 seconds; got {args.timeout:g}")
+    if args.study_name is None:
+        args.study_name = args.dataset or "mnist"
+    if args.print_space:
+        from .space import Space, build_space
+        flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
+        print(build_space(Space.default(), args.space, flags).to_toml(), end="")
+        return 0
+    settings = _search_settings(args)
+    from .search import run_search
+    try:
+        result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
+                            timeout=args.timeout, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return 130
+    for line in result.crashed:
+        print(f"fastmlp: error: {line}", file=sys.stderr)
+    return 1 if result.crashed else 0
+
+
+def cmd_report(args) -> int:
+    """``fastmlp report``: read the study, write the report, say where it is."""
+    _at_least_one(args, "threads")
+    from .report import build_report
+    from .threads import limit_threads
+    with limit_threads(args.threads):
+        written = build_report(args.storage, args.study_name, args.out, retrain=not args.no_retrain,
+                               pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
+                               log=lambda line: print(line, flush=True))
+    kinds = [written[k] for k in ("md", "tex", "pdf") if k in written]
+    print(f"report: wrote {', '.join(str(p) for p in kinds)}"
+          + ("" if "pdf" in written or args.no_pdf else " (no pdflatex here: no PDF)"), flush=True)
+    return 0
 
 
 # ----------------------------------------------------------------------------- the command

@@ -13,6 +13,9 @@ Synthetic data
     IDX bytes, so ``load_dataset(spec=synthetic.spec, data_dir=...)`` verifies it like the real
     thing. ``synthetic.write(folder, form)`` writes it as gzipped IDX, raw IDX or ``.npy``.
     ``make_synthetic`` is the class itself, for other sizes, names or arrays.
+    ``small_dataset``: a learnable in-memory :class:`fastmlp.data.Dataset` (300 training and
+    100 test images of 28x28, each class a bright block in its own place, plus noise), on which
+    a search or a report runs in a second or two.
 
     ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
     dataset look-ups see only what the test puts in place.
@@ -132,6 +135,13 @@ class SyntheticDataset:
                                 mirrors=self.mirrors, system_dirs=self.system_dirs,
                                 arrays={**self.arrays, **arrays})
 
+    def dataset(self) -> data.Dataset:
+        """The arrays as an in-memory :class:`fastmlp.data.Dataset` (as ``load_dataset`` returns it)."""
+        a = self.arrays
+        return data.Dataset(self.name, a["train_images"], a["train_labels"], a["test_images"], a["test_labels"],
+                            source=Path("<memory>"), checksums={k: md5(self.idx(k)) for k in KEYS},
+                            num_classes=self.num_classes)
+
     def fspec(self, key: str) -> data.FileSpec:
         return getattr(self.spec, key)
 
@@ -188,6 +198,26 @@ def synthetic() -> SyntheticDataset:
 def make_synthetic():
     """The :class:`SyntheticDataset` class, to build other sizes, names or arrays."""
     return SyntheticDataset
+
+
+def learnable_arrays(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Images whose class is a bright 7x7 block at one of ten places, under uniform noise."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 120, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            r, c = divmod(int(label), 5)
+            images[i, 4 + 10 * r:11 + 10 * r, 1 + 5 * c:6 + 5 * c] = 255
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = images.reshape(n, 784), labels
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def small_dataset() -> data.Dataset:
+    """A learnable in-memory dataset named ``small``: 300 training and 100 test images."""
+    return SyntheticDataset("small", arrays=learnable_arrays(300, 100)).dataset()
 
 
 @pytest.fixture
