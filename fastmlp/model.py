@@ -24,7 +24,7 @@ import numpy as np
 
 from . import kernels
 from .atomic import atomic_path
-from .data import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
+from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
 from .errors import ModelError
 from .reference import init_weight
 

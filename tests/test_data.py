@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmlp import data
+from fastmlp import data, idxfile
 from fastmlp.data import DataError, load_dataset
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -432,7 +432,7 @@ def no_body_read(monkeypatch):
     """Fails the test if any file's data (beyond its header) is read."""
     def refuse(stream, out):
         raise AssertionError(f"read {len(out)} bytes of data before every header was checked")
-    monkeypatch.setattr(data, "read_exactly", refuse)
+    monkeypatch.setattr(idxfile, "read_exactly", refuse)
 
 
 def test_image_and_label_counts_are_compared_before_any_data_is_read(tmp_path, synthetic, no_body_read):
@@ -487,12 +487,12 @@ class FailingFile:
 def test_a_read_error_mid_file_is_one_line_naming_the_file(tmp_path, synthetic, monkeypatch, form):
     synthetic.write(tmp_path, form)
     target = synthetic.path(tmp_path, "train_images", form)
-    opener = data.open_regular_file
+    opener = idxfile.open_regular_file
 
     def failing(path, *args):
         fh = opener(path, *args)
         return FailingFile(fh, target.stat().st_size // 2) if Path(path) == target else fh
-    monkeypatch.setattr(data, "open_regular_file", failing)
+    monkeypatch.setattr(idxfile, "open_regular_file", failing)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
     assert_one_line_error(excinfo, target, "cannot read", "input/output error")
