@@ -40,6 +40,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds
 	$(BIN)/python benchmarks/compare_peers.py
 
