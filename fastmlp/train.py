@@ -270,7 +270,7 @@ class Trainer:
         correct = kernels.train_steps(
             m.params, self.grads, adam.m, adam.v, m.layout, self.images, self.labels, order, first, n_steps,
             self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses)
+            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.config.alpha)
         adam.advance(n_steps)
         return correct
 
