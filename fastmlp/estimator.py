@@ -46,6 +46,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -187,11 +188,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """
         return self._fit(X, y, incremental=False)
 
+    def _partial_fit_available(self) -> bool:
+        if self.early_stopping:
+            raise AttributeError("partial_fit does not support early_stopping=True")
+        return True
+
+    @available_if(_partial_fit_available)
     def partial_fit(self, X, y, classes=None):
         """One epoch over ``X``, ``y``, continuing the weights and the Adam state; returns self.
 
         ``classes`` (every label that will ever be seen) is required on the first call, as in
-        scikit-learn. Not available with ``early_stopping=True``.
+        scikit-learn. With ``early_stopping=True`` there is no ``partial_fit`` (scikit-learn
+        refuses the call; here ``hasattr(clf, "partial_fit")`` says so up front).
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
@@ -199,8 +207,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         self._check_engine_support()
         hidden = self._hidden_sizes()
-        if incremental and self.early_stopping:
-            raise ValueError("partial_fit does not support early_stopping=True")
         fitted = hasattr(self, "_params")
         first_pass = not fitted or (not self.warm_start and not incremental)
         if incremental and not fitted and classes is None:

@@ -378,16 +378,20 @@ def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
 
 @njit(cache=True, error_model="numpy")
 def predict_rows(params, layout, images, x, z, h, act_off, out):
-    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 (N, n_in))."""
-    n_in = layout[0, N_IN]
-    B = x.shape[0] // n_in
-    n = images.shape[0]
-    for lo in range(0, n, B):
-        hi = min(lo + B, n)
-        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
-        logits = forward(params, layout, x, z, h, act_off, hi - lo)
-        for i in range(hi - lo):
+    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 or float32 (N, n_in))."""
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
             out[lo + i] = _row_max_argmax(logits, i)[1]
+
+
+@njit(cache=True, error_model="numpy")
+def forward_range(params, layout, images, lo, B, x, z, h, act_off):
+    """Logits of rows ``lo .. min(lo + B, N) - 1`` of ``images`` (N, n_in): gather, then :func:`forward`."""
+    hi = min(lo + B, images.shape[0])
+    gather_range(images, lo, block_view(x, 0, hi - lo, layout[0, N_IN]))
+    return forward(params, layout, x, z, h, act_off, hi - lo)
 
 
 @njit(cache=True, error_model="numpy")
@@ -399,15 +403,11 @@ def proba_rows(params, layout, images, x, z, h, act_off, out, log):
     The softmax is taken in float64 from the float32 logits, so each row sums to 1 within
     float64 rounding. Rows go through the network in chunks of the workspace's batch size.
     """
-    n_in = layout[0, N_IN]
-    B = x.shape[0] // n_in
-    n = images.shape[0]
+    B = x.shape[0] // layout[0, N_IN]
     k = out.shape[1]
-    for lo in range(0, n, B):
-        hi = min(lo + B, n)
-        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
-        logits = forward(params, layout, x, z, h, act_off, hi - lo)
-        for i in range(hi - lo):
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
             mx = np.float64(_row_max_argmax(logits, i)[0])
             s = 0.0
             for j in range(k):
