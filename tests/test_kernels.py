@@ -281,7 +281,12 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
 
 
 def test_kernels_compile_once_per_argument_type():
-    """Repeated training and evaluation calls reuse one compiled signature per kernel."""
+    """Repeated training and evaluation calls reuse one compiled signature per kernel (other tests
+    in the session may have compiled others, for float32 inputs or an L2 penalty: only the
+    signatures these calls add are counted)."""
+    watched = (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward,
+               kernels.adam_update, kernels.gather_batch, kernels.softmax_cross_entropy)
+    before = {kernel: set(kernel.signatures) for kernel in watched}
     rng = np.random.default_rng(11)
     images, labels = random_images(rng, 100)
     for hidden in ([12], [12, 8], [5, 5, 5]):
@@ -293,9 +298,9 @@ def test_kernels_compile_once_per_argument_type():
                                 np.arange(100, dtype=np.int64), 0, 3, batch, ws.x, ws.y, ws.z, ws.h, ws.d,
                                 ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses)
             model.evaluate(images, labels)
-    for kernel in (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward,
-                   kernels.adam_update, kernels.gather_batch, kernels.softmax_cross_entropy):
-        assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
+    for kernel in watched:
+        used = set(kernel.signatures) - before[kernel]
+        assert len(used) <= 1 and len(kernel.signatures) >= 1, (kernel, kernel.signatures)
 
 
 # ----------------------------------------------------------------------------- L2 penalty, probabilities
