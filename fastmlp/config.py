@@ -126,6 +126,9 @@ _RULES = [
          scale="log", float32=True, help="Adam epsilon"),
     Rule("lr_decay", float, 0, 1, low_open=True, label="eta decay", tex=r"$\eta$ decay", md="η decay",
          flag="--lr-decay", float32=True, help="multiply eta by this after every epoch; 1 keeps it constant"),
+    Rule("alpha", float, 0, None, label="L2 penalty", tex=r"$\alpha$", md="α", flag="--alpha", float32=True,
+         help="L2 penalty on the weights (scikit-learn's alpha): a batch of m rows adds alpha/(2m) sum ||W||^2 "
+              "to its loss; 0 turns it off"),
     Rule("epochs", int, 1, None, label="epochs", tex="num epochs", md="num epochs", flag="--epochs",
          help="passes over the training set"),
     Rule("seed", int, 0, None, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
@@ -156,6 +159,7 @@ class TrainConfig:
     eps: float = 1e-8
     epochs: int = 8
     lr_decay: float = 0.7   # eta is multiplied by this after every epoch; 1 keeps it constant
+    alpha: float = 0.0      # L2 penalty on the weights, as scikit-learn's MLPClassifier(alpha=...)
     seed: int = 0
     val_size: int = 5000
     dataset: str = "mnist"

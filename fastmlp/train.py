@@ -160,7 +160,7 @@ def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: i
             or not images.flags.c_contiguous):
         raise DataError(f"{what} images must be a C-contiguous uint8 or float32 array (n, features); got "
                         f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
-    if images.dtype == np.float32 and not np.isfinite(images).all():
+    if images.dtype == np.float32 and not np.isfinite(np.sum(images, dtype=np.float64)):  # no temporary array
         raise DataError(f"{what} inputs contain NaN or infinity")
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{what} labels must be a 1-D integer array; got "
@@ -277,7 +277,7 @@ class Trainer:
         correct = kernels.train_steps(
             m.params, self.grads, adam.m, adam.v, m.layout, self.images, self.labels, order, first, n_steps,
             self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses)
+            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.config.alpha)
         adam.advance(n_steps)
         return correct
 
