@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
@@ -184,6 +185,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 

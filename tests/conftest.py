@@ -16,12 +16,18 @@ Synthetic data
 
     ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
     dataset look-ups see only what the test puts in place.
+
+Optional extras
+    ``onnxruntime``: the ``onnxruntime`` module (with ``onnx`` importable), from the ``onnx``
+    extra. Without it the tests that use it are skipped, unless ``FASTMLP_REQUIRE_EXTRAS=1``
+    (CI), where they fail instead. ``import_extra(module, extra)`` does the same for any module.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import os
 import struct
 from pathlib import Path
@@ -61,6 +67,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "mnist" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.mnist)
+
+
+# ----------------------------------------------------------------------------- optional extras
+
+def import_extra(module: str, extra: str):
+    """``import module``, or skip (fail under ``FASTMLP_REQUIRE_EXTRAS=1``) naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        reason = f"{module} is not installed (pip install 'fastmlp[{extra}]')"
+        if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
+            pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def onnxruntime():
+    """The ``onnxruntime`` module; ``onnx`` is importable too."""
+    import_extra("onnx", "onnx")
+    return import_extra("onnxruntime", "onnx")
 
 
 # ----------------------------------------------------------------------------- synthetic data
