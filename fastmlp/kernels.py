@@ -354,3 +354,15 @@ def predict_rows(params, layout, images, x, z, h, act_off, out):
         logits = forward(params, layout, x, z, h, act_off, hi - lo)
         for i in range(hi - lo):
             out[lo + i] = _row_max_argmax(logits, i)[1]
+
+
+@njit(cache=True, error_model="numpy")
+def logits_rows(params, layout, images, x, z, h, act_off, out):
+    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L)."""
+    n_in = layout[0, N_IN]
+    B = x.shape[0] // n_in
+    n = images.shape[0]
+    for lo in range(0, n, B):
+        hi = min(lo + B, n)
+        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
+        out[lo:hi] = forward(params, layout, x, z, h, act_off, hi - lo)
