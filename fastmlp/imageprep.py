@@ -13,7 +13,7 @@ bright (1) on a black (0) background. :func:`mnist_like` does the same to any pi
    ``a = |g - g_bg| / max |g - g_bg|``, then a noise floor ``t`` is removed:
    ``a <- max(a - t, 0) / (1 - t)``;
 3. drop specks (pieces holding under 2% of the largest piece's ink: :func:`drop_specks`),
-   then crop to the bounding box of ``a > 0`` (:func:`ink_box`);
+   then crop to the bounding box of ``a > 0.1`` (:func:`ink_box`);
 4. strokes thinner than MNIST's (relative to the digit's height) are thickened to about
    MNIST's width (:func:`thicken`), since a pen on a large canvas is far thinner than the
    NIST scans were: a step MNIST did not need;
@@ -45,6 +45,11 @@ CENTRE = 14.0      # where MNIST's centres of mass lie (row, column), in pixel i
 #: side, 8x upscaled): median 0.11, 5th percentile 0.07, 1st 0.06.
 STROKE_MIN = 0.065
 STROKE_TARGET = 0.11
+
+#: The digit's box holds the pixels with more ink than this: faint fringes (JPEG ringing, a
+#: scaled-up picture's blur) would widen it and shrink the digit. On MNIST's own test digits
+#: the box loses a fringe pixel in 17% of them; the model's answers do not change.
+BOX_LEVEL = 0.1
 
 #: File endings :func:`image_files` takes from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -132,10 +137,10 @@ def drop_specks(ink: np.ndarray, fraction: float = 0.02) -> np.ndarray:
     return np.where(keep[labels], ink, 0.0)
 
 
-def ink_box(ink: np.ndarray) -> tuple[slice, slice]:
-    """``(rows, cols)`` slices of the smallest box holding every pixel with ``ink > 0``."""
-    rows = np.flatnonzero(ink.max(axis=1) > 0)
-    cols = np.flatnonzero(ink.max(axis=0) > 0)
+def ink_box(ink: np.ndarray, level: float = BOX_LEVEL) -> tuple[slice, slice]:
+    """``(rows, cols)`` slices of the smallest box holding every pixel with ``ink > level``."""
+    rows = np.flatnonzero(ink.max(axis=1) > level)
+    cols = np.flatnonzero(ink.max(axis=0) > level)
     if len(rows) == 0:
         raise DataError("no digit found: the image has no ink")
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)

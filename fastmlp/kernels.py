@@ -343,22 +343,11 @@ def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
 
 
 @njit(cache=True, error_model="numpy")
-def predict_rows(params, layout, images, x, z, h, act_off, out):
-    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 (N, n_in))."""
-    n_in = layout[0, N_IN]
-    B = x.shape[0] // n_in
-    n = images.shape[0]
-    for lo in range(0, n, B):
-        hi = min(lo + B, n)
-        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
-        logits = forward(params, layout, x, z, h, act_off, hi - lo)
-        for i in range(hi - lo):
-            out[lo + i] = _row_max_argmax(logits, i)[1]
-
-
-@njit(cache=True, error_model="numpy")
 def logits_rows(params, layout, images, x, z, h, act_off, out):
-    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L)."""
+    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L).
+
+    In chunks of the workspace's batch size B = len(x) / n_in.
+    """
     n_in = layout[0, N_IN]
     B = x.shape[0] // n_in
     n = images.shape[0]
@@ -366,3 +355,12 @@ def logits_rows(params, layout, images, x, z, h, act_off, out):
         hi = min(lo + B, n)
         gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
         out[lo:hi] = forward(params, layout, x, z, h, act_off, hi - lo)
+
+
+@njit(cache=True, error_model="numpy")
+def predict_rows(params, layout, images, x, z, h, act_off, out):
+    """``out[i] = argmax logits(images[i])`` (the first index of the largest) for every row of ``images``."""
+    logits = np.empty((images.shape[0], layout[layout.shape[0] - 1, N_OUT]), np.float32)
+    logits_rows(params, layout, images, x, z, h, act_off, logits)
+    for i in range(images.shape[0]):
+        out[i] = _row_max_argmax(logits, i)[1]

@@ -47,12 +47,25 @@ STROKES: dict[int, list[Stroke]] = {
     9: [arc(0.3, 0.28, 0.26, 0.27, 0, 362), line((0.56, 0.3), (0.5, 1.0))],
 }
 
+#: The other way many people write some digits: a 1 with a flag, a closed 4, a 7 with a bar
+#: across, a 9 whose tail curls, a 2 with a loop at its foot.
+OTHER_STROKES: dict[int, list[Stroke]] = {
+    **STROKES,
+    1: [line((0.12, 0.22), (0.38, 0.0), (0.3, 1.0))],
+    2: [arc(0.3, 0.27, 0.26, 0.25, 195, 395) + line((0.5, 0.45), (0.08, 0.92))[1:]
+        + arc(0.13, 0.9, 0.07, 0.07, 300, 30)[1:] + line((0.2, 0.93), (0.6, 0.96))[1:]],
+    4: [line((0.45, 0.0), (0.02, 0.64), (0.6, 0.64)), line((0.45, 0.0), (0.43, 1.0))],
+    7: [line((0.02, 0.03), (0.6, 0.0), (0.22, 1.0)), line((0.15, 0.5), (0.52, 0.48))],
+    9: [arc(0.3, 0.28, 0.26, 0.27, 0, 362), line((0.56, 0.3), (0.52, 0.8), n=6) + arc(0.3, 0.8, 0.22, 0.2, 0, 150)],
+}
+
 
 @dataclass
 class Hand:
     """How a person writes: digit height in pixels, pen width, slant (x shift per unit of
     height, positive leans right), wobble (amplitude in box units), and where the digit's
-    box starts on a page of ``page`` (height, width) pixels."""
+    box starts on a page of ``page`` (height, width) pixels; ``shapes`` is :data:`STROKES` or
+    :data:`OTHER_STROKES`."""
 
     height: int = 160
     pen: float = 10.0
@@ -63,6 +76,10 @@ class Hand:
     ink: int = 30
     paper: int = 245
     seed: int = 0
+    shapes: dict = None  # STROKES when None
+
+    def strokes(self, digit: int) -> list[Stroke]:
+        return (self.shapes or STROKES)[digit]
 
 
 def draw_digit(digit: int, hand: Hand, supersample: int = 4) -> np.ndarray:
@@ -73,7 +90,7 @@ def draw_digit(digit: int, hand: Hand, supersample: int = 4) -> np.ndarray:
     img = Image.new("L", (page_w * k, page_h * k), 255)
     draw = ImageDraw.Draw(img)
     phase = rng.uniform(0, 2 * np.pi, 4)
-    for stroke in STROKES[digit]:
+    for stroke in hand.strokes(digit):
         pts = []
         for x, y in stroke:
             # A slow wobble of the hand, then the slant, then onto the page.
