@@ -57,6 +57,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 #: Pictures larger than this many pixels are refused rather than decoded.
 MAX_PIXELS = 40_000_000
 
+#: Pictures with a longer side than this are shrunk by a whole factor as they are read (area
+#: averaging): a photo's digit keeps far more than the 20 pixels it is scaled to, and a 12
+#: megapixel photo takes 0.2 s instead of 4.
+MAX_SIDE = 1024
+
 
 # ----------------------------------------------------------------------------- arrays
 
@@ -162,12 +167,14 @@ def stroke_width(ink: np.ndarray) -> float:
 
 
 def thicken(ink: np.ndarray) -> np.ndarray:
-    """``ink`` with its strokes widened to :data:`STROKE_TARGET` of the longer side when narrower than :data:`STROKE_MIN`.
+    """``ink`` with strokes narrower than :data:`STROKE_MIN` of the longer side widened to :data:`STROKE_TARGET`.
 
-    Widening by ``r = (target - width) / 2`` pixels on each side: a pixel takes the largest ink
-    within distance ``r`` of it, found through the distance transform to the nearest pixel
-    with ``ink >= 0.5`` (``ink`` keeps its own value where larger). Returns ``ink`` unchanged
-    when the strokes are wide enough. Pads by ``ceil(r)`` so nothing is cut at the edges.
+    With ``width`` from :func:`stroke_width` and ``L`` the longer side, strokes grow by
+    ``r = (STROKE_TARGET L - width) / 2`` pixels on each side: ``grown = clip(r + 0.5 - dist, 0, 1)``
+    where ``dist`` is the distance to the nearest pixel with ``ink >= 0.5`` (full ink within r,
+    an anti-aliased edge one pixel wide), and the result is ``max(ink, grown)``, padded by
+    ``ceil(r) + 1`` so nothing is cut at the edges. Returns ``ink`` itself when its strokes are
+    wide enough.
     """
     from scipy import ndimage
     long_side = max(ink.shape)
@@ -230,7 +237,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """The pixels of an image file as Pillow decodes it: uint8 (H, W), (H, W, 3) or (H, W, 4), or uint16 (H, W).
 
     PNG, JPEG, BMP, GIF (first frame), TIFF, WebP: whatever Pillow reads. A JPEG's EXIF
-    orientation is applied. One-line :class:`DataError` naming the file for anything else.
+    orientation is applied. A picture whose longer side exceeds :data:`MAX_SIDE` is shrunk by
+    the smallest whole factor that brings it within (each output pixel the mean of a k x k
+    block). One-line :class:`DataError` naming the file for anything else.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
     path = Path(path)
@@ -241,16 +250,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"{path}: image of {img.width}x{img.height} pixels is too large "
                                     f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
+                factor = -(-max(img.size) // MAX_SIDE)
+                if factor > 1:
+                    img.draft(img.mode, (img.width // factor, img.height // factor))  # JPEG: decode smaller
                 img = ImageOps.exif_transpose(img)
-                if img.mode in ("1", "L"):
+                sixteen_bit = img.mode.startswith("I;16")
+                if sixteen_bit:
+                    img = img.convert("I")  # 32-bit integers, which reduce() takes
+                elif img.mode in ("1", "L"):
                     img = img.convert("L")
-                elif img.mode.startswith("I;16"):
-                    return np.asarray(img).astype(np.uint16)
                 elif "A" in img.getbands() or "transparency" in img.info:
                     img = img.convert("RGBA")
                 else:
                     img = img.convert("RGB")
-                return np.asarray(img)
+                factor = -(-max(img.size) // MAX_SIDE)
+                if factor > 1:
+                    img = img.reduce(factor)
+                pixels = np.asarray(img)
+                return pixels.astype(np.uint16) if sixteen_bit else pixels
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:

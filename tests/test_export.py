@@ -82,3 +82,13 @@ def test_without_the_onnx_package_export_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     with pytest.raises(UsageError, match=r"pip install 'fastmlp\[onnx\]'"):
         export.to_onnx(MLP([784, 8, 10]))
+
+
+def test_without_an_extra_its_tests_skip_and_under_require_extras_they_fail(monkeypatch):
+    from conftest import import_extra
+    monkeypatch.delenv("FASTMLP_REQUIRE_EXTRAS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"pip install 'fastmlp\[onnx\]'"):
+        import_extra("fastmlp_absent_module", "onnx")
+    monkeypatch.setenv("FASTMLP_REQUIRE_EXTRAS", "1")  # as .ci/run sets it
+    with pytest.raises(pytest.fail.Exception, match="FASTMLP_REQUIRE_EXTRAS=1"):
+        import_extra("fastmlp_absent_module", "onnx")

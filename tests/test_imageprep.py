@@ -253,6 +253,20 @@ def test_missing_files_folders_and_blank_images_are_named(tmp_path):
         ip.load_digit(save(tmp_path / "white.png", np.full((30, 30), 255, np.uint8)))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "1", "I;16"])
+def test_a_large_picture_is_shrunk_by_a_whole_factor_as_it_is_read(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr(ip, "MAX_SIDE", 100)
+    if mode == "I;16":
+        img = Image.fromarray(DARK_RING.astype(np.uint16) * 257)
+    else:
+        img = Image.fromarray(DARK_RING).convert(mode)
+    img.save(tmp_path / "large.png")  # 160 x 200: shrunk by 2
+    pixels = ip.read_image(tmp_path / "large.png")
+    assert pixels.shape[:2] == (100, 80)
+    if mode == "L":
+        np.testing.assert_allclose(pixels, DARK_RING.reshape(100, 2, 80, 2).mean(axis=(1, 3)), atol=1)
+
+
 def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
     monkeypatch.setattr(ip, "MAX_PIXELS", 1000)
     with pytest.raises(DataError, match="too large"):
