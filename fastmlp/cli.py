@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
@@ -201,6 +202,7 @@ def cmd_data(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
     _add_report_parser(sub)
+    _add_predict_export_parsers(sub)
     return parser
 
 
@@ -358,6 +361,108 @@ def cmd_report(args) -> int:
     print(f"report: wrote {', '.join(str(p) for p in kinds)}"
           + ("" if "pdf" in written or args.no_pdf else " (no pdflatex here: no PDF)"), flush=True)
     return 0
+
+
+# ----------------------------------------------------------------------------- predict and export
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
+    """Each argument as image paths: a folder gives its image files, a glob pattern its matches.
+
+    Returns ``(paths, errors)``; an argument that gives nothing is one error line.
+    """
+    import glob
+    from .imageprep import IMAGE_SUFFIXES, image_files
+    paths, errors = [], []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                errors.append(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths += found
+        elif not path.exists() and any(c in name for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
+            if not found:
+                errors.append(f"{name}: no file matches this pattern")
+            paths += found
+        else:
+            paths.append(path)
+    return paths, errors
+
+
+def cmd_predict(args) -> int:
+    import json
+    import numpy as np
+    from .errors import ModelError
+    from .imageprep import SIDE, load_digit
+    from .model import MLP
+    model, _ = MLP.load(args.model)
+    if model.sizes[0] != SIDE * SIDE:
+        raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
+                         f"{SIDE}x{SIDE} = {SIDE * SIDE} pixels; it was not trained on MNIST-sized images")
+    n_classes = model.sizes[-1]
+    if args.top > n_classes:
+        raise UsageError(f"--top {args.top} is more than the model's {n_classes} classes")
+    paths, errors = _expand_images(args.images)
+    for message in errors:
+        print(f"fastmlp: error: {message}", file=sys.stderr)
+    results, inputs = [], []
+    for path in paths:
+        try:
+            inputs.append(load_digit(path))
+            results.append({"image": str(path)})
+        except UserError as exc:
+            errors.append(str(exc))
+            results.append({"image": str(path), "error": str(exc)})
+            print(f"fastmlp: error: {exc}", file=sys.stderr)
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        probs = model.probabilities(np.stack(inputs).reshape(len(inputs), -1))
+        for r, p in zip(ok, probs):
+            top = np.argsort(-p, kind="stable")[:args.top]
+            ranked = [{"class": int(c), "probability": round(float(p[c]), 6)} for c in top]
+            r.update(ranked[0], top=ranked)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in ok:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"]))
+    return 2 if errors else 0
+
+
+def cmd_export(args) -> int:
+    from .export import OPSET, save_onnx
+    from .model import MLP
+    model, meta = MLP.load(args.model)
+    save_onnx(model, args.onnx, meta)
+    print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] scaled to [0, 1], "
+          f"outputs logits and probabilities float32 [N, {model.sizes[-1]}]")
+    return 0
+
+
+def _add_predict_export_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="read digits from image files (PNG, JPEG, BMP, ...)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                   help="print the K most probable classes (default 1)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model for other inference engines (ONNX)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="write an ONNX model here")
+    p.set_defaults(func=cmd_export)
 
 
 # ----------------------------------------------------------------------------- the command

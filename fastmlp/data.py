@@ -332,13 +332,13 @@ def validation_split(n_train: int, val_size: int = 5000, seed: int = 0) -> tuple
 
 # ----------------------------------------------------------------------------- downloading
 
-def _progress_line(name: str, done: int, total: int | None) -> None:
+def _progress_line(name: str, done: int, total: int | None, start: str = "\r", end: str = "") -> None:
+    """``start``, ``name``, a bar when the total is known, the megabytes so far, ``end``; on stderr."""
     if total:
-        frac = done / total
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r  {name:<28} [{bar:<30}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB")
+        bar = "#" * int(30 * done / total)
+        sys.stderr.write(f"{start}  {name:<28} [{bar:<30}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB{end}")
     else:
-        sys.stderr.write(f"\r  {name:<28} {done / 1e6:6.1f} MB")
+        sys.stderr.write(f"{start}  {name:<28} {done / 1e6:6.1f} MB{end}")
     sys.stderr.flush()
 
 
@@ -377,14 +377,21 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
 
 
 def _fetch(url: str, dest: Path, label: str, progress: bool) -> None:
-    """Stream ``url`` into ``dest``, drawing a progress bar on stderr."""
+    """Stream ``url`` into ``dest``.
+
+    With ``progress``: on a terminal a bar on stderr, redrawn in place as chunks arrive;
+    anywhere else (a log file, a pipe) one line per file once it is complete.
+    """
+    live = progress and sys.stderr.isatty()
     with open(dest, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         done = 0
         while chunk := resp.read(1 << 16):
             out.write(chunk)
             done += len(chunk)
-            if progress:
+            if live:
                 _progress_line(label, done, total)
-    if progress:
+    if live:
         sys.stderr.write("\n")
+    elif progress:
+        _progress_line(label, done, total, start="", end="\n")

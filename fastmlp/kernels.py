@@ -422,3 +422,15 @@ def proba_rows(params, layout, images, x, z, h, act_off, out, log):
                 inv = 1.0 / s
                 for j in range(k):
                     out[lo + i, j] *= inv
+
+
+@njit(cache=True, error_model="numpy")
+def logits_rows(params, layout, images, x, z, h, act_off, out):
+    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L).
+
+    In chunks of the workspace's batch size B = len(x) / n_in.
+    """
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        out[lo:lo + logits.shape[0]] = logits

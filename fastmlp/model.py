@@ -150,13 +150,28 @@ class MLP:
         return out
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits (m, n_L) for a float32 batch ``x`` (m, n_0) already scaled to [0, 1]."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
-            raise ModelError(f"x must be (m, {self.sizes[0]}); got {x.shape}")
-        ws = self.workspace(len(x))
-        ws.x[:] = x.reshape(-1)
-        return kernels.forward(self.params, self.layout, ws.x, ws.z, ws.h, ws.act_off, len(x)).copy()
+        """Logits ``h`` (m, n_L) float32 of each row of ``x`` (m, n_0).
+
+        ``x`` as :meth:`predict` takes it: uint8 pixels (scaled by 1/255) or float features as
+        they are (converted to float32: inputs already scaled to [0, 1] for a model trained on
+        images). Batches of the evaluation workspace; nothing is allocated per row.
+        """
+        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        self._check_images(x)
+        ws = self._eval_workspace()
+        out = np.empty((len(x), self.sizes[-1]), np.float32)
+        kernels.logits_rows(self.params, self.layout, x, ws.x, ws.z, ws.h, ws.act_off, out)
+        return out
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``softmax(h)`` (m, n_L) float32, rows summing to 1, for the logits ``h`` of :meth:`logits`.
+
+        Row by row, stable: ``p_j = exp(h_j - max h) / sum_k exp(h_k - max h)`` (in float64).
+        """
+        h = self.logits(x).astype(np.float64)
+        e = np.exp(h - h.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
     # ------------------------------------------------------------------ save / load
 

@@ -79,3 +79,10 @@ def test_train_then_evaluate_on_mnist(mnist, tmp_path):
     assert "test" in proc.stdout and "validation" in proc.stdout
     test_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("test"))
     assert float(test_line.split()[-1].rstrip("%")) > 90
+
+
+def test_version_prints_the_installed_distribution_version():
+    from importlib.metadata import version
+    proc = run("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"fastmlp {version('fastmlp')}"

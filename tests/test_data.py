@@ -11,6 +11,7 @@ import errno
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import re
@@ -788,6 +789,35 @@ def test_download_reports_progress_on_stderr_only(tmp_path, online, mirrors, cap
     out, err = capsys.readouterr()
     assert out == ""
     assert "train-images-idx3-ubyte.gz" in err
+
+
+class TerminalStderr(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_download_progress_off_a_terminal_is_one_plain_line_per_file(tmp_path, online, mirrors, capsys):
+    data.download_dataset(spec=online.spec, data_dir=tmp_path, progress=True)
+    err = capsys.readouterr().err  # captured: not a terminal, as in a log file
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4
+    for line, fspec in zip(lines, online.spec.files):
+        assert fspec.filename + ".gz" in line and line.endswith(" MB")
+
+
+def test_download_progress_on_a_terminal_is_redrawn_in_place(tmp_path, online, mirrors, monkeypatch):
+    terminal = TerminalStderr()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    data.download_dataset(spec=online.spec, data_dir=tmp_path, progress=True)
+    text = terminal.getvalue()
+    chunks = sum(-(-len(online.gz(key)) // 997) for key in KEYS)  # FakeResponse serves 997-byte chunks
+    assert text.count("\r") == chunks
+    assert text.count("\n") == 4
+    for line in text.split("\n")[:-1]:  # each file ends on its full bar
+        assert "[" + "#" * 30 + "]" in line.split("\r")[-1]
 
 
 def test_download_keeps_valid_files_and_refetches_only_broken_ones(tmp_path, online, mirrors):

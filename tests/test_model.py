@@ -65,6 +65,42 @@ def test_logits_equal_the_reference_forward():
     np.testing.assert_allclose(model.logits(x), net.forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
 
 
+def reference_twin(model: MLP) -> ref.NN:
+    """A float64 reference network holding ``model``'s parameters."""
+    net = ref.NN(model.sizes, np.random.default_rng(0))
+    net_params = net.parameters()
+    for dst, src in zip(net_params, [a for pair in model.layers() for a in pair]):
+        dst[...] = src
+    return net
+
+
+def test_logits_of_more_rows_than_the_evaluation_workspace_equal_the_reference_forward():
+    rng = np.random.default_rng(3)
+    model = MLP.initialized([30, 16, 8, 5], rng)
+    x = rng.random((600, 30)).astype(np.float32)  # 600 rows: three batches of the 256-row workspace
+    np.testing.assert_allclose(model.logits(x), reference_twin(model).forward(x.astype(np.float64)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_logits_of_uint8_pixels_are_the_logits_of_the_pixels_over_255():
+    rng = np.random.default_rng(4)
+    model = MLP.initialized([20, 7, 3], rng)
+    pixels = rng.integers(0, 256, (9, 20), dtype=np.uint8)
+    np.testing.assert_allclose(model.logits(pixels), model.logits(pixels.astype(np.float32) / 255), atol=1e-6)
+
+
+def test_probabilities_are_the_softmax_of_the_logits_and_agree_with_predict():
+    rng = np.random.default_rng(5)
+    model = MLP.initialized([12, 10, 4], rng)
+    x = (10 * rng.random((50, 12))).astype(np.float32)  # large inputs: logits far apart
+    p = model.probabilities(x)
+    assert p.dtype == np.float32 and p.shape == (50, 4)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+    want = np.exp(ref.log_softmax(reference_twin(model).forward(x.astype(np.float64))))
+    np.testing.assert_allclose(p, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(p.argmax(axis=1), model.predict(x))
+
+
 def test_save_then_load_round_trips_parameters_and_metadata(tmp_path):
     model = MLP.initialized([6, 5, 3], np.random.default_rng(1))
     path = tmp_path / "model.npz"
