@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
