@@ -27,9 +27,16 @@ Optional extras
     ``onnxruntime``: the ``onnxruntime`` module (with ``onnx`` importable), from the ``onnx``
     extra. Without it the tests that use it are skipped, unless ``FASTMLP_REQUIRE_EXTRAS=1``
     (CI), where they fail instead. ``import_extra(module, extra)`` does the same for any module.
+
+SciPy's array-API mode is switched on before anything imports SciPy, so that scikit-learn's
+estimator checks run their array-API input check (NumPy namespace) instead of skipping it.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import gzip
 import hashlib
