@@ -41,7 +41,6 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import gzip
 import hashlib
 import importlib
-import os
 import struct
 from pathlib import Path
 
