@@ -266,6 +266,11 @@ def _add_search_parser(sub) -> None:
                         "and queued again (default: no limit)")
     p.add_argument("--trials", type=int, default=None, metavar="N",
                    help="run this many trials from this command, then stop (default: no limit)")
+    p.add_argument("--max-trials", type=int, default=None, metavar="N",
+                   help="stop every worker, on every machine, once the study holds N finished (complete or "
+                        "pruned) trials (default: no limit)")
+    p.add_argument("--status", action="store_true",
+                   help="print the study's trials by state and its best trial, and exit")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="BLAS and Numba threads per worker (default: cores // jobs)")
@@ -326,7 +331,7 @@ def _search_settings(args):
 
 def cmd_search(args) -> int:
     """``fastmlp search``: create or resume the study, run the workers, print a summary."""
-    _at_least_one(args, "jobs", "threads", "trials")
+    _at_least_one(args, "jobs", "threads", "trials", "max_trials")
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout must be > 0 seconds; got {args.timeout:g}")
     if args.study_name is None:
@@ -336,11 +341,16 @@ def cmd_search(args) -> int:
         flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
         print(build_space(Space.default(), args.space, flags).to_toml(), end="")
         return 0
+    if args.status:
+        from .study import load_study, open_storage, summary
+        print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
+        return 0
     settings = _search_settings(args)
     from .search import run_search
     try:
         result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
-                            timeout=args.timeout, log=lambda line: print(line, flush=True))
+                            max_trials=args.max_trials, timeout=args.timeout,
+                            log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         return 130
     for line in result.crashed:

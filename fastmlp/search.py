@@ -21,6 +21,7 @@ Workers: :func:`run_search` runs ``jobs`` worker processes on this machine (spaw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -30,9 +31,10 @@ from typing import Callable, Iterable, Iterator
 
 from .errors import ConfigError, UserError
 from .space import Space
-from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, display_url, format_config, format_duration, frozen,
-                    load_study, make_pruner, make_sampler, open_storage, origin_number, quiet_optuna, requeue,
-                    study_names, summary, trial_seed, trial_val_acc, worker_name)
+from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, counts, display_url, format_config, format_duration,
+                    frozen, heartbeat_settings, load_study, make_pruner, make_sampler, open_storage, origin_number,
+                    process_token, quiet_optuna, recover_lost_trials, requeue, storage_lock, study_names, summary,
+                    trial_seed, trial_val_acc, worker_name)
 from .threads import available_cores, child_thread_env, limit_threads, thread_env
 
 
@@ -96,6 +98,8 @@ class Objective:
         self.settings, self.space, self.dataset, self.deadline = settings, space, dataset, deadline
         self.gate = gate or InterruptGate()
         self.train_rows = None if settings.subset is None else np.arange(settings.subset, dtype=np.int64)
+        self.on_start: Callable[[], None] | None = None  # called first in every trial (releases the budget lock)
+        self.cut = self.lost = False
 
     def config_for(self, trial):
         """The trial's :class:`~fastmlp.config.TrainConfig`: drawn from the space, seeded by its origin."""
@@ -106,11 +110,14 @@ class Objective:
     def __call__(self, trial) -> float:
         optuna = quiet_optuna()
         from .train import Trainer, TrainingDiverged
+        if self.on_start is not None:
+            self.on_start()
         self.gate.check()
         t0 = time.perf_counter()
         config = self.config_for(trial)
-        trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("process", process_token())
+        trial.set_user_attr("config", config.to_dict())
         record = None
         try:
             trainer = Trainer.for_dataset(config, self.dataset, train_rows=self.train_rows, evaluate_test=False)
@@ -130,8 +137,8 @@ class Objective:
             self.finish(trial, record, t0, reason)
             raise optuna.TrialPruned(reason) from None
         except TrialCut as exc:
+            self.cut = True
             self.finish(trial, record, t0, f"{exc}; {self.queue_again(trial)}")
-            trial.study.stop()
             raise
         except KeyboardInterrupt:
             self.gate.requested = True
@@ -139,6 +146,9 @@ class Objective:
             self.finish(trial, record, t0, f"interrupted during epoch {epoch}; {self.queue_again(trial)}")
             raise
         except Exception as exc:
+            if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+                self.lost = True
+                raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             self.finish(trial, record, t0, f"error: {type(exc).__name__}: {first}")
             raise
@@ -197,12 +207,15 @@ class ProgressPrinter:
 # ----------------------------------------------------------------------------- one worker
 
 def run_worker(settings: SearchSettings, *, worker: int = 0, n_trials: int | None = None,
-               deadline: float | None = None, dataset=None, threads: int | None = None,
-               prefix: str = "", parent: int | None = None, log: Callable[[str], None] = print) -> None:
-    """Run trials of the study until ``n_trials`` are done, the deadline passes or Ctrl-C.
+               max_trials: int | None = None, deadline: float | None = None, dataset=None,
+               threads: int | None = None, prefix: str = "", parent: int | None = None,
+               log: Callable[[str], None] = print) -> None:
+    """Run trials of the study, one at a time, until one of these stops it.
 
-    A worker process (``parent`` given) also stops after its trial when its parent has died.
-    KeyboardInterrupt propagates, after the running trial has been marked and queued again.
+    ``n_trials`` trials done by this worker; the study holding ``max_trials`` finished (complete
+    or pruned) trials, counted over every worker of every machine; the deadline; Ctrl-C; or,
+    for a worker process (``parent`` given), its parent's death. KeyboardInterrupt propagates,
+    after the running trial has been marked and queued again.
     """
     quiet_optuna()
     from .data import load_dataset
@@ -212,40 +225,92 @@ def run_worker(settings: SearchSettings, *, worker: int = 0, n_trials: int | Non
     study = load_study(open_storage(settings.storage), settings.study_name)
     study.sampler = make_sampler(settings.seed, worker, len(study.get_trials(deepcopy=False)))
     study.pruner = make_pruner(settings.pruner, space)
-    timeout = None
-    if deadline is not None:
-        timeout = deadline - time.time()
-        if timeout <= 0:
-            return
     gate = InterruptGate()
     objective = Objective(settings, space, dataset, deadline, gate)
     progress = ProgressPrinter(deadline, prefix, log)
-
-    def after_trial(study, trial) -> None:
-        progress(study, trial)
-        if gate.requested or (parent is not None and os.getppid() != parent):
-            study.stop()
-
+    budget = StudyBudget(study, settings.storage, max_trials, log, prefix) if max_trials else None
+    done = 0
     previous = gate.install()
     try:
         with limit_threads(threads):
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialCut,),
-                           callbacks=[after_trial], gc_after_trial=False)
+            while n_trials is None or done < n_trials:
+                if gate.requested or objective.cut or (parent is not None and os.getppid() != parent):
+                    break
+                if deadline is not None and time.time() >= deadline:
+                    break
+                with contextlib.ExitStack() as held:
+                    if budget is not None:
+                        verdict = budget.claim(held, gate, deadline)
+                        if verdict == "full":
+                            break
+                        if verdict == "wait":
+                            continue
+                    objective.on_start = held.close  # the next trial holds its place: let the others ask
+                    try:
+                        study.optimize(objective, n_trials=1, catch=(TrialCut,), callbacks=[progress],
+                                       gc_after_trial=False)
+                    except ValueError:
+                        if not objective.lost:
+                            raise
+                        objective.lost = False
+                        log(f"{prefix}a trial was marked failed elsewhere while it ran (late heartbeats); "
+                            f"it was queued again")
+                done += 1
         gate.check()
     finally:
         InterruptGate.restore(previous)
 
 
+class StudyBudget:
+    """``--max-trials N``: at most N finished (complete or pruned) trials in the study, over all workers.
+
+    Optuna's ``MaxTrialsCallback`` stops a worker once N trials of the given states exist, but
+    every worker still running a trial then adds one more. Here a worker asks for a trial only
+    while holding the study's lock (:func:`fastmlp.study.storage_lock`, released as the trial
+    starts), and only when the trials finished, running and queued leave a place: so the study
+    ends with exactly N. A queued trial (a retry) may always run: it replaces a failed one. When
+    no place is left but some trials still run, the worker waits for them: one of them may have
+    lost its worker, and then its retry needs running (Optuna's heartbeat check finds it).
+    """
+
+    def __init__(self, study, url: str, max_trials: int, log, prefix: str = ""):
+        self.study, self.url, self.max_trials, self.log, self.prefix = study, url, max_trials, log, prefix
+        self.said_waiting = False
+
+    def claim(self, held: contextlib.ExitStack, gate: InterruptGate, deadline: float | None) -> str:
+        """"run" (the lock is held in ``held`` until the trial starts), "wait" (after waiting) or "full"."""
+        optuna = quiet_optuna()
+        held.enter_context(storage_lock(self.url, self.study.study_name))
+        c = counts(self.study.get_trials(deepcopy=False))
+        finished = c["complete"] + c["pruned"]
+        if finished >= self.max_trials:
+            return "full"
+        if c["waiting"] or finished + c["running"] < self.max_trials:
+            return "run"
+        held.close()
+        if not self.said_waiting:
+            self.log(f"{self.prefix}waiting: {c['running']} trial(s) still running elsewhere would make "
+                     f"{self.max_trials}; their retries run here if their workers are lost")
+            self.said_waiting = True
+        interval, _ = heartbeat_settings()
+        until = time.time() + interval
+        while time.time() < until and not gate.requested and (deadline is None or time.time() < deadline):
+            time.sleep(0.2)
+        optuna.storages.fail_stale_trials(self.study)  # the heartbeat check Optuna does before each trial
+        return "wait"
+
+
 # ----------------------------------------------------------------------------- worker processes
 
-def _worker_process(settings_dict: dict, worker: int, n_trials: int | None, deadline: float | None,
-                    threads: int, parent: int, results, dataset=None) -> None:
+def _worker_process(settings_dict: dict, worker: int, n_trials: int | None, max_trials: int | None,
+                    deadline: float | None, threads: int, parent: int, results, dataset=None) -> None:
     """Entry point of a ``--jobs`` worker process; sends ("done" | "interrupted" | "error", text) to ``results``."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which passes exactly one on
     outcome = ("done", "")
     try:
-        run_worker(SearchSettings(**settings_dict), worker=worker, n_trials=n_trials, deadline=deadline,
+        run_worker(SearchSettings(**settings_dict), worker=worker, n_trials=n_trials, max_trials=max_trials,
+                   deadline=deadline,
                    threads=threads, prefix=f"w{worker} ", parent=parent, dataset=dataset,
                    log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
@@ -290,10 +355,15 @@ class WorkersOutcome:
     crashed: list[str] = field(default_factory=list)     # workers that ended without a word
 
 
-def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int | None,
-                deadline: float | None, dataset=None) -> WorkersOutcome:
-    """Spawn ``jobs`` worker processes on the study and wait for them."""
+def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int | None, max_trials: int | None,
+                deadline: float | None, dataset=None, log: Callable[[str], None] = print) -> WorkersOutcome:
+    """Spawn ``jobs`` worker processes on the study and wait for them.
+
+    A worker that dies without a word (killed) has its trial marked and queued again at once
+    (:func:`fastmlp.study.recover_lost_trials`), for the other workers or the next search.
+    """
     import multiprocessing as mp
+    from multiprocessing.connection import wait
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     procs = []
@@ -302,30 +372,46 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
             if n == 0:
                 continue
             p = ctx.Process(target=_worker_process, name=f"fastmlp-search-{i}",
-                            args=(asdict(settings), i, n, deadline, threads, os.getpid(), results, dataset))
+                            args=(asdict(settings), i, n, max_trials, deadline, threads, os.getpid(), results,
+                                  dataset))
             p.start()
             procs.append(p)
+    said: dict[int, tuple[str, str]] = {}
     try:
-        for p in procs:
-            p.join()
+        running = list(procs)
+        while running:
+            for sentinel in wait([p.sentinel for p in running]):
+                p = next(p for p in running if p.sentinel == sentinel)
+                p.join()
+                running.remove(p)
+                if p.exitcode != 0:
+                    lost = recover_lost_trials(load_study(open_storage(settings.storage), settings.study_name))
+                    if lost:
+                        log(f"search: {p.name} ended by {_how(p)}; trial(s) {', '.join(map(str, lost))} "
+                            f"marked failed and queued again")
     except KeyboardInterrupt:
         _stop_workers(procs)
         raise
-    said = {}
-    while not results.empty() or len(said) < sum(p.exitcode == 0 for p in procs):
-        worker, kind, text = results.get(timeout=10)
+    while len(said) < len(procs):
+        try:
+            worker, kind, text = results.get(timeout=1 if len(said) else 5)
+        except Exception:  # queue.Empty: the rest died without a word
+            break
         said[worker] = (kind, text)
     outcome = WorkersOutcome()
-    for i, p in enumerate(procs):
+    for p in procs:
         kind, text = said.get(int(p.name.rsplit("-", 1)[1]), (None, ""))
         if kind == "interrupted":
             outcome.interrupted = True
         elif kind == "error":
             outcome.errors.append(text)
-        elif kind is None:
-            how = f"signal {-p.exitcode}" if p.exitcode and p.exitcode < 0 else f"status {p.exitcode}"
-            outcome.crashed.append(f"worker {p.name.rsplit('-', 1)[1]} ended by {how}")
+        elif kind is None or p.exitcode != 0:
+            outcome.crashed.append(f"worker {p.name.rsplit('-', 1)[1]} ended by {_how(p)}")
     return outcome
+
+
+def _how(p) -> str:
+    return f"signal {-p.exitcode}" if p.exitcode and p.exitcode < 0 else f"exit status {p.exitcode}"
 
 
 # ----------------------------------------------------------------------------- the search
@@ -363,8 +449,10 @@ def create_study(storage, settings: SearchSettings):
 
 
 def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None = None, trials: int | None = None,
-               timeout: float | None = None, dataset=None, log: Callable[[str], None] = print) -> SearchResult:
-    """Create or resume the study and run ``jobs`` workers on it until ``trials`` are done or ``timeout``.
+               max_trials: int | None = None, timeout: float | None = None, dataset=None,
+               log: Callable[[str], None] = print) -> SearchResult:
+    """Create or resume the study and run ``jobs`` workers on it until ``trials`` are done (by this call),
+    the study holds ``max_trials`` finished trials (from every machine), or ``timeout`` seconds.
 
     ``dataset`` (a :class:`~fastmlp.data.Dataset`) is used as given, else loaded from the
     settings. KeyboardInterrupt propagates once the running trials are marked and queued again.
@@ -379,6 +467,7 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
         dataset = load_dataset(settings.dataset, settings.data_dir, verify=settings.verify, download=True)
     n_train = check_data(settings, space, dataset)
     study = create_study(storage, settings)
+    lost = recover_lost_trials(study)
     n_before = len(study.get_trials(deepcopy=False))
     threads_each = threads or max(1, available_cores() // jobs)
     deadline = t0 + timeout if timeout is not None else None
@@ -387,7 +476,12 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
         f"{'resuming with ' + str(n_before) + ' trials' if existing else 'new study'}; {jobs} worker"
         f"{'s' if jobs > 1 else ''} x {threads_each} thread{'s' if threads_each > 1 else ''}; "
         f"{'budget ' + format_duration(timeout) if deadline else 'no time limit'}"
-        f"{'; ' + str(trials) + ' trials' if trials else ''}; pruner {settings.pruner}; seed {settings.seed}")
+        f"{'; ' + str(trials) + ' trials' if trials else ''}"
+        f"{'; the study stops at ' + str(max_trials) + ' finished trials' if max_trials else ''}; "
+        f"pruner {settings.pruner}; seed {settings.seed}")
+    if lost:
+        log(f"search: trial(s) {', '.join(map(str, lost))} had lost their worker on this machine (its process "
+            f"ended); marked failed and queued again")
     log(f"objective: validation accuracy on {settings.val_size} held-out images; training on {rows} "
         f"{dataset.name} images")
     log(f"space: {space.describe()}")
@@ -398,10 +492,11 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
         if jobs == 1:
             if threads:
                 os.environ.update(thread_env(threads))
-            run_worker(settings, n_trials=trials, deadline=deadline, dataset=dataset, threads=threads, log=log)
+            run_worker(settings, n_trials=trials, max_trials=max_trials, deadline=deadline, dataset=dataset,
+                       threads=threads, log=log)
         else:
             del dataset
-            outcome = run_workers(settings, jobs, threads_each, trials, deadline, dataset=given)
+            outcome = run_workers(settings, jobs, threads_each, trials, max_trials, deadline, dataset=given, log=log)
             if outcome.errors:
                 raise WorkerError(outcome.errors[0])
             crashed = outcome.crashed

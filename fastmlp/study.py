@@ -11,12 +11,26 @@ Settings
     the search (space, pruner, seed, subset, validation size, dataset), so running the same
     command again resumes it the same way; flags given again must agree with it.
 
-Retries
+Retries and lost workers
     A trial that did not end on its own (Ctrl-C, the time budget, a worker that stopped sending
     heartbeats) is marked FAIL and queued again by Optuna's
     ``RetryHeartbeatStaleTrialCallback`` (at most :data:`MAX_RETRIES` times): the new WAITING
     trial has the same hyperparameters, and :func:`origin_number` gives the number of the trial
     it retries, from which the training seed is derived, so the retry repeats the same run.
+    Heartbeats (every HEARTBEAT_INTERVAL s; stale after GRACE_PERIOD s) find workers lost on
+    any machine; :func:`recover_lost_trials` finds, at once, those of this machine whose
+    process has ended (a search killed and started again).
+
+Why SQLite is safe for the workers of one machine
+    Optuna's docs warn against SQLite for parallel workers because of its lock errors. Those
+    come from deferred transactions: two processes that both read, then both write, deadlock and
+    one is told "database is locked" at once. Here every SQLite transaction begins with
+    ``BEGIN IMMEDIATE`` (the write lock is taken first and waited for, up to
+    SQLITE_BUSY_TIMEOUT s), so transactions from all workers run one after another and none
+    fails; the tables are created under a lock file, so two searches started together on a new
+    file do not collide. A trial's writes are a few small transactions an epoch, far below what
+    SQLite serializes in a second. (A local file only: SQLite over a network file system is not
+    safe, and several machines should share PostgreSQL.)
 
 Optuna is imported inside the functions that need it, so the command line can read this
 module's constants without loading it.
@@ -24,12 +38,15 @@ module's constants without loading it.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import re
 import socket
-import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ConfigError, StorageError
 from .space import Space
@@ -53,59 +70,192 @@ def quiet_optuna():
 
 # ----------------------------------------------------------------------------- storage URLs
 
+def _make_url(text: str):
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        return make_url(text)
+    except (ArgumentError, ValueError):
+        raise StorageError(f"not a storage URL: {redact(text)} (expected e.g. sqlite:///runs/search.db or "
+                           f"postgresql://user@host/database)") from None
+
+
+def redact(text, url: str | None = None) -> str:
+    """``text`` with any password written in a URL (``scheme://user:PASSWORD@host``) replaced by ``***``."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(text))
+    if url is not None and "://" in str(url):
+        try:
+            password = _make_url(url).password
+        except StorageError:
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    return text
+
+
 def storage_url(text: str) -> str:
-    """An RDB URL; a bare file path means an SQLite file."""
-    return str(text) if "://" in str(text) else f"sqlite:///{text}"
+    """The SQLAlchemy URL of a ``--storage`` value, password included; a bare path is an SQLite file.
 
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of an SQLite URL (None for other databases or in-memory SQLite)."""
-    if not url.startswith("sqlite"):
-        return None
-    database = url.split(":///", 1)[1] if ":///" in url else ""
-    database = database.split("?")[0]
-    return Path(database) if database not in ("", ":memory:") else None
+    ``postgresql://`` without a driver gets psycopg (3) when it is installed, else psycopg2.
+    """
+    text = str(text)
+    if "://" not in text:
+        return f"sqlite:///{text}"
+    url = _make_url(text)
+    if url.drivername == "postgresql":
+        if importlib.util.find_spec("psycopg") is not None:
+            url = url.set(drivername="postgresql+psycopg")
+        elif importlib.util.find_spec("psycopg2") is None:
+            raise StorageError(f"{display_url(text)}: no PostgreSQL driver is installed "
+                               f"(pip install 'fastmlp[postgres]')")
+    return url.render_as_string(hide_password=False)
 
 
 def display_url(url: str) -> str:
     """``url`` safe to print: the password hidden."""
-    return url
+    text = str(url) if "://" in str(url) else f"sqlite:///{url}"
+    try:
+        parsed = _make_url(text)
+    except StorageError:
+        return redact(text)
+    if parsed.get_backend_name() == "sqlite":  # a file name, shown as it was written (no %-escapes)
+        return f"{parsed.drivername}:///{parsed.database or ''}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (None for other databases or in-memory SQLite)."""
+    parsed = _make_url(url if "://" in str(url) else f"sqlite:///{url}")
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 # ----------------------------------------------------------------------------- opening
 
+CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
+SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
+HEARTBEAT_INTERVAL = 10     # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30           # a RUNNING trial without a heartbeat for this long is stale
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds: HEARTBEAT_INTERVAL and GRACE_PERIOD, or for tests
+    ``FASTMLP_HEARTBEAT_INTERVAL=N`` seconds with a grace period of 3 N."""
+    text = os.environ.get("FASTMLP_HEARTBEAT_INTERVAL")
+    if not text:
+        return HEARTBEAT_INTERVAL, GRACE_PERIOD
+    interval = int(text) if text.isdigit() else 0
+    if interval < 1:
+        raise ConfigError(f"FASTMLP_HEARTBEAT_INTERVAL must be a whole number of seconds >= 1; got {text!r}")
+    return interval, 3 * interval
+
+
 def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
-    """An Optuna RDBStorage for ``url``; with ``heartbeat``, lost workers' trials are failed and retried."""
+    """An Optuna RDBStorage for ``url``; with ``heartbeat``, lost workers' trials are failed and retried.
+
+    Every failure to open it (no driver, a bad URL, a server that does not answer or refuses the
+    login, no such database) is one :class:`StorageError` line, with the password hidden.
+    """
     optuna = quiet_optuna()
     url = storage_url(url)
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():
             raise StorageError(f"{path}: no search storage here; run `fastmlp search` first (or give --storage)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{path.parent}: cannot create the storage's folder ({exc.strerror})") from None
+    backend = _make_url(url).get_backend_name()
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if backend == "sqlite":
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    elif backend == "postgresql":
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        kwargs.update(heartbeat_interval=interval, grace_period=grace,
-                      heartbeat_stale_trial_callback=retry_callback())
+        kwargs.update(heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry_trial)
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with storage_lock(url):  # two processes creating the tables at once would collide
+            storage = optuna.storages.RDBStorage(url, **kwargs)
     except ImportError as exc:
-        raise StorageError(f"{url.split(':')[0]}: the database driver is not installed ({exc})") from None
-    except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, not a database
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open the storage {display_url(url)}: {first}") from None
+        cause = exc.__cause__ or exc
+        raise StorageError(f"{display_url(url)}: the database driver is not installed ({redact(cause, url)}); "
+                           f"for PostgreSQL: pip install 'fastmlp[postgres]'") from None
+    except StorageError:
+        raise
+    except Exception as exc:  # sqlalchemy errors: unreachable server, wrong password, not a database
+        raise StorageError(f"cannot open the storage {display_url(url)}: {first_line(exc, url)}") from None
+    if backend == "sqlite":
+        _serialize_sqlite(storage.engine)
+    return storage
 
 
-HEARTBEAT_INTERVAL = 10     # seconds between a running trial's heartbeats
-GRACE_PERIOD = 60           # a RUNNING trial without a heartbeat for this long is stale
+def first_line(exc: BaseException, url: str) -> str:
+    """The first line of a database error, without SQLAlchemy's class prefix, the password hidden."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return redact(re.sub(r"^\([\w.]+\)\s*", "", first), url)
 
 
-def heartbeat_settings() -> tuple[int, int]:
-    """(interval, grace period) in seconds."""
-    return HEARTBEAT_INTERVAL, GRACE_PERIOD
+def _serialize_sqlite(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    With SQLite's default deferred transactions, two processes that both read and then both try
+    to write deadlock, and SQLite answers one of them "database is locked" at once, whatever the
+    busy timeout. Taken at BEGIN, the lock is waited for (up to SQLITE_BUSY_TIMEOUT), so
+    transactions from any number of processes run one after another. (SQLAlchemy's recipe for
+    pysqlite: the driver's own BEGIN off, ours on the ``begin`` event.)
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners go
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, name: str = "") -> Iterator[None]:
+    """A lock shared by every process of every machine on ``url`` (and ``name``).
+
+    SQLite: an ``flock`` on the file ``<database>.lock`` beside it (never on the database file
+    itself: closing any descriptor of it would drop SQLite's own locks). PostgreSQL: an advisory
+    lock held by a connection of its own, which the server releases if the holder dies. Other
+    databases: no lock.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        import fcntl
+        with open(path.with_name(path.name + ".lock"), "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    elif _make_url(url).get_backend_name() == "postgresql":
+        import sqlalchemy
+        key = zlib.crc32(f"fastmlp:{name}".encode())
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        finally:
+            engine.dispose()
+    else:
+        yield
 
 
 def study_names(storage) -> list[str]:
@@ -225,18 +375,73 @@ def retried_number(trial) -> int | None:
     return int(history[-1]) if history else None
 
 
-def retry_callback():
-    """Optuna's retry of a failed trial: a WAITING copy with the same parameters, at most MAX_RETRIES times."""
+PER_RUN_ATTRS = ("worker", "process")  # user attributes that name the process running a trial
+
+
+def retry_trial(study, trial) -> None:
+    """Queue a failed (or failing) trial again: Optuna's ``RetryHeartbeatStaleTrialCallback``, at most
+    MAX_RETRIES times, after dropping the attributes that named the process that ran it."""
+    import copy
     optuna = quiet_optuna()
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    trial = copy.deepcopy(trial)
+    for key in PER_RUN_ATTRS:
+        trial.user_attrs.pop(key, None)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
 
 
 def requeue(study, trial) -> bool:
     """Queue ``trial`` (a FrozenTrial) again; False when it was already tried MAX_RETRIES times."""
     if len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRIES:
         return False
-    retry_callback()(study, trial)
+    retry_trial(study, trial)
     return True
+
+
+# ----------------------------------------------------------------------------- lost workers on this machine
+
+def process_token(pid: int | None = None) -> str | None:
+    """``boot/pid-namespace/pid/start-time``: names a process of this machine for as long as it lives
+    (None where /proc does not tell)."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}/{namespace}/{pid}/{start}"
+
+
+def _is_gone(token: str) -> bool:
+    """True when ``token`` names a process of this machine (same boot, same pid namespace) that has ended."""
+    boot_ns, _, rest = token.rpartition("/")[0].rpartition("/")
+    mine = process_token()
+    if mine is None or not mine.startswith(boot_ns + "/"):
+        return False  # another machine, or another container: the heartbeat's business
+    pid = int(rest) if rest.isdigit() else None
+    return pid is not None and process_token(pid) != token
+
+
+def recover_lost_trials(study) -> list[int]:
+    """Mark FAIL, and queue again, the RUNNING trials whose worker process on this machine has ended.
+
+    A lost worker on another machine is found by Optuna's heartbeat once its grace period has
+    passed; on this machine there is no need to wait: its process is gone or not. Returns the
+    numbers of the trials marked.
+    """
+    optuna = quiet_optuna()
+    lost = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        token = t.user_attrs.get("process")
+        if not token or not _is_gone(token):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process marked it first
+        retry_trial(study, t)
+        lost.append(t.number)
+    return lost
 
 
 def trial_val_acc(trial) -> float | None:
@@ -329,7 +534,3 @@ def make_sampler(seed: int, worker: int, n_existing: int):
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def now() -> float:
-    return time.time()
