@@ -298,7 +298,7 @@ def _latex_table_layout(b: Table) -> tuple[str, float, list, float]:
         used, stacks = 0.0, []
         for i, a in enumerate(b.align):
             widest = max((len(plain(row[i])) for row in b.rows), default=0)
-            lines, k = _header_lines(plain(b.header[i]), widest)
+            lines, k = _header_lines(plain(b.header[i]), widest) if b.small else ([plain(b.header[i])], None)
             stacks.append(k)
             used += 2 * sep + (0 if a == "*" else char * max(widest, *(len(x) for x in lines)))
         if "*" not in b.align or TEXT_WIDTH - used >= MIN_WRAP:

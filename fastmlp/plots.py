@@ -50,14 +50,15 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
     """Loss and accuracy per epoch for train, validation and test, side by side."""
     plt = _pyplot()
     epochs = history.column("epoch")
+    ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for name, color in SERIES:
         loss, acc = history.column(f"{name}_loss"), history.column(f"{name}_acc")
         if all(v is None for v in acc):
             continue
-        ax_loss.plot(epochs, loss, "o-", color=color, label=LABELS[name], ms=3)
+        ax_loss.plot(epochs, loss, "o-", color=color, label=LABELS[name], ms=ms)
         ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color,
-                    label=LABELS[name], ms=3)
+                    label=LABELS[name], ms=ms)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -66,7 +67,7 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
         _epoch_axis(ax, max((e for e in epochs if e is not None), default=1))
     cfg = history.config
     fig.suptitle(title or (f"hidden {cfg.get('hidden_sizes')}, batch {cfg.get('batch_size')}, "
-                           f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"))
+                           f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"), y=1.02)
     save_figure(fig, path)
     return Path(path)
 
@@ -196,9 +197,9 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
     plt = _pyplot()
     panels = _param_panels(rows, names) or [("epochs run", None, "int")]
     lo, hi = _acc_limits(rows)
-    cols = min(3, len(panels))
+    cols = 4 if len(panels) > 6 else min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.4 * cols, 2.0 * nrows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
     for ax, (label, fn, scale) in zip(axes.flat, panels):
         for state, style in STYLE.items():
             pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
@@ -218,11 +219,7 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
             ax.xaxis.set_minor_formatter(NullFormatter())
         elif scale == "log2":
             ax.set_xscale("log", base=2)
-            _plain_log_axis(ax)
-            ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config} - {None})
-            if len(ticks) <= 6:
-                ax.set_xticks(ticks)
-                ax.set_xticklabels([str(t) for t in ticks])
+            _plain_log_axis(ax)  # ticks at powers of two: 32, 64, 128 (values in between crowd their labels)
         elif scale == "int":
             ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config} - {None})
             if len(ticks) <= 8:
@@ -234,7 +231,7 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
         ax.set_ylim(lo, hi)
         ax.grid(True, alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel("val. accuracy (%)")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -336,14 +336,12 @@ def search_section(d: ReportData) -> Section:
                           f"and the best so far; trial {best.number} was the best, with "
                           f"{100 * best.val_acc:.2f}%.")),
                Figure(d.plots["history"], "Optimisation history: validation accuracy of each trial, and the best "
-                                          "so far.", "fig:history", width=0.9),
+                                          "so far.", "fig:history", width=0.8),
                Paragraph((Ref("fig:params"), " plots the validation accuracy of the trials against each "
                           "hyperparameter that varied.")),
-               Figure(d.plots["params"], "Validation accuracy against each hyperparameter.", "fig:params",
-                      width=0.9),
+               Figure(d.plots["params"], "Validation accuracy against each hyperparameter.", "fig:params"),
                Paragraph(epochs_paragraph(d)),
-               Figure(d.plots["epochs"], "Validation accuracy per epoch of every trial; the grey ones stopped "
-                                         "early.", "fig:epochs", width=0.9),
+               Figure(d.plots["epochs"], epochs_caption(d), "fig:epochs", width=0.8),
                Paragraph((Ref("tab:trials"), " in ", Ref("app:trials"), " lists every trial with its "
                           "hyperparameters, validation accuracy, epochs run and time."))]
     return Section("The search", blocks, label="sec:search")
@@ -358,6 +356,12 @@ def epochs_paragraph(d: ReportData) -> tuple:
     return (Ref("fig:epochs"), " follows every trial epoch by epoch; "
             + (f"the grey curves are the {count(stopped, 'trial')} stopped before the last epoch (pruned, diverged "
                f"or cut short)." if stopped else "every trial ran to its last epoch."))
+
+
+def epochs_caption(d: ReportData) -> str:
+    if max((r.epochs for r in d.rows), default=0) <= 1:
+        return "Validation accuracy of every trial after its only epoch (trials side by side, in the order they ran)."
+    return "Validation accuracy per epoch of every trial; the grey ones stopped early."
 
 
 def best_section(d: ReportData) -> Section:
@@ -494,7 +498,7 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
                       author=author or "")
     names = hyperparameter_names(rows, data.space)
     written = {"history": plot_history(rows, out / "history.png"),
-               "params": plot_params(rows, out / "params.png", names),
+               "params": plot_params(rows, out / "params.png", _with_hidden(names)),
                "epochs": plot_epochs(rows, best, out / "epochs.png")}
     data.plots = {k: p.name for k, p in written.items()}
     if retrain:
