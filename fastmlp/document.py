@@ -149,21 +149,16 @@ def _parts(text: Text) -> list:
     return [piece for part in text for piece in _parts(part)]
 
 
+def render_inline(text: Text, *, text_fn, code, alt, strong, ref) -> str:
+    """``text`` rendered piece by piece: a function for each kind of inline piece."""
+    kinds = ((str, text_fn), (Code, lambda p: code(p.text)), (Alt, alt), (Strong, lambda p: strong(p.content)),
+             (Ref, lambda p: ref(p.label)))
+    return "".join(next(fn for kind, fn in kinds if isinstance(part, kind))(part) for part in _parts(text))
+
+
 def plain(text: Text) -> str:
     """``text`` as plain Unicode (Markdown's labels, no markup): for alt texts and tests."""
-    out = []
-    for part in _parts(text):
-        if isinstance(part, str):
-            out.append(part)
-        elif isinstance(part, Code):
-            out.append(part.text)
-        elif isinstance(part, Alt):
-            out.append(part.md)
-        elif isinstance(part, Strong):
-            out.append(plain(part.content))
-        else:
-            out.append(part.label)
-    return "".join(out)
+    return render_inline(text, text_fn=str, code=str, alt=lambda a: a.md, strong=plain, ref=str)
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -176,19 +171,8 @@ def to_markdown(doc: Document) -> str:
     numbers = doc.number()
 
     def inline(text: Text) -> str:
-        out = []
-        for part in _parts(text):
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, Code):
-                out.append(f"`{part.text}`")
-            elif isinstance(part, Alt):
-                out.append(part.md)
-            elif isinstance(part, Strong):
-                out.append(f"**{inline(part.content)}**")
-            else:
-                out.append(numbers.get(part.label, "??"))
-        return "".join(out)
+        return render_inline(text, text_fn=str, code=lambda c: f"`{c}`", alt=lambda a: a.md,
+                             strong=lambda t: f"**{inline(t)}**", ref=lambda label: numbers.get(label, "??"))
 
     def block(b) -> list[str]:
         if isinstance(b, Paragraph):
@@ -256,7 +240,7 @@ PREAMBLE = [
     r"\usepackage[font=small,labelfont=bf]{caption}",
     r"\usepackage[hidelinks]{hyperref}",
     r"\setlength{\LTcapwidth}{\linewidth}",
-    r"\setlength{\parindent}{0pt}", r"\setlength{\parskip}{0.6\baselineskip}",
+    r"\setlength{\parindent}{0pt}", r"\setlength{\parskip}{0.6\baselineskip}", r"\setlength{\emergencystretch}{3em}",
     r"\renewcommand{\topfraction}{0.9}", r"\renewcommand{\textfraction}{0.1}",
     r"\renewcommand{\floatpagefraction}{0.8}",
 ]
@@ -308,24 +292,15 @@ def _latex_table_layout(b: Table) -> tuple[str, float, list, float]:
 
 def to_latex(doc: Document) -> str:
     numbers = doc.number()
-    kinds = {"Figure": "Figure", "Table": "Table", "Section": "Section", "Appendix": "Appendix"}
+
+    def code(text: str) -> str:
+        # a line may break after / _ - . : paths and URLs do not run into the margin
+        return r"\texttt{" + "".join(latex_escape(ch) + (r"\allowbreak{}" if ch in "/_-." else "") for ch in text) + "}"
 
     def inline(text: Text) -> str:
-        out = []
-        for part in _parts(text):
-            if isinstance(part, str):
-                out.append(latex_escape(part))
-            elif isinstance(part, Code):
-                # a break is allowed after each slash: paths and URLs do not run into the margin
-                out.append(r"\texttt{" + latex_escape(part.text).replace("/", r"/\allowbreak{}") + "}")
-            elif isinstance(part, Alt):
-                out.append(part.tex)
-            elif isinstance(part, Strong):
-                out.append(r"\textbf{" + inline(part.content) + "}")
-            else:
-                kind = numbers.get(part.label, "Figure ?").split()[0]
-                out.append(rf"{kinds[kind]}~\ref{{{part.label}}}")
-        return "".join(out)
+        return render_inline(text, text_fn=latex_escape, code=code, alt=lambda a: a.tex,
+                             strong=lambda t: r"\textbf{" + inline(t) + "}",
+                             ref=lambda label: numbers.get(label, "Figure ?").split()[0] + rf"~\ref{{{label}}}")
 
     def head_cell(text: Text, align: str, stack: int | None) -> str:
         """A header cell; stacked on two lines where it is wider than its column's cells."""
