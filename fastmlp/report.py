@@ -322,11 +322,12 @@ def search_section(d: ReportData) -> Section:
     blocks = [Paragraph(f"Each trial trained a multi-layer perceptron with Adam on {which}, and was judged on its "
                         f"validation accuracy after its last epoch; the test set was never used during the search.")]
     if space is not None:
+        pruning = (f"after any epoch from epoch {space.min_epochs} on, the pruner ({s.get('pruner', '?')}) could "
+                   f"stop it, from its validation accuracy against that of the other trials"
+                   if space.min_epochs < space.epochs else "no trial could be stopped early")
         blocks += [Paragraph((f"The sampler (TPE, seed {s.get('seed', 0)}) drew each trial's hyperparameters from "
                               "the space in ", Ref("tab:space"), f". A trial ran at most "
-                              f"{count(space.epochs, 'epoch')}; from epoch {space.min_epochs} on, the pruner "
-                              f"({s.get('pruner', '?')}) could stop it after any epoch, from its validation "
-                              f"accuracy against that of the other trials.")),
+                              f"{count(space.epochs, 'epoch')}; {pruning}.")),
                    space_table(space)]
     if d.n_diverged():
         blocks.append(Paragraph(f"{count(d.n_diverged(), 'trial')} diverged (the loss became NaN or infinite); "

@@ -334,8 +334,8 @@ def test_title_and_author(study_db, tmp_path):
 def test_the_document_model_numbers_refers_and_escapes_alike():
     d = doc.Document("T", [
         doc.Paragraph(("See ", doc.Ref("fig:b"), " and ", doc.Ref("tab:t"), " in ", doc.Ref("app:x"), ".")),
-        doc.Section("One", [doc.Figure("a.png", "A", "fig:a"), doc.Figure("b.png", ("B, ", doc.Alt("β1", r"$\beta_1$")),
-                                                                          "fig:b")], label="sec:one"),
+        doc.Section("One", [doc.Figure("a.png", "A", "fig:a"),
+                            doc.Figure("b.png", ("B, ", doc.Alt("β1", r"$\beta_1$")), "fig:b")], label="sec:one"),
         doc.Section("X", [doc.Table(("k", doc.Alt("η", r"$\eta$")), [("a_b", doc.Code("x/y"))], ("l", "r"),
                                     caption="C", label="tab:t"),
                           doc.CodeBlock(["run --it"], lead="Run:")], label="app:x", appendix=True)])
