@@ -19,6 +19,10 @@ Synthetic data
 
     ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
     dataset look-ups see only what the test puts in place.
+
+PostgreSQL
+    ``postgres``: a throwaway server for the session; ``postgres_url``: a new database on it
+    (see ``tests/postgres_server.py``; ``FASTMLP_REQUIRE_POSTGRES=1`` makes its absence a failure).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ import numpy as np
 import pytest
 
 from fastmlp import data
+
+try:  # the PostgreSQL fixtures live beside this file (absent where this file is copied alone)
+    from postgres_server import postgres, postgres_url  # noqa: F401
+except ImportError:
+    pass
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
