@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+from .version import __version__
 from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
@@ -68,18 +70,46 @@ def _load(args):
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
+def _resumed_config(args, defaults):
+    """The configuration of the run in ``args.resume``; flags may only raise --epochs (or repeat the run's values)."""
+    from .config import RULES, TrainConfig
+    from .runs import CHECKPOINT, load_checkpoint
+    _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
+    try:
+        config = TrainConfig.from_dict(meta.get("config") or {})
+    except TypeError:
+        raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
+    given = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
+    given.update(hidden_sizes=tuple(args.hidden), dataset=args.dataset)
+    for name, value in given.items():
+        if name == "epochs" or value == defaults[name] or value == getattr(config, name):
+            continue
+        raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
+                         f"(it was {getattr(config, name)!r})")
+    if args.epochs != defaults["epochs"]:
+        config.epochs = args.epochs
+    return config
+
+
 def cmd_train(args) -> int:
-    from .config import TrainConfig
+    from .config import RULES, TrainConfig
     from .data import BackgroundLoad, get_spec
-    from .config import RULES
-    fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
-    config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
+    defaults = {**TrainConfig().to_dict(), "hidden_sizes": TrainConfig().hidden_sizes}
+    if args.resume is not None:
+        config = _resumed_config(args, defaults)
+        out = Path(args.resume)
+    else:
+        fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
+        config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
+        out = Path(args.out)
     config.validate()
-    get_spec(config.dataset)
+    spec = get_spec(config.dataset)
+    config.check_memory(spec.rows * spec.cols, spec.num_classes)
+    from .runs import check_writable
+    check_writable(out)  # at once, not after an epoch of training
     limiter = _threads(args.threads)
-    data = BackgroundLoad(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
+    data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
-    out = Path(args.out)
     print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
           f"lr {config.lr:g} (x{config.lr_decay:g}/epoch), betas ({config.beta1:g}, {config.beta2:g}), "
           f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}", flush=True)
@@ -89,19 +119,21 @@ def cmd_train(args) -> int:
         print(line + stamp, flush=True)
 
     try:
-        result = train(config, data, verify=not args.no_verify, out_dir=out, progress=Progress(), log=log)
+        result = train(config, data, verify=not args.no_verify, out_dir=out, resume=args.resume is not None,
+                       progress=Progress(), log=log)
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nfastmlp: interrupted; history and model so far in {out}", file=sys.stderr)
+        print(f"\nfastmlp: interrupted; history and model so far in {out}; continue with "
+              f"fastmlp train --resume {out}", file=sys.stderr)
         return 130
     finally:
         if limiter is not None:
             limiter.unregister()
-    last = result.history.epochs[-1]
-    print(f"test accuracy {100 * last['test_acc']:.2f}%; wrote {out / 'history.json'}, {out / 'model.npz'}, "
-          f"{out / 'curves.png'}")
+    last = result.history.epochs[-1] if result.history.epochs else {}
+    test = f"test accuracy {100 * last['test_acc']:.2f}%" if last.get("test_acc") is not None else "no test set"
+    print(f"{test}; wrote {out / 'history.json'}, {out / 'model.npz'}, {out / 'curves.png'}")
     return 0
 
 
@@ -170,6 +202,7 @@ def cmd_data(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -177,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_data_args(p)
     p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last completed epoch (with its own settings; "
+                        "--epochs may raise the total)")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
     p.set_defaults(func=cmd_train)
 
@@ -200,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
     _add_report_parser(sub)
+    _add_predict_export_parsers(sub)
     return parser
 
 
@@ -336,14 +373,129 @@ def cmd_report(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- predict and export
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
+    """Each argument as image paths: a folder gives its image files, a glob pattern its matches.
+
+    Returns ``(paths, errors)``; an argument that gives nothing is one error line.
+    """
+    import glob
+    from .imageprep import IMAGE_SUFFIXES, image_files
+    paths, errors = [], []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                errors.append(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths += found
+        elif not path.exists() and any(c in name for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
+            if not found:
+                errors.append(f"{name}: no file matches this pattern")
+            paths += found
+        else:
+            paths.append(path)
+    return paths, errors
+
+
+def cmd_predict(args) -> int:
+    import json
+    import numpy as np
+    from .errors import ModelError
+    from .imageprep import SIDE, load_digit
+    from .model import MLP
+    model, _ = MLP.load(args.model)
+    if model.sizes[0] != SIDE * SIDE:
+        raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
+                         f"{SIDE}x{SIDE} = {SIDE * SIDE} pixels; it was not trained on MNIST-sized images")
+    n_classes = model.sizes[-1]
+    if args.top > n_classes:
+        raise UsageError(f"--top {args.top} is more than the model's {n_classes} classes")
+    paths, errors = _expand_images(args.images)
+    for message in errors:
+        print(f"fastmlp: error: {message}", file=sys.stderr)
+    results, inputs = [], []
+    for path in paths:
+        try:
+            inputs.append(load_digit(path))
+            results.append({"image": str(path)})
+        except UserError as exc:
+            errors.append(str(exc))
+            results.append({"image": str(path), "error": str(exc)})
+            print(f"fastmlp: error: {exc}", file=sys.stderr)
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        probs = model.probabilities(np.stack(inputs).reshape(len(inputs), -1))
+        for r, p in zip(ok, probs):
+            top = np.argsort(-p, kind="stable")[:args.top]
+            ranked = [{"class": int(c), "probability": round(float(p[c]), 6)} for c in top]
+            r.update(ranked[0], top=ranked)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in ok:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"]))
+    return 2 if errors else 0
+
+
+def cmd_export(args) -> int:
+    from .export import OPSET, save_onnx
+    from .model import MLP
+    model, meta = MLP.load(args.model)
+    save_onnx(model, args.onnx, meta)
+    print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] scaled to [0, 1], "
+          f"outputs logits and probabilities float32 [N, {model.sizes[-1]}]")
+    return 0
+
+
+def _add_predict_export_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="read digits from image files (PNG, JPEG, BMP, ...)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                   help="print the K most probable classes (default 1)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model for other inference engines (ONNX)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="write an ONNX model here")
+    p.set_defaults(func=cmd_export)
+
+
 # ----------------------------------------------------------------------------- the command
+
+
+def _check_environment() -> None:
+    """Settings read from the environment by libraries, checked before they are imported."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+        raise UsageError(f"NUMBA_NUM_THREADS must be a positive integer; got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_environment()
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`fastmlp evaluate ... | head -1`): stop quietly, as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("\nfastmlp: interrupted", file=sys.stderr)
         return 130

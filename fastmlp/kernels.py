@@ -252,6 +252,36 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
     _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps))
 
 
+# ----------------------------------------------------------------------------- L2 penalty
+
+@njit(cache=True, error_model="numpy", fastmath=True)
+def _add_scaled_sumsq(p, g, coef):
+    # fastmath lets LLVM split the sum of squares into vector lanes (a strict left-to-right
+    # float sum cannot be vectorized and would cost as much as Adam's pass).
+    sq = 0.0
+    for i in range(p.shape[0]):
+        w = p[i]
+        g[i] += coef * w
+        sq += np.float64(w) * np.float64(w)
+    return sq
+
+
+@njit(cache=True, error_model="numpy")
+def l2_penalty_grad(params, grads, layout, coef):
+    """Add ``coef * W`` to every weight gradient (biases untouched); return ``sum ||W||^2``.
+
+    params, grads: flat float32 buffers (see ``layout``). With ``coef = alpha / m`` this is the
+    gradient of scikit-learn's penalty ``alpha / (2 m) * sum_l ||W_l||^2`` on a batch of m
+    rows; the returned squares (float64 sum) give the penalty itself. One pass over the weights.
+    """
+    sq = 0.0
+    for l in range(layout.shape[0]):
+        lo = layout[l, W_OFF]
+        hi = lo + layout[l, N_IN] * layout[l, N_OUT]
+        sq += _add_scaled_sumsq(params[lo:hi], grads[lo:hi], coef)
+    return sq
+
+
 # ----------------------------------------------------------------------------- whole steps
 
 @njit(cache=True, error_model="numpy")
@@ -294,12 +324,14 @@ def backward(params, grads, layout, x, z, h, d, act_off, m):
 
 @njit(cache=True, error_model="numpy")
 def train_steps(params, grads, adam_m, adam_v, layout, images, labels, order, first, n_steps, batch_size,
-                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses):
+                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, alpha=0.0):
     """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
 
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
     shorter): gather, forward, loss, backward, Adam with step count ``t0 + s + 1``.
-    ``losses[s]`` receives the step's mean loss. Returns the number of correctly classified
+    ``losses[s]`` receives the step's mean loss. With ``alpha > 0`` the batch of m rows also
+    carries scikit-learn's L2 penalty: ``alpha / (2 m) * sum ||W||^2`` is added to its loss
+    and ``alpha / m * W`` to each weight gradient (:func:`l2_penalty_grad`). Returns the number of correctly classified
     examples over all the steps. Stops early, leaving ``losses`` NaN from there, when a loss is
     not finite.
     """
@@ -321,6 +353,8 @@ def train_steps(params, grads, adam_m, adam_v, layout, images, labels, order, fi
             return correct
         correct += c
         backward(params, grads, layout, x, z, h, d, act_off, m)
+        if alpha > 0.0:
+            losses[s] += 0.5 * alpha * l2_penalty_grad(params, grads, layout, np.float32(alpha / m)) / m
         adam_update(params, grads, adam_m, adam_v, lr, beta1, beta2, eps, t0 + s + 1)
     return correct
 
@@ -344,13 +378,59 @@ def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
 
 @njit(cache=True, error_model="numpy")
 def predict_rows(params, layout, images, x, z, h, act_off, out):
-    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 (N, n_in))."""
-    n_in = layout[0, N_IN]
-    B = x.shape[0] // n_in
-    n = images.shape[0]
-    for lo in range(0, n, B):
-        hi = min(lo + B, n)
-        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
-        logits = forward(params, layout, x, z, h, act_off, hi - lo)
-        for i in range(hi - lo):
+    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 or float32 (N, n_in))."""
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
             out[lo + i] = _row_max_argmax(logits, i)[1]
+
+
+@njit(cache=True, error_model="numpy")
+def forward_range(params, layout, images, lo, B, x, z, h, act_off):
+    """Logits of rows ``lo .. min(lo + B, N) - 1`` of ``images`` (N, n_in): gather, then :func:`forward`."""
+    hi = min(lo + B, images.shape[0])
+    gather_range(images, lo, block_view(x, 0, hi - lo, layout[0, N_IN]))
+    return forward(params, layout, x, z, h, act_off, hi - lo)
+
+
+@njit(cache=True, error_model="numpy")
+def proba_rows(params, layout, images, x, z, h, act_off, out, log):
+    """Class probabilities of every row of ``images``: ``out[i] = softmax(logits(images[i]))``.
+
+    images (N, n_in) uint8 or float32, out (N, k) float64. With ``log`` true, ``out`` gets
+    ``ln softmax = l - max - ln sum exp(l - max)`` instead (finite for any finite logits).
+    The softmax is taken in float64 from the float32 logits, so each row sums to 1 within
+    float64 rounding. Rows go through the network in chunks of the workspace's batch size.
+    """
+    B = x.shape[0] // layout[0, N_IN]
+    k = out.shape[1]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
+            mx = np.float64(_row_max_argmax(logits, i)[0])
+            s = 0.0
+            for j in range(k):
+                e = np.exp(np.float64(logits[i, j]) - mx)
+                out[lo + i, j] = e
+                s += e
+            if log:
+                lse = np.log(s)
+                for j in range(k):
+                    out[lo + i, j] = np.float64(logits[i, j]) - mx - lse
+            else:
+                inv = 1.0 / s
+                for j in range(k):
+                    out[lo + i, j] *= inv
+
+
+@njit(cache=True, error_model="numpy")
+def logits_rows(params, layout, images, x, z, h, act_off, out):
+    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L).
+
+    In chunks of the workspace's batch size B = len(x) / n_in.
+    """
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        out[lo:lo + logits.shape[0]] = logits
