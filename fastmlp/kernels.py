@@ -14,6 +14,12 @@ Activations live in a workspace preallocated for a batch size B: ``x`` (B * n_0 
 blocks of B * n_out floats in ``z`` (pre-activations), ``h`` (ReLU outputs) and ``d`` (gradients
 with respect to the layer's output), at offsets ``act_off[l]``. A batch of m <= B rows uses the
 first m rows of each block, so a short last batch needs no new buffer.
+
+The training recipe's options (augmentation, dropout, label smoothing, weight decay, max-norm,
+weight averaging, per-step schedules) ride in :func:`train_steps`'s ``recipe`` array (indices
+``R_*``) and are checked once per batch or per layer, never per element: with every option off
+a step runs the plain kernels, bit for bit. Random numbers come from
+:mod:`fastmlp.augment`'s counter-based generator keyed by (seed, epoch, example index).
 """
 
 from __future__ import annotations
@@ -22,8 +28,17 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .augment import STREAM_AUGMENT, STREAM_DROPOUT, bits24, example_key, warp_image
+
 # Column indices of the ``layout`` array.
 N_IN, N_OUT, W_OFF, B_OFF = 0, 1, 2, 3
+
+# Indices of the ``recipe`` array (float64) of :func:`train_steps`; all zero is the plain recipe.
+(R_SCHEDULE, R_WARMUP, R_TOTAL, R_FLOOR, R_WEIGHT_DECAY, R_MAX_NORM, R_EMA, R_SMOOTHING, R_DROP_IN,
+ R_DROP_HIDDEN) = range(10)
+R_LEN = 10
+# Values of recipe[R_SCHEDULE]: eta as given to the call (per-epoch decay), cosine, one-cycle.
+SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE = 0, 1, 2
 
 
 # ----------------------------------------------------------------------------- views
@@ -90,6 +105,39 @@ def gather_range(images, start, x):
             x[i, j] = np.float32(row[j]) * scale
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _drop_threshold(p):
+    """Units whose 24 random bits fall below this are dropped (probability p, to 2^-24)."""
+    return np.uint64(int(p * 16777216.0 + 0.5))
+
+
+@njit(cache=True, error_model="numpy")
+def gather_train(images, labels, idx, x, y, seed, epoch, aug, taps, scratch, p_in):
+    """:func:`gather_batch`, each image warped (unless ``aug`` is empty) and its pixels dropped.
+
+    Image ``idx[i]`` is warped by :func:`fastmlp.augment.warp_image` with its own key, then each
+    pixel is zeroed with probability ``p_in`` and the rest multiplied by ``1 / (1 - p_in)``
+    (inverted dropout): random numbers keyed by (seed, epoch, idx[i]).
+    """
+    scale = input_scale(images)
+    n = images.shape[1]
+    thr, keep = _drop_threshold(p_in), np.float32(1.0 / (1.0 - p_in))
+    for i in range(idx.shape[0]):
+        ex = idx[i]
+        y[i] = labels[ex]
+        xi = x[i]
+        if aug.shape[0] > 0:
+            warp_image(images[ex], scale, xi, example_key(seed, epoch, ex, STREAM_AUGMENT), aug, taps, scratch)
+        else:
+            row = images[ex]
+            for j in range(n):
+                xi[j] = np.float32(row[j]) * scale
+        if p_in > 0:
+            key = example_key(seed, epoch, ex, STREAM_DROPOUT)
+            for j in range(n):
+                xi[j] = np.float32(0.0) if bits24(key, j) < thr else xi[j] * keep
+
+
 # ----------------------------------------------------------------------------- forward
 
 @njit(cache=True, error_model="numpy")
@@ -105,6 +153,29 @@ def linear_relu_forward(x, W, b, z, h):
             v = z[i, j] + b[j]
             z[i, j] = v
             h[i, j] = v if v > 0 else np.float32(0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def linear_relu_dropout_forward(x, W, b, z, h, idx, seed, epoch, stream, p):
+    """:func:`linear_relu_forward`, then inverted dropout on ``h`` in the same pass.
+
+    Unit j of row i is dropped with probability p (random numbers keyed by (seed, epoch,
+    idx[i]) on ``stream``): ``h = 0`` and ``z = -inf``, which the backward's ``z >= 0`` test
+    reads as the mask, so no mask buffer is needed. Kept units: ``h = max(z, 0) / (1 - p)``.
+    """
+    np.dot(x, W.T, z)
+    m, n = z.shape
+    thr, keep = _drop_threshold(p), np.float32(1.0 / (1.0 - p))
+    for i in range(m):
+        key = example_key(seed, epoch, idx[i], stream)
+        for j in range(n):
+            v = z[i, j] + b[j]
+            if bits24(key, j) < thr:
+                z[i, j] = -np.inf
+                h[i, j] = 0.0
+            else:
+                z[i, j] = v
+                h[i, j] = v * keep if v > 0 else np.float32(0.0)
 
 
 @njit(cache=True, error_model="numpy")
@@ -138,7 +209,19 @@ def softmax_cross_entropy(logits, labels, dlogits):
     ``ln p = z - max - ln sum exp(z - max)``, accumulated in float64, and the number of rows
     whose argmax (first maximum) is the label.
     """
+    return smoothed_cross_entropy(logits, labels, dlogits, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def smoothed_cross_entropy(logits, labels, dlogits, smoothing):
+    """:func:`softmax_cross_entropy` against label-smoothed targets ``q = (1 - e) y + e / k``.
+
+    ``loss = -(1/m) sum_i sum_j q_ij ln p_ij``, ``dlogits = (p - q) / m`` (Szegedy et al. 2016);
+    ``smoothing = 0`` computes exactly what the plain loss computes.
+    """
     m, k = logits.shape
+    e_k = np.float32(smoothing / k)
+    hit = np.float32(1.0 - smoothing)
     inv_m = np.float32(1.0 / m)
     total = 0.0
     correct = 0
@@ -151,11 +234,19 @@ def softmax_cross_entropy(logits, labels, dlogits):
             s += e
         lse = np.log(s)
         y = labels[i]
-        total -= logits[i, y] - mx - lse
         inv_s = np.float32(1.0) / s
-        for j in range(k):
-            dlogits[i, j] = dlogits[i, j] * inv_s * inv_m
-        dlogits[i, y] -= inv_m
+        if smoothing > 0:
+            sum_logp = 0.0
+            for j in range(k):
+                sum_logp += logits[i, j] - mx - lse
+                dlogits[i, j] = dlogits[i, j] * inv_s * inv_m - e_k * inv_m
+            total -= hit * (logits[i, y] - mx - lse) + e_k * sum_logp
+            dlogits[i, y] -= hit * inv_m
+        else:
+            total -= logits[i, y] - mx - lse
+            for j in range(k):
+                dlogits[i, j] = dlogits[i, j] * inv_s * inv_m
+            dlogits[i, y] -= inv_m
         if arg == y:
             correct += 1
     return total / m, correct
@@ -197,6 +288,23 @@ def relu_backward_bias_grad(d, z, db):
 
 
 @njit(cache=True, error_model="numpy")
+def relu_dropout_backward_bias_grad(d, z, db, keep):
+    """:func:`relu_backward_bias_grad` after dropout: ``d = d * keep`` where ``z >= 0``, else 0.
+
+    Dropped units carry ``z = -inf`` (see :func:`linear_relu_dropout_forward`); ``keep`` is
+    ``1 / (1 - p)``.
+    """
+    m, n = d.shape
+    for j in range(n):
+        db[j] = 0.0
+    for i in range(m):
+        for j in range(n):
+            v = d[i, j] * keep if z[i, j] >= 0 else np.float32(0.0)
+            d[i, j] = v
+            db[j] += v
+
+
+@njit(cache=True, error_model="numpy")
 def bias_grad(dz, db):
     """``db = dz.sum(0)``: dz (m, n), db (n,)."""
     m, n = dz.shape
@@ -222,7 +330,8 @@ def linear_backward_input(dz, W, dx):
 # ----------------------------------------------------------------------------- Adam
 
 @njit(cache=True, error_model="numpy")
-def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps):
+def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps, decay):
+    # p <- decay p - step m / (sqrt(v) scale + eps); decay 1 (exact in float32) is plain Adam.
     # Loops index from 0: with a start of unknown sign Numba keeps negative-index wraparound,
     # which stops LLVM from vectorizing (10x slower here).
     b1c = np.float32(1.0) - beta1
@@ -233,7 +342,7 @@ def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps):
         vi = beta2 * v[i] + b2c * (g * g)
         m[i] = mi
         v[i] = vi
-        params[i] -= step * mi / (np.sqrt(vi) * scale + eps)
+        params[i] = decay * params[i] - step * mi / (np.sqrt(vi) * scale + eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -249,7 +358,79 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
     """
     step = np.float32(lr / (1.0 - beta1 ** t))
     scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps))
+    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps),
+                np.float32(1.0))
+
+
+@njit(cache=True, error_model="numpy")
+def _max_norm_rows(W, c):
+    """Scale every row of W (one unit's incoming weights) whose L2 norm exceeds c down to c."""
+    for r in range(W.shape[0]):
+        ss = 0.0
+        for i in range(W.shape[1]):
+            ss += np.float64(W[r, i]) * W[r, i]
+        if ss > c * c:
+            f = np.float32(c / np.sqrt(ss))
+            for i in range(W.shape[1]):
+                W[r, i] *= f
+
+
+@njit(cache=True, error_model="numpy")
+def _ema_block(avg, params, a):
+    b = np.float32(1.0) - a
+    for i in range(params.shape[0]):
+        avg[i] = a * avg[i] + b * params[i]
+
+
+@njit(cache=True, error_model="numpy")
+def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, weight_decay, max_norm, ema_decay):
+    """:func:`adam_update` with decoupled weight decay, max-norm and weight averaging, layer by layer.
+
+    AdamW (Loshchilov & Hutter 2019, as PyTorch's ``AdamW``): weights, not biases, are first
+    multiplied by ``1 - lr weight_decay``. With ``max_norm > 0`` each hidden unit's incoming
+    weight row is then scaled back to norm ``max_norm`` when longer (Srivastava et al. 2014).
+    With ``ema_decay > 0``, ``ema = a ema + (1 - a) params`` after the update, with
+    ``a = min(ema_decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates`` warm-up).
+    Each layer's weights and bias are visited once, while in cache.
+    """
+    step = np.float32(lr / (1.0 - beta1 ** t))
+    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
+    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    decay = np.float32(1.0 - lr * weight_decay)
+    a = np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
+    L = layout.shape[0]
+    for l in range(L):
+        w0, b0, n_w, n_b = layout[l, W_OFF], layout[l, B_OFF], layout[l, N_IN] * layout[l, N_OUT], layout[l, N_OUT]
+        _adam_block(params[w0:w0 + n_w], grads[w0:w0 + n_w], m[w0:w0 + n_w], v[w0:w0 + n_w],
+                    b1, b2, step, scale, e, decay)
+        if max_norm > 0 and l < L - 1:
+            _max_norm_rows(weight_view(params, layout, l), max_norm)
+        _adam_block(params[b0:b0 + n_b], grads[b0:b0 + n_b], m[b0:b0 + n_b], v[b0:b0 + n_b],
+                    b1, b2, step, scale, e, np.float32(1.0))
+        if ema_decay > 0:
+            _ema_block(ema[w0:b0 + n_b], params[w0:b0 + n_b], a)
+
+
+@njit(cache=True, error_model="numpy")
+def lr_at_step(schedule, lr, k, warmup, total, floor):
+    """Eta at step k (from 0) of ``total``: ``lr`` itself (SCHED_CONSTANT), or
+
+    * SCHED_COSINE: linear warm-up ``lr min(1, (k + 1) / warmup)`` for k < warmup, then a half cosine
+      from lr down to ``lr floor`` at step ``total`` (Loshchilov & Hutter 2017, no restarts);
+    * SCHED_ONECYCLE: a half cosine up from ``lr / 25`` to lr over the warm-up, then down to
+      ``lr floor`` (Smith & Topin 2019, PyTorch's ``OneCycleLR`` with ``anneal_strategy="cos"``,
+      momentum not cycled).
+    """
+    if schedule == SCHED_CONSTANT:
+        return lr
+    low = lr * floor
+    if k < warmup:
+        if schedule == SCHED_COSINE:
+            return lr * min(1.0, (k + 1) / warmup)
+        start = lr / 25.0
+        return start + (lr - start) * 0.5 * (1.0 - np.cos(np.pi * k / warmup))
+    progress = min(1.0, (k - warmup) / max(1.0, total - warmup))
+    return low + (lr - low) * 0.5 * (1.0 + np.cos(np.pi * progress))
 
 
 # ----------------------------------------------------------------------------- whole steps
@@ -272,17 +453,43 @@ def forward(params, layout, x, z, h, act_off, m):
 
 
 @njit(cache=True, error_model="numpy")
+def forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p):
+    """:func:`forward` with dropout p on every hidden layer (streams ``STREAM_DROPOUT + l + 1``)."""
+    L = layout.shape[0]
+    inp = block_view(x, 0, m, layout[0, N_IN])
+    for l in range(L - 1):
+        n_out = layout[l, N_OUT]
+        hl = block_view(h, act_off[l], m, n_out)
+        linear_relu_dropout_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l),
+                                    block_view(z, act_off[l], m, n_out), hl, idx, seed, epoch,
+                                    STREAM_DROPOUT + l + 1, p)
+        inp = hl
+    zl = block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
+    linear_forward(inp, weight_view(params, layout, L - 1), bias_view(params, layout, L - 1), zl)
+    return zl
+
+
+@njit(cache=True, error_model="numpy")
 def backward(params, grads, layout, x, z, h, d, act_off, m):
     """Backward pass, given ``dl/dlogits`` in the last layer's ``d`` block; fills ``grads``.
 
     No input gradient is computed for the first layer.
     """
+    backward_dropout(params, grads, layout, x, z, h, d, act_off, m, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p):
+    """:func:`backward` after :func:`forward_dropout` with probability p (0: the plain backward)."""
+    keep = np.float32(1.0 / (1.0 - p))
     L = layout.shape[0]
     for l in range(L - 1, -1, -1):
         n_out = layout[l, N_OUT]
         dl = block_view(d, act_off[l], m, n_out)
         if l == L - 1:
             bias_grad(dl, bias_view(grads, layout, l))
+        elif p > 0:
+            relu_dropout_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l), keep)
         else:
             relu_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l))
         inp = block_view(x, 0, m, layout[0, N_IN]) if l == 0 else block_view(h, act_off[l - 1], m, layout[l, N_IN])
@@ -293,35 +500,60 @@ def backward(params, grads, layout, x, z, h, d, act_off, m):
 
 
 @njit(cache=True, error_model="numpy")
-def train_steps(params, grads, adam_m, adam_v, layout, images, labels, order, first, n_steps, batch_size,
-                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses):
+def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps, batch_size,
+                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch, seed, epoch):
     """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
 
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
-    shorter): gather, forward, loss, backward, Adam with step count ``t0 + s + 1``.
+    shorter): gather, forward, loss, backward, Adam with step count ``t = t0 + s + 1``.
     ``losses[s]`` receives the step's mean loss. Returns the number of correctly classified
     examples over all the steps. Stops early, leaving ``losses`` NaN from there, when a loss is
     not finite.
+
+    ``recipe`` (float64, indices ``R_*``) holds the options, all 0 for the plain recipe: eta at
+    step t is ``lr_at_step(recipe[R_SCHEDULE], lr, t - 1, warmup, total, floor)``; dropout on the
+    input and hidden layers; label smoothing; weight decay, max-norm and the average ``ema``
+    (:func:`adamw_update`; ``ema`` may be empty when ``recipe[R_EMA]`` is 0). ``aug`` (empty: no
+    augmentation), ``taps`` and ``scratch`` are :func:`fastmlp.augment.warp_image`'s; ``seed`` and
+    ``epoch`` key the random numbers.
     """
     L = layout.shape[0]
     n_classes = layout[L - 1, N_OUT]
+    schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
+    wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
+    plain_gather = aug.shape[0] == 0 and p_in == 0
+    plain_adam = wd == 0 and max_norm == 0 and ema_decay == 0
     correct = 0
     for s in range(n_steps):
         lo = (first + s) * batch_size
         hi = min(lo + batch_size, order.shape[0])
         m = hi - lo
-        gather_batch(images, labels, order[lo:hi], block_view(x, 0, m, layout[0, N_IN]), y[:m])
-        logits = forward(params, layout, x, z, h, act_off, m)
+        idx = order[lo:hi]
+        xb = block_view(x, 0, m, layout[0, N_IN])
+        if plain_gather:
+            gather_batch(images, labels, idx, xb, y[:m])
+        else:
+            gather_train(images, labels, idx, xb, y[:m], seed, epoch, aug, taps, scratch, p_in)
+        if p_hid > 0:
+            logits = forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p_hid)
+        else:
+            logits = forward(params, layout, x, z, h, act_off, m)
         dlogits = block_view(d, act_off[L - 1], m, n_classes)
-        loss, c = softmax_cross_entropy(logits, y[:m], dlogits)
+        loss, c = smoothed_cross_entropy(logits, y[:m], dlogits, recipe[R_SMOOTHING])
         losses[s] = loss
         if not np.isfinite(loss):
             for r in range(s + 1, n_steps):
                 losses[r] = np.nan
             return correct
         correct += c
-        backward(params, grads, layout, x, z, h, d, act_off, m)
-        adam_update(params, grads, adam_m, adam_v, lr, beta1, beta2, eps, t0 + s + 1)
+        backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p_hid)
+        t = t0 + s + 1
+        lr_t = lr_at_step(schedule, lr, t - 1, recipe[R_WARMUP], recipe[R_TOTAL], recipe[R_FLOOR])
+        if plain_adam:
+            adam_update(params, grads, adam_m, adam_v, lr_t, beta1, beta2, eps, t)
+        else:
+            adamw_update(params, grads, adam_m, adam_v, ema, layout, lr_t, beta1, beta2, eps, t, wd, max_norm,
+                         ema_decay)
     return correct
 
 
