@@ -416,7 +416,7 @@ def lr_at_step(schedule, lr, k, warmup, total, floor):
     """Eta at step k (from 0) of ``total``: ``lr`` itself (SCHED_CONSTANT), or
 
     * SCHED_COSINE: linear warm-up ``lr min(1, (k + 1) / warmup)`` for k < warmup, then a half cosine
-      from lr down to ``lr floor`` at step ``total`` (Loshchilov & Hutter 2017, no restarts);
+      from lr down to ``lr floor`` at the last step, ``total - 1`` (Loshchilov & Hutter 2017, no restarts);
     * SCHED_ONECYCLE: a half cosine up from ``lr / 25`` to lr over the warm-up, then down to
       ``lr floor`` (Smith & Topin 2019, PyTorch's ``OneCycleLR`` with ``anneal_strategy="cos"``,
       momentum not cycled).
@@ -429,7 +429,7 @@ def lr_at_step(schedule, lr, k, warmup, total, floor):
             return lr * min(1.0, (k + 1) / warmup)
         start = lr / 25.0
         return start + (lr - start) * 0.5 * (1.0 - np.cos(np.pi * k / warmup))
-    progress = min(1.0, (k - warmup) / max(1.0, total - warmup))
+    progress = min(1.0, (k - warmup) / max(1.0, total - 1 - warmup))
     return low + (lr - low) * 0.5 * (1.0 + np.cos(np.pi * progress))
 
 

@@ -312,7 +312,7 @@ def ema_update(avg: list[np.ndarray], params: list[np.ndarray], decay: float, t:
 
 def lr_schedule(kind: str, lr: float, k: int, warmup: float, total: float, floor: float = 0.0) -> float:
     """Eta at step k (from 0): ``"constant"``; ``"cosine"`` (linear warm-up, then a half cosine
-    from lr to ``lr floor`` at step ``total``); ``"onecycle"`` (a half cosine up from lr / 25 over
+    from lr to ``lr floor`` at the last step, ``total - 1``); ``"onecycle"`` (a half cosine up from lr / 25 over
     the warm-up, then down to ``lr floor``)."""
     if kind == "constant":
         return lr
@@ -320,7 +320,7 @@ def lr_schedule(kind: str, lr: float, k: int, warmup: float, total: float, floor
         if kind == "cosine":
             return lr * min(1.0, (k + 1) / warmup)
         return lr / 25 + (lr - lr / 25) * (1 - np.cos(np.pi * k / warmup)) / 2
-    progress = min(1.0, (k - warmup) / max(1.0, total - warmup))
+    progress = min(1.0, (k - warmup) / max(1.0, total - 1 - warmup))
     return lr * floor + (lr - lr * floor) * (1 + np.cos(np.pi * progress)) / 2
 
 
