@@ -38,13 +38,18 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
     plt = _pyplot()
     epochs = history.column("epoch")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    train_on = history.epochs[-1].get("train_on", "plain") if history.epochs else "plain"
     for name, color in SERIES:
         loss, acc = history.column(f"{name}_loss"), history.column(f"{name}_acc")
         if all(v is None for v in acc):
             continue
-        ax_loss.plot(epochs, loss, "o-", color=color, label=LABELS[name], ms=3)
-        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color,
-                    label=LABELS[name], ms=3)
+        label = LABELS[name]
+        if name == "train" and train_on != "plain":  # measured on warped / dropped-out batches
+            label = f"train (running mean on {train_on} batches)"
+        if name in ("val", "test") and history.config.get("ema"):
+            label += " (averaged weights)"
+        ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=3)
+        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=3)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
