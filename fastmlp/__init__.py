@@ -3,8 +3,8 @@
 Floors, bottom up (a module imports only from floors below its own; pyproject.toml's
 import-linter contract, checked by the tests, keeps it so):
 
-1. ``errors``, ``version``; ``config``, ``atomic``, ``threads``, ``document``; ``idxfile``; ``kernels``,
-   ``reference``, ``data``, ``runs``
+1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``, ``document``; ``update_kernels``,
+   ``augment``, ``idxfile``; ``kernels``, ``reference``, ``data``, ``runs``
 2. ``model``, ``optim``, ``plots``
 3. ``train`` (the ``Trainer``); beside it, using it: ``estimator`` (``MLPClassifier``),
    ``imageprep`` (pictures to MNIST's input), ``export`` (ONNX)

@@ -36,17 +36,35 @@ def _positive_int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per rule of :data:`fastmlp.config.RULES` that has one, plus ``--hidden``."""
-    from .config import RULES, TrainConfig
+    """``--preset``, ``--hidden`` and one flag per rule of :data:`fastmlp.config.RULES` that has one.
+
+    Every flag defaults to None (not given): the preset's value, else TrainConfig's, applies.
+    """
+    from .config import PRESETS, RULES, TrainConfig
     d = TrainConfig()
-    p.add_argument("--hidden", type=_positive_int_list, default=d.hidden_sizes, metavar="H1,H2,...",
+    p.add_argument("--preset", choices=list(PRESETS), default="fast",
+                   help="starting configuration: fast (the defaults: >= 98%% in seconds) or best (the most "
+                        "accurate recipe, minutes); the flags below override its values (default fast)")
+    p.add_argument("--hidden", type=_positive_int_list, default=None, metavar="H1,H2,...",
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden_sizes))})")
     for rule in RULES.values():
         if rule.flag is None:
             continue
         default = getattr(d, rule.name)
-        p.add_argument(rule.flag, dest=rule.name, type=rule.type, default=default, metavar="N" if rule.type is int else "X",
-                       help=f"{rule.help}, {rule.range_text()} (default {default:g})")
+        shown = f"{default:g}" if rule.type in (int, float) else default
+        p.add_argument(rule.flag, dest=rule.name, type=rule.type, default=None,
+                       choices=rule.choices or None, metavar=None if rule.choices else "N" if rule.type is int else "X",
+                       help=f"{rule.help}{'' if rule.choices else ', ' + rule.range_text()} (default {shown})")
+
+
+def train_config_from_args(args):
+    """The :class:`TrainConfig` of ``args``: the preset, then every flag given explicitly."""
+    from .config import RULES, TrainConfig
+    given = {name: getattr(args, name) for name, rule in RULES.items()
+             if rule.flag is not None and getattr(args, name) is not None}
+    if args.hidden is not None:
+        given["hidden_sizes"] = args.hidden
+    return TrainConfig.preset(args.preset, dataset=args.dataset, **given)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -70,37 +88,37 @@ def _load(args):
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
-def _resumed_config(args, defaults):
+def _resumed_config(args):
     """The configuration of the run in ``args.resume``; flags may only raise --epochs (or repeat the run's values)."""
     from .config import RULES, TrainConfig
     from .runs import CHECKPOINT, load_checkpoint
     _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
     try:
         config = TrainConfig.from_dict(meta.get("config") or {})
-    except TypeError:
+    except (TypeError, ValueError):
         raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
-    given = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
-    given.update(hidden_sizes=tuple(args.hidden), dataset=args.dataset)
+    given = {name: getattr(args, name) for name, rule in RULES.items()
+             if rule.flag is not None and getattr(args, name) is not None}
+    if args.hidden is not None:
+        given["hidden_sizes"] = tuple(args.hidden)
+    if args.preset != "fast":
+        raise UsageError("--preset cannot be given with --resume: the run keeps its own settings")
     for name, value in given.items():
-        if name == "epochs" or value == defaults[name] or value == getattr(config, name):
-            continue
-        raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
-                         f"(it was {getattr(config, name)!r})")
-    if args.epochs != defaults["epochs"]:
+        if name != "epochs" and value != getattr(config, name, None):
+            raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
+                             f"(it was {getattr(config, name, None)!r})")
+    if args.epochs is not None:
         config.epochs = args.epochs
     return config
 
 
 def cmd_train(args) -> int:
-    from .config import RULES, TrainConfig
     from .data import BackgroundLoad, get_spec
-    defaults = {**TrainConfig().to_dict(), "hidden_sizes": TrainConfig().hidden_sizes}
     if args.resume is not None:
-        config = _resumed_config(args, defaults)
+        config = _resumed_config(args)
         out = Path(args.resume)
     else:
-        fields = {name: getattr(args, name) for name, rule in RULES.items() if rule.flag is not None}
-        config = TrainConfig(hidden_sizes=args.hidden, dataset=args.dataset, **fields)
+        config = train_config_from_args(args)
         out = Path(args.out)
     config.validate()
     spec = get_spec(config.dataset)
@@ -111,8 +129,8 @@ def cmd_train(args) -> int:
     data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
     print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
-          f"lr {config.lr:g} (x{config.lr_decay:g}/epoch), betas ({config.beta1:g}, {config.beta2:g}), "
-          f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}", flush=True)
+          f"lr {config.lr:g} ({_schedule_text(config)}), betas ({config.beta1:g}, {config.beta2:g}), "
+          f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}{_recipe_text(config)}", flush=True)
 
     def log(line: str) -> None:
         stamp = f"  [{time.perf_counter() - T_LAUNCH:6.1f}s since launch]" if line.startswith("epoch") else ""
@@ -132,9 +150,34 @@ def cmd_train(args) -> int:
         if limiter is not None:
             limiter.unregister()
     last = result.history.epochs[-1] if result.history.epochs else {}
-    test = f"test accuracy {100 * last['test_acc']:.2f}%" if last.get("test_acc") is not None else "no test set"
+    test = (f"test accuracy {100 * last['test_acc']:.2f}%{' (averaged weights)' if config.ema > 0 else ''}"
+            if last.get("test_acc") is not None else "no test set")
     print(f"{test}; wrote {out / 'history.json'}, {out / 'model.npz'}, {out / 'curves.png'}")
     return 0
+
+
+def _schedule_text(c) -> str:
+    if c.schedule == "decay":
+        return f"x{c.lr_decay:g}/epoch"
+    return f"{c.schedule}, warm-up {c.warmup:g} epochs, floor {c.lr_floor:g}"
+
+
+def _recipe_text(c) -> str:
+    """The options beyond the homework that are on, e.g. ``; augment elastic, dropout 0.1/0.3``."""
+    parts = []
+    if c.augment != "none":
+        parts.append(f"augment {c.augment} (rotate {c.aug_rotate:g}, scale {c.aug_scale:g}, shear {c.aug_shear:g}, "
+                     f"shift {c.aug_shift:g}" + (f", alpha {c.elastic_alpha:g}, sigma {c.elastic_sigma:g})"
+                                                 if c.augment == "elastic" else ")"))
+    if c.dropout_input or c.dropout:
+        parts.append(f"dropout {c.dropout_input:g}/{c.dropout:g}")
+    for name, value in (("weight decay", c.weight_decay), ("max-norm", c.max_norm),
+                        ("label smoothing", c.label_smoothing), ("ema", c.ema)):
+        if value:
+            parts.append(f"{name} {value:g}")
+    if c.val_size == 0:
+        parts.append("no validation hold-out")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def cmd_evaluate(args) -> int:

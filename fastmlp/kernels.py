@@ -14,6 +14,14 @@ Activations live in a workspace preallocated for a batch size B: ``x`` (B * n_0 
 blocks of B * n_out floats in ``z`` (pre-activations), ``h`` (ReLU outputs) and ``d`` (gradients
 with respect to the layer's output), at offsets ``act_off[l]``. A batch of m <= B rows uses the
 first m rows of each block, so a short last batch needs no new buffer.
+
+The training recipe's options (augmentation, dropout, label smoothing, weight decay, max-norm,
+weight averaging, per-step schedules) ride in :func:`train_steps`'s ``recipe`` array (indices
+``R_*``) and are checked once per batch or per layer, never per element: with every option off
+a step runs the plain kernels, bit for bit. The parameter updates (Adam, AdamW, schedules, the
+L2 penalty) are in :mod:`fastmlp.update_kernels`, the buffer views in :mod:`fastmlp.layout`;
+both are re-exported here. Random numbers come from
+:mod:`fastmlp.augment`'s counter-based generator keyed by (seed, epoch, example index).
 """
 
 from __future__ import annotations
@@ -22,30 +30,16 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-# Column indices of the ``layout`` array.
-N_IN, N_OUT, W_OFF, B_OFF = 0, 1, 2, 3
+from .augment import STREAM_AUGMENT, STREAM_DROPOUT, bits24, example_key, warp_image
+from .layout import B_OFF, N_IN, N_OUT, W_OFF, bias_view, block_view, weight_view  # noqa: F401
+from .update_kernels import (SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE, adam_update, adamw_update,  # noqa: F401
+                             l2_penalty_grad, lr_at_step)
 
-
-# ----------------------------------------------------------------------------- views
-
-@njit(cache=True, error_model="numpy")
-def weight_view(buf, layout, l):
-    """Layer ``l``'s weight inside a flat buffer, (n_out, n_in), no copy."""
-    n_in, n_out, off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
-    return buf[off:off + n_out * n_in].reshape((n_out, n_in))
-
-
-@njit(cache=True, error_model="numpy")
-def bias_view(buf, layout, l):
-    """Layer ``l``'s bias inside a flat buffer, (n_out,), no copy."""
-    off = layout[l, B_OFF]
-    return buf[off:off + layout[l, N_OUT]]
-
-
-@njit(cache=True, error_model="numpy")
-def block_view(buf, off, m, n):
-    """Rows 0..m-1 of an (B, n) activation block starting at ``off``: (m, n), no copy."""
-    return buf[off:off + m * n].reshape((m, n))
+# Indices of the ``recipe`` array (float64) of :func:`train_steps`; all zero is the plain recipe.
+(R_SCHEDULE, R_WARMUP, R_TOTAL, R_FLOOR, R_WEIGHT_DECAY, R_MAX_NORM, R_EMA, R_SMOOTHING, R_DROP_IN,
+ R_DROP_HIDDEN, R_ALPHA) = range(11)
+R_LEN = 11
+# Values of recipe[R_SCHEDULE] (eta as given to the call, cosine, one-cycle): see update_kernels.
 
 
 # ----------------------------------------------------------------------------- batch
@@ -90,6 +84,39 @@ def gather_range(images, start, x):
             x[i, j] = np.float32(row[j]) * scale
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _drop_threshold(p):
+    """Units whose 24 random bits fall below this are dropped (probability p, to 2^-24)."""
+    return np.uint64(int(p * 16777216.0 + 0.5))
+
+
+@njit(cache=True, error_model="numpy")
+def gather_train(images, labels, idx, x, y, seed, epoch, aug, taps, scratch, p_in):
+    """:func:`gather_batch`, each image warped (unless ``aug`` is empty) and its pixels dropped.
+
+    Image ``idx[i]`` is warped by :func:`fastmlp.augment.warp_image` with its own key, then each
+    pixel is zeroed with probability ``p_in`` and the rest multiplied by ``1 / (1 - p_in)``
+    (inverted dropout): random numbers keyed by (seed, epoch, idx[i]).
+    """
+    scale = input_scale(images)
+    n = images.shape[1]
+    thr, keep = _drop_threshold(p_in), np.float32(1.0 / (1.0 - p_in))
+    for i in range(idx.shape[0]):
+        ex = idx[i]
+        y[i] = labels[ex]
+        xi = x[i]
+        if aug.shape[0] > 0:
+            warp_image(images[ex], scale, xi, example_key(seed, epoch, ex, STREAM_AUGMENT), aug, taps, scratch)
+        else:
+            row = images[ex]
+            for j in range(n):
+                xi[j] = np.float32(row[j]) * scale
+        if p_in > 0:
+            key = example_key(seed, epoch, ex, STREAM_DROPOUT)
+            for j in range(n):
+                xi[j] = np.float32(0.0) if bits24(key, j) < thr else xi[j] * keep
+
+
 # ----------------------------------------------------------------------------- forward
 
 @njit(cache=True, error_model="numpy")
@@ -105,6 +132,29 @@ def linear_relu_forward(x, W, b, z, h):
             v = z[i, j] + b[j]
             z[i, j] = v
             h[i, j] = v if v > 0 else np.float32(0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def linear_relu_dropout_forward(x, W, b, z, h, idx, seed, epoch, stream, p):
+    """:func:`linear_relu_forward`, then inverted dropout on ``h`` in the same pass.
+
+    Unit j of row i is dropped with probability p (random numbers keyed by (seed, epoch,
+    idx[i]) on ``stream``): ``h = 0`` and ``z = -inf``, which the backward's ``z >= 0`` test
+    reads as the mask, so no mask buffer is needed. Kept units: ``h = max(z, 0) / (1 - p)``.
+    """
+    np.dot(x, W.T, z)
+    m, n = z.shape
+    thr, keep = _drop_threshold(p), np.float32(1.0 / (1.0 - p))
+    for i in range(m):
+        key = example_key(seed, epoch, idx[i], stream)
+        for j in range(n):
+            v = z[i, j] + b[j]
+            if bits24(key, j) < thr:
+                z[i, j] = -np.inf
+                h[i, j] = 0.0
+            else:
+                z[i, j] = v
+                h[i, j] = v * keep if v > 0 else np.float32(0.0)
 
 
 @njit(cache=True, error_model="numpy")
@@ -138,7 +188,19 @@ def softmax_cross_entropy(logits, labels, dlogits):
     ``ln p = z - max - ln sum exp(z - max)``, accumulated in float64, and the number of rows
     whose argmax (first maximum) is the label.
     """
+    return smoothed_cross_entropy(logits, labels, dlogits, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def smoothed_cross_entropy(logits, labels, dlogits, smoothing):
+    """:func:`softmax_cross_entropy` against label-smoothed targets ``q = (1 - e) y + e / k``.
+
+    ``loss = -(1/m) sum_i sum_j q_ij ln p_ij``, ``dlogits = (p - q) / m`` (Szegedy et al. 2016);
+    ``smoothing = 0`` computes exactly what the plain loss computes.
+    """
     m, k = logits.shape
+    e_k = np.float32(smoothing / k)
+    hit = np.float32(1.0 - smoothing)
     inv_m = np.float32(1.0 / m)
     total = 0.0
     correct = 0
@@ -151,11 +213,19 @@ def softmax_cross_entropy(logits, labels, dlogits):
             s += e
         lse = np.log(s)
         y = labels[i]
-        total -= logits[i, y] - mx - lse
         inv_s = np.float32(1.0) / s
-        for j in range(k):
-            dlogits[i, j] = dlogits[i, j] * inv_s * inv_m
-        dlogits[i, y] -= inv_m
+        if smoothing > 0:
+            sum_logp = 0.0
+            for j in range(k):
+                sum_logp += logits[i, j] - mx - lse
+                dlogits[i, j] = dlogits[i, j] * inv_s * inv_m - e_k * inv_m
+            total -= hit * (logits[i, y] - mx - lse) + e_k * sum_logp
+            dlogits[i, y] -= hit * inv_m
+        else:
+            total -= logits[i, y] - mx - lse
+            for j in range(k):
+                dlogits[i, j] = dlogits[i, j] * inv_s * inv_m
+            dlogits[i, y] -= inv_m
         if arg == y:
             correct += 1
     return total / m, correct
@@ -197,6 +267,23 @@ def relu_backward_bias_grad(d, z, db):
 
 
 @njit(cache=True, error_model="numpy")
+def relu_dropout_backward_bias_grad(d, z, db, keep):
+    """:func:`relu_backward_bias_grad` after dropout: ``d = d * keep`` where ``z >= 0``, else 0.
+
+    Dropped units carry ``z = -inf`` (see :func:`linear_relu_dropout_forward`); ``keep`` is
+    ``1 / (1 - p)``.
+    """
+    m, n = d.shape
+    for j in range(n):
+        db[j] = 0.0
+    for i in range(m):
+        for j in range(n):
+            v = d[i, j] * keep if z[i, j] >= 0 else np.float32(0.0)
+            d[i, j] = v
+            db[j] += v
+
+
+@njit(cache=True, error_model="numpy")
 def bias_grad(dz, db):
     """``db = dz.sum(0)``: dz (m, n), db (n,)."""
     m, n = dz.shape
@@ -219,69 +306,6 @@ def linear_backward_input(dz, W, dx):
     np.dot(dz, W, dx)
 
 
-# ----------------------------------------------------------------------------- Adam
-
-@njit(cache=True, error_model="numpy")
-def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps):
-    # Loops index from 0: with a start of unknown sign Numba keeps negative-index wraparound,
-    # which stops LLVM from vectorizing (10x slower here).
-    b1c = np.float32(1.0) - beta1
-    b2c = np.float32(1.0) - beta2
-    for i in range(params.shape[0]):
-        g = grads[i]
-        mi = beta1 * m[i] + b1c * g
-        vi = beta2 * v[i] + b2c * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] -= step * mi / (np.sqrt(vi) * scale + eps)
-
-
-@njit(cache=True, error_model="numpy")
-def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
-    """One Adam step (Kingma & Ba, bias-corrected) over flat float32 buffers, in place.
-
-    For every i: ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
-    ``p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``, computed as
-    ``p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``. ``t`` counts from 1.
-
-    One serial, vectorized pass: on two cores a ``prange`` split measured slower, because
-    Numba's worker threads and OpenBLAS's threads then compete for the same cores.
-    """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps))
-
-
-# ----------------------------------------------------------------------------- L2 penalty
-
-@njit(cache=True, error_model="numpy", fastmath=True)
-def _add_scaled_sumsq(p, g, coef):
-    # fastmath lets LLVM split the sum of squares into vector lanes (a strict left-to-right
-    # float sum cannot be vectorized and would cost as much as Adam's pass).
-    sq = 0.0
-    for i in range(p.shape[0]):
-        w = p[i]
-        g[i] += coef * w
-        sq += np.float64(w) * np.float64(w)
-    return sq
-
-
-@njit(cache=True, error_model="numpy")
-def l2_penalty_grad(params, grads, layout, coef):
-    """Add ``coef * W`` to every weight gradient (biases untouched); return ``sum ||W||^2``.
-
-    params, grads: flat float32 buffers (see ``layout``). With ``coef = alpha / m`` this is the
-    gradient of scikit-learn's penalty ``alpha / (2 m) * sum_l ||W_l||^2`` on a batch of m
-    rows; the returned squares (float64 sum) give the penalty itself. One pass over the weights.
-    """
-    sq = 0.0
-    for l in range(layout.shape[0]):
-        lo = layout[l, W_OFF]
-        hi = lo + layout[l, N_IN] * layout[l, N_OUT]
-        sq += _add_scaled_sumsq(params[lo:hi], grads[lo:hi], coef)
-    return sq
-
-
 # ----------------------------------------------------------------------------- whole steps
 
 @njit(cache=True, error_model="numpy")
@@ -302,17 +326,43 @@ def forward(params, layout, x, z, h, act_off, m):
 
 
 @njit(cache=True, error_model="numpy")
+def forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p):
+    """:func:`forward` with dropout p on every hidden layer (streams ``STREAM_DROPOUT + l + 1``)."""
+    L = layout.shape[0]
+    inp = block_view(x, 0, m, layout[0, N_IN])
+    for l in range(L - 1):
+        n_out = layout[l, N_OUT]
+        hl = block_view(h, act_off[l], m, n_out)
+        linear_relu_dropout_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l),
+                                    block_view(z, act_off[l], m, n_out), hl, idx, seed, epoch,
+                                    STREAM_DROPOUT + l + 1, p)
+        inp = hl
+    zl = block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
+    linear_forward(inp, weight_view(params, layout, L - 1), bias_view(params, layout, L - 1), zl)
+    return zl
+
+
+@njit(cache=True, error_model="numpy")
 def backward(params, grads, layout, x, z, h, d, act_off, m):
     """Backward pass, given ``dl/dlogits`` in the last layer's ``d`` block; fills ``grads``.
 
     No input gradient is computed for the first layer.
     """
+    backward_dropout(params, grads, layout, x, z, h, d, act_off, m, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p):
+    """:func:`backward` after :func:`forward_dropout` with probability p (0: the plain backward)."""
+    keep = np.float32(1.0 / (1.0 - p))
     L = layout.shape[0]
     for l in range(L - 1, -1, -1):
         n_out = layout[l, N_OUT]
         dl = block_view(d, act_off[l], m, n_out)
         if l == L - 1:
             bias_grad(dl, bias_view(grads, layout, l))
+        elif p > 0:
+            relu_dropout_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l), keep)
         else:
             relu_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l))
         inp = block_view(x, 0, m, layout[0, N_IN]) if l == 0 else block_view(h, act_off[l - 1], m, layout[l, N_IN])
@@ -323,39 +373,65 @@ def backward(params, grads, layout, x, z, h, d, act_off, m):
 
 
 @njit(cache=True, error_model="numpy")
-def train_steps(params, grads, adam_m, adam_v, layout, images, labels, order, first, n_steps, batch_size,
-                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, alpha=0.0):
+def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps, batch_size,
+                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch, seed, epoch):
     """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
 
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
-    shorter): gather, forward, loss, backward, Adam with step count ``t0 + s + 1``.
-    ``losses[s]`` receives the step's mean loss. With ``alpha > 0`` the batch of m rows also
-    carries scikit-learn's L2 penalty: ``alpha / (2 m) * sum ||W||^2`` is added to its loss
-    and ``alpha / m * W`` to each weight gradient (:func:`l2_penalty_grad`). Returns the number of correctly classified
+    shorter): gather, forward, loss, backward, Adam with step count ``t = t0 + s + 1``.
+    ``losses[s]`` receives the step's mean loss. Returns the number of correctly classified
     examples over all the steps. Stops early, leaving ``losses`` NaN from there, when a loss is
     not finite.
+
+    ``recipe`` (float64, indices ``R_*``) holds the options, all 0 for the plain recipe: eta at
+    step t is ``lr_at_step(recipe[R_SCHEDULE], lr, t - 1, warmup, total, floor)``; dropout on the
+    input and hidden layers; label smoothing; scikit-learn's L2 penalty ``recipe[R_ALPHA]``: a batch
+    of m rows adds ``alpha / (2 m) * sum ||W||^2`` to its loss and ``alpha / m * W`` to each weight
+    gradient (:func:`l2_penalty_grad`); weight decay, max-norm and the average ``ema``
+    (:func:`adamw_update`; ``ema`` may be empty when ``recipe[R_EMA]`` is 0). ``aug`` (empty: no
+    augmentation), ``taps`` and ``scratch`` are :func:`fastmlp.augment.warp_image`'s; ``seed`` and
+    ``epoch`` key the random numbers.
     """
     L = layout.shape[0]
     n_classes = layout[L - 1, N_OUT]
+    schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
+    wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
+    alpha = recipe[R_ALPHA]
+    plain_gather = aug.shape[0] == 0 and p_in == 0
+    plain_adam = wd == 0 and max_norm == 0 and ema_decay == 0
     correct = 0
     for s in range(n_steps):
         lo = (first + s) * batch_size
         hi = min(lo + batch_size, order.shape[0])
         m = hi - lo
-        gather_batch(images, labels, order[lo:hi], block_view(x, 0, m, layout[0, N_IN]), y[:m])
-        logits = forward(params, layout, x, z, h, act_off, m)
+        idx = order[lo:hi]
+        xb = block_view(x, 0, m, layout[0, N_IN])
+        if plain_gather:
+            gather_batch(images, labels, idx, xb, y[:m])
+        else:
+            gather_train(images, labels, idx, xb, y[:m], seed, epoch, aug, taps, scratch, p_in)
+        if p_hid > 0:
+            logits = forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p_hid)
+        else:
+            logits = forward(params, layout, x, z, h, act_off, m)
         dlogits = block_view(d, act_off[L - 1], m, n_classes)
-        loss, c = softmax_cross_entropy(logits, y[:m], dlogits)
+        loss, c = smoothed_cross_entropy(logits, y[:m], dlogits, recipe[R_SMOOTHING])
         losses[s] = loss
         if not np.isfinite(loss):
             for r in range(s + 1, n_steps):
                 losses[r] = np.nan
             return correct
         correct += c
-        backward(params, grads, layout, x, z, h, d, act_off, m)
+        backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p_hid)
         if alpha > 0.0:
             losses[s] += 0.5 * alpha * l2_penalty_grad(params, grads, layout, np.float32(alpha / m)) / m
-        adam_update(params, grads, adam_m, adam_v, lr, beta1, beta2, eps, t0 + s + 1)
+        t = t0 + s + 1
+        lr_t = lr_at_step(schedule, lr, t - 1, recipe[R_WARMUP], recipe[R_TOTAL], recipe[R_FLOOR])
+        if plain_adam:
+            adam_update(params, grads, adam_m, adam_v, lr_t, beta1, beta2, eps, t)
+        else:
+            adamw_update(params, grads, adam_m, adam_v, ema, layout, lr_t, beta1, beta2, eps, t, wd, max_norm,
+                         ema_decay)
     return correct
 
 

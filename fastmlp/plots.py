@@ -52,13 +52,18 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
     epochs = history.column("epoch")
     ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    train_on = history.epochs[-1].get("train_on", "plain") if history.epochs else "plain"
     for name, color in SERIES:
         loss, acc = history.column(f"{name}_loss"), history.column(f"{name}_acc")
         if all(v is None for v in acc):
             continue
-        ax_loss.plot(epochs, loss, "o-", color=color, label=LABELS[name], ms=ms)
-        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color,
-                    label=LABELS[name], ms=ms)
+        label = LABELS[name]
+        if name == "train" and train_on != "plain":  # measured on warped / dropped-out batches
+            label = f"train (running mean on {train_on} batches)"
+        if name in ("val", "test") and history.config.get("ema"):
+            label += " (averaged weights)"
+        ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=ms)
+        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=ms)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -87,6 +87,11 @@ class DenseLayer:
         return dx
 
 
+def _masked(relu_back: Callable, mask: np.ndarray) -> Callable:
+    """The backward of ``relu(z) * mask``."""
+    return lambda dh: relu_back(dh * mask)
+
+
 class NN:
     """ReLU DenseLayers, then a linear output layer (logits; softmax lives in the loss).
 
@@ -102,12 +107,19 @@ class NN:
         self.layers = [DenseLayer(a, b, rng, dtype) for a, b in zip(self.sizes[:-1], self.sizes[1:])]
         self._relu_backward: list[Callable] = []
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (m, n_out) for a batch x (m, n_in)."""
+    def forward(self, x: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Logits (m, n_out) for a batch x (m, n_in).
+
+        ``masks``: one (m, h_l) array per hidden layer multiplying its ReLU output (dropout:
+        0 or ``1 / (1 - p)``, see :func:`dropout_mask`).
+        """
         self._relu_backward = []
         h = x
-        for layer in self.layers[:-1]:
+        for l, layer in enumerate(self.layers[:-1]):
             h, back = relu(layer.forward(h))
+            if masks is not None:
+                h = h * masks[l]
+                back = _masked(back, masks[l])
             self._relu_backward.append(back)
         return self.layers[-1].forward(h)
 
@@ -158,15 +170,18 @@ def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float64) -> np.ndarra
     return y
 
 
-def softmax_cross_entropy(h: np.ndarray, y: np.ndarray):
+def softmax_cross_entropy(h: np.ndarray, y: np.ndarray, smoothing: float = 0.0):
     """Mean cross-entropy of softmax(h) against ``y``, and its gradient ``(p - y)/m``.
 
-    ``h``: logits (m, k). ``y``: integer labels (m,) or one-hot rows (m, k).
+    ``h``: logits (m, k). ``y``: integer labels (m,) or one-hot rows (m, k). With ``smoothing``
+    e the targets are ``(1 - e) y + e / k`` (label smoothing, Szegedy et al. 2016).
     Returns ``(loss, dh)``, ``dh`` of h's shape and dtype.
     """
     m, k = h.shape
     if y.ndim == 1:
         y = one_hot(y, k, h.dtype)
+    if smoothing:
+        y = (1 - smoothing) * y + smoothing / k
     logp = log_softmax(h)
     loss = -(y * logp).sum() / m
     dh = (np.exp(logp) - y) / m
@@ -267,26 +282,158 @@ class Adam:
         p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
     Defaults are the paper's: lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8.
+
+    With ``weight_decay`` wd (AdamW, Loshchilov & Hutter 2019) each weight matrix, (the 2-D
+    arrays), not the biases, is first multiplied by ``1 - lr wd``; with ``max_norm`` c > 0 the
+    rows of every weight matrix but the last (a hidden unit's incoming weights) are then scaled
+    down to norm c when longer.
     """
 
     def __init__(self, params: list[np.ndarray], lr: float = 1e-3, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8):
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, max_norm: float = 0.0):
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.weight_decay, self.max_norm = weight_decay, max_norm
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
         self.t = 0
 
-    def step(self, grads: list[np.ndarray]) -> None:
+    def step(self, grads: list[np.ndarray], lr: float | None = None) -> None:
+        """One update; ``lr`` overrides ``self.lr`` for this step (a schedule)."""
+        lr = self.lr if lr is None else lr
         self.t += 1
         c1 = 1 - self.beta1 ** self.t
         c2 = 1 - self.beta2 ** self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+        last_w = max((i for i, p in enumerate(self.params) if p.ndim == 2), default=-1)
+        for i, (p, g, m, v) in enumerate(zip(self.params, grads, self.m, self.v)):
             m *= self.beta1
             m += (1 - self.beta1) * g
             v *= self.beta2
             v += (1 - self.beta2) * g * g
-            p -= self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+            if p.ndim == 2:
+                p *= 1 - lr * self.weight_decay
+            p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+            if self.max_norm > 0 and p.ndim == 2 and i != last_w:
+                norms = np.sqrt((p.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+                p *= np.where(norms > self.max_norm, self.max_norm / np.maximum(norms, 1e-300), 1.0).astype(p.dtype)
+
+
+def ema_update(avg: list[np.ndarray], params: list[np.ndarray], decay: float, t: int) -> None:
+    """``avg = a avg + (1 - a) params`` with ``a = min(decay, (1 + t) / (10 + t))`` after update t."""
+    a = min(decay, (1 + t) / (10 + t))
+    for e, p in zip(avg, params):
+        e *= a
+        e += (1 - a) * p
+
+
+def lr_schedule(kind: str, lr: float, k: int, warmup: float, total: float, floor: float = 0.0) -> float:
+    """Eta at step k (from 0): ``"constant"``; ``"cosine"`` (linear warm-up, then a half cosine
+    from lr to ``lr floor`` at the last step, ``total - 1``); ``"onecycle"`` (a half cosine up from lr / 25 over
+    the warm-up, then down to ``lr floor``)."""
+    if kind == "constant":
+        return lr
+    if k < warmup:
+        if kind == "cosine":
+            return lr * min(1.0, (k + 1) / warmup)
+        return lr / 25 + (lr - lr / 25) * (1 - np.cos(np.pi * k / warmup)) / 2
+    progress = min(1.0, (k - warmup) / max(1.0, total - 1 - warmup))
+    return lr * floor + (lr - lr * floor) * (1 + np.cos(np.pi * progress)) / 2
+
+
+# ----------------------------------------------------------------------------- random numbers
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014) on uint64 arrays, wrapping mod 2^64."""
+    z = np.asarray(z, np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def stream_key(seed: int, epoch: int, index: int, stream: int) -> np.ndarray:
+    """The key of one example's random stream: SplitMix64 chained over the four numbers."""
+    with np.errstate(over="ignore"):
+        k = splitmix64(np.array([seed], np.uint64) + _GOLDEN)
+        for part in (epoch, index, stream):
+            k = splitmix64(k + np.uint64(part) * _GOLDEN)
+    return k
+
+
+def random_bits24(key: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """24 random bits per counter of a stream (uint64 in [0, 2^24))."""
+    with np.errstate(over="ignore"):
+        return splitmix64(key + np.asarray(counters, np.uint64) * _GOLDEN) >> np.uint64(40)
+
+
+def random_uniform(key: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    return random_bits24(key, counters).astype(np.float64) / 2.0 ** 24
+
+
+def dropout_mask(seed: int, epoch: int, idx: np.ndarray, stream: int, n: int, p: float) -> np.ndarray:
+    """(len(idx), n) inverted-dropout multipliers: 0 with probability p, else ``1 / (1 - p)``."""
+    threshold = int(p * 2 ** 24 + 0.5)
+    rows = [random_bits24(stream_key(seed, epoch, int(i), stream), np.arange(n)) >= threshold for i in idx]
+    return np.array(rows, np.float64).reshape(len(idx), n) / (1 - p)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def affine_params(seed: int, epoch: int, index: int, rotate: float, scale: float, shear: float, shift: float):
+    """``(A, t)``: the forward map in (x, y) = (column, row) and the shift, from the augment stream.
+
+    ``A = s R(angle) [[1, shear], [0, 1]]``; angle uniform in +-rotate degrees, s in 1 +- scale,
+    shear in +-shear, each shift in +-shift pixels.
+    """
+    u = 2 * random_uniform(stream_key(seed, epoch, index, 0), np.arange(5)) - 1
+    angle, s, sh = np.deg2rad(rotate * u[0]), 1 + scale * u[1], shear * u[2]
+    R = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return s * R @ np.array([[1.0, sh], [0.0, 1.0]]), np.array([shift * u[3], shift * u[4]])
+
+
+def elastic_displacement(seed: int, epoch: int, index: int, alpha: float, sigma: float, side: int = 28):
+    """``(dx, dy)`` (side, side): noise in [-1, 1] on a K x K grid (K = 1 + round((side-1)/sigma)),
+    smoothed by scipy's Gaussian (sigma in grid units, truncate 3, zero outside), times
+    alpha / spacing, upsampled bilinearly corner to corner."""
+    from scipy import ndimage
+    K = int(min(side, max(2, 1 + round((side - 1) / sigma))))
+    spacing = (side - 1) / (K - 1)
+    noise = 2 * random_uniform(stream_key(seed, epoch, index, 0), 8 + np.arange(2 * K * K)) - 1
+    grid = np.arange(side) / spacing
+    rows, cols = np.meshgrid(grid, grid, indexing="ij")
+    out = []
+    for f in noise.reshape(2, K, K):
+        smooth = ndimage.gaussian_filter(f, sigma / spacing, mode="constant", truncate=3.0) * (alpha / spacing)
+        out.append(ndimage.map_coordinates(smooth, [rows, cols], order=1, mode="nearest"))
+    return out[0], out[1]
+
+
+def augment_image(image: np.ndarray, seed: int, epoch: int, index: int, rotate=0.0, scale=0.0, shear=0.0,
+                  shift=0.0, alpha=0.0, sigma=4.0) -> np.ndarray:
+    """One (side, side) image warped as the training gather warps it, in [0, 1] (float64).
+
+    Output pixel p = (x, y) reads the image at ``A^-1 (p + d(p) - c - t) + c`` (c the centre, d the
+    elastic displacement, zero without alpha), bilinearly, zero outside: ``scipy.ndimage``'s
+    ``affine_transform`` (affine only) or ``map_coordinates``, ``order=1, mode="grid-constant"``.
+    """
+    from scipy import ndimage
+    side = image.shape[0]
+    img = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
+    A, t = affine_params(seed, epoch, index, rotate, scale, shear, shift)
+    Ainv = np.linalg.inv(A)
+    c = (side - 1) / 2
+    if alpha == 0:  # (row, col) order for scipy: swap the axes of A^-1
+        M = Ainv[::-1, ::-1]
+        offset = np.array([c, c]) - M @ (np.array([c, c]) + t[::-1])
+        return ndimage.affine_transform(img, M, offset, order=1, mode="grid-constant")
+    dx, dy = elastic_displacement(seed, epoch, index, alpha, sigma, side)
+    ys, xs = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64), indexing="ij")
+    px, py = xs + dx - c - t[0], ys + dy - c - t[1]
+    sx, sy = Ainv[0, 0] * px + Ainv[0, 1] * py + c, Ainv[1, 0] * px + Ainv[1, 1] * py + c
+    return ndimage.map_coordinates(img, [sy, sx], order=1, mode="grid-constant")
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

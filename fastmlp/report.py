@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_text
-from .config import RULES
+from .config import RULES, TrainConfig
 from .document import (Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count,
                        to_latex, to_markdown)
 from .errors import StorageError, UsageError
@@ -105,7 +105,7 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
     Reuses ``out/result.json`` when it was written for the same configuration and data.
     """
     from .data import load_dataset
-    from .train import TrainConfig, train
+    from .train import train
 
     config = TrainConfig.from_dict({**best.config, "epochs": best.epochs})
     if dataset is None:
@@ -142,15 +142,21 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
     return data
 
 
+#: Flags the command always gives: the homework's hyperparameters, eta's decay, the epochs and the seed.
+ALWAYS = ("batch_size", "lr", "beta1", "beta2", "eps", "lr_decay", "epochs", "seed")
+
+
 def train_command_parts(config: dict) -> list[str]:
-    """The ``fastmlp train`` command that trains ``config`` again, one flag (with its value) a part."""
-    parts = ["fastmlp train", f"--hidden {','.join(str(h) for h in config['hidden_sizes'])}",
-             f"--batch-size {config['batch_size']}", f"--lr {config['lr']!r}", f"--beta1 {config['beta1']!r}",
-             f"--beta2 {config['beta2']!r}", f"--eps {config['eps']!r}", f"--epochs {config['epochs']}",
-             f"--seed {config['seed']}"]
-    parts.append(f"--lr-decay {float(config.get('lr_decay', 1.0))!r}")
-    if config.get("val_size", 5000) != 5000:
-        parts.append(f"--val-size {config['val_size']}")
+    """The ``fastmlp train`` command that trains ``config`` again, one flag (with its value) a part:
+    those of :data:`ALWAYS`, and every other flag of :data:`RULES` whose value is not the default."""
+    defaults = TrainConfig().to_dict()
+    parts = ["fastmlp train", f"--hidden {','.join(str(h) for h in config['hidden_sizes'])}"]
+    for name, rule in RULES.items():
+        if rule.flag is None:
+            continue
+        value = config.get(name, 1.0 if name == "lr_decay" else defaults.get(name))  # no decay before it existed
+        if name in ALWAYS or value != defaults.get(name):
+            parts.append(f"{rule.flag} {value!r}" if isinstance(value, float) else f"{rule.flag} {value}")
     if config.get("dataset", "mnist") != "mnist":
         parts.append(f"--dataset {config['dataset']}")
     return parts
@@ -185,6 +191,8 @@ def fmt_value(name: str, v) -> str:
     if v is None:
         return "–"
     rule = RULES[name]
+    if not isinstance(v, (int, float)):
+        return str(v)
     if rule.type is int:
         return str(v)
     if rule.scale == "log":

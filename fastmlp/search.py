@@ -17,6 +17,8 @@ trains with the seed of the trial it repeats.
 
 Workers: :func:`run_search` runs ``jobs`` worker processes on this machine (spawned, each with
 ``cores // jobs`` BLAS and Numba threads), or the search in this process when ``jobs`` is 1.
+Each worker runs one trial at a time until its ``trials`` are done, the deadline passes, or the
+study holds ``max_trials`` finished trials (:class:`StudyBudget`, exact over every machine).
 """
 
 from __future__ import annotations

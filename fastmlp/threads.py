@@ -63,3 +63,4 @@ def child_thread_env(threads: int) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+

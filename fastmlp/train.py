@@ -14,9 +14,12 @@ the same rows and seed sees the same batches.
 Each epoch yields an :class:`EpochRecord`:
 
 * ``train_loss``, ``train_acc``: means over the epoch's mini-batches, measured as they were
-  trained on (the usual running figures; no extra pass over 55,000 images);
+  trained on (the usual running figures; no extra pass over 55,000 images): with augmentation
+  or dropout, on the warped and dropped-out batches, which ``train_on`` says
+  (``"plain"``, ``"augmented"``, ``"dropout"`` or ``"augmented+dropout"``);
 * ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``: a batched forward pass over those
-  sets with the parameters at the end of the epoch (None where the set is not evaluated).
+  sets with the parameters at the end of the epoch (None where the set is not evaluated), the
+  averaged parameters when ``config.ema`` is on (as is the saved model).
 
 The loop a caller writes (the search's objective is exactly this)::
 
@@ -37,13 +40,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import kernels
+from . import augment, kernels
 from .atomic import write_text
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
 from .errors import ConfigError, DataError, UsageError
 from .model import MLP
-from .optim import Adam
+from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
 
 
@@ -76,6 +79,7 @@ class EpochRecord:
     train_seconds: float
     samples_per_s: float
     elapsed_s: float
+    train_on: str = "plain"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,8 +135,10 @@ class Progress:
 
 
 def format_epoch(rec: dict) -> str:
-    """One line per epoch, as printed by ``fastmlp train``."""
-    parts = [f"epoch {rec['epoch']:>3}", f"loss {rec['train_loss']:.4f}", f"train {100 * rec['train_acc']:6.2f}%"]
+    """One line per epoch, as printed by ``fastmlp train`` (``train*``: on augmented/dropout batches)."""
+    star = "" if rec.get("train_on", "plain") == "plain" else "*"
+    parts = [f"epoch {rec['epoch']:>3}", f"loss{star} {rec['train_loss']:.4f}",
+             f"train{star} {100 * rec['train_acc']:6.2f}%"]
     if rec.get("val_acc") is not None:
         parts.append(f"val {100 * rec['val_acc']:6.2f}%")
     if rec.get("test_acc") is not None:
@@ -225,13 +231,49 @@ class Trainer:
         rng = np.random.default_rng(config.seed)
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
         self.grads = np.zeros_like(self.model.params)
-        self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps)
+        self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
+                         config.weight_decay, config.max_norm, config.ema)
+        self.adam.start_average(self.model.params)
+        #: the parameters evaluated and saved: the average when config.ema is on, else the model's own
+        self.eval_model = MLP(self.model.sizes, self.adam.ema) if config.ema > 0 else self.model
         self.workspace = self.model.workspace(config.batch_size)
         self.sampler = EpochSampler(fit_rows, rng)
+        self.schedule = Schedule(config.schedule, config.lr, config.lr_decay, config.warmup, config.lr_floor,
+                                 config.epochs, self.steps_per_epoch)
+        self._recipe_arrays(images.shape[1])
         self.losses = np.empty(steps_per_call(self.steps_per_epoch), np.float64)
         self.epoch = 0
         self.t_start = time.perf_counter()
         self.steps(fit_rows, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
+
+    def _recipe_arrays(self, n_in: int) -> None:
+        """The kernel's ``recipe`` array and the augmentation's parameters, taps and scratch."""
+        c = self.config
+        self.recipe = np.zeros(kernels.R_LEN, np.float64)
+        r = self.recipe
+        r[kernels.R_SCHEDULE], r[kernels.R_WARMUP] = self.schedule.code, self.schedule.warmup_steps
+        r[kernels.R_TOTAL], r[kernels.R_FLOOR] = self.schedule.total_steps, c.lr_floor
+        r[kernels.R_WEIGHT_DECAY], r[kernels.R_MAX_NORM], r[kernels.R_EMA] = c.weight_decay, c.max_norm, c.ema
+        r[kernels.R_SMOOTHING], r[kernels.R_DROP_IN], r[kernels.R_DROP_HIDDEN] = (c.label_smoothing,
+                                                                                 c.dropout_input, c.dropout)
+        r[kernels.R_ALPHA] = c.alpha
+        self.aug, self.taps, self.scratch = np.zeros(0), np.ones(1), np.zeros(1)
+        if c.augment != "none":
+            side = int(round(math.sqrt(n_in)))
+            if side * side != n_in or side < 2:
+                raise ConfigError(f"augment {c.augment!r} needs square images; the inputs have {n_in} features")
+            alpha = c.elastic_alpha if c.augment == "elastic" else 0.0
+            self.aug, self.taps = augment.aug_params(c.aug_rotate, c.aug_scale, c.aug_shear, c.aug_shift, alpha,
+                                                     c.elastic_sigma, side)
+            self.scratch = np.zeros(augment.scratch_size(side), np.float64)
+
+    @property
+    def train_on(self) -> str:
+        """What the training accuracy is measured on: plain, augmented, dropout or augmented+dropout batches."""
+        c = self.config
+        kinds = [k for k, on in (("augmented", c.augment != "none"),
+                                 ("dropout", c.dropout_input > 0 or c.dropout > 0)) if on]
+        return "+".join(kinds) or "plain"
 
     @classmethod
     def for_dataset(cls, config: TrainConfig, dataset: Dataset, *, train_rows: np.ndarray | None = None,
@@ -265,19 +307,22 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return -(-len(self.sampler) // self.config.batch_size)
 
-    def steps(self, order: np.ndarray, first: int, n_steps: int, lr: float) -> int:
+    def steps(self, order: np.ndarray, first: int, n_steps: int, lr: float, epoch: int = 0) -> int:
         """Steps ``first .. first + n_steps - 1`` over mini-batches of ``order``, in one kernel call.
 
-        Fills ``self.losses[:n_steps]`` with each step's mean loss (NaN from the first
-        non-finite one on) and returns the number of examples classified correctly.
+        ``lr`` is the schedule's base for this epoch (:meth:`Schedule.epoch_lr`); ``epoch`` keys
+        the augmentation's and dropout's random numbers. Fills ``self.losses[:n_steps]`` with each
+        step's mean loss (NaN from the first non-finite one on) and returns the number of examples
+        classified correctly.
         """
         if len(self.losses) < n_steps:
             self.losses = np.empty(n_steps, np.float64)
         m, ws, adam = self.model, self.workspace, self.adam
         correct = kernels.train_steps(
-            m.params, self.grads, adam.m, adam.v, m.layout, self.images, self.labels, order, first, n_steps,
-            self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.config.alpha)
+            m.params, self.grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order, first,
+            n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
+            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
+            self.scratch, self.config.seed, epoch)
         adam.advance(n_steps)
         return correct
 
@@ -293,7 +338,7 @@ class Trainer:
         loss_sum, correct, step, t0 = 0.0, 0, 0, time.perf_counter()
         while step < n_steps:
             k = min(per_call, n_steps - step)
-            correct += self.steps(order, step, k, lr)
+            correct += self.steps(order, step, k, lr, epoch)
             losses = self.losses[:k]
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
@@ -310,21 +355,20 @@ class Trainer:
     # ------------------------------------------------------------------ epochs
 
     def lr_at(self, epoch: int) -> float:
-        """Eta during ``epoch`` (from 1): ``lr * lr_decay ** (epoch - 1)``."""
-        return self.config.lr * self.config.lr_decay ** (epoch - 1)
+        """Eta of the last step of ``epoch`` (from 1): ``lr * lr_decay ** (epoch - 1)`` for the decay schedule."""
+        return self.schedule.at_step(epoch * self.steps_per_epoch - 1, epoch)
 
     def evaluate(self, name: str) -> tuple[float, float]:
-        """Mean loss and accuracy on the evaluation set ``name`` with the current parameters."""
+        """Mean loss and accuracy on the evaluation set ``name`` with the current (averaged) parameters."""
         s = self.eval_sets[name]
-        return self.model.evaluate(s.images, s.labels, s.rows)
+        return self.eval_model.evaluate(s.images, s.labels, s.rows)
 
     def run_epoch(self) -> EpochRecord:
         """Train one more epoch, then evaluate; returns its record."""
         epoch = self.epoch + 1
         t_epoch = time.perf_counter()
         order = self.sampler.epoch_order()
-        lr = self.lr_at(epoch)
-        loss_sum, correct = self.train_order(order, lr, epoch)
+        loss_sum, correct = self.train_order(order, self.schedule.epoch_lr(epoch), epoch)
         train_seconds = time.perf_counter() - t_epoch
         n = len(order)
         if loss_sum / n > EXPLODED_LOSS_FACTOR * math.log(self.model.sizes[-1]):
@@ -332,19 +376,22 @@ class Trainer:
         self.epoch = epoch
         measured = {name: self.evaluate(name) if name in self.eval_sets else (None, None) for name in ("val", "test")}
         self.progress.clear()
-        return EpochRecord(epoch=epoch, lr=lr, train_loss=loss_sum / n, train_acc=correct / n,
+        return EpochRecord(epoch=epoch, lr=self.lr_at(epoch), train_loss=loss_sum / n, train_acc=correct / n,
                            val_loss=measured["val"][0], val_acc=measured["val"][1],
                            test_loss=measured["test"][0], test_acc=measured["test"][1],
                            train_seconds=train_seconds, samples_per_s=n / train_seconds,
-                           elapsed_s=time.perf_counter() - self.t_start)
+                           elapsed_s=time.perf_counter() - self.t_start, train_on=self.train_on)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything a resumed run needs, after ``self.epoch`` epochs: ``(arrays, meta)``.
 
-        The parameters, Adam's moments and step count, and the sampler's generator state: a
-        trainer given them by :meth:`restore` continues exactly as this one would.
+        The parameters, Adam's moments, step count and weight average, and the sampler's
+        generator state: a trainer given them by :meth:`restore` continues exactly as this one
+        would (the schedule follows from the step count; augmentation and dropout draw from
+        counters keyed by the seed, the epoch and the example).
         """
-        arrays = {"params": self.model.params, "adam_m": self.adam.m, "adam_v": self.adam.v}
+        arrays = {"params": self.model.params, "adam_m": self.adam.m, "adam_v": self.adam.v,
+                  "adam_ema": self.adam.ema}
         meta = {"epoch": self.epoch, "adam_t": self.adam.t, "rng": self.sampler.rng.bit_generator.state,
                 "config": self.config.to_dict(), "sizes": self.model.sizes}
         return arrays, meta
@@ -353,7 +400,8 @@ class Trainer:
         """Continue from a :meth:`state` of a trainer with the same configuration and data."""
         if list(meta.get("sizes", [])) != self.model.sizes:
             raise ConfigError(f"the checkpoint's layer sizes {meta.get('sizes')} differ from {self.model.sizes}")
-        for name, buf in (("params", self.model.params), ("adam_m", self.adam.m), ("adam_v", self.adam.v)):
+        for name, buf in (("params", self.model.params), ("adam_m", self.adam.m), ("adam_v", self.adam.v),
+                          ("adam_ema", self.adam.ema)):
             src = arrays.get(name)
             if src is None or src.shape != buf.shape or src.dtype != buf.dtype:
                 raise ConfigError(f"the checkpoint's {name} does not fit the model")
@@ -414,7 +462,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         _resume(trainer, history, *checkpoint, out)
         if log is not None:
             log(f"resuming {out} after epoch {trainer.epoch}")
-    model = trainer.model
+    model = trainer.eval_model
 
     def save(status: str, message: str = "", checkpoint: bool = False) -> None:
         history.status, history.message = status, message
@@ -427,7 +475,8 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
             write_text(out / "history.json", history.to_json())
             if history.epochs:
                 model.save(out / "model.npz", config=config.to_dict(), dataset=history.dataset,
-                           epoch=history.epochs[-1]["epoch"], status=status)
+                           epoch=history.epochs[-1]["epoch"], status=status,
+                           weights="ema" if config.ema > 0 else "last")
         except OSError as exc:
             raise UsageError(f"{out}: cannot write the run's files ({describe_os_error(exc)}); the last complete "
                              f"epoch's files are intact") from None

@@ -30,6 +30,10 @@ Optional extras
 
 SciPy's array-API mode is switched on before anything imports SciPy, so that scikit-learn's
 estimator checks run their array-API input check (NumPy namespace) instead of skipping it.
+
+PostgreSQL
+    ``postgres``: a throwaway server for the session; ``postgres_url``: a new database on it
+    (see ``tests/postgres_server.py``; ``FASTMLP_REQUIRE_POSTGRES=1`` makes its absence a failure).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ import numpy as np
 import pytest
 
 from fastmlp import data
+
+try:  # the PostgreSQL fixtures live beside this file (absent where this file is copied alone)
+    from postgres_server import postgres, postgres_url  # noqa: F401
+except ImportError:
+    pass
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 

@@ -40,9 +40,30 @@ def test_gradcheck_passes_and_lists_every_gradient():
     (["--hidden", "512 256"], "expected comma-separated integers"),
     (["--hidden", "10,,20"], "expected comma-separated integers"),
     (["--threads", "0", "--data-dir", "."], "--threads must be >= 1"),
+    (["--dropout", "1"], "dropout must be in [0, 1)"),
+    (["--preset", "best", "--ema", "1.5"], "ema must be in [0, 1)"),
+    (["--augment", "rotate"], "invalid choice: 'rotate'"),
+    (["--schedule", "step"], "invalid choice: 'step'"),
+    (["--preset", "slow"], "invalid choice: 'slow'"),
 ])
 def test_train_rejects_bad_hyperparameters_in_one_line(args, fragment):
     assert_one_line_error(run("train", *args), fragment)
+
+
+def test_a_preset_gives_the_defaults_and_explicit_flags_override_it():
+    from fastmlp.cli import build_parser, train_config_from_args
+    from fastmlp.config import PRESETS, TrainConfig
+
+    def config(*argv):
+        return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert config() == TrainConfig() == config("--preset", "fast")
+    best = config("--preset", "best")
+    assert best == TrainConfig.preset("best") and best.augment == PRESETS["best"]["augment"]
+    tuned = config("--preset", "best", "--epochs", "3", "--hidden", "64", "--augment", "none", "--dropout", "0")
+    assert (tuned.epochs, tuned.hidden_sizes, tuned.augment, tuned.dropout) == (3, (64,), "none", 0.0)
+    assert tuned.schedule == best.schedule and tuned.ema == best.ema  # the rest stays the preset's
+    assert config("--lr", "0.01").lr == 0.01 and config("--lr", "0.01").epochs == TrainConfig().epochs
 
 
 def test_train_rejects_malformed_hidden_sizes():

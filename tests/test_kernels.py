@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastmlp import kernels
+from fastmlp import augment, kernels
 from fastmlp import reference as ref
 from fastmlp.model import MLP
 from fastmlp.optim import Adam
@@ -16,9 +16,29 @@ from fastmlp.optim import Adam
 RTOL = 1e-5
 ATOL = 1e-5
 
+# Every option on: one-cycle over 40 steps (8 of warm-up) to a floor of 0.01, weight decay 0.01,
+# max-norm 3, average 0.9, label smoothing 0.1, input dropout 0.2, hidden dropout 0.3.
+FULL_RECIPE = np.zeros(kernels.R_LEN)
+FULL_RECIPE[[kernels.R_SCHEDULE, kernels.R_WARMUP, kernels.R_TOTAL, kernels.R_FLOOR, kernels.R_WEIGHT_DECAY,
+             kernels.R_MAX_NORM, kernels.R_EMA, kernels.R_SMOOTHING, kernels.R_DROP_IN,
+             kernels.R_DROP_HIDDEN, kernels.R_ALPHA]] = [kernels.SCHED_ONECYCLE, 8, 40, 0.01, 0.01, 3.0, 0.9, 0.1,
+                                                         0.2, 0.3, 1e-4]
+
 
 def random_images(rng, n, n_in=784):
     return rng.integers(0, 256, (n, n_in), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+
+
+PLAIN = np.zeros(kernels.R_LEN)
+NO_AUG, NO_TAPS, NO_SCRATCH = np.zeros(0), np.ones(1), np.zeros(1)
+
+
+def run_steps(model, adam, ws, grads, images, labels, order, first, n_steps, batch, losses, lr=1e-3, t0=0,
+              recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0):
+    """``kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default)."""
+    return kernels.train_steps(model.params, grads, adam.m, adam.v, adam.ema, model.layout, images, labels, order,
+                               first, n_steps, batch, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, lr, adam.beta1,
+                               adam.beta2, adam.eps, t0, losses, recipe, aug, taps, scratch, seed, epoch)
 
 
 # ----------------------------------------------------------------------------- single kernels
@@ -151,6 +171,79 @@ def test_adam_update_agrees_with_reference_adam_on_layer_views():
     assert adam.t == 4
 
 
+# ----------------------------------------------------------------------------- the recipe's kernels
+
+def test_dropout_forward_and_backward_match_the_reference_with_the_same_masks():
+    rng = np.random.default_rng(12)
+    m, n_in, n_out, p = 9, 13, 40, 0.3
+    x = rng.normal(size=(m, n_in)).astype(np.float32)
+    W = rng.normal(size=(n_out, n_in)).astype(np.float32)
+    b = rng.normal(size=n_out).astype(np.float32)
+    idx = rng.choice(1000, m, replace=False).astype(np.int64)
+    z, h = np.empty((m, n_out), np.float32), np.empty((m, n_out), np.float32)
+    kernels.linear_relu_dropout_forward(x, W, b, z, h, idx, 5, 3, 2, p)
+    mask = ref.dropout_mask(5, 3, idx, 2, n_out, p)
+    z_ref, _ = ref.linear_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+    h_ref, relu_back = ref.relu(z_ref)
+    np.testing.assert_allclose(h, h_ref * mask, rtol=RTOL, atol=ATOL * 4)
+    assert 0.2 < (mask == 0).mean() < 0.4
+    dh = rng.normal(size=(m, n_out)).astype(np.float32)
+    d, db = dh.copy(), np.empty(n_out, np.float32)
+    kernels.relu_dropout_backward_bias_grad(d, z, db, np.float32(1 / (1 - p)))
+    np.testing.assert_allclose(d, relu_back(dh * mask), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(db, relu_back(dh * mask).sum(0), rtol=RTOL, atol=ATOL * 3)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.05, 0.3])
+def test_label_smoothing_matches_the_reference(smoothing):
+    rng = np.random.default_rng(13)
+    logits = (3 * rng.normal(size=(17, 10))).astype(np.float32)
+    labels = rng.integers(0, 10, 17).astype(np.int32)
+    dlogits = np.empty_like(logits)
+    loss, correct = kernels.smoothed_cross_entropy(logits, labels, dlogits, smoothing)
+    loss_ref, d_ref = ref.softmax_cross_entropy(logits.astype(np.float64), labels, smoothing)
+    assert loss == pytest.approx(loss_ref, rel=1e-5)
+    np.testing.assert_allclose(dlogits, d_ref, rtol=1e-5, atol=1e-7)
+    assert correct == int((logits.argmax(1) == labels).sum())
+    if smoothing == 0:  # exactly the plain loss
+        d_plain = np.empty_like(logits)
+        assert kernels.softmax_cross_entropy(logits, labels, d_plain)[0] == loss
+        np.testing.assert_array_equal(d_plain, dlogits)
+
+
+def test_adamw_with_max_norm_and_average_matches_the_reference():
+    rng = np.random.default_rng(14)
+    model = MLP.initialized([7, 6, 5, 3], rng)
+    params_ref = [a.astype(np.float64) for pair in model.layers() for a in pair]
+    avg_ref = [p.copy() for p in params_ref]
+    opt_ref = ref.Adam(params_ref, 3e-2, weight_decay=0.5, max_norm=1.2)
+    adam = Adam(model.num_parameters, 3e-2, weight_decay=0.5, max_norm=1.2, ema_decay=0.95)
+    adam.start_average(model.params)
+    for t in range(1, 6):
+        lr = 3e-2 * t / 5
+        grads = rng.normal(size=model.num_parameters).astype(np.float32)
+        adam.step(model.params, grads, model.layout, lr)
+        opt_ref.step([g.astype(np.float64) for pair in model.views(grads) for g in pair], lr)
+        ref.ema_update(avg_ref, params_ref, 0.95, t)
+    flat = [a for pair in model.layers() for a in pair]
+    for got, want in zip(flat, params_ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip([a for pair in model.views(adam.ema) for a in pair], avg_ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    norms = [np.linalg.norm(W, axis=1).max() for W, _ in model.layers()]
+    assert norms[0] <= 1.2 + 1e-5 and norms[1] <= 1.2 + 1e-5  # hidden units capped; the output layer not
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine", "onecycle"])
+def test_lr_schedules_match_the_reference(kind):
+    code = {"constant": kernels.SCHED_CONSTANT, "cosine": kernels.SCHED_COSINE, "onecycle": kernels.SCHED_ONECYCLE}
+    got = [kernels.lr_at_step(code[kind], 2e-3, k, 7.5, 50.0, 0.05) for k in range(60)]
+    want = [ref.lr_schedule(kind, 2e-3, k, 7.5, 50, 0.05) for k in range(60)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    if kind != "constant":
+        assert max(got) == pytest.approx(2e-3, rel=0.02) and got[-1] == pytest.approx(1e-4)
+
+
 # ----------------------------------------------------------------------------- whole steps
 
 def engine_and_reference(sizes, seed=1):
@@ -201,8 +294,7 @@ def test_k_train_steps_agree_with_the_float64_reference(sizes, batch):
     order = np.random.default_rng(8).permutation(n).astype(np.int64)
     steps = -(-n // batch)
     losses = np.zeros(steps)
-    kernels.train_steps(model.params, grads, adam.m, adam.v, model.layout, images, labels, order, 0, steps, batch,
-                        ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses)
+    run_steps(model, adam, ws, grads, images, labels, order, 0, steps, batch, losses)
     ref_losses = []
     for idx in (order[i:i + batch] for i in range(0, n, batch)):
         loss, d = ref.softmax_cross_entropy(net.forward(ref.gather_batch(images, idx, np.float64)), labels[idx])
@@ -214,6 +306,52 @@ def test_k_train_steps_agree_with_the_float64_reference(sizes, batch):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-5)
 
 
+def test_k_train_steps_with_every_option_agree_with_the_reference():
+    """Augmentation (scipy.ndimage), dropout masks, label smoothing, one-cycle eta, AdamW, max-norm and
+    the average: 14 engine steps over two epochs land where 14 float64 reference steps land."""
+    rng = np.random.default_rng(15)
+    sizes, batch, n, seed = [784, 24, 16, 10], 8, 52, 6
+    images, labels = random_images(rng, n)
+    model, net = engine_and_reference(sizes)
+    r = FULL_RECIPE.copy()
+    r[kernels.R_TOTAL] = 14
+    r[kernels.R_ALPHA] = 0.0  # the L2 penalty has its own test against the reference
+    adam = Adam(model.num_parameters, 2e-3, weight_decay=r[kernels.R_WEIGHT_DECAY], max_norm=r[kernels.R_MAX_NORM],
+                ema_decay=r[kernels.R_EMA])
+    adam.start_average(model.params)
+    opt_ref = ref.Adam(net.parameters(), 2e-3, weight_decay=r[kernels.R_WEIGHT_DECAY], max_norm=r[kernels.R_MAX_NORM])
+    avg_ref = [p.copy() for p in net.parameters()]
+    aug_kw = dict(rotate=12.0, scale=0.1, shear=0.15, shift=2.5, alpha=34.0, sigma=4.0)
+    aug, taps = augment.aug_params(*aug_kw.values(), 28)
+    scratch = np.zeros(augment.scratch_size(28))
+    ws, grads = model.workspace(batch), np.zeros_like(model.params)
+    steps, ref_losses, losses = -(-n // batch), [], []
+    for epoch in (1, 2):
+        order = np.random.default_rng(epoch).permutation(n).astype(np.int64)
+        out = np.zeros(steps)
+        run_steps(model, adam, ws, grads, images, labels, order, 0, steps, batch, out, lr=2e-3, t0=adam.t,
+                  recipe=r, aug=aug, taps=taps, scratch=scratch, seed=seed, epoch=epoch)
+        adam.advance(steps)
+        losses += list(out)
+        for idx in (order[i:i + batch] for i in range(0, n, batch)):
+            x = np.array([ref.augment_image(images[i].reshape(28, 28), seed, epoch, i, **aug_kw).reshape(-1)
+                          for i in idx])
+            x *= ref.dropout_mask(seed, epoch, idx, augment.STREAM_DROPOUT, 784, r[kernels.R_DROP_IN])
+            masks = [ref.dropout_mask(seed, epoch, idx, augment.STREAM_DROPOUT + l + 1, h, r[kernels.R_DROP_HIDDEN])
+                     for l, h in enumerate(sizes[1:-1])]
+            loss, d = ref.softmax_cross_entropy(net.forward(x, masks), labels[idx], r[kernels.R_SMOOTHING])
+            net.backward(d)
+            k = opt_ref.t
+            opt_ref.step(net.gradients(), ref.lr_schedule("onecycle", 2e-3, k, 8, 14, r[kernels.R_FLOOR]))
+            ref.ema_update(avg_ref, net.parameters(), r[kernels.R_EMA], opt_ref.t)
+            ref_losses.append(loss)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+    for got, want in zip([a for pair in model.layers() for a in pair], net.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-5)
+    for got, want in zip([a for pair in model.views(adam.ema) for a in pair], avg_ref):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-5)
+
+
 def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
     rng = np.random.default_rng(9)
     images, labels = random_images(rng, 64)
@@ -222,9 +360,7 @@ def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
     adam, ws, grads = Adam(model.num_parameters), model.workspace(8), np.zeros_like(model.params)
     losses = np.zeros(8)
     before = model.params.copy()
-    kernels.train_steps(model.params, grads, adam.m, adam.v, model.layout, images, labels,
-                        np.arange(64, dtype=np.int64), 0, 8, 8, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-                        1e-3, 0.9, 0.999, 1e-8, 0, losses)
+    run_steps(model, adam, ws, grads, images, labels, np.arange(64, dtype=np.int64), 0, 8, 8, losses)
     assert not np.isfinite(losses[0])
     assert np.all(np.isnan(losses[1:]))
     np.testing.assert_array_equal(model.params, before)  # no update from a non-finite step
@@ -247,7 +383,8 @@ def test_evaluate_and_predict_agree_with_reference_forward():
 def test_a_train_step_allocates_nothing_inside_the_kernel():
     """Numba's allocator counts every allocation (its statistics switched on). A call of 1 step and a
     call of 9 steps allocate exactly the same: only the wrappers of the array arguments, one
-    each, made when the call starts; the steps themselves allocate nothing."""
+    each, made when the call starts; the steps themselves allocate nothing, with the plain recipe
+    and with every option on (augmentation, dropout, smoothing, AdamW, max-norm, average, schedule)."""
     code = textwrap.dedent("""
         import numpy as np
         from numba.core.runtime import _nrt_python, rtsys
@@ -263,28 +400,36 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
         order, losses = rng.permutation(300).astype(np.int64), np.zeros(9)
         buffers = [model.params, g, adam.m, adam.v, ws.x, ws.y, ws.z, ws.h, ws.d]
         ids = [b.ctypes.data for b in buffers]
-        def call(k):
+        from fastmlp import augment
+        ema = model.params.copy()
+        plain, full = np.zeros(kernels.R_LEN), np.array(%r)
+        aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28)
+        scratch = np.zeros(augment.scratch_size(28))
+        def call(k, recipe, aug, taps):
             before = rtsys.get_allocation_stats().alloc
-            kernels.train_steps(model.params, g, adam.m, adam.v, model.layout, images, labels, order, 0, k, 32,
-                                ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses)
+            kernels.train_steps(model.params, g, adam.m, adam.v, ema, model.layout, images, labels, order, 0, k,
+                                32, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses,
+                                recipe, aug, taps, scratch, 7, 1)
             return rtsys.get_allocation_stats().alloc - before
-        call(1)  # compile / load from cache
-        one, nine = call(1), call(9)
+        call(1, plain, np.zeros(0), np.ones(1))  # compile / load from cache
+        one, nine = call(1, plain, np.zeros(0), np.ones(1)), call(9, plain, np.zeros(0), np.ones(1))
+        full_one, full_nine = call(1, full, aug, taps), call(9, full, aug, taps)
         assert [b.ctypes.data for b in buffers] == ids
-        print(one, nine)
-    """)
+        print(one, nine, full_one, full_nine)
+    """ % (FULL_RECIPE.tolist(),))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    one, nine = map(int, out.stdout.split())
-    n_array_args = 15
-    assert one == nine == n_array_args
+    one, nine, full_one, full_nine = map(int, out.stdout.split())
+    n_array_args = 20
+    assert one == nine == full_one == full_nine == n_array_args
 
 
 def test_kernels_compile_once_per_argument_type():
     """Repeated training and evaluation calls reuse one compiled signature per kernel (other tests
     in the session may have compiled others, for float32 inputs or an L2 penalty: only the
     signatures these calls add are counted)."""
-    watched = (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward,
+    watched = (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward, kernels.adamw_update,
+               kernels.smoothed_cross_entropy, kernels.lr_at_step, kernels.linear_relu_dropout_forward,
                kernels.adam_update, kernels.gather_batch, kernels.softmax_cross_entropy)
     before = {kernel: set(kernel.signatures) for kernel in watched}
     rng = np.random.default_rng(11)
@@ -294,10 +439,14 @@ def test_kernels_compile_once_per_argument_type():
             model = MLP.initialized([784, *hidden, 10], rng)
             adam, ws, g = Adam(model.num_parameters), model.workspace(batch), np.zeros_like(model.params)
             losses = np.zeros(3)
-            kernels.train_steps(model.params, g, adam.m, adam.v, model.layout, images, labels,
-                                np.arange(100, dtype=np.int64), 0, 3, batch, ws.x, ws.y, ws.z, ws.h, ws.d,
-                                ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses)
+            run_steps(model, adam, ws, g, images, labels, np.arange(100, dtype=np.int64), 0, 3, batch, losses)
             model.evaluate(images, labels)
+            # the whole recipe on: the same kernels, the same signatures
+            adam = Adam(model.num_parameters, ema_decay=0.99)
+            aug, taps = augment.aug_params(10, 0.1, 0.1, 2, 20, 4, 28)
+            run_steps(model, adam, ws, g, images, labels, np.arange(100, dtype=np.int64), 0, 3, batch, losses,
+                      recipe=FULL_RECIPE, aug=aug, taps=taps, scratch=np.zeros(augment.scratch_size(28)),
+                      seed=5, epoch=2)
     for kernel in watched:
         used = set(kernel.signatures) - before[kernel]
         assert len(used) <= 1, (kernel, kernel.signatures)
@@ -335,8 +484,9 @@ def test_train_steps_with_alpha_agree_with_the_reference_steps_with_the_penalty(
     ws, grads = model.workspace(batch), np.zeros_like(model.params)
     order = np.arange(n, dtype=np.int64)
     losses = np.zeros(5)
-    kernels.train_steps(model.params, grads, adam.m, adam.v, model.layout, images, labels, order, 0, 5, batch,
-                        ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses, alpha)
+    recipe = np.zeros(kernels.R_LEN)
+    recipe[kernels.R_ALPHA] = alpha
+    run_steps(model, adam, ws, grads, images, labels, order, 0, 5, batch, losses, recipe=recipe)
     ref_losses = []
     for idx in (order[i:i + batch] for i in range(0, n, batch)):
         loss, d = ref.softmax_cross_entropy(net.forward(ref.gather_batch(images, idx, np.float64)), labels[idx])

@@ -3,6 +3,7 @@ budget), diverging trials and worker processes, on a small in-memory dataset; th
 on real MNIST; and one-line user errors."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -182,6 +183,16 @@ def test_the_time_budget_cuts_the_running_trial_and_queues_it_again(small_datase
     assert "left" in out
 
 
+def test_max_trials_is_a_budget_for_the_whole_study_and_trials_one_for_this_run(small_dataset, tmp_path):
+    settings = settings_for(tmp_path)
+    run(settings, small_dataset, trials=2, max_trials=3)
+    assert states(trials_of(tmp_path)) == ["COMPLETE"] * 2  # --trials came first
+    _, out = run(settings, small_dataset, max_trials=3)
+    assert states(trials_of(tmp_path)) == ["COMPLETE"] * 3
+    _, out = run(settings, small_dataset, trials=5, max_trials=3)  # the study is full: nothing runs
+    assert states(trials_of(tmp_path)) == ["COMPLETE"] * 3 and "the study stops at 3 finished trials" in out
+
+
 def test_worker_processes_share_one_study(small_dataset, tmp_path):
     result, out = run(settings_for(tmp_path), small_dataset, trials=2, jobs=2)
     trials = trials_of(tmp_path)
@@ -206,6 +217,8 @@ def run_cli(*args, cwd):
     ({}, ["--epochs", "2", "--min-epochs", "3"], "min_epochs 3 is above epochs 2"),
     ({}, ["--jobs", "0"], "--jobs must be >= 1"),
     ({}, ["--trials", "0"], "--trials must be >= 1"),
+    ({}, ["--max-trials", "-1"], "--max-trials must be >= 1"),
+    ({}, ["--status"], "no search storage here"),
     ({}, ["--timeout", "-5"], "--timeout must be > 0"),
     ({}, ["--pruner", "wild"], "invalid choice: 'wild'"),
 ])
@@ -242,3 +255,64 @@ def test_a_tiny_search_on_mnist_end_to_end(mnist, tmp_path, capsys):
     assert "training on first 2000 mnist images" in out and "best: trial" in out
     assert main(["search", "--storage", str(db), "--trials", "1", "--subset", "3000"]) == 2
     assert "was searched with subset 2000" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- machines sharing PostgreSQL
+
+MACHINE = ["--subset", "500", "--val-size", "500", "--epochs", "12", "--min-epochs", "12", "--layers", "1",
+           "--width", "8,16", "--batch-size", "50", "--lr", "1e-3:3e-3", "--pruner", "none", "--threads", "1"]
+
+
+def start_machine(url, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "FASTMLP_HEARTBEAT_INTERVAL": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fastmlp", "search", "--storage", url, *args, *MACHINE],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_machines_sharing_postgresql_finish_exactly_max_trials_and_lose_nothing_to_a_killed_one(
+        mnist, postgres_url, tmp_path):
+    """Three `fastmlp search` processes stand in for three machines; one is SIGKILLed mid-trial."""
+    machines = [start_machine(postgres_url, "--max-trials", "6", cwd=tmp_path) for _ in range(3)]
+    storage = open_storage(postgres_url, heartbeat=False)
+    victim, victim_trial, until = machines[0], None, time.monotonic() + 90
+    while victim_trial is None and time.monotonic() < until:
+        time.sleep(0.05)
+        try:
+            running = optuna.load_study(study_name="mnist", storage=storage).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:  # the study is not there yet
+            continue
+        victim_trial = next((t for t in running if t.intermediate_values
+                             and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+    assert victim_trial is not None, "the first machine never ran a trial"
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    outputs = [m.communicate(timeout=150) for m in machines[1:]]
+    assert [m.returncode for m in machines[1:]] == [0, 0], outputs
+
+    trials = optuna.load_study(study_name="mnist", storage=storage).get_trials()
+    by_state = {s: [t for t in trials if t.state.name == s] for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
+    assert len(by_state["COMPLETE"]) == 6 and len(trials) == 7  # exactly --max-trials, plus the lost one
+    assert len({t.number for t in trials}) == len(trials)
+    assert not by_state["RUNNING"] and not by_state["WAITING"]
+    (lost,) = by_state["FAIL"]
+    assert lost.number == victim_trial.number
+    (retry,) = [t for t in trials if studymod.retried_number(t) == lost.number]
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params
+    assert retry.user_attrs["config"]["seed"] == lost.user_attrs["config"]["seed"] == trial_seed(0, lost.number)
+
+    status = run_cli("search", "--storage", postgres_url, "--status", cwd=tmp_path)
+    assert status.returncode == 0 and "7 trials (6 complete, 0 pruned, 1 failed)" in status.stdout
+    assert "best: trial" in status.stdout
+
+    # the report reads the same trial table from PostgreSQL as from a copy of the trials in SQLite
+    optuna.copy_study(from_study_name="mnist", from_storage=storage, to_storage=f"sqlite:///{tmp_path / 'copy.db'}")
+    tables = []
+    for url, out in ((postgres_url, "pg"), (f"sqlite:///{tmp_path / 'copy.db'}", "lite")):
+        proc = run_cli("report", "--storage", url, "--no-retrain", "--no-pdf", "--out", str(tmp_path / out),
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        md = (tmp_path / out / "report.md").read_text()
+        assert "pg-test-secret" not in md + (tmp_path / out / "report.tex").read_text()
+        tables.append(md[md.index("| # | state |"):md.index("## 2.")])
+    assert tables[0] == tables[1] and "retry of #" in tables[0]

@@ -187,3 +187,27 @@ def test_two_searches_started_together_on_a_new_sqlite_file_share_it(mnist, tmp_
     trials = trials_of(db)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- a real PostgreSQL server
+
+def test_a_wrong_password_or_a_missing_database_is_one_line_in_seconds(postgres, tmp_path):
+    for url, fragment in ((postgres.url("postgres", password=SECRET), "password authentication failed"),
+                          (postgres.url("no_such_database"), 'database "no_such_database" does not exist')):
+        for command in ("search", "report"):
+            t0 = time.monotonic()
+            proc = run_cli(command, "--storage", url, cwd=tmp_path)
+            assert time.monotonic() - t0 < 10
+            assert_one_line_error(proc, fragment, "postgresql+psycopg://fastmlp:***@127.0.0.1")
+            assert SECRET not in proc.stdout + proc.stderr and "pg-test-secret" not in proc.stderr
+
+
+def test_searches_started_together_on_a_new_postgresql_database_create_it_once(postgres_url):
+    script = ("import sys; from fastmlp.study import open_storage; "
+              "import optuna; optuna.create_study(storage=open_storage(sys.argv[1]), study_name='x', "
+              "load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}) for _ in range(3)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(postgres_url))] == ["x"]

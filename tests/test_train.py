@@ -12,7 +12,7 @@ from fastmlp import reference as ref
 from fastmlp.data import Dataset, validation_split
 from fastmlp.model import MLP
 from fastmlp.errors import ConfigError, DataError
-from fastmlp.train import History, TrainConfig, Trainer, TrainingDiverged, train
+from fastmlp.train import History, TrainConfig, Trainer, TrainingDiverged, format_epoch, train
 
 TIMING_KEYS = {"train_seconds", "samples_per_s", "elapsed_s"}
 
@@ -62,6 +62,15 @@ def without_timings(history: History) -> list[dict]:
     ("val_size", -1, "val_size must be >= 0"),
     ("lr_decay", 0.0, r"lr_decay must be in \(0, 1\]"),
     ("lr_decay", 1.5, r"lr_decay must be in \(0, 1\]"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+    ("dropout_input", -0.1, r"dropout_input must be in \[0, 1\)"),
+    ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+    ("ema", 1.0, r"ema must be in \[0, 1\)"),
+    ("weight_decay", -1e-4, "weight_decay must be >= 0"),
+    ("warmup", -1, "warmup must be >= 0"),
+    ("elastic_sigma", 0.5, "elastic_sigma must be >= 1"),
+    ("augment", "mirror", "augment must be one of none, affine, elastic; got 'mirror'"),
+    ("schedule", "step", "schedule must be one of decay, cosine, onecycle"),
 ])
 def test_invalid_hyperparameters_are_rejected_with_a_message_naming_them(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -197,3 +206,75 @@ def test_with_an_l2_penalty_the_engine_loop_follows_the_reference_loop():
     plain = train(small_config(batch_size=32), data)
     norm = lambda model: sum(float(np.sum(W.astype(np.float64) ** 2)) for W, _ in model.layers())  # noqa: E731
     assert norm(engine.model) < norm(plain.model)
+
+
+# ----------------------------------------------------------------------------- the training recipe
+
+RECIPE = dict(schedule="onecycle", warmup=0.5, lr_floor=0.01, weight_decay=1e-3, max_norm=4.0, dropout_input=0.1,
+              dropout=0.2, label_smoothing=0.05, ema=0.9)
+
+
+def test_presets_are_named_configurations_and_overrides_win():
+    assert TrainConfig.preset("fast") == TrainConfig()
+    best = TrainConfig.preset("best", epochs=2)
+    assert best.epochs == 2 and best.val_size == 0 and best.augment != "none"
+    with pytest.raises(ConfigError, match="preset must be one of fast, best"):
+        TrainConfig.preset("huge")
+
+
+def test_an_old_configuration_and_history_load_with_every_new_option_off():
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in RECIPE and k != "augment"}
+    assert TrainConfig.from_dict(old) == TrainConfig()
+    record = {"epoch": 1, "lr": 1e-3, "train_loss": 0.3, "train_acc": 0.9, "val_loss": None, "val_acc": None,
+              "test_loss": 0.2, "test_acc": 0.95, "train_seconds": 1.0, "samples_per_s": 1.0, "elapsed_s": 1.0}
+    history = History.from_json(json.dumps({"config": old, "epochs": [record], "status": "completed"}))
+    assert "train  90.00%" in format_epoch(history.epochs[0])
+
+
+def test_the_recipe_learns_the_synthetic_task_and_labels_its_training_accuracy(tmp_path):
+    result = train(small_config(epochs=6, lr=3e-3, **RECIPE), synthetic_dataset(), out_dir=tmp_path)
+    last = result.history.epochs[-1]
+    assert last["val_acc"] > 0.9 and last["test_acc"] > 0.9
+    assert last["train_on"] == "dropout" and "train* " in format_epoch(last)
+    assert [e["lr"] for e in result.history.epochs][-1] == pytest.approx(3e-5)  # one-cycle's floor
+    assert train(small_config(), synthetic_dataset()).history.epochs[0]["train_on"] == "plain"
+
+
+def test_with_weight_averaging_the_average_is_evaluated_and_saved(tmp_path):
+    data = synthetic_dataset()
+    trainer = Trainer.for_dataset(small_config(ema=0.9), data)
+    record = next(trainer.epochs())
+    assert not np.array_equal(trainer.adam.ema, trainer.model.params)
+    averaged = MLP(trainer.model.sizes, trainer.adam.ema.copy())
+    fit_idx, val_idx = validation_split(len(data.train_images), 100)
+    assert record.val_acc == averaged.evaluate(data.train_images, data.train_labels, val_idx)[1]
+    result = train(small_config(ema=0.9), data, out_dir=tmp_path)
+    model, meta = MLP.load(tmp_path / "model.npz")
+    assert meta["weights"] == "ema"
+    np.testing.assert_array_equal(model.params, result.model.params)
+
+
+def test_augmentation_needs_square_images():
+    data = synthetic_dataset(n_in=90)
+    with pytest.raises(ConfigError, match="needs square images; the inputs have 90 features"):
+        train(small_config(augment="affine"), data)
+
+
+def test_the_whole_recipe_is_reproducible_and_its_random_numbers_ignore_the_thread_count():
+    """Random numbers are keyed by (seed, epoch, example): the same seed gives the same history,
+    bit for bit, for a given thread count. Across thread counts only OpenBLAS's rounding differs
+    (it sums in another order with one thread than with two), by float32 round-off."""
+    from threadpoolctl import threadpool_limits
+    data = synthetic_dataset()
+    config = small_config(augment="elastic", **RECIPE)
+    first = train(config, data)  # loads the kernels and their BLAS before the limits apply
+    assert without_timings(train(config, data).history) == without_timings(first.history)
+    runs = {}
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            runs[threads] = train(config, data)
+    for a, b in zip(without_timings(runs[1].history), without_timings(runs[2].history)):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == (b[key] if isinstance(b[key], str) else pytest.approx(b[key], rel=1e-4)), key
+    assert first.history.epochs[0]["train_on"] == "augmented+dropout"
