@@ -361,3 +361,14 @@ def test_a_one_epoch_search_plots_points_on_a_whole_epoch_axis(monkeypatch, tmp_
     assert len(lines) == 5 and all(line.get_marker() == "o" and line.get_markersize() >= 6 for line in lines)
     xs = [line.get_xdata()[0] for line in lines]
     assert len(set(xs)) == 5 and all(0.8 <= x <= 1.2 for x in xs)  # side by side, not on top of each other
+
+
+def test_the_command_gives_every_flag_whose_value_is_not_the_default():
+    from fastmlp.config import TrainConfig
+    config = {**TrainConfig().to_dict(), "hidden_sizes": [64, 32], "dropout": 0.25, "seed": 7}
+    parts = report.train_command_parts(config)
+    assert parts[:2] == ["fastmlp train", "--hidden 64,32"]
+    assert "--dropout 0.25" in parts and "--seed 7" in parts and "--lr-decay 0.7" in parts
+    assert not any(p.startswith(("--alpha", "--val-size", "--augment")) for p in parts)  # defaults stay implicit
+    old = {k: v for k, v in config.items() if k != "lr_decay"}  # a study from before eta's decay existed
+    assert "--lr-decay 1.0" in report.train_command_parts(old)
