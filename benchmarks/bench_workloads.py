@@ -5,7 +5,9 @@ lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
 
 * :class:`FastmlpTrainer`: ``fastmlp.train.Trainer``, as ``fastmlp train`` drives the kernels;
 * :class:`ReferenceTrainer`: the plain NumPy reference (``fastmlp.reference``) in float32;
-* :class:`TorchTrainer`: ``nn.Sequential`` + ``torch.optim.Adam`` (only built when torch imports);
+* :class:`TorchTrainer`: ``nn.Sequential`` + ``torch.optim.Adam``, eager, default or fused Adam
+  (only built when torch imports);
+* :class:`JaxTrainer`: a whole epoch in one ``jax.jit`` (``lax.scan`` over batches, optax Adam);
 * :class:`SklearnTrainer`: ``MLPClassifier(solver="adam")`` (only when scikit-learn imports);
 * :class:`GemmFloor` / :class:`GemmFloorNumba`: the step's GEMMs alone, nothing else (the BLAS
   floor): per layer the forward ``x @ W.T``, the weight gradient ``dz.T @ x`` and, for every layer
@@ -122,8 +124,10 @@ class ReferenceTrainer:
 # ----------------------------------------------------------------------------- PyTorch
 
 class TorchTrainer:
-    """``nn.Sequential`` of Linear/ReLU, ``F.cross_entropy``, ``torch.optim.Adam`` (default foreach).
+    """``nn.Sequential`` of Linear/ReLU, ``F.cross_entropy``, ``torch.optim.Adam``.
 
+    ``fused=False``: Adam's default (foreach) implementation, as most PyTorch code runs it;
+    ``fused=True``: ``Adam(fused=True)``, one fused kernel over all parameters.
     The images stay a uint8 tensor; each batch is gathered by index and scaled (``float() / 255``).
     Weights start like fastmlp's (``N(0, 1/sqrt(n_in))``, zero biases).
     """
@@ -131,7 +135,7 @@ class TorchTrainer:
     label = "PyTorch"
 
     def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,
-                 threads: int | None = None):
+                 threads: int | None = None, fused: bool = False):
         import torch
         from torch import nn
 
@@ -151,7 +155,8 @@ class TorchTrainer:
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.model = nn.Sequential(*layers)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS,
+                                    **({"fused": True} if fused else {}))
         self.batch_size = batch_size
         self.images = torch.from_numpy(np.array(images, dtype=np.uint8))       # a writable copy
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -168,6 +173,69 @@ class TorchTrainer:
             loss.backward()
             opt.step()
             loss.item()
+
+
+# ----------------------------------------------------------------------------- JAX
+
+class JaxTrainer:
+    """The fastest way a JAX user writes this training: one ``jit`` of a whole pass over the data.
+
+    ``lax.scan`` over the mini-batches of an epoch; inside XLA, each step gathers its batch from
+    the uint8 images by index and scales it, runs the forward pass, the mean cross-entropy of
+    ``log_softmax``, ``value_and_grad`` and ``optax.adam``. One compiled program per number of
+    steps (compiled on the first call, outside the timed rounds). Weights start like fastmlp's.
+    XLA's own thread pool uses every core; ``threads=1`` sets ``XLA_FLAGS`` before JAX is imported.
+    """
+
+    label = "JAX"
+
+    def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,
+                 threads: int | None = None):
+        import os
+        import sys
+        if threads == 1 and "jax" not in sys.modules:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1").strip()
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        rng = np.random.default_rng(seed)
+        sizes = layer_sizes(hidden)
+        self.params = [(jnp.asarray(rng.normal(0.0, 1.0 / math.sqrt(n_in), (n_out, n_in)).astype(np.float32)),
+                        jnp.zeros(n_out, jnp.float32)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        opt = optax.adam(LR, b1=BETA1, b2=BETA2, eps=EPS)
+        self.state = opt.init(self.params)
+        self.images = jnp.asarray(images)
+        self.labels = jnp.asarray(np.asarray(labels, dtype=np.int32))
+        self.batch_size = batch_size
+        self.version = jax.__version__
+
+        def loss_fn(params, x, y):
+            h = x
+            for W, b in params[:-1]:
+                h = jax.nn.relu(h @ W.T + b)
+            W, b = params[-1]
+            logp = jax.nn.log_softmax(h @ W.T + b)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+        def epoch(params, state, images, labels, batches):
+            def step(carry, idx):
+                params, state = carry
+                x = images[idx].astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+                loss, grads = jax.value_and_grad(loss_fn)(params, x, labels[idx])
+                updates, state = opt.update(grads, state, params)
+                return (optax.apply_updates(params, updates), state), loss
+            (params, state), losses = jax.lax.scan(step, (params, state), batches)
+            return params, state, losses
+
+        self._epoch = jax.jit(epoch)
+
+    def train(self, order: np.ndarray) -> None:
+        """Train on the batches of ``order`` (its length a multiple of the batch size) in one compiled call."""
+        batches = np.ascontiguousarray(order, dtype=np.int32).reshape(-1, self.batch_size)
+        self.params, self.state, losses = self._epoch(self.params, self.state, self.images, self.labels, batches)
+        losses.block_until_ready()
 
 
 # ----------------------------------------------------------------------------- scikit-learn

@@ -120,13 +120,25 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
         fast.steps(orders[0], 0, min(4, n_steps))          # compile or load the JIT cache
         peers.append(Peer("fastmlp", "fastmlp", n, lambda r: fast.train(orders[r])))
 
-    if "torch" in want:
-        if wl.available("torch"):
-            tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads)
-            tt.train(orders[0][:4 * batch_size])
-            peers.append(Peer("torch", f"PyTorch {tt.version}", n, lambda r: tt.train(orders[r])))
+    if "jax" in want:
+        if wl.available("jax") and wl.available("optax"):
+            jt = wl.JaxTrainer(hidden, batch_size, images, labels, threads=args.threads)
+            jt.train(orders[0])                                  # compiles the epoch for this many steps
+            peers.append(Peer("jax", f"JAX {jt.version} (jit of the epoch)", n, lambda r: jt.train(orders[r])))
         else:
-            notes.append("PyTorch: not installed, skipped.")
+            notes.append("JAX: jax or optax not installed (pip install 'fastmlp[bench]'), skipped.")
+
+    if "torch" in want or "torch_fused" in want:
+        if wl.available("torch"):
+            for key, fused in (("torch", False), ("torch_fused", True)):
+                if key not in want:
+                    continue
+                tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads, fused=fused)
+                tt.train(orders[0][:4 * batch_size])
+                label = f"PyTorch {tt.version}" + (", Adam fused" if fused else " eager")
+                peers.append(Peer(key, label, n, lambda r, tt=tt: tt.train(orders[r])))
+        else:
+            notes.append("PyTorch: not installed (pip install 'fastmlp[bench]'), skipped.")
 
     if "sklearn" in want:
         if wl.available("sklearn"):
@@ -186,18 +198,18 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
     peers, notes = build_peers(hidden, batch_size, n_steps, args.rounds, images, labels, rows, args)
     run_rounds(peers, args.rounds, args.gap)
     by = {p.key: p for p in peers}
-    torch_p, fast = by.get("torch"), by.get("fastmlp")
+    torch_p, fast, jax_p = by.get("torch"), by.get("fastmlp"), by.get("jax")
 
     sizes = "-".join(str(s) for s in wl.layer_sizes(hidden))
     lines = [f"### {name}: {sizes}, batch {batch_size}, {n_steps * batch_size:,} samples per round", "",
-             "| implementation | samples/s (median) | min – max | us per step | vs PyTorch | CPU / wall |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| implementation | samples/s (median) | min – max | us per step | vs PyTorch eager | vs JAX | CPU / wall |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for p in peers:
-        vs = per_round_ratio(p, torch_p)
+        vs, vs_jax = per_round_ratio(p, torch_p), per_round_ratio(p, jax_p)
         note = "" if p.samples == n_steps * batch_size else f" ({p.samples:,} samples)"
         lines.append(f"| {p.label}{note} | {fmt_rate(p.median)} | {fmt_rate(min(p.rates))} – "
                      f"{fmt_rate(max(p.rates))} | {1e6 * batch_size / p.median:,.0f} | {fmt_ratio(vs)} | "
-                     f"{statistics.median(p.cpu):.2f} |")
+                     f"{fmt_ratio(vs_jax)} | {statistics.median(p.cpu):.2f} |")
     floors = {}
     for key in ("gemm", "gemm_numba"):
         # step time / GEMM time = GEMM rate / fastmlp rate
@@ -205,9 +217,9 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
     target = FLOOR_TARGETS.get(cfg)
     tgt = f" (target <= {target:.2f}x)" if target else ""
     if floors["gemm"] is not None:
-        lines.append(f"| **fastmlp step / GEMMs alone (NumPy)**{tgt} | **{fmt_ratio(floors['gemm'])}** | | | | |")
+        lines.append(f"| **fastmlp step / GEMMs alone (NumPy)**{tgt} | **{fmt_ratio(floors['gemm'])}** | | | | | |")
     if floors["gemm_numba"] is not None:
-        lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | | |")
+        lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | | | |")
     if "gemm" in by:
         g = wl.GemmFloor(hidden, batch_size)
         flops = g.flops_per_step()
@@ -215,7 +227,8 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
         lines += ["", f"GEMMs per step: {len(g.gemms())}, {flops / 1e6:.1f} MFLOP; "
                       f"GEMMs alone run at {flops / t_step / 1e9:.1f} GFLOP/s (NumPy)."]
     lines += [""] + notes + ([""] if notes else [])
-    results[cfg] = {"speedup": per_round_ratio(fast, torch_p), "floor": floors["gemm"],
+    results[cfg] = {"speedup": per_round_ratio(fast, torch_p), "vs_jax": per_round_ratio(fast, jax_p),
+                    "vs_torch_fused": per_round_ratio(fast, by.get("torch_fused")), "floor": floors["gemm"],
                     "floor_numba": floors["gemm_numba"],
                     "rates": {p.key: p.median for p in peers}}
     return lines
@@ -564,7 +577,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5; 2 with --quick)")
     p.add_argument("--configs", default=None,
                    help="space-separated configurations to run, e.g. '100/32 1024,1024/128' (default: all)")
-    p.add_argument("--peers", default="fastmlp,torch,sklearn,reference,gemm",
+    p.add_argument("--peers", default="fastmlp,jax,torch_fused,torch,sklearn,reference,gemm",
                    help="implementations to time (default: %(default)s)")
     p.add_argument("--gap", type=float, default=0.2, help="idle seconds before each measurement (default 0.2)")
     p.add_argument("--synthetic", action="store_true", help="random images even when MNIST is found")
@@ -584,7 +597,7 @@ def parse_args(argv=None):
     if args.threads < 1 or args.rounds < 1:
         p.error("--threads and --rounds must be >= 1")
     args.peers = [s.strip() for s in args.peers.split(",") if s.strip()]
-    unknown = set(args.peers) - {"fastmlp", "torch", "sklearn", "reference", "gemm"}
+    unknown = set(args.peers) - {"fastmlp", "jax", "torch", "torch_fused", "sklearn", "reference", "gemm"}
     if unknown:
         p.error(f"unknown --peers {sorted(unknown)}")
     configs = list(wl.CONFIGS)
@@ -616,7 +629,7 @@ def header(args, data_desc: str, load0) -> list[str]:
     import numba
 
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}", f"Numba {numba.__version__}"]
-    for mod, name in (("torch", "PyTorch"), ("sklearn", "scikit-learn")):
+    for mod, name in (("jax", "JAX"), ("torch", "PyTorch"), ("sklearn", "scikit-learn")):
         if wl.available(mod):
             versions.append(f"{name} {__import__(mod).__version__}")
     load1 = os.getloadavg()

@@ -3,12 +3,31 @@
 Floors, bottom up (a module imports only from floors below its own; pyproject.toml's
 import-linter contract, checked by the tests, keeps it so):
 
-1. ``errors``; ``config``, ``atomic``; ``kernels``, ``reference``, ``data``
+1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``; ``update_kernels``,
+   ``augment``, ``idxfile``; ``kernels``, ``reference``, ``data``, ``runs``
 2. ``model``, ``optim``, ``plots``
-3. ``train`` (the ``Trainer``)
+3. ``train`` (the ``Trainer``); beside it, using it: ``estimator`` (``MLPClassifier``),
+   ``imageprep`` (pictures to MNIST's input), ``export`` (ONNX)
 4. the search: ``space``, ``study``, ``search``
 5. ``report``
 6. ``cli`` and ``__main__``: every parser, every exit code
+
+``fastmlp.MLPClassifier`` (scikit-learn's estimator API, :mod:`fastmlp.estimator`) is loaded on
+first use, so ``import fastmlp`` imports neither scikit-learn nor the engine.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
+
+__all__ = ["MLPClassifier", "__version__"]
+
+
+def __getattr__(name):
+    if name == "MLPClassifier":
+        try:
+            from .estimator import MLPClassifier
+        except ModuleNotFoundError as err:
+            if err.name is None or not err.name.startswith("sklearn"):
+                raise
+            raise ImportError("fastmlp.MLPClassifier needs scikit-learn: pip install 'fastmlp[sklearn]'") from err
+        return MLPClassifier
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -1,7 +1,9 @@
-"""Atomic file writes: a temporary file in the target folder, then one rename.
+"""Atomic, durable file writes: a temporary file in the target folder, fsync, then one rename.
 
-A reader (or a crash) never sees a half-written file, and an existing file is replaced only
-once the new one is complete.
+A reader (or a crash, or a power cut) never sees a half-written file, and an existing file is
+replaced only once the new one is complete and on disk. Temporary files are named
+``.NAME.XXXX.tmp.SUFFIX`` beside their target; :func:`remove_stale_temporaries` clears the
+ones a killed process left behind.
 """
 
 from __future__ import annotations
@@ -13,9 +15,23 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # e.g. a folder that cannot be opened for reading: nothing more can be done
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and /dev/null) do not support fsync
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
+    """Yield a temporary path beside ``target``; fsync it and rename it onto ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
@@ -23,10 +39,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file normally follows the umask
     try:
         yield Path(tmp)
+        _fsync_path(tmp)
         os.replace(tmp, target)
+        _fsync_path(target.parent, directory=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` for targets ``names`` in ``folder``; return them."""
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

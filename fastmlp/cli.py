@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+from .version import __version__
 from .errors import UsageError, UserError
 
 T_LAUNCH = time.perf_counter()
-
-CliError = UsageError  # the name search.py and report.py still raise
-
-
 
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line like every other user error (exit status 2)."""
@@ -80,9 +78,9 @@ def _threads(n: int | None):
     if n is None:
         return None
     if n < 1:
-        raise CliError(f"--threads must be >= 1; got {n}")
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=n)
+        raise UsageError(f"--threads must be >= 1; got {n}")
+    from .threads import limit_threads
+    return limit_threads(n)
 
 
 def _load(args):
@@ -90,15 +88,46 @@ def _load(args):
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
+def _resumed_config(args):
+    """The configuration of the run in ``args.resume``; flags may only raise --epochs (or repeat the run's values)."""
+    from .config import RULES, TrainConfig
+    from .runs import CHECKPOINT, load_checkpoint
+    _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
+    try:
+        config = TrainConfig.from_dict(meta.get("config") or {})
+    except (TypeError, ValueError):
+        raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
+    given = {name: getattr(args, name) for name, rule in RULES.items()
+             if rule.flag is not None and getattr(args, name) is not None}
+    if args.hidden is not None:
+        given["hidden_sizes"] = tuple(args.hidden)
+    if args.preset != "fast":
+        raise UsageError("--preset cannot be given with --resume: the run keeps its own settings")
+    for name, value in given.items():
+        if name != "epochs" and value != getattr(config, name, None):
+            raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
+                             f"(it was {getattr(config, name, None)!r})")
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    return config
+
+
 def cmd_train(args) -> int:
     from .data import BackgroundLoad, get_spec
-    config = train_config_from_args(args)
+    if args.resume is not None:
+        config = _resumed_config(args)
+        out = Path(args.resume)
+    else:
+        config = train_config_from_args(args)
+        out = Path(args.out)
     config.validate()
-    get_spec(config.dataset)
+    spec = get_spec(config.dataset)
+    config.check_memory(spec.rows * spec.cols, spec.num_classes)
+    from .runs import check_writable
+    check_writable(out)  # at once, not after an epoch of training
     limiter = _threads(args.threads)
-    data = BackgroundLoad(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
+    data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
-    out = Path(args.out)
     print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
           f"lr {config.lr:g} ({_schedule_text(config)}), betas ({config.beta1:g}, {config.beta2:g}), "
           f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}{_recipe_text(config)}", flush=True)
@@ -108,19 +137,22 @@ def cmd_train(args) -> int:
         print(line + stamp, flush=True)
 
     try:
-        result = train(config, data, verify=not args.no_verify, out_dir=out, progress=Progress(), log=log)
+        result = train(config, data, verify=not args.no_verify, out_dir=out, resume=args.resume is not None,
+                       progress=Progress(), log=log)
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nfastmlp: interrupted; history and model so far in {out}", file=sys.stderr)
+        print(f"\nfastmlp: interrupted; history and model so far in {out}; continue with "
+              f"fastmlp train --resume {out}", file=sys.stderr)
         return 130
     finally:
         if limiter is not None:
             limiter.unregister()
-    last = result.history.epochs[-1]
-    print(f"test accuracy {100 * last['test_acc']:.2f}%{' (averaged weights)' if config.ema > 0 else ''}; wrote {out / 'history.json'}, {out / 'model.npz'}, "
-          f"{out / 'curves.png'}")
+    last = result.history.epochs[-1] if result.history.epochs else {}
+    test = (f"test accuracy {100 * last['test_acc']:.2f}%{' (averaged weights)' if config.ema > 0 else ''}"
+            if last.get("test_acc") is not None else "no test set")
+    print(f"{test}; wrote {out / 'history.json'}, {out / 'model.npz'}, {out / 'curves.png'}")
     return 0
 
 
@@ -156,7 +188,7 @@ def cmd_evaluate(args) -> int:
         args.dataset = meta.get("config", {}).get("dataset", "mnist")
     dataset = _load(args)
     if dataset.num_features != model.sizes[0] or dataset.num_classes != model.sizes[-1]:
-        raise CliError(f"{args.model}: model sizes {model.sizes} do not fit {dataset.name} "
+        raise UsageError(f"{args.model}: model sizes {model.sizes} do not fit {dataset.name} "
                        f"({dataset.num_features} features, {dataset.num_classes} classes)")
     val_size = int(meta.get("config", {}).get("val_size", 0))
     fit_idx, val_idx = validation_split(len(dataset.train_images), val_size)
@@ -211,18 +243,9 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
-    from .search import run_search_cli
-    return run_search_cli(args)
-
-
-def cmd_report(args) -> int:
-    from .report import run_report_cli
-    return run_report_cli(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -230,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_data_args(p)
     p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last completed epoch (with its own settings; "
+                        "--epochs may raise the total)")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
     p.set_defaults(func=cmd_train)
 
@@ -253,29 +279,266 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
     _add_report_parser(sub)
+    _add_predict_export_parsers(sub)
     return parser
 
 
 # ----------------------------------------------------------------------------- search and report
 
+def _at_least_one(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+
+
 def _add_search_parser(sub) -> None:
-    from .search import add_search_parser
-    add_search_parser(sub)
+    from .space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, Space
+    from .study import DEFAULT_PRUNER, DEFAULT_STORAGE, PRUNERS
+    p = sub.add_parser(
+        "search", help="hyperparameter search (Optuna) for the best validation accuracy",
+        description="Search batch size, hidden sizes, eta, beta1, beta2 and epsilon for the best validation "
+                    "accuracy, with epochs as the budget a pruner cuts. Trials are stored in an Optuna RDB "
+                    "storage; running the same command again resumes the study.")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help=f"Optuna RDB URL or SQLite file (default {DEFAULT_STORAGE}); e.g. "
+                        "postgresql://user@host/db to share one study between machines")
+    p.add_argument("--study-name", default=None, metavar="NAME", help="study to create or resume (default: the dataset name)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long; a trial still running is stopped after its current epoch "
+                        "and queued again (default: no limit)")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="run this many trials from this command, then stop (default: no limit)")
+    p.add_argument("--max-trials", type=int, default=None, metavar="N",
+                   help="stop every worker, on every machine, once the study holds N finished (complete or "
+                        "pruned) trials (default: no limit)")
+    p.add_argument("--status", action="store_true",
+                   help="print the study's trials by state and its best trial, and exit")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS and Numba threads per worker (default: cores // jobs)")
+    g = p.add_argument_group("the space (over the default, or the study's own when resuming)")
+    g.add_argument("--space", default=None, metavar="FILE", help="a TOML or JSON file of space entries")
+    default = Space.default()
+    for name, rule in PARAMS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=f"space_{name}", default=None, metavar="SPEC",
+                       help=f"{rule.help}: VALUE, A,B,C or LO:HI (default {default.params[name].describe()})")
+    g.add_argument("--epochs", dest="space_epochs", type=int, default=None, metavar="N",
+                   help=f"the most epochs a trial runs (default {DEFAULT_SPACE['epochs']})")
+    g.add_argument("--min-epochs", dest="space_min_epochs", type=int, default=None, metavar="N",
+                   help=f"epochs before a trial may be pruned (default {DEFAULT_SPACE['min_epochs']})")
+    g.add_argument("--print-space", action="store_true", help="print the effective space as TOML and exit")
+    g = p.add_argument_group("the search")
+    g.add_argument("--pruner", choices=PRUNERS, default=None, help=f"default {DEFAULT_PRUNER}")
+    g.add_argument("--seed", type=int, default=None, help="seed of the sampler and of every trial (default 0)")
+    g.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="train each trial on the first N training images only (for quick checks)")
+    g.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="training images held out for validation (default 5000)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_search, space_keys=(*PARAMS, *BUDGET_KEYS))
 
 
 def _add_report_parser(sub) -> None:
-    from .report import add_report_parser
-    add_report_parser(sub)
+    from .study import DEFAULT_STORAGE
+    p = sub.add_parser("report", help="report of a search: report.md, report.tex (and .pdf), plots",
+                       description="Write the report of a search: every trial and plots of the search, the best "
+                                   "hyperparameters, and the best configuration trained again with its test "
+                                   "accuracy, as Markdown and LaTeX (and PDF when pdflatex is installed).")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
+                   help=f"the search's Optuna storage (default {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", default=None, metavar="NAME",
+                   help="the study (default: the only one in the storage, else mnist)")
+    p.add_argument("--out", default="report", help="output folder (default report)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="do not train the best configuration again (no test accuracy)")
+    p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads for the retraining")
+    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
+    p.set_defaults(func=cmd_report)
+
+
+def _search_settings(args):
+    """The search settings the flags ask for, over the study's stored ones (ConfigError on a bad value)."""
+    from .space import Space, build_space
+    from .study import open_storage, resolve_settings, stored_settings
+    flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
+    build_space(Space.default(), args.space, flags)  # a bad file or flag is reported before any storage is touched
+    stored = stored_settings(open_storage(args.storage), args.study_name)
+    return resolve_settings(stored, storage=args.storage, study_name=args.study_name, space_file=args.space,
+                            space_flags=flags, pruner=args.pruner, seed=args.seed, subset=args.subset,
+                            val_size=args.val_size, dataset=args.dataset, data_dir=args.data_dir,
+                            verify=not args.no_verify)
+
+
+def cmd_search(args) -> int:
+    """``fastmlp search``: create or resume the study, run the workers, print a summary."""
+    _at_least_one(args, "jobs", "threads", "trials", "max_trials")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout must be > 0 seconds; got {args.timeout:g}")
+    if args.study_name is None:
+        args.study_name = args.dataset or "mnist"
+    if args.print_space:
+        from .space import Space, build_space
+        flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
+        print(build_space(Space.default(), args.space, flags).to_toml(), end="")
+        return 0
+    if args.status:
+        from .study import load_study, open_storage, summary
+        print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
+        return 0
+    settings = _search_settings(args)
+    from .search import run_search
+    try:
+        result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
+                            max_trials=args.max_trials, timeout=args.timeout,
+                            log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return 130
+    for line in result.crashed:
+        print(f"fastmlp: error: {line}", file=sys.stderr)
+    return 1 if result.crashed else 0
+
+
+def cmd_report(args) -> int:
+    """``fastmlp report``: read the study, write the report, say where it is."""
+    _at_least_one(args, "threads")
+    from .report import build_report
+    from .threads import limit_threads
+    with limit_threads(args.threads):
+        written = build_report(args.storage, args.study_name, args.out, retrain=not args.no_retrain,
+                               pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
+                               log=lambda line: print(line, flush=True))
+    kinds = [written[k] for k in ("md", "tex", "pdf") if k in written]
+    print(f"report: wrote {', '.join(str(p) for p in kinds)}"
+          + ("" if "pdf" in written or args.no_pdf else " (no pdflatex here: no PDF)"), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict and export
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
+    """Each argument as image paths: a folder gives its image files, a glob pattern its matches.
+
+    Returns ``(paths, errors)``; an argument that gives nothing is one error line.
+    """
+    import glob
+    from .imageprep import IMAGE_SUFFIXES, image_files
+    paths, errors = [], []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                errors.append(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths += found
+        elif not path.exists() and any(c in name for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
+            if not found:
+                errors.append(f"{name}: no file matches this pattern")
+            paths += found
+        else:
+            paths.append(path)
+    return paths, errors
+
+
+def cmd_predict(args) -> int:
+    import json
+    import numpy as np
+    from .errors import ModelError
+    from .imageprep import SIDE, load_digit
+    from .model import MLP
+    model, _ = MLP.load(args.model)
+    if model.sizes[0] != SIDE * SIDE:
+        raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
+                         f"{SIDE}x{SIDE} = {SIDE * SIDE} pixels; it was not trained on MNIST-sized images")
+    n_classes = model.sizes[-1]
+    if args.top > n_classes:
+        raise UsageError(f"--top {args.top} is more than the model's {n_classes} classes")
+    paths, errors = _expand_images(args.images)
+    for message in errors:
+        print(f"fastmlp: error: {message}", file=sys.stderr)
+    results, inputs = [], []
+    for path in paths:
+        try:
+            inputs.append(load_digit(path))
+            results.append({"image": str(path)})
+        except UserError as exc:
+            errors.append(str(exc))
+            results.append({"image": str(path), "error": str(exc)})
+            print(f"fastmlp: error: {exc}", file=sys.stderr)
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        probs = model.probabilities(np.stack(inputs).reshape(len(inputs), -1))
+        for r, p in zip(ok, probs):
+            top = np.argsort(-p, kind="stable")[:args.top]
+            ranked = [{"class": int(c), "probability": round(float(p[c]), 6)} for c in top]
+            r.update(ranked[0], top=ranked)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in ok:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"]))
+    return 2 if errors else 0
+
+
+def cmd_export(args) -> int:
+    from .export import OPSET, save_onnx
+    from .model import MLP
+    model, meta = MLP.load(args.model)
+    save_onnx(model, args.onnx, meta)
+    print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] scaled to [0, 1], "
+          f"outputs logits and probabilities float32 [N, {model.sizes[-1]}]")
+    return 0
+
+
+def _add_predict_export_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="read digits from image files (PNG, JPEG, BMP, ...)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                   help="print the K most probable classes (default 1)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model for other inference engines (ONNX)")
+    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="write an ONNX model here")
+    p.set_defaults(func=cmd_export)
 
 
 # ----------------------------------------------------------------------------- the command
+
+
+def _check_environment() -> None:
+    """Settings read from the environment by libraries, checked before they are imported."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+        raise UsageError(f"NUMBA_NUM_THREADS must be a positive integer; got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_environment()
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`fastmlp evaluate ... | head -1`): stop quietly, as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("\nfastmlp: interrupted", file=sys.stderr)
         return 130

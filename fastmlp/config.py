@@ -96,6 +96,23 @@ class Rule:
         return value
 
 
+def physical_memory() -> int:
+    """This machine's memory in bytes (0 when unknown)."""
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def _num(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -117,6 +134,9 @@ _RULES = [
          scale="log", float32=True, help="Adam epsilon"),
     Rule("lr_decay", float, 0, 1, low_open=True, label="eta decay", tex=r"$\eta$ decay", md="η decay",
          flag="--lr-decay", float32=True, help="multiply eta by this after every epoch; 1 keeps it constant"),
+    Rule("alpha", float, 0, None, label="L2 penalty", tex=r"$\alpha$", md="α", flag="--alpha", float32=True,
+         help="L2 penalty on the weights (scikit-learn's alpha): a batch of m rows adds alpha/(2m) sum ||W||^2 "
+              "to its loss; 0 turns it off"),
     Rule("schedule", str, None, None, label="eta schedule", tex=r"$\eta$ schedule", md="η schedule",
          flag="--schedule", choices=("decay", "cosine", "onecycle"),
          help="eta per epoch times --lr-decay (decay), or per step: linear warm-up then a half cosine "
@@ -183,6 +203,7 @@ class TrainConfig:
     eps: float = 1e-8
     epochs: int = 8
     lr_decay: float = 0.7   # eta is multiplied by this after every epoch; 1 keeps it constant
+    alpha: float = 0.0      # L2 penalty on the weights, as scikit-learn's MLPClassifier(alpha=...)
     seed: int = 0
     val_size: int = 5000
     dataset: str = "mnist"
@@ -228,6 +249,24 @@ class TrainConfig:
                                   f"({n_train - self.val_size} images)")
         return self
 
+    def layer_sizes(self, n_features: int, n_classes: int) -> list[int]:
+        return [int(n_features), *self.hidden_sizes, int(n_classes)]
+
+    def memory_needed(self, n_features: int, n_classes: int) -> int:
+        """Bytes of float32 buffers a run allocates: parameters, gradients, Adam's m and v, activations."""
+        sizes = self.layer_sizes(n_features, n_classes)
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        activations = (self.batch_size + 256) * (sizes[0] + 3 * sum(sizes[1:]))  # training + evaluation
+        return 4 * (4 * n_params + activations)
+
+    def check_memory(self, n_features: int, n_classes: int, available: int | None = None) -> None:
+        """:class:`ConfigError` when the run's buffers would not fit in this machine's memory."""
+        available = physical_memory() if available is None else available
+        need = self.memory_needed(n_features, n_classes)
+        if available and need > available:
+            raise ConfigError(f"hidden sizes {list(self.hidden_sizes)} with batch size {self.batch_size} need "
+                              f"{_bytes(need)} for parameters, gradients, Adam's moments and activations; this "
+                              f"machine has {_bytes(available)} of memory")
     @property
     def regularized(self) -> bool:
         """True when training batches are augmented or dropped out (their accuracy is not clean)."""

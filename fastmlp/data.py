@@ -24,17 +24,21 @@ Every file is verified before use: IDX magic, dimensions, byte length and the MD
 decompressed content against the canonical value (for ``.npy`` images: the MD5 of the IDX
 file they are equivalent to). Any problem raises :class:`DataError` with one line naming the
 file and what is wrong. ``verify=False`` skips only the checksum, for custom data.
+
+Reading is done in two passes: every file is opened (only regular files: a named pipe or a
+device is refused, not waited on) and its header read and checked, the four against each other
+too, before any data is read. What a header claims is checked against what the file can hold
+before its array is allocated; the data then go straight into that array.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import http.client
 import os
+import stat
 import sys
+import tempfile
 import urllib.request
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,20 +46,8 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import DataError
+from .idxfile import FileSpec, OpenedFile, kind_of_file, open_idx, open_npy, read_idx
 
-IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
-LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One IDX file of a dataset: its name, what it holds and its canonical checksum."""
-
-    filename: str          # without .gz
-    kind: str              # "images" or "labels"
-    count: int             # number of images or labels
-    md5: str               # MD5 of the decompressed IDX content
-    npy_names: tuple[str, ...]  # accepted .npy file names for the same array
 
 
 @dataclass(frozen=True)
@@ -158,25 +150,53 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- locating
 
+def _check_base(base: Path) -> Path:
+    """``base`` itself when it is a folder or absent; an error when it is something else."""
+    try:
+        mode = os.stat(base).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return base
+    except OSError as exc:
+        raise DataError(f"{base}: cannot look into this data folder ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else kind_of_file(mode)
+        raise DataError(f"{base} is {kind}, not a folder: --data-dir and FASTMLP_DATA_DIR name the "
+                        f"folder that holds <dataset>/")
+    return base
+
+
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Base folders searched, in order: explicit, $FASTMLP_DATA_DIR, ./data."""
+    """Base folders searched, in order: explicit, $FASTMLP_DATA_DIR, ./data.
+
+    An explicit folder or ``$FASTMLP_DATA_DIR`` that exists but is not a folder is an error.
+    """
     dirs = []
     if data_dir is not None:
-        dirs.append(Path(data_dir))
+        dirs.append(_check_base(Path(data_dir)))
     env = os.environ.get("FASTMLP_DATA_DIR")
     if env:
-        dirs.append(Path(env))
+        dirs.append(_check_base(Path(env)))
     dirs.append(Path("data"))
     return dirs
 
 
+def _present(path: Path) -> bool:
+    """Whether ``path`` names something; a path that cannot be examined counts, so reading it says why."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        pass  # e.g. permission denied: opening it reports that
+    return True
+
+
 def _has_any_file(folder: Path, spec: DatasetSpec) -> bool:
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         return False
     for f in spec.files:
-        if (folder / f.filename).exists() or (folder / (f.filename + ".gz")).exists():
-            return True
-        if any((folder / n).exists() for n in f.npy_names):
+        names = (f.filename, f.filename + ".gz", *f.npy_names)
+        if any(_present(folder / n) for n in names):
             return True
     return False
 
@@ -193,151 +213,34 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: str | os.PathLike | None = Non
     return None
 
 
-# ----------------------------------------------------------------------------- reading
-
-def _idx_header(kind: str, count: int, rows: int, cols: int) -> bytes:
-    dims = [count, rows, cols] if kind == "images" else [count]
-    magic = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC
-    return np.array([magic, *dims], dtype=">i4").tobytes()
-
-
-def _read_exactly(stream, out: memoryview) -> int:
-    """Fill ``out`` from ``stream``; return the number of bytes read (short only at the end)."""
-    done = 0
-    while done < len(out):
-        # Bounded chunks: gzip's readinto builds a temporary as large as the request.
-        n = stream.readinto(out[done:done + (1 << 20)])
-        if not n:
-            break
-        done += n
-    return done
-
-
-def read_idx_stream(stream, path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28,
-                    verify: bool = True, available: int | None = None) -> tuple[np.ndarray, str]:
-    """Read and check one IDX file from a binary stream; returns ``(array, md5)``.
-
-    The data go straight into their final uint8 array (no intermediate copy of the whole
-    file), and the MD5 of the content (header and data) is computed on the way. Images come
-    back as (count, rows*cols), labels as (count,). ``available``, when known, is the size of
-    the content: a header claiming more is rejected before anything is allocated.
-    """
-    expected_magic = IMAGES_MAGIC if fspec.kind == "images" else LABELS_MAGIC
-    ndim = 3 if fspec.kind == "images" else 1
-    header_len = 4 + 4 * ndim
-    header = stream.read(header_len)
-    if len(header) < header_len:
-        raise DataError(f"{path}: truncated: {len(header)} bytes, shorter than the {header_len}-byte IDX header")
-    fields = np.frombuffer(header, dtype=">i4")
-    magic = int(fields[0])
-    if magic != expected_magic:
-        raise DataError(f"{path}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x} "
-                        f"for {fspec.kind}")
-    dims = [int(d) for d in fields[1:]]
-    expected_dims = [fspec.count, rows, cols] if fspec.kind == "images" else [fspec.count]
-    # Custom data (verify=False) may hold any number of images, but of the registered size.
-    if dims != expected_dims and (verify or dims[1:] != expected_dims[1:]):
-        raise DataError(f"{path}: dimensions {dims}, expected {expected_dims}")
-    if any(d <= 0 for d in dims):
-        raise DataError(f"{path}: invalid dimensions {dims}")
-    payload = int(np.prod(dims))
-    if available is not None and available - header_len < payload:
-        raise DataError(f"{path}: truncated: {max(available - header_len, 0)} bytes of data, "
-                        f"header says {payload}")
-    array = np.empty(payload, dtype=np.uint8)
-    got = _read_exactly(stream, memoryview(array))
-    if got < payload:
-        raise DataError(f"{path}: truncated: {got} bytes of data, header says {payload}")
-    extra = len(stream.read(1 << 16))
-    if extra:
-        raise DataError(f"{path}: too long: more than {payload} bytes of data, header says {payload}")
-    digest = hashlib.md5(header)
-    digest.update(memoryview(array))
-    md5 = digest.hexdigest()
-    if verify and md5 != fspec.md5:
-        raise DataError(f"{path}: checksum mismatch: MD5 {md5}, expected {fspec.md5} "
-                        f"(corrupt file, or a different dataset: --no-verify accepts custom data)")
-    if fspec.kind == "images":
-        array = array.reshape(dims[0], dims[1] * dims[2])
-    array.flags.writeable = False  # the dataset is shared by every run in the process
-    return array, md5
-
-
-def read_idx(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
-    """Read one IDX file, gzipped (``.gz``) or raw; returns ``(array, md5)``. See :func:`read_idx_stream`."""
-    try:
-        if path.suffix == ".gz":
-            with open(path, "rb") as raw:  # the gzip trailer records the content size (mod 2**32)
-                raw.seek(-4, os.SEEK_END)
-                available = int.from_bytes(raw.read(4), "little") or None
-            opener = gzip.open
-        else:
-            available, opener = path.stat().st_size, open
-        with opener(path, "rb") as stream:
-            return read_idx_stream(stream, path, fspec, rows, cols, verify, available)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
     if labels.size and int(labels.max()) >= num_classes:
         raise DataError(f"{path}: label {int(labels.max())} out of range 0..{num_classes - 1}")
 
 
-def read_npy(path: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> np.ndarray:
-    """Read one ``.npy`` array and check it like the IDX file it stands for."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0]})") from None
-    if fspec.kind == "images":
-        if array.ndim == 3 and array.shape[1:] == (rows, cols):
-            array = array.reshape(array.shape[0], rows * cols)
-        if array.ndim != 2 or array.shape[1] != rows * cols:
-            raise DataError(f"{path}: images of shape {array.shape}, expected (n, {rows}, {cols}) "
-                            f"or (n, {rows * cols})")
-    elif array.ndim != 1:
-        raise DataError(f"{path}: labels of shape {array.shape}, expected (n,)")
-    if array.dtype != np.uint8:
-        if fspec.kind == "labels" and np.issubdtype(array.dtype, np.integer):
-            if array.size and (array.min() < 0 or array.max() > 255):
-                raise DataError(f"{path}: labels outside 0..255")
-            array = array.astype(np.uint8)
-        else:
-            raise DataError(f"{path}: dtype {array.dtype}, expected uint8")
-    if verify and array.shape[0] != fspec.count:
-        raise DataError(f"{path}: {array.shape[0]} rows, expected {fspec.count}")
-    array = np.ascontiguousarray(array)
-    if verify:
-        header = _idx_header(fspec.kind, array.shape[0], rows, cols)
-        md5 = hashlib.md5(header)
-        md5.update(memoryview(array).cast("B"))
-        digest = md5.hexdigest()
-        if digest != fspec.md5:
-            raise DataError(f"{path}: checksum mismatch: content MD5 (as IDX) {digest}, expected "
-                            f"{fspec.md5} (--no-verify accepts custom data)")
-    array.flags.writeable = False  # shared by every run in the process, like the IDX arrays
-    return array
-
-
-def read_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True):
-    """Find and read one of the four arrays in ``folder``: ``.gz``, raw IDX, then ``.npy``.
-
-    Returns ``(array, path, md5_of_content)``.
-    """
+def open_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, verify: bool = True) -> OpenedFile:
+    """Find and open one of the four files in ``folder``: ``.gz``, raw IDX, then ``.npy``."""
     for candidate in (folder / (fspec.filename + ".gz"), folder / fspec.filename):
-        if candidate.exists():
-            array, md5 = read_idx(candidate, fspec, rows, cols, verify)
-            return array, candidate, md5
+        if _present(candidate):
+            return open_idx(candidate, fspec, rows, cols, verify)
     for name in fspec.npy_names:
         candidate = folder / name
-        if candidate.exists():
-            array = read_npy(candidate, fspec, rows, cols, verify)
-            return array, candidate, fspec.md5 if verify else "unverified"
+        if _present(candidate):
+            return open_npy(candidate, fspec, rows, cols, verify)
     names = f"{fspec.filename}[.gz] or {' / '.join(fspec.npy_names)}"
     raise DataError(f"{folder}: missing {names}")
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create ``folder`` and check a file can be written in it; one line saying where otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DataError(f"cannot write the download into {folder} ({exc.strerror or exc}); choose another "
+                        f"place with --data-dir or FASTMLP_DATA_DIR") from None
+    return folder
 
 
 def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
@@ -346,7 +249,8 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     """Find, verify and read a dataset into uint8 arrays.
 
     ``download=True`` fetches it (saying so on stderr) when no candidate folder holds any of
-    its files; a folder holding some but not all files is an error, not a download.
+    its files; a folder holding some but not all files is an error, not a download. The four
+    headers are read and checked against each other before any file's data.
     """
     spec = spec or get_spec(name)
     folder = find_dataset_dir(spec, data_dir)
@@ -355,21 +259,29 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
             looked = ", ".join(str(d) for d in candidate_dirs(data_dir))
             raise DataError(f"dataset {spec.name!r} not found (looked in {looked}); run "
                             f"`fastmlp data download {spec.name}` or set FASTMLP_DATA_DIR")
-        target = candidate_dirs(data_dir)[0] / spec.name
+        target = _writable_folder(candidate_dirs(data_dir)[0] / spec.name)
         print(f"fastmlp: dataset {spec.name!r} not found; downloading it into {target}", file=sys.stderr)
         folder = download_dataset(spec.name, target.parent, progress=progress, spec=spec)
-    arrays, checksums = {}, {}
-    for key in ("train_images", "train_labels", "test_images", "test_labels"):
-        fspec = getattr(spec, key)
-        array, path, digest = read_file(folder, fspec, spec.rows, spec.cols, verify)
-        if fspec.kind == "labels":
-            _check_labels(array, path, spec.num_classes)
-        arrays[key] = array
-        checksums[fspec.filename] = digest
-    for part in ("train", "test"):
-        n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
-        if n_img != n_lab:
-            raise DataError(f"{folder}: {n_img} {part} images but {n_lab} {part} labels")
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    opened: dict[str, OpenedFile] = {}
+    try:
+        for key in keys:
+            opened[key] = open_file(folder, getattr(spec, key), spec.rows, spec.cols, verify)
+        for part in ("train", "test"):
+            images, labels = opened[f"{part}_images"], opened[f"{part}_labels"]
+            if images.count != labels.count:
+                raise DataError(f"{folder}: {images.count} {part} images but {labels.count} {part} labels "
+                                f"({images.path.name}, {labels.path.name})")
+        arrays, checksums = {}, {}
+        for key, source in opened.items():
+            array, digest = source.read(spec.rows, spec.cols, verify)
+            if source.fspec.kind == "labels":
+                _check_labels(array, source.path, spec.num_classes)
+            arrays[key] = array
+            checksums[source.fspec.filename] = digest
+    finally:
+        for source in opened.values():
+            source.close()
     return Dataset(spec.name, source=folder, checksums=checksums, num_classes=spec.num_classes, **arrays)
 
 
@@ -420,13 +332,13 @@ def validation_split(n_train: int, val_size: int = 5000, seed: int = 0) -> tuple
 
 # ----------------------------------------------------------------------------- downloading
 
-def _progress_line(name: str, done: int, total: int | None) -> None:
+def _progress_line(name: str, done: int, total: int | None, start: str = "\r", end: str = "") -> None:
+    """``start``, ``name``, a bar when the total is known, the megabytes so far, ``end``; on stderr."""
     if total:
-        frac = done / total
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r  {name:<28} [{bar:<30}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB")
+        bar = "#" * int(30 * done / total)
+        sys.stderr.write(f"{start}  {name:<28} [{bar:<30}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB{end}")
     else:
-        sys.stderr.write(f"\r  {name:<28} {done / 1e6:6.1f} MB")
+        sys.stderr.write(f"{start}  {name:<28} {done / 1e6:6.1f} MB{end}")
     sys.stderr.flush()
 
 
@@ -440,11 +352,10 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
     """
     spec = spec or get_spec(name)
     base = Path(data_dir) if data_dir is not None else candidate_dirs(None)[0]
-    folder = base / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _writable_folder(base / spec.name)
     for fspec in spec.files:
         target = folder / (fspec.filename + ".gz")
-        if target.exists():
+        if _present(target):
             try:
                 read_idx(target, fspec, spec.rows, spec.cols, verify=True)
                 continue
@@ -466,14 +377,21 @@ def download_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = N
 
 
 def _fetch(url: str, dest: Path, label: str, progress: bool) -> None:
-    """Stream ``url`` into ``dest``, drawing a progress bar on stderr."""
+    """Stream ``url`` into ``dest``.
+
+    With ``progress``: on a terminal a bar on stderr, redrawn in place as chunks arrive;
+    anywhere else (a log file, a pipe) one line per file once it is complete.
+    """
+    live = progress and sys.stderr.isatty()
     with open(dest, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         done = 0
         while chunk := resp.read(1 << 16):
             out.write(chunk)
             done += len(chunk)
-            if progress:
+            if live:
                 _progress_line(label, done, total)
-    if progress:
+    if live:
         sys.stderr.write("\n")
+    elif progress:
+        _progress_line(label, done, total, start="", end="\n")

@@ -18,7 +18,9 @@ first m rows of each block, so a short last batch needs no new buffer.
 The training recipe's options (augmentation, dropout, label smoothing, weight decay, max-norm,
 weight averaging, per-step schedules) ride in :func:`train_steps`'s ``recipe`` array (indices
 ``R_*``) and are checked once per batch or per layer, never per element: with every option off
-a step runs the plain kernels, bit for bit. Random numbers come from
+a step runs the plain kernels, bit for bit. The parameter updates (Adam, AdamW, schedules, the
+L2 penalty) are in :mod:`fastmlp.update_kernels`, the buffer views in :mod:`fastmlp.layout`;
+both are re-exported here. Random numbers come from
 :mod:`fastmlp.augment`'s counter-based generator keyed by (seed, epoch, example index).
 """
 
@@ -29,38 +31,15 @@ from numba import njit, types
 from numba.extending import overload
 
 from .augment import STREAM_AUGMENT, STREAM_DROPOUT, bits24, example_key, warp_image
-
-# Column indices of the ``layout`` array.
-N_IN, N_OUT, W_OFF, B_OFF = 0, 1, 2, 3
+from .layout import B_OFF, N_IN, N_OUT, W_OFF, bias_view, block_view, weight_view  # noqa: F401
+from .update_kernels import (SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE, adam_update, adamw_update,  # noqa: F401
+                             l2_penalty_grad, lr_at_step)
 
 # Indices of the ``recipe`` array (float64) of :func:`train_steps`; all zero is the plain recipe.
 (R_SCHEDULE, R_WARMUP, R_TOTAL, R_FLOOR, R_WEIGHT_DECAY, R_MAX_NORM, R_EMA, R_SMOOTHING, R_DROP_IN,
- R_DROP_HIDDEN) = range(10)
-R_LEN = 10
-# Values of recipe[R_SCHEDULE]: eta as given to the call (per-epoch decay), cosine, one-cycle.
-SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE = 0, 1, 2
-
-
-# ----------------------------------------------------------------------------- views
-
-@njit(cache=True, error_model="numpy")
-def weight_view(buf, layout, l):
-    """Layer ``l``'s weight inside a flat buffer, (n_out, n_in), no copy."""
-    n_in, n_out, off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
-    return buf[off:off + n_out * n_in].reshape((n_out, n_in))
-
-
-@njit(cache=True, error_model="numpy")
-def bias_view(buf, layout, l):
-    """Layer ``l``'s bias inside a flat buffer, (n_out,), no copy."""
-    off = layout[l, B_OFF]
-    return buf[off:off + layout[l, N_OUT]]
-
-
-@njit(cache=True, error_model="numpy")
-def block_view(buf, off, m, n):
-    """Rows 0..m-1 of an (B, n) activation block starting at ``off``: (m, n), no copy."""
-    return buf[off:off + m * n].reshape((m, n))
+ R_DROP_HIDDEN, R_ALPHA) = range(11)
+R_LEN = 11
+# Values of recipe[R_SCHEDULE] (eta as given to the call, cosine, one-cycle): see update_kernels.
 
 
 # ----------------------------------------------------------------------------- batch
@@ -327,112 +306,6 @@ def linear_backward_input(dz, W, dx):
     np.dot(dz, W, dx)
 
 
-# ----------------------------------------------------------------------------- Adam
-
-@njit(cache=True, error_model="numpy")
-def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps, decay):
-    # p <- decay p - step m / (sqrt(v) scale + eps); decay 1 (exact in float32) is plain Adam.
-    # Loops index from 0: with a start of unknown sign Numba keeps negative-index wraparound,
-    # which stops LLVM from vectorizing (10x slower here).
-    b1c = np.float32(1.0) - beta1
-    b2c = np.float32(1.0) - beta2
-    for i in range(params.shape[0]):
-        g = grads[i]
-        mi = beta1 * m[i] + b1c * g
-        vi = beta2 * v[i] + b2c * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] = decay * params[i] - step * mi / (np.sqrt(vi) * scale + eps)
-
-
-@njit(cache=True, error_model="numpy")
-def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
-    """One Adam step (Kingma & Ba, bias-corrected) over flat float32 buffers, in place.
-
-    For every i: ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
-    ``p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``, computed as
-    ``p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``. ``t`` counts from 1.
-
-    One serial, vectorized pass: on two cores a ``prange`` split measured slower, because
-    Numba's worker threads and OpenBLAS's threads then compete for the same cores.
-    """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps),
-                np.float32(1.0))
-
-
-@njit(cache=True, error_model="numpy")
-def _max_norm_rows(W, c):
-    """Scale every row of W (one unit's incoming weights) whose L2 norm exceeds c down to c."""
-    for r in range(W.shape[0]):
-        ss = 0.0
-        for i in range(W.shape[1]):
-            ss += np.float64(W[r, i]) * W[r, i]
-        if ss > c * c:
-            f = np.float32(c / np.sqrt(ss))
-            for i in range(W.shape[1]):
-                W[r, i] *= f
-
-
-@njit(cache=True, error_model="numpy")
-def _ema_block(avg, params, a):
-    b = np.float32(1.0) - a
-    for i in range(params.shape[0]):
-        avg[i] = a * avg[i] + b * params[i]
-
-
-@njit(cache=True, error_model="numpy")
-def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, weight_decay, max_norm, ema_decay):
-    """:func:`adam_update` with decoupled weight decay, max-norm and weight averaging, layer by layer.
-
-    AdamW (Loshchilov & Hutter 2019, as PyTorch's ``AdamW``): weights, not biases, are first
-    multiplied by ``1 - lr weight_decay``. With ``max_norm > 0`` each hidden unit's incoming
-    weight row is then scaled back to norm ``max_norm`` when longer (Srivastava et al. 2014).
-    With ``ema_decay > 0``, ``ema = a ema + (1 - a) params`` after the update, with
-    ``a = min(ema_decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates`` warm-up).
-    Each layer's weights and bias are visited once, while in cache.
-    """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
-    decay = np.float32(1.0 - lr * weight_decay)
-    a = np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
-    L = layout.shape[0]
-    for l in range(L):
-        w0, b0, n_w, n_b = layout[l, W_OFF], layout[l, B_OFF], layout[l, N_IN] * layout[l, N_OUT], layout[l, N_OUT]
-        _adam_block(params[w0:w0 + n_w], grads[w0:w0 + n_w], m[w0:w0 + n_w], v[w0:w0 + n_w],
-                    b1, b2, step, scale, e, decay)
-        if max_norm > 0 and l < L - 1:
-            _max_norm_rows(weight_view(params, layout, l), max_norm)
-        _adam_block(params[b0:b0 + n_b], grads[b0:b0 + n_b], m[b0:b0 + n_b], v[b0:b0 + n_b],
-                    b1, b2, step, scale, e, np.float32(1.0))
-        if ema_decay > 0:
-            _ema_block(ema[w0:b0 + n_b], params[w0:b0 + n_b], a)
-
-
-@njit(cache=True, error_model="numpy")
-def lr_at_step(schedule, lr, k, warmup, total, floor):
-    """Eta at step k (from 0) of ``total``: ``lr`` itself (SCHED_CONSTANT), or
-
-    * SCHED_COSINE: linear warm-up ``lr min(1, (k + 1) / warmup)`` for k < warmup, then a half cosine
-      from lr down to ``lr floor`` at the last step, ``total - 1`` (Loshchilov & Hutter 2017, no restarts);
-    * SCHED_ONECYCLE: a half cosine up from ``lr / 25`` to lr over the warm-up, then down to
-      ``lr floor`` (Smith & Topin 2019, PyTorch's ``OneCycleLR`` with ``anneal_strategy="cos"``,
-      momentum not cycled).
-    """
-    if schedule == SCHED_CONSTANT:
-        return lr
-    low = lr * floor
-    if k < warmup:
-        if schedule == SCHED_COSINE:
-            return lr * min(1.0, (k + 1) / warmup)
-        start = lr / 25.0
-        return start + (lr - start) * 0.5 * (1.0 - np.cos(np.pi * k / warmup))
-    progress = min(1.0, (k - warmup) / max(1.0, total - 1 - warmup))
-    return low + (lr - low) * 0.5 * (1.0 + np.cos(np.pi * progress))
-
-
 # ----------------------------------------------------------------------------- whole steps
 
 @njit(cache=True, error_model="numpy")
@@ -512,7 +385,9 @@ def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, orde
 
     ``recipe`` (float64, indices ``R_*``) holds the options, all 0 for the plain recipe: eta at
     step t is ``lr_at_step(recipe[R_SCHEDULE], lr, t - 1, warmup, total, floor)``; dropout on the
-    input and hidden layers; label smoothing; weight decay, max-norm and the average ``ema``
+    input and hidden layers; label smoothing; scikit-learn's L2 penalty ``recipe[R_ALPHA]``: a batch
+    of m rows adds ``alpha / (2 m) * sum ||W||^2`` to its loss and ``alpha / m * W`` to each weight
+    gradient (:func:`l2_penalty_grad`); weight decay, max-norm and the average ``ema``
     (:func:`adamw_update`; ``ema`` may be empty when ``recipe[R_EMA]`` is 0). ``aug`` (empty: no
     augmentation), ``taps`` and ``scratch`` are :func:`fastmlp.augment.warp_image`'s; ``seed`` and
     ``epoch`` key the random numbers.
@@ -521,6 +396,7 @@ def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, orde
     n_classes = layout[L - 1, N_OUT]
     schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
     wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
+    alpha = recipe[R_ALPHA]
     plain_gather = aug.shape[0] == 0 and p_in == 0
     plain_adam = wd == 0 and max_norm == 0 and ema_decay == 0
     correct = 0
@@ -547,6 +423,8 @@ def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, orde
             return correct
         correct += c
         backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p_hid)
+        if alpha > 0.0:
+            losses[s] += 0.5 * alpha * l2_penalty_grad(params, grads, layout, np.float32(alpha / m)) / m
         t = t0 + s + 1
         lr_t = lr_at_step(schedule, lr, t - 1, recipe[R_WARMUP], recipe[R_TOTAL], recipe[R_FLOOR])
         if plain_adam:
@@ -576,13 +454,59 @@ def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
 
 @njit(cache=True, error_model="numpy")
 def predict_rows(params, layout, images, x, z, h, act_off, out):
-    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 (N, n_in))."""
-    n_in = layout[0, N_IN]
-    B = x.shape[0] // n_in
-    n = images.shape[0]
-    for lo in range(0, n, B):
-        hi = min(lo + B, n)
-        gather_range(images, lo, block_view(x, 0, hi - lo, n_in))
-        logits = forward(params, layout, x, z, h, act_off, hi - lo)
-        for i in range(hi - lo):
+    """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 or float32 (N, n_in))."""
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
             out[lo + i] = _row_max_argmax(logits, i)[1]
+
+
+@njit(cache=True, error_model="numpy")
+def forward_range(params, layout, images, lo, B, x, z, h, act_off):
+    """Logits of rows ``lo .. min(lo + B, N) - 1`` of ``images`` (N, n_in): gather, then :func:`forward`."""
+    hi = min(lo + B, images.shape[0])
+    gather_range(images, lo, block_view(x, 0, hi - lo, layout[0, N_IN]))
+    return forward(params, layout, x, z, h, act_off, hi - lo)
+
+
+@njit(cache=True, error_model="numpy")
+def proba_rows(params, layout, images, x, z, h, act_off, out, log):
+    """Class probabilities of every row of ``images``: ``out[i] = softmax(logits(images[i]))``.
+
+    images (N, n_in) uint8 or float32, out (N, k) float64. With ``log`` true, ``out`` gets
+    ``ln softmax = l - max - ln sum exp(l - max)`` instead (finite for any finite logits).
+    The softmax is taken in float64 from the float32 logits, so each row sums to 1 within
+    float64 rounding. Rows go through the network in chunks of the workspace's batch size.
+    """
+    B = x.shape[0] // layout[0, N_IN]
+    k = out.shape[1]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        for i in range(logits.shape[0]):
+            mx = np.float64(_row_max_argmax(logits, i)[0])
+            s = 0.0
+            for j in range(k):
+                e = np.exp(np.float64(logits[i, j]) - mx)
+                out[lo + i, j] = e
+                s += e
+            if log:
+                lse = np.log(s)
+                for j in range(k):
+                    out[lo + i, j] = np.float64(logits[i, j]) - mx - lse
+            else:
+                inv = 1.0 / s
+                for j in range(k):
+                    out[lo + i, j] *= inv
+
+
+@njit(cache=True, error_model="numpy")
+def logits_rows(params, layout, images, x, z, h, act_off, out):
+    """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L).
+
+    In chunks of the workspace's batch size B = len(x) / n_in.
+    """
+    B = x.shape[0] // layout[0, N_IN]
+    for lo in range(0, images.shape[0], B):
+        logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
+        out[lo:lo + logits.shape[0]] = logits

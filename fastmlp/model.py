@@ -13,7 +13,10 @@ the same generator: ``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``.
 from __future__ import annotations
 
 import json
+import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from . import kernels
 from .atomic import atomic_path
+from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
 from .errors import ModelError
 from .reference import init_weight
 
@@ -146,13 +150,28 @@ class MLP:
         return out
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits (m, n_L) for a float32 batch ``x`` (m, n_0) already scaled to [0, 1]."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
-            raise ModelError(f"x must be (m, {self.sizes[0]}); got {x.shape}")
-        ws = self.workspace(len(x))
-        ws.x[:] = x.reshape(-1)
-        return kernels.forward(self.params, self.layout, ws.x, ws.z, ws.h, ws.act_off, len(x)).copy()
+        """Logits ``h`` (m, n_L) float32 of each row of ``x`` (m, n_0).
+
+        ``x`` as :meth:`predict` takes it: uint8 pixels (scaled by 1/255) or float features as
+        they are (converted to float32: inputs already scaled to [0, 1] for a model trained on
+        images). Batches of the evaluation workspace; nothing is allocated per row.
+        """
+        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        self._check_images(x)
+        ws = self._eval_workspace()
+        out = np.empty((len(x), self.sizes[-1]), np.float32)
+        kernels.logits_rows(self.params, self.layout, x, ws.x, ws.z, ws.h, ws.act_off, out)
+        return out
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``softmax(h)`` (m, n_L) float32, rows summing to 1, for the logits ``h`` of :meth:`logits`.
+
+        Row by row, stable: ``p_j = exp(h_j - max h) / sum_k exp(h_k - max h)`` (in float64).
+        """
+        h = self.logits(x).astype(np.float64)
+        e = np.exp(h - h.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
     # ------------------------------------------------------------------ save / load
 
@@ -165,12 +184,105 @@ class MLP:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple["MLP", dict]:
-        """Read a file written by :meth:`save`; returns ``(model, metadata)``."""
+        """Read a file written by :meth:`save`; returns ``(model, metadata)``.
+
+        Every claim the file makes (array shapes and dtypes, the parameter count its sizes
+        imply) is checked against the others and against the file's size before anything is
+        allocated; whatever is wrong with it is one :class:`ModelError` line.
+        """
         try:
-            with np.load(path, allow_pickle=False) as f:
-                sizes, params, meta = f["sizes"], f["params"], json.loads(str(f["metadata"]))
+            with open_regular_file(path, ModelError) as fh, zipfile.ZipFile(fh) as archive:
+                sizes, params, meta = _read_model(archive, path, os.fstat(fh.fileno()).st_size)
         except FileNotFoundError:
             raise ModelError(f"{path}: no such model file") from None
-        except (OSError, ValueError, KeyError) as exc:
+        except ModelError:
+            raise
+        except zipfile.BadZipFile as exc:
+            raise ModelError(f"{path}: not a fastmlp model file (truncated, or not a zip archive: {exc})") from None
+        except (zlib.error, EOFError, ValueError) as exc:
             raise ModelError(f"{path}: not a fastmlp model file ({str(exc).splitlines()[0]})") from None
-        return cls(sizes.tolist(), np.ascontiguousarray(params, dtype=np.float32)), meta
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        except MemoryError:
+            raise ModelError(f"{path}: not enough memory to load it") from None
+        return cls(sizes, params), meta
+
+
+def _member_header(archive: zipfile.ZipFile, path, key: str, file_size: int):
+    """Open ``key``'s ``.npy`` member and read its header: ``(stream, shape, dtype)``.
+
+    The member's size must be exactly what its header claims, and no more than its compressed
+    bytes in the file can hold, so reading it allocates no more than the file can justify.
+    """
+    try:
+        info = archive.getinfo(key + ".npy")
+    except KeyError:
+        raise ModelError(f"{path}: not a fastmlp model file (no {key!r} array)") from None
+    if info.compress_type == zipfile.ZIP_STORED:
+        bound = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        bound = info.compress_size * MAX_DEFLATE_RATIO
+    else:
+        raise ModelError(f"{path}: {key!r} compressed with zip method {info.compress_type}, "
+                         f"expected stored or deflated")
+    if info.compress_size > file_size or info.file_size > bound:
+        raise ModelError(f"{path}: {key!r} claims {info.file_size} bytes, more than the file can hold (truncated?)")
+    stream = archive.open(info)
+    shape, dtype, _, offset = read_npy_header(stream)
+    if dtype.hasobject or any(d < 0 for d in shape):
+        raise ModelError(f"{path}: {key!r} is of dtype {dtype} and shape {shape}, not a plain array")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise ModelError(f"{path}: {key!r} holds {info.file_size - offset} bytes of data, its header says {nbytes}")
+    return stream, shape, dtype
+
+
+def _member_data(stream, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The data of a member whose header :func:`_member_header` read and checked."""
+    array = np.empty(shape, dtype)
+    if read_exactly(stream, memoryview(array).cast("B")) != array.nbytes:
+        raise EOFError("array data ends early")
+    return array
+
+
+def _read_model(archive: zipfile.ZipFile, path, file_size: int) -> tuple[list[int], np.ndarray, dict]:
+    """``(sizes, params, metadata)`` of an open ``model.npz``, every part checked."""
+    sizes_in, sizes_shape, sizes_dtype = _member_header(archive, path, "sizes", file_size)
+    params_in, params_shape, params_dtype = _member_header(archive, path, "params", file_size)
+    meta_in, meta_shape, meta_dtype = _member_header(archive, path, "metadata", file_size)
+    if len(sizes_shape) != 1 or sizes_dtype.kind not in "iu" or sizes_shape[0] < 2:
+        raise ModelError(f"{path}: sizes of dtype {sizes_dtype} and shape {sizes_shape}; expected a 1-D "
+                         f"integer array of at least 2 layer sizes")
+    if len(params_shape) != 1 or params_dtype.kind != "f" or params_dtype.itemsize != 4:
+        raise ModelError(f"{path}: params of dtype {params_dtype} and shape {params_shape}; expected a 1-D "
+                         f"float32 array")
+    if meta_shape != () or meta_dtype.kind != "U":
+        raise ModelError(f"{path}: metadata of dtype {meta_dtype} and shape {meta_shape}; expected a JSON string")
+    # Each layer has at least one bias: more layers than parameters cannot fit (and is not read).
+    if sizes_shape[0] - 1 > params_shape[0]:
+        raise ModelError(f"{path}: {sizes_shape[0]} layer sizes for {params_shape[0]} parameters")
+    sizes = [int(s) for s in _member_data(sizes_in, sizes_shape, sizes_dtype)]
+    if any(s <= 0 for s in sizes):
+        raise ModelError(f"{path}: layer sizes must all be positive; got {_brief(sizes)}")
+    needed = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    if needed != params_shape[0]:
+        raise ModelError(f"{path}: sizes {_brief(sizes)} need {needed} parameters, params holds {params_shape[0]}")
+    params = _member_data(params_in, params_shape, params_dtype).astype(np.float32, copy=False)
+    if not np.isfinite(params).all():
+        bad = int(np.count_nonzero(~np.isfinite(params)))
+        raise ModelError(f"{path}: {bad} of {params.size} parameters are NaN or infinite")
+    text = str(_member_data(meta_in, meta_shape, meta_dtype)[()])
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: metadata is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: metadata is a JSON {type(meta).__name__}, expected an object")
+    return sizes, params, meta
+
+
+def _brief(values: list[int], most: int = 8) -> str:
+    """``values`` as a list, cut short (one line) when long."""
+    if len(values) <= most:
+        return str(values)
+    return "[" + ", ".join(map(str, values[:most])) + f", ... ({len(values)} values)]"

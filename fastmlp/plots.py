@@ -1,9 +1,17 @@
-"""Plots of training (matplotlib, Agg backend; imported only when a plot is drawn)."""
+"""Every plot (matplotlib, Agg backend; imported only when a plot is drawn).
+
+Training: :func:`plot_curves`, loss and accuracy per epoch. The search (for the report):
+:func:`plot_history` (validation accuracy per trial and the best so far), :func:`plot_params`
+(validation accuracy against each hyperparameter) and :func:`plot_epochs` (validation accuracy
+per epoch of every trial, where the pruner cut).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 from .atomic import atomic_path
 
@@ -53,3 +61,190 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
                            f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"))
     save_figure(fig, path)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- search plots
+
+def _save(fig, path: Path) -> Path:
+    save_figure(fig, path)
+    return path
+
+
+# The search plots take the report's trial rows: objects with number, state ("complete",
+# "pruned", "fail", ...), val_acc (fraction or None), epochs, config (a TrainConfig dict or
+# None) and curve (epoch -> validation accuracy).
+
+def _acc_limits(rows: list) -> tuple[float, float]:
+    """A y range (%) that shows the good trials well; worse ones are drawn at its bottom edge.
+
+    From the worst completed trial (but no more than 8 points below the best) to the best.
+    """
+    done = [100 * r.val_acc for r in rows if r.val_acc is not None and r.state == "complete"]
+    every = [100 * r.val_acc for r in rows if r.val_acc is not None]
+    if not every:
+        return 0.0, 100.0
+    hi = max(every)
+    lo = max(min(done or every), hi - 8.0)
+    lo = min(lo, hi - 0.5)
+    pad = 0.06 * (hi - lo)
+    return max(0.0, lo - pad), min(100.0, hi + pad)
+
+
+def _clip(values: list[float], lo: float) -> tuple[list[float], list[bool]]:
+    return [max(v, lo) for v in values], [v < lo for v in values]
+
+
+def _legend_below(ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(handles), fontsize=8, frameon=False)
+
+
+def _plain_log_axis(ax) -> None:
+    """Tick labels 64, 128, 0.001 rather than 2^6 or a crowd of minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+STYLE = {
+    "complete": dict(marker="o", color="C0", label="complete", ms=5, ls="none"),
+    "pruned": dict(marker="x", color="0.55", label="pruned (last epoch reported)", ms=5, ls="none"),
+}
+
+
+def plot_history(rows: list, path: Path) -> Path:
+    """Validation accuracy of each trial, in the order they ran, and the best so far."""
+    plt = _pyplot()
+    lo, hi = _acc_limits(rows)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    below_any = False
+    for state, style in STYLE.items():
+        pts = [(r.number, 100 * r.val_acc) for r in rows if r.state == state and r.val_acc is not None]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ys, below = _clip(list(ys), lo)
+        ax.plot([x for x, b in zip(xs, below) if not b], [y for y, b in zip(ys, below) if not b], **style)
+        if any(below):
+            below_any = True
+            ax.plot([x for x, b in zip(xs, below) if b], [lo] * sum(below), marker="v", ls="none",
+                    color=style["color"], ms=5, clip_on=False)
+    best_x, best_y, best = [], [], -1.0
+    for r in rows:
+        if r.state == "complete" and r.val_acc is not None and 100 * r.val_acc > best:
+            best = 100 * r.val_acc
+        if best >= 0:
+            best_x.append(r.number)
+            best_y.append(best)
+    if best_x:
+        ax.step(best_x, best_y, where="post", color="C3", lw=1.5, label="best so far")
+    failed = [r.number for r in rows if r.state == "fail"]
+    if failed:
+        ax.plot(failed, [lo] * len(failed), marker="|", color="C3", ls="none", ms=10, clip_on=False,
+                label="failed or interrupted")
+    ax.set(xlabel="trial", ylabel="validation accuracy (%)", ylim=(lo, hi),
+           title="Optimisation history" + ("  (▼: below the axis)" if below_any else ""))
+    ax.grid(True, alpha=0.3)
+    _legend_below(ax)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path)
+
+
+def _param_panels(rows: list) -> list[tuple[str, Any, str]]:
+    """(label, value of a config, x scale) for each hyperparameter that varied."""
+    panels = [
+        ("batch size", lambda c: c["batch_size"], "log2"),
+        ("hidden layers", lambda c: len(c["hidden_sizes"]), "int"),
+        ("hidden units (total)", lambda c: sum(c["hidden_sizes"]), "log2"),
+        ("η (eta)", lambda c: c["lr"], "log"),
+        ("β1", lambda c: c["beta1"], "linear"),
+        ("1 − β2", lambda c: 1.0 - c["beta2"], "log"),
+        ("ε (epsilon)", lambda c: c["eps"], "log"),
+        ("η decay per epoch", lambda c: c.get("lr_decay", 1.0), "linear"),
+        ("epochs run", None, "int"),
+    ]
+    configs = [r.config for r in rows if r.config]
+    out = []
+    for label, fn, scale in panels:
+        values = {r.epochs for r in rows} if fn is None else {fn(c) for c in configs}
+        if len(values) > 1:
+            out.append((label, fn, scale))
+    return out
+
+
+def plot_params(rows: list, path: Path) -> Path:
+    """Validation accuracy against each hyperparameter (one panel each)."""
+    plt = _pyplot()
+    panels = _param_panels(rows) or [("epochs run", None, "int")]
+    lo, hi = _acc_limits(rows)
+    cols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows), squeeze=False, sharey=True)
+    for ax, (label, fn, scale) in zip(axes.flat, panels):
+        for state, style in STYLE.items():
+            pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
+                   if r.state == state and r.val_acc is not None and r.config]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ys, below = _clip(list(ys), lo)
+            ax.plot(xs, ys, **{**style, "label": style["label"], "alpha": 0.85})
+            if any(below):
+                ax.plot([x for x, b in zip(xs, below) if b], [lo] * sum(below), marker="v", ls="none",
+                        color=style["color"], ms=5, clip_on=False)
+        if scale == "log":
+            ax.set_xscale("log")
+            from matplotlib.ticker import NullFormatter
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        elif scale == "log2":
+            ax.set_xscale("log", base=2)
+            _plain_log_axis(ax)
+            ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config})
+            if len(ticks) <= 6:
+                ax.set_xticks(ticks)
+                ax.set_xticklabels([str(t) for t in ticks])
+        elif scale == "int":
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel(label)
+        ax.set_ylim(lo, hi)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy (%)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Validation accuracy against each hyperparameter", y=1.04)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
+    """Validation accuracy after each epoch of every trial: where the pruner cut."""
+    plt = _pyplot()
+    lo, hi = _acc_limits(rows)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    labelled = set()
+    for r in rows:
+        if not r.curve or (best is not None and r.number == best.number):
+            continue
+        kind = "complete" if r.state == "complete" else "stopped early (pruned, diverged or cut)"
+        color = "C0" if r.state == "complete" else "0.6"
+        steps = sorted(r.curve)
+        ax.plot(steps, [max(100 * r.curve[s], lo) for s in steps], "-", color=color, lw=0.8,
+                alpha=0.6 if r.state == "complete" else 0.45, marker=".", ms=3,
+                label=None if kind in labelled else kind)
+        labelled.add(kind)
+    if best is not None and best.curve:
+        steps = sorted(best.curve)
+        ax.plot(steps, [max(100 * best.curve[s], lo) for s in steps], "o-", color="C3", lw=2, ms=4,
+                label=f"best (trial {best.number})")
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(lo, hi),
+           title="Validation accuracy per epoch of every trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    _legend_below(ax)
+    return _save(fig, path)

@@ -148,6 +148,22 @@ def log_softmax(h: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def softmax(h: np.ndarray) -> np.ndarray:
+    """``softmax(h)`` row by row: ``exp(ln softmax(h))``, each row of (m, k) summing to 1."""
+    return np.exp(log_softmax(h))
+
+
+def l2_penalty(weights: Sequence[np.ndarray], alpha: float, m: int):
+    """scikit-learn's L2 penalty on a batch of ``m`` rows, and its gradient.
+
+    ``penalty = alpha / (2 m) * sum_l ||W_l||^2`` (weights only, never biases), added to the
+    batch's mean loss; its gradient ``alpha / m * W_l`` is added to each ``dW_l``.
+    Returns ``(penalty, [dpenalty/dW_l])``.
+    """
+    penalty = 0.5 * alpha * sum(float(np.sum(W.astype(np.float64) ** 2)) for W in weights) / m
+    return penalty, [(alpha / m) * W for W in weights]
+
+
 def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float64) -> np.ndarray:
     y = np.zeros((len(labels), num_classes), dtype=dtype)
     y[np.arange(len(labels)), labels] = 1
@@ -448,8 +464,11 @@ def accuracy(net: NN, images: np.ndarray, labels: np.ndarray, dtype=np.float32, 
 def train_reference(train_images: np.ndarray, train_labels: np.ndarray, hidden_sizes: Sequence[int] = (100,),
                     *, batch_size: int = 32, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                     eps: float = 1e-8, epochs: int = 1, seed: int = 0, dtype=np.float32,
-                    num_classes: int = 10, on_epoch: Callable[[int, NN, float], None] | None = None) -> NN:
+                    num_classes: int = 10, on_epoch: Callable[[int, NN, float], None] | None = None,
+                    alpha: float = 0.0) -> NN:
     """The plain training loop: seeded init, a fresh permutation per epoch, Adam per batch.
+
+    ``alpha > 0`` adds scikit-learn's L2 penalty to every batch (:func:`l2_penalty`).
 
     The random stream is used in the order the engine uses it: first the weights, layer by
     layer, then one permutation per epoch. ``on_epoch(epoch, net, mean_loss)`` is called after
@@ -464,6 +483,11 @@ def train_reference(train_images: np.ndarray, train_labels: np.ndarray, hidden_s
             loss, dlogits = softmax_cross_entropy(net.forward(gather_batch(train_images, idx, dtype)),
                                                   train_labels[idx])
             net.backward(dlogits)
+            if alpha > 0:
+                penalty, dpen = l2_penalty([layer.W for layer in net.layers], alpha, len(idx))
+                loss += penalty
+                for layer, g in zip(net.layers, dpen):
+                    layer.dW = layer.dW + g
             opt.step(net.gradients())
             total += float(loss) * len(idx)
         if on_epoch is not None:

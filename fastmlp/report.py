@@ -28,18 +28,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .atomic import write_text
-from .search import (DEFAULT_STORAGE, SETTINGS_ATTR, format_config, format_duration, load_study, open_storage,
-                     study_names, trial_val_acc)
+from .config import RULES
+from .errors import StorageError, UsageError
+from .plots import plot_epochs, plot_history, plot_params
+from .space import Space
+from .study import (SETTINGS_ATTR, display_url, format_config, format_duration, load_study, open_storage,
+                    pick_study, quiet_optuna, retried_number, trial_val_acc)
 
 PDFLATEX_TIMEOUT = 180  # seconds per pdflatex pass
-
-
-def _cli_error(message: str) -> Exception:
-    from .cli import CliError
-    return CliError(message)
 
 
 # ----------------------------------------------------------------------------- the trials
@@ -61,10 +59,7 @@ class TrialRow:
 def collect_rows(study) -> list[TrialRow]:
     """Every trial of the study, with a note saying why it ended as it did."""
     trials = study.get_trials(deepcopy=False)
-    retried_by: dict[int, int] = {}
-    for t in trials:
-        if "retry_of" in t.user_attrs:
-            retried_by[int(t.user_attrs["retry_of"])] = t.number
+    retried_by = {retried_number(t): t.number for t in trials if retried_number(t) is not None}
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         state = t.state.name.lower()
@@ -75,8 +70,8 @@ def collect_rows(study) -> list[TrialRow]:
             note = note.replace("queued again", f"queued again as #{retried_by[t.number]}")
         elif t.number in retried_by:
             note += f"; queued again as #{retried_by[t.number]}"
-        if "retry_of" in t.user_attrs:
-            note = (f"retry of #{t.user_attrs['retry_of']}" + (f"; {note}" if note else ""))
+        if retried_number(t) is not None:
+            note = f"retry of #{retried_number(t)}" + (f"; {note}" if note else "")
         if state == "waiting":
             note += "; runs first when the search resumes"
         elif state == "running":
@@ -95,198 +90,9 @@ def best_row(rows: list[TrialRow]) -> TrialRow | None:
     return max(complete, key=lambda r: (r.val_acc, -r.number)) if complete else None
 
 
-# ----------------------------------------------------------------------------- plots
-
-def _pyplot():
-    from .plots import _pyplot as plots_pyplot
-    return plots_pyplot()
-
-
-def _save(fig, path: Path) -> Path:
-    from .plots import save_figure
-    save_figure(fig, path)
-    return path
-
-
-def _acc_limits(rows: list[TrialRow]) -> tuple[float, float]:
-    """A y range (%) that shows the good trials well; worse ones are drawn at its bottom edge.
-
-    From the worst completed trial (but no more than 8 points below the best) to the best.
-    """
-    done = [100 * r.val_acc for r in rows if r.val_acc is not None and r.state == "complete"]
-    every = [100 * r.val_acc for r in rows if r.val_acc is not None]
-    if not every:
-        return 0.0, 100.0
-    hi = max(every)
-    lo = max(min(done or every), hi - 8.0)
-    lo = min(lo, hi - 0.5)
-    pad = 0.06 * (hi - lo)
-    return max(0.0, lo - pad), min(100.0, hi + pad)
-
-
-def _clip(values: list[float], lo: float) -> tuple[list[float], list[bool]]:
-    return [max(v, lo) for v in values], [v < lo for v in values]
-
-
-def _legend_below(ax) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(handles), fontsize=8, frameon=False)
-
-
-def _plain_log_axis(ax) -> None:
-    """Tick labels 64, 128, 0.001 rather than 2^6 or a crowd of minor labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-STYLE = {
-    "complete": dict(marker="o", color="C0", label="complete", ms=5, ls="none"),
-    "pruned": dict(marker="x", color="0.55", label="pruned (last epoch reported)", ms=5, ls="none"),
-}
-
-
-def plot_history(rows: list[TrialRow], path: Path) -> Path:
-    """Validation accuracy of each trial, in the order they ran, and the best so far."""
-    plt = _pyplot()
-    lo, hi = _acc_limits(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    below_any = False
-    for state, style in STYLE.items():
-        pts = [(r.number, 100 * r.val_acc) for r in rows if r.state == state and r.val_acc is not None]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        ys, below = _clip(list(ys), lo)
-        ax.plot([x for x, b in zip(xs, below) if not b], [y for y, b in zip(ys, below) if not b], **style)
-        if any(below):
-            below_any = True
-            ax.plot([x for x, b in zip(xs, below) if b], [lo] * sum(below), marker="v", ls="none",
-                    color=style["color"], ms=5, clip_on=False)
-    best_x, best_y, best = [], [], -1.0
-    for r in rows:
-        if r.state == "complete" and r.val_acc is not None and 100 * r.val_acc > best:
-            best = 100 * r.val_acc
-        if best >= 0:
-            best_x.append(r.number)
-            best_y.append(best)
-    if best_x:
-        ax.step(best_x, best_y, where="post", color="C3", lw=1.5, label="best so far")
-    failed = [r.number for r in rows if r.state == "fail"]
-    if failed:
-        ax.plot(failed, [lo] * len(failed), marker="|", color="C3", ls="none", ms=10, clip_on=False,
-                label="failed or interrupted")
-    ax.set(xlabel="trial", ylabel="validation accuracy (%)", ylim=(lo, hi),
-           title="Optimisation history" + ("  (▼: below the axis)" if below_any else ""))
-    ax.grid(True, alpha=0.3)
-    _legend_below(ax)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    return _save(fig, path)
-
-
-def _param_panels(rows: list[TrialRow]) -> list[tuple[str, Any, str]]:
-    """(label, value of a config, x scale) for each hyperparameter that varied."""
-    panels = [
-        ("batch size", lambda c: c["batch_size"], "log2"),
-        ("hidden layers", lambda c: len(c["hidden_sizes"]), "int"),
-        ("hidden units (total)", lambda c: sum(c["hidden_sizes"]), "log2"),
-        ("η (eta)", lambda c: c["lr"], "log"),
-        ("β1", lambda c: c["beta1"], "linear"),
-        ("1 − β2", lambda c: 1.0 - c["beta2"], "log"),
-        ("ε (epsilon)", lambda c: c["eps"], "log"),
-        ("η decay per epoch", lambda c: c.get("lr_decay", 1.0), "linear"),
-        ("epochs run", None, "int"),
-    ]
-    configs = [r.config for r in rows if r.config]
-    out = []
-    for label, fn, scale in panels:
-        values = {r.epochs for r in rows} if fn is None else {fn(c) for c in configs}
-        if len(values) > 1:
-            out.append((label, fn, scale))
-    return out
-
-
-def plot_params(rows: list[TrialRow], path: Path) -> Path:
-    """Validation accuracy against each hyperparameter (one panel each)."""
-    plt = _pyplot()
-    panels = _param_panels(rows) or [("epochs run", None, "int")]
-    lo, hi = _acc_limits(rows)
-    cols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows), squeeze=False, sharey=True)
-    for ax, (label, fn, scale) in zip(axes.flat, panels):
-        for state, style in STYLE.items():
-            pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
-                   if r.state == state and r.val_acc is not None and r.config]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            ys, below = _clip(list(ys), lo)
-            ax.plot(xs, ys, **{**style, "label": style["label"], "alpha": 0.85})
-            if any(below):
-                ax.plot([x for x, b in zip(xs, below) if b], [lo] * sum(below), marker="v", ls="none",
-                        color=style["color"], ms=5, clip_on=False)
-        if scale == "log":
-            ax.set_xscale("log")
-            from matplotlib.ticker import NullFormatter
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        elif scale == "log2":
-            ax.set_xscale("log", base=2)
-            _plain_log_axis(ax)
-            ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config})
-            if len(ticks) <= 6:
-                ax.set_xticks(ticks)
-                ax.set_xticklabels([str(t) for t in ticks])
-        elif scale == "int":
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlabel(label)
-        ax.set_ylim(lo, hi)
-        ax.grid(True, alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("validation accuracy (%)")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle("Validation accuracy against each hyperparameter", y=1.04)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_epochs(rows: list[TrialRow], best: TrialRow | None, path: Path) -> Path:
-    """Validation accuracy after each epoch of every trial: where the pruner cut."""
-    plt = _pyplot()
-    lo, hi = _acc_limits(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    labelled = set()
-    for r in rows:
-        if not r.curve or (best is not None and r.number == best.number):
-            continue
-        kind = "complete" if r.state == "complete" else "stopped early (pruned, diverged or cut)"
-        color = "C0" if r.state == "complete" else "0.6"
-        steps = sorted(r.curve)
-        ax.plot(steps, [max(100 * r.curve[s], lo) for s in steps], "-", color=color, lw=0.8,
-                alpha=0.6 if r.state == "complete" else 0.45, marker=".", ms=3,
-                label=None if kind in labelled else kind)
-        labelled.add(kind)
-    if best is not None and best.curve:
-        steps = sorted(best.curve)
-        ax.plot(steps, [max(100 * best.curve[s], lo) for s in steps], "o-", color="C3", lw=2, ms=4,
-                label=f"best (trial {best.number})")
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(lo, hi),
-           title="Validation accuracy per epoch of every trial")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(True, alpha=0.3)
-    _legend_below(ax)
-    return _save(fig, path)
-
-
 # ----------------------------------------------------------------------------- retraining
 
-def retrain_best(best: TrialRow, settings: dict, out: Path, *, data_dir=None, verify: bool = True,
+def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = True, dataset=None,
                  log=print) -> dict:
     """Train the best configuration again (same seed) on the whole training set; test once at the end.
 
@@ -296,7 +102,8 @@ def retrain_best(best: TrialRow, settings: dict, out: Path, *, data_dir=None, ve
     from .train import TrainConfig, train
 
     config = TrainConfig.from_dict({**best.config, "epochs": best.epochs})
-    dataset = load_dataset(config.dataset, data_dir, verify=verify, download=True)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, data_dir, verify=verify, download=True)
     key = {"config": config.to_dict(), "checksums": dataset.checksums}
     result_path = out / "result.json"
     if result_path.exists() and (out / "curves.png").exists():
@@ -463,14 +270,10 @@ class ReportData:
         return sum(r.note.startswith("diverged") or "; diverged" in r.note for r in self.rows)
 
     def space_lines(self) -> list[tuple[str, str]]:
-        from .search import Space
-        space = Space.from_mapping(self.settings["space"], where="stored space") if "space" in self.settings \
-            else None
-        if space is None:
+        if "space" not in self.settings:
             return []
-        names = {"batch_size": "Batch Size", "layers": "hidden layers", "width": "width of each hidden layer",
-                 "lr": "η (eta)", "beta1": "β1", "beta2": "β2", "eps": "ε (epsilon)", "lr_decay": "η decay per epoch"}
-        lines = [(names.get(n, n), p.describe()) for n, p in space.params.items()]
+        space = Space.from_mapping(self.settings["space"], where="stored space")
+        lines = [(RULES[n].md, p.describe()) for n, p in space.params.items()]
         lines.append(("epochs", f"at most {space.epochs}, at least {space.min_epochs} before pruning"))
         return lines
 
@@ -628,77 +431,50 @@ def compile_pdf(tex: Path, log=print) -> Path | None:
                                        f"-output-directory={tmp}", tex.name], cwd=folder, capture_output=True,
                                       text=True, errors="replace", timeout=PDFLATEX_TIMEOUT)
             except subprocess.TimeoutExpired:
-                raise _cli_error(f"pdflatex took longer than {PDFLATEX_TIMEOUT} s on {tex}") from None
+                raise UsageError(f"pdflatex took longer than {PDFLATEX_TIMEOUT} s on {tex}") from None
             if proc.returncode != 0:
                 log_file = folder / (tex.stem + ".log")
                 src = Path(tmp) / (tex.stem + ".log")
                 if src.exists():
                     shutil.copyfile(src, log_file)
                 errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("!")]
-                raise _cli_error(f"pdflatex failed on {tex}: {errors[0][1:].strip() if errors else 'see the log'} "
+                raise UsageError(f"pdflatex failed on {tex}: {errors[0][1:].strip() if errors else 'see the log'} "
                                  f"(log: {log_file})")
         os.replace(Path(tmp) / (tex.stem + ".pdf"), folder / (tex.stem + ".pdf"))
     return tex.parent / (tex.stem + ".pdf")
 
 
-# ----------------------------------------------------------------------------- the command
-
-def add_report_parser(sub) -> None:
-    from .cli import cmd_report
-    p = sub.add_parser("report", help="report of a search: report.md, report.tex (and .pdf), plots",
-                       description="Write the report of a search: every trial and plots of the search, the best "
-                                   "hyperparameters, and the best configuration trained again with its test "
-                                   "accuracy, as Markdown and LaTeX (and PDF when pdflatex is installed).")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
-                   help=f"the search's Optuna storage (default {DEFAULT_STORAGE})")
-    p.add_argument("--study-name", default=None, metavar="NAME",
-                   help="the study (default: the only one in the storage, else mnist)")
-    p.add_argument("--out", default="report", help="output folder (default report)")
-    p.add_argument("--no-retrain", action="store_true",
-                   help="do not train the best configuration again (no test accuracy)")
-    p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads for the retraining")
-    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
-    p.set_defaults(func=cmd_report)
-
-
-def _pick_study(storage, name: str | None) -> str:
-    if name is not None:
-        return name
-    names = study_names(storage)
-    if len(names) == 1:
-        return names[0]
-    if "mnist" in names or not names:
-        return "mnist"
-    raise _cli_error(f"the storage holds several studies ({', '.join(names)}); choose one with --study-name")
-
+# ----------------------------------------------------------------------------- the report
 
 def build_report(storage_url: str, study_name: str | None, out: str | os.PathLike, *, retrain: bool = True,
-                 pdf: bool = True, data_dir=None, verify: bool = True, log=print) -> dict[str, Path]:
-    """Write the report of a study into ``out``; returns the paths written, by kind."""
-    import warnings
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                 pdf: bool = True, data_dir=None, verify: bool = True, dataset=None, log=print) -> dict[str, Path]:
+    """Write the report of a study into ``out``; returns the paths written, by kind.
+
+    ``dataset`` (a :class:`~fastmlp.data.Dataset`) is what the best configuration is trained
+    again on; by default the study's dataset is loaded from ``data_dir``.
+    """
+    quiet_optuna()
     storage = open_storage(storage_url, heartbeat=False, create=False)
-    name = _pick_study(storage, study_name)
+    name = pick_study(storage, study_name)
     study = load_study(storage, name)
     rows = collect_rows(study)
     best = best_row(rows)
     if best is None:
-        raise _cli_error(f"study {name!r} has no completed trial yet ({len(rows)} trials); run `fastmlp search` "
-                         f"longer")
+        raise StorageError(f"study {name!r} has no completed trial yet ({len(rows)} trials); run `fastmlp search` "
+                           f"longer")
     settings = study.user_attrs.get(SETTINGS_ATTR, {})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot create the report folder ({exc.strerror})") from None
     written = {"history": plot_history(rows, out / "history.png"), "params": plot_params(rows, out / "params.png"),
                "epochs": plot_epochs(rows, best, out / "epochs.png")}
     retrained = None
     if retrain:
-        retrained = retrain_best(best, settings, out / "best", data_dir=data_dir, verify=verify, log=log)
+        retrained = retrain_best(best, out / "best", data_dir=data_dir, verify=verify, dataset=dataset, log=log)
         written["curves"] = out / "best" / "curves.png"
-    data = ReportData(study_name=name, storage=storage_url, settings=settings, rows=rows, best=best,
+    data = ReportData(study_name=name, storage=display_url(storage_url), settings=settings, rows=rows, best=best,
                       plots={k: p.name for k, p in written.items() if k != "curves"}, retrained=retrained,
                       curves="best/curves.png" if retrained else None,
                       created=time.strftime("%Y-%m-%d %H:%M"))
@@ -710,25 +486,3 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
         if path is not None:
             written["pdf"] = path
     return written
-
-
-def run_report_cli(args) -> int:
-    """``fastmlp report``: read the study, write the report, say where it is."""
-    from .search import storage_url
-    if args.threads is not None and args.threads < 1:
-        raise _cli_error(f"--threads must be >= 1; got {args.threads}")
-    limiter = None
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-        limiter = threadpool_limits(limits=args.threads)
-    try:
-        written = build_report(storage_url(args.storage), args.study_name, args.out, retrain=not args.no_retrain,
-                               pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
-                               log=lambda line: print(line, flush=True))
-    finally:
-        if limiter is not None:
-            limiter.unregister()
-    kinds = [written[k] for k in ("md", "tex", "pdf") if k in written]
-    print(f"report: wrote {', '.join(str(p) for p in kinds)}"
-          + ("" if "pdf" in written or args.no_pdf else " (no pdflatex here: no PDF)"), flush=True)
-    return 0

@@ -44,17 +44,23 @@ from . import augment, kernels
 from .atomic import write_text
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, UsageError
 from .model import MLP
 from .optim import Adam, Schedule
+from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
+
+
+#: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
+#: (ln k for k classes) has diverged even if every number is still finite (eta far too large).
+EXPLODED_LOSS_FACTOR = 100.0
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite at ``epoch``, ``step`` (both from 1)."""
+    """The loss became NaN or infinite at ``epoch``, ``step`` (both from 1), or exploded over an epoch."""
 
-    def __init__(self, epoch: int, step: int, loss: float, history: "History | None" = None):
-        super().__init__(f"loss became {loss} at epoch {epoch}, step {step}: training diverged "
-                         f"(try a smaller --lr)")
+    def __init__(self, epoch: int, step: int | None, loss: float, history: "History | None" = None):
+        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch} (mean over the epoch)"
+        super().__init__(f"loss became {loss:.4g} at {where}: training diverged (try a smaller --lr)")
         self.epoch, self.step, self.loss, self.history = epoch, step, loss, history
 
 
@@ -90,7 +96,7 @@ class History:
     message: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, allow_nan=True) + "\n"
+        return json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "History":
@@ -160,7 +166,7 @@ def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: i
             or not images.flags.c_contiguous):
         raise DataError(f"{what} images must be a C-contiguous uint8 or float32 array (n, features); got "
                         f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
-    if images.dtype == np.float32 and not np.isfinite(images).all():
+    if images.dtype == np.float32 and not np.isfinite(np.sum(images, dtype=np.float64)):  # no temporary array
         raise DataError(f"{what} inputs contain NaN or infinity")
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{what} labels must be a 1-D integer array; got "
@@ -210,6 +216,7 @@ class Trainer:
                  progress: Progress | None = None):
         config.validate()
         check_training_arrays(images, labels, num_classes)
+        config.check_memory(images.shape[1], num_classes)
         for name, s in (eval_sets or {}).items():
             check_training_arrays(s.images, s.labels, num_classes, what={"val": "validation"}.get(name, name))
             if s.images.shape[1] != images.shape[1]:
@@ -249,6 +256,7 @@ class Trainer:
         r[kernels.R_WEIGHT_DECAY], r[kernels.R_MAX_NORM], r[kernels.R_EMA] = c.weight_decay, c.max_norm, c.ema
         r[kernels.R_SMOOTHING], r[kernels.R_DROP_IN], r[kernels.R_DROP_HIDDEN] = (c.label_smoothing,
                                                                                  c.dropout_input, c.dropout)
+        r[kernels.R_ALPHA] = c.alpha
         self.aug, self.taps, self.scratch = np.zeros(0), np.ones(1), np.zeros(1)
         if c.augment != "none":
             side = int(round(math.sqrt(n_in)))
@@ -287,7 +295,7 @@ class Trainer:
         evals = {}
         if len(val_idx):
             evals["val"] = EvalSet(dataset.train_images, dataset.train_labels, val_idx)
-        if evaluate_test:
+        if evaluate_test and len(dataset.test_images):
             evals["test"] = EvalSet(dataset.test_images, dataset.test_labels,
                                     np.arange(len(dataset.test_images), dtype=np.int64))
         return cls(config, dataset.train_images, dataset.train_labels, num_classes=dataset.num_classes,
@@ -361,9 +369,11 @@ class Trainer:
         t_epoch = time.perf_counter()
         order = self.sampler.epoch_order()
         loss_sum, correct = self.train_order(order, self.schedule.epoch_lr(epoch), epoch)
-        self.epoch = epoch
         train_seconds = time.perf_counter() - t_epoch
         n = len(order)
+        if loss_sum / n > EXPLODED_LOSS_FACTOR * math.log(self.model.sizes[-1]):
+            raise TrainingDiverged(epoch, None, loss_sum / n)
+        self.epoch = epoch
         measured = {name: self.evaluate(name) if name in self.eval_sets else (None, None) for name in ("val", "test")}
         self.progress.clear()
         return EpochRecord(epoch=epoch, lr=self.lr_at(epoch), train_loss=loss_sum / n, train_acc=correct / n,
@@ -372,6 +382,34 @@ class Trainer:
                            train_seconds=train_seconds, samples_per_s=n / train_seconds,
                            elapsed_s=time.perf_counter() - self.t_start, train_on=self.train_on)
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything a resumed run needs, after ``self.epoch`` epochs: ``(arrays, meta)``.
+
+        The parameters, Adam's moments, step count and weight average, and the sampler's
+        generator state: a trainer given them by :meth:`restore` continues exactly as this one
+        would (the schedule follows from the step count; augmentation and dropout draw from
+        counters keyed by the seed, the epoch and the example).
+        """
+        arrays = {"params": self.model.params, "adam_m": self.adam.m, "adam_v": self.adam.v,
+                  "adam_ema": self.adam.ema}
+        meta = {"epoch": self.epoch, "adam_t": self.adam.t, "rng": self.sampler.rng.bit_generator.state,
+                "config": self.config.to_dict(), "sizes": self.model.sizes}
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Continue from a :meth:`state` of a trainer with the same configuration and data."""
+        if list(meta.get("sizes", [])) != self.model.sizes:
+            raise ConfigError(f"the checkpoint's layer sizes {meta.get('sizes')} differ from {self.model.sizes}")
+        for name, buf in (("params", self.model.params), ("adam_m", self.adam.m), ("adam_v", self.adam.v),
+                          ("adam_ema", self.adam.ema)):
+            src = arrays.get(name)
+            if src is None or src.shape != buf.shape or src.dtype != buf.dtype:
+                raise ConfigError(f"the checkpoint's {name} does not fit the model")
+            buf[...] = src
+        self.adam.t = int(meta["adam_t"])
+        self.epoch = int(meta["epoch"])
+        self.sampler.rng.bit_generator.state = meta["rng"]
+
     def epochs(self) -> Iterator[EpochRecord]:
         """Run the remaining epochs up to ``config.epochs``, yielding each record as it ends."""
         while self.epoch < self.config.epochs:
@@ -379,7 +417,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None = None, *, data_dir=None,
-          verify: bool = True, out_dir=None, progress: Progress | None = None,
+          verify: bool = True, out_dir=None, resume: bool = False, progress: Progress | None = None,
           log: Callable[[str], None] | None = None, train_rows: np.ndarray | None = None,
           evaluate_test: bool = True) -> TrainResult:
     """Train an MLP on ``dataset`` with ``config``: a :class:`Trainer`, its epochs, and the files.
@@ -390,11 +428,22 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     final plot, which keeps the peak memory down.
 
     ``train_rows`` restricts training to a subset of the training rows (after the validation
-    split). With ``out_dir``, writes ``history.json`` and ``model.npz`` after every epoch and
-    ``curves.png`` at the end, each atomically. Raises :class:`TrainingDiverged` when the loss
-    stops being finite, after saving the history so far.
+    split). With ``out_dir`` (see :mod:`fastmlp.runs`): the folder is checked and cleared of a
+    previous run before anything else; after every epoch ``checkpoint.npz``, ``history.json``
+    and ``model.npz`` are written, and ``curves.png`` at the end, each atomically. ``resume``
+    continues the run in ``out_dir`` from its checkpoint, number for number as if it had never
+    stopped (``config`` must be the run's own, with ``epochs`` as large or larger). Raises
+    :class:`TrainingDiverged` when the loss stops being finite, after saving the history so far.
     """
     config.validate()
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise UsageError("resuming needs the run's folder")
+    if out is not None:
+        removed = prepare_run_folder(out, resume=resume)
+        if removed and log is not None:
+            log(f"replacing the previous run in {out} ({', '.join(removed)})")
+    checkpoint = load_checkpoint(out / CHECKPOINT) if resume else None
     owns_dataset = not isinstance(dataset, Dataset)
     if owns_dataset:
         dataset = dataset() if dataset is not None else load_dataset(config.dataset, data_dir, verify=verify,
@@ -409,17 +458,28 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
                                                         "checksums": dataset.checksums,
                                                         "train_rows": len(trainer.sampler),
                                                         "val_rows": val_rows})
-    out = Path(out_dir) if out_dir is not None else None
+    if checkpoint is not None:
+        _resume(trainer, history, *checkpoint, out)
+        if log is not None:
+            log(f"resuming {out} after epoch {trainer.epoch}")
     model = trainer.eval_model
 
-    def save(status: str, message: str = "") -> None:
+    def save(status: str, message: str = "", checkpoint: bool = False) -> None:
         history.status, history.message = status, message
-        if out is not None:
+        if out is None:
+            return
+        try:
+            if checkpoint:
+                arrays, meta = trainer.state()
+                save_checkpoint(out / CHECKPOINT, arrays, {**meta, "history": asdict(history)})
             write_text(out / "history.json", history.to_json())
             if history.epochs:
                 model.save(out / "model.npz", config=config.to_dict(), dataset=history.dataset,
                            epoch=history.epochs[-1]["epoch"], status=status,
                            weights="ema" if config.ema > 0 else "last")
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot write the run's files ({describe_os_error(exc)}); the last complete "
+                             f"epoch's files are intact") from None
 
     if log is not None:
         log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
@@ -427,7 +487,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     try:
         for record in trainer.epochs():
             history.epochs.append(record.as_dict())
-            save("running")
+            save("running", checkpoint=True)
             if log is not None:
                 log(format_epoch(history.epochs[-1]))
     except TrainingDiverged as err:
@@ -445,3 +505,21 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         from .plots import plot_curves
         plot_curves(history, out / "curves.png")
     return TrainResult(model, history)
+
+
+def _resume(trainer: Trainer, history: History, arrays: dict, meta: dict, out: Path) -> None:
+    """Put the checkpoint's state into ``trainer`` and its epochs into ``history``, after checking they belong."""
+    saved = meta.get("history") or {}
+    want = {k: v for k, v in trainer.config.to_dict().items() if k != "epochs"}
+    have = {k: v for k, v in (meta.get("config") or {}).items() if k != "epochs"}
+    if want != have:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise UsageError(f"{out}: the run was trained with other settings ({', '.join(diff)}); resume it "
+                         f"with its own, or start a new run in another folder")
+    if saved.get("dataset", {}).get("checksums") != history.dataset["checksums"]:
+        raise UsageError(f"{out}: the run was trained on other data files (checksums differ)")
+    if int(meta.get("epoch", 0)) > trainer.config.epochs:
+        raise UsageError(f"{out}: the run already has {meta['epoch']} epochs; --epochs {trainer.config.epochs} "
+                         f"is fewer")
+    trainer.restore(arrays, meta)
+    history.epochs = list(saved.get("epochs", []))[:trainer.epoch]

@@ -7,22 +7,44 @@ Real data
     every test and are read-only views: never modify them in place. Tests that use ``mnist``
     are marked ``mnist`` automatically, so ``pytest -m "not mnist"`` deselects them.
 
+    ``mnist_model``: ``(path, model)``, an MLP 784-256-10 trained for 3 epochs on real MNIST
+    (about 97% test accuracy, a few seconds), saved as ``model.npz``; once per session.
+
 Synthetic data
     ``synthetic``: a tiny MNIST-shaped :class:`SyntheticDataset` (12 training and 7 test images
     of 28x28) with a :class:`fastmlp.data.DatasetSpec` whose MD5s are computed here from the
     IDX bytes, so ``load_dataset(spec=synthetic.spec, data_dir=...)`` verifies it like the real
     thing. ``synthetic.write(folder, form)`` writes it as gzipped IDX, raw IDX or ``.npy``.
     ``make_synthetic`` is the class itself, for other sizes, names or arrays.
+    ``small_dataset``: a learnable in-memory :class:`fastmlp.data.Dataset` (300 training and
+    100 test images of 28x28, each class a bright block in its own place, plus noise), on which
+    a search or a report runs in a second or two.
 
     ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
     dataset look-ups see only what the test puts in place.
+
+Optional extras
+    ``onnxruntime``: the ``onnxruntime`` module (with ``onnx`` importable), from the ``onnx``
+    extra. Without it the tests that use it are skipped, unless ``FASTMLP_REQUIRE_EXTRAS=1``
+    (CI), where they fail instead. ``import_extra(module, extra)`` does the same for any module.
+
+SciPy's array-API mode is switched on before anything imports SciPy, so that scikit-learn's
+estimator checks run their array-API input check (NumPy namespace) instead of skipping it.
+
+PostgreSQL
+    ``postgres``: a throwaway server for the session; ``postgres_url``: a new database on it
+    (see ``tests/postgres_server.py``; ``FASTMLP_REQUIRE_POSTGRES=1`` makes its absence a failure).
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import gzip
 import hashlib
-import os
+import importlib
 import struct
 from pathlib import Path
 
@@ -30,6 +52,11 @@ import numpy as np
 import pytest
 
 from fastmlp import data
+
+try:  # the PostgreSQL fixtures live beside this file (absent where this file is copied alone)
+    from postgres_server import postgres, postgres_url  # noqa: F401
+except ImportError:
+    pass
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -47,20 +74,65 @@ def _no_real_data(reason: str):
 
 
 @pytest.fixture(scope="session")
-def mnist() -> data.Dataset:
-    """The real, verified MNIST dataset (uint8 arrays), loaded once per session."""
+def mnist_dir() -> Path:
+    """The folder holding the real MNIST files (``$FASTMLP_DATA_DIR``), for tests that run the command."""
     root = os.environ.get("FASTMLP_DATA_DIR")
     if not root:
         _no_real_data("real MNIST not available: FASTMLP_DATA_DIR is not set")
     if not (Path(root) / "mnist").is_dir():
         _no_real_data(f"real MNIST not available: no mnist/ folder in FASTMLP_DATA_DIR={root}")
-    return data.load_dataset("mnist", data_dir=root)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir) -> data.Dataset:
+    """The real, verified MNIST dataset (uint8 arrays), loaded once per session."""
+    return data.load_dataset("mnist", data_dir=mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def mnist_model(mnist, tmp_path_factory):
+    """``(path of model.npz, MLP)``: 784-256-10, 3 epochs of batch 128 on all 60,000 training images.
+
+    Trained by ``fastmlp train`` in its own process, so that the kernels this process compiles
+    are only the tests' own (``test_kernels`` counts their signatures).
+    """
+    import subprocess
+    import sys
+    from fastmlp.model import MLP
+    out = tmp_path_factory.mktemp("mnist_model")
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--hidden", "256", "--batch-size", "128",
+                           "--epochs", "3", "--val-size", "0", "--seed", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    model, _ = MLP.load(out / "model.npz")
+    return out / "model.npz", model
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "mnist" in getattr(item, "fixturenames", ()):
+        if {"mnist", "mnist_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mnist)
+
+
+# ----------------------------------------------------------------------------- optional extras
+
+def import_extra(module: str, extra: str):
+    """``import module``, or skip (fail under ``FASTMLP_REQUIRE_EXTRAS=1``) naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        reason = f"{module} is not installed (pip install 'fastmlp[{extra}]')"
+        if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
+            pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def onnxruntime():
+    """The ``onnxruntime`` module; ``onnx`` is importable too."""
+    import_extra("onnx", "onnx")
+    return import_extra("onnxruntime", "onnx")
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -126,6 +198,13 @@ class SyntheticDataset:
                                 mirrors=self.mirrors, system_dirs=self.system_dirs,
                                 arrays={**self.arrays, **arrays})
 
+    def dataset(self) -> data.Dataset:
+        """The arrays as an in-memory :class:`fastmlp.data.Dataset` (as ``load_dataset`` returns it)."""
+        a = self.arrays
+        return data.Dataset(self.name, a["train_images"], a["train_labels"], a["test_images"], a["test_labels"],
+                            source=Path("<memory>"), checksums={k: md5(self.idx(k)) for k in KEYS},
+                            num_classes=self.num_classes)
+
     def fspec(self, key: str) -> data.FileSpec:
         return getattr(self.spec, key)
 
@@ -182,6 +261,26 @@ def synthetic() -> SyntheticDataset:
 def make_synthetic():
     """The :class:`SyntheticDataset` class, to build other sizes, names or arrays."""
     return SyntheticDataset
+
+
+def learnable_arrays(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Images whose class is a bright 7x7 block at one of ten places, under uniform noise."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 120, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            r, c = divmod(int(label), 5)
+            images[i, 4 + 10 * r:11 + 10 * r, 1 + 5 * c:6 + 5 * c] = 255
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = images.reshape(n, 784), labels
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def small_dataset() -> data.Dataset:
+    """A learnable in-memory dataset named ``small``: 300 training and 100 test images."""
+    return SyntheticDataset("small", arrays=learnable_arrays(300, 100)).dataset()
 
 
 @pytest.fixture

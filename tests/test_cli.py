@@ -94,9 +94,16 @@ def test_train_then_evaluate_on_mnist(mnist, tmp_path):
     proc = run("train", "--hidden", "64", "--batch-size", "256", "--epochs", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1" in proc.stdout and "test accuracy" in proc.stdout
-    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png"}
+    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png", "checkpoint.npz"}
     proc = run("evaluate", str(out / "model.npz"))
     assert proc.returncode == 0, proc.stderr
     assert "test" in proc.stdout and "validation" in proc.stdout
     test_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("test"))
     assert float(test_line.split()[-1].rstrip("%")) > 90
+
+
+def test_version_prints_the_installed_distribution_version():
+    from importlib.metadata import version
+    proc = run("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"fastmlp {version('fastmlp')}"

@@ -7,9 +7,12 @@ tests use ``mnist``. No test touches the network: ``urlopen`` is replaced for ev
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import http.client
+import io
+import math
 import os
 import re
 import resource
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmlp import data
+from fastmlp import data, idxfile
 from fastmlp.data import DataError, load_dataset
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -312,6 +315,225 @@ def test_a_header_claiming_more_images_than_the_file_holds_is_truncated_not_a_me
     assert_one_line_error(excinfo, target, "truncated")
 
 
+# ----------------------------------------------------------------------------- reading: hostile files
+
+def npy_header_only(shape, dtype=np.uint8) -> bytes:
+    """A .npy file's header claiming ``shape``, with no data after it."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("key, shape", [("train_images", (10**12, 784)), ("train_images", (10**12, 28, 28)),
+                                        ("train_labels", (10**12,))])
+def test_a_npy_header_claiming_more_rows_than_the_file_holds_is_truncated_not_a_memory_error(
+        tmp_path, synthetic, key, shape):
+    synthetic.write(tmp_path, "npy")
+    target = synthetic.path(tmp_path, key, "npy")
+    target.write_bytes(npy_header_only(shape) + b"\0" * 100)
+    with address_space_limit(1 << 30), pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
+    assert_one_line_error(excinfo, target, "truncated", str(math.prod(shape)))
+
+
+def test_a_npy_longer_than_its_header_says_is_an_error(tmp_path, synthetic):
+    synthetic.write(tmp_path, "npy")
+    target = synthetic.path(tmp_path, "test_labels", "npy")
+    target.write_bytes(target.read_bytes() + b"\0")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, target, "too long")
+
+
+def test_a_fortran_ordered_npy_reads_the_same_arrays(tmp_path, synthetic):
+    synthetic.write(tmp_path, "npy")
+    square = synthetic.arrays["train_images"].reshape(-1, 28, 28)
+    np.save(tmp_path / "train_images.npy", np.asfortranarray(square))
+    assert_same_arrays(load_dataset(spec=synthetic.spec, data_dir=tmp_path), synthetic)
+
+
+def gzip_members(raw: bytes, *cuts: int) -> bytes:
+    """``raw`` gzipped as several concatenated members, split at ``cuts``."""
+    bounds = [0, *cuts, len(raw)]
+    return b"".join(gzip.compress(raw[a:b], mtime=0) for a, b in zip(bounds, bounds[1:]))
+
+
+@pytest.mark.parametrize("key", ["train_images", "test_labels"])
+@pytest.mark.parametrize("cuts", [(10,), (4, 9, 20)], ids=["2-members", "4-members"])
+def test_a_gzip_of_several_members_is_read_and_verified(tmp_path, synthetic, key, cuts):
+    synthetic.write(tmp_path, "gz")
+    target = synthetic.path(tmp_path, key, "gz")
+    target.write_bytes(gzip_members(synthetic.idx(key), *cuts))
+    ds = load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_same_arrays(ds, synthetic)
+    assert ds.checksums[synthetic.fspec(key).filename] == synthetic.fspec(key).md5
+
+
+@pytest.mark.parametrize("cut", [1, 8, "second-member-header"])
+def test_a_gzip_of_several_members_cut_short_is_still_truncated(tmp_path, synthetic, cut):
+    synthetic.write(tmp_path, "gz")
+    target = synthetic.path(tmp_path, "train_images", "gz")
+    gz = gzip_members(synthetic.idx("train_images"), 100)
+    first = len(gzip.compress(synthetic.idx("train_images")[:100], mtime=0))
+    target.write_bytes(gz[:first + 5] if cut == "second-member-header" else gz[:-cut])
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, target, "truncated")
+
+
+def load_within(seconds: float, **kwargs):
+    """``load_dataset(**kwargs)`` in a thread; fails the test, rather than hanging it, when it blocks."""
+    import threading
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = load_dataset(**kwargs)
+        except BaseException as exc:  # handed to the test below
+            outcome["error"] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"load_dataset still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.mark.parametrize("form", ["gz", "raw", "npy"])
+def test_a_named_pipe_in_place_of_a_data_file_is_refused_at_once(tmp_path, synthetic, form):
+    synthetic.write(tmp_path, form)
+    target = synthetic.path(tmp_path, "train_labels", form)
+    target.unlink()
+    os.mkfifo(target)
+    with pytest.raises(DataError) as excinfo:
+        load_within(5, spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, target, "named pipe", "not a regular file")
+
+
+def test_a_folder_or_device_in_place_of_a_data_file_is_refused(tmp_path, synthetic):
+    synthetic.write(tmp_path, "raw")
+    folder = synthetic.path(tmp_path, "test_images", "raw")
+    folder.unlink()
+    folder.mkdir()
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, folder, "a folder, not a regular file")
+    folder.rmdir()
+    folder.symlink_to("/dev/zero")
+    with pytest.raises(DataError) as excinfo:
+        load_within(5, spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, folder, "character device")
+
+
+@pytest.fixture
+def no_body_read(monkeypatch):
+    """Fails the test if any file's data (beyond its header) is read."""
+    def refuse(stream, out):
+        raise AssertionError(f"read {len(out)} bytes of data before every header was checked")
+    monkeypatch.setattr(idxfile, "read_exactly", refuse)
+
+
+def test_image_and_label_counts_are_compared_before_any_data_is_read(tmp_path, synthetic, no_body_read):
+    """A huge (sparse) images file whose header disagrees with the labels' is not read at all."""
+    synthetic.write(tmp_path, "raw")
+    target = synthetic.path(tmp_path, "train_images", "raw")
+    count = (1 << 31) // 784  # 2 GiB of images, on disk only as a hole
+    with open(target, "wb") as fh:
+        fh.write(synthetic.idx_bytes(np.zeros((0, 784), np.uint8), "images")[:4] + count.to_bytes(4, "big")
+                 + (28).to_bytes(4, "big") * 2)
+        fh.truncate(16 + count * 784)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
+    assert_one_line_error(excinfo, tmp_path, f"{count} train images but 12 train labels", target.name)
+
+
+@pytest.mark.parametrize("form", ["gz", "raw", "npy"])
+def test_a_bad_last_header_is_reported_before_any_data_is_read(tmp_path, synthetic, no_body_read, form):
+    synthetic.write(tmp_path, form)
+    target = synthetic.path(tmp_path, "test_labels", form)
+    target.write_bytes(b"\x93NUMPY garbage" if form == "npy" else b"\0\0\x08\x03" + bytes(12))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, target)
+
+
+class FailingFile:
+    """A file that fails with EIO once ``good`` bytes have been read from it."""
+
+    def __init__(self, inner, good: int):
+        self.inner, self.left = inner, good
+
+    def _take(self, n: int) -> int:
+        if self.left <= 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        n = min(n, self.left) if n >= 0 else self.left
+        self.left -= n
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        return self.inner.read(self._take(n))
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        return self.inner.readinto(view[:self._take(len(view))])
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("form", ["gz", "raw", "npy"])
+def test_a_read_error_mid_file_is_one_line_naming_the_file(tmp_path, synthetic, monkeypatch, form):
+    synthetic.write(tmp_path, form)
+    target = synthetic.path(tmp_path, "train_images", form)
+    opener = idxfile.open_regular_file
+
+    def failing(path, *args):
+        fh = opener(path, *args)
+        return FailingFile(fh, target.stat().st_size // 2) if Path(path) == target else fh
+    monkeypatch.setattr(idxfile, "open_regular_file", failing)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=tmp_path)
+    assert_one_line_error(excinfo, target, "cannot read", "input/output error")
+
+
+# ----------------------------------------------------------------------------- data folders that cannot be used
+
+@pytest.mark.parametrize("how", ["explicit", "env"])
+def test_a_data_folder_that_is_a_file_is_an_error_naming_it(tmp_path, no_data_env, monkeypatch, synthetic, how):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    if how == "env":
+        monkeypatch.setenv("FASTMLP_DATA_DIR", str(afile))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir=afile if how == "explicit" else None, download=True)
+    message = assert_one_line_error(excinfo, afile, "is a file, not a folder")
+    assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
+
+
+def test_a_data_folder_under_proc_is_an_error_saying_where_it_tried_to_write(no_data_env, synthetic, capsys):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, data_dir="/proc", download=True)
+    message = assert_one_line_error(excinfo, "/proc/synthetic", "cannot write")
+    assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
+    assert capsys.readouterr().err == ""  # no "downloading" line before the error
+
+
+def test_no_data_and_a_current_folder_where_data_cannot_be_created_is_one_line(
+        tmp_path, no_data_env, monkeypatch, synthetic, capsys):
+    """From /proc, where ./data cannot be created (a read-only folder would not stop root)."""
+    monkeypatch.chdir("/proc")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec=synthetic.spec, download=True)
+    message = assert_one_line_error(excinfo, Path("data") / "synthetic", "cannot write")
+    assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("form", [
     "gz", "raw",
     "npy",
@@ -567,6 +789,35 @@ def test_download_reports_progress_on_stderr_only(tmp_path, online, mirrors, cap
     out, err = capsys.readouterr()
     assert out == ""
     assert "train-images-idx3-ubyte.gz" in err
+
+
+class TerminalStderr(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_download_progress_off_a_terminal_is_one_plain_line_per_file(tmp_path, online, mirrors, capsys):
+    data.download_dataset(spec=online.spec, data_dir=tmp_path, progress=True)
+    err = capsys.readouterr().err  # captured: not a terminal, as in a log file
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4
+    for line, fspec in zip(lines, online.spec.files):
+        assert fspec.filename + ".gz" in line and line.endswith(" MB")
+
+
+def test_download_progress_on_a_terminal_is_redrawn_in_place(tmp_path, online, mirrors, monkeypatch):
+    terminal = TerminalStderr()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    data.download_dataset(spec=online.spec, data_dir=tmp_path, progress=True)
+    text = terminal.getvalue()
+    chunks = sum(-(-len(online.gz(key)) // 997) for key in KEYS)  # FakeResponse serves 997-byte chunks
+    assert text.count("\r") == chunks
+    assert text.count("\n") == 4
+    for line in text.split("\n")[:-1]:  # each file ends on its full bar
+        assert "[" + "#" * 30 + "]" in line.split("\r")[-1]
 
 
 def test_download_keeps_valid_files_and_refetches_only_broken_ones(tmp_path, online, mirrors):

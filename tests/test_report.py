@@ -10,20 +10,29 @@ import pytest
 
 from fastmlp import report
 from fastmlp.cli import main
+from fastmlp.search import run_search
+from fastmlp.study import quiet_optuna, resolve_settings
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)
+quiet_optuna()
 
+SPACE = {"layers": "1", "width": "16,32", "batch_size": "25,50", "lr": "2e-3:5e-3", "epochs": "1"}
 TINY = ["--subset", "2000", "--epochs", "1", "--layers", "1", "--width", "16,32", "--batch-size", "25,50",
         "--lr", "1e-3:3e-3"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def small_search(db, dataset, trials: int, **space) -> None:
+    settings = resolve_settings(None, storage=str(db), study_name="mnist", space_flags={**SPACE, **space},
+                                val_size=100, dataset="small")
+    run_search(settings, trials=trials, dataset=dataset, log=lambda line: None)
+
+
 @pytest.fixture(scope="module")
-def study_db(mnist, tmp_path_factory):
-    """A finished tiny search on real MNIST: three trials that completed and one that diverged."""
+def study_db(small_dataset, tmp_path_factory):
+    """A finished small search: three trials that completed and one that diverged."""
     db = tmp_path_factory.mktemp("study") / "search.db"
-    assert main(["search", "--storage", str(db), "--trials", "3", *TINY]) == 0
-    assert main(["search", "--storage", str(db), "--trials", "1", "--lr", "1e30"]) == 0
+    small_search(db, small_dataset, 3)
+    small_search(db, small_dataset, 1, lr="1e30")
     return db
 
 
@@ -80,39 +89,56 @@ def test_the_report_has_every_trial_the_best_in_the_homework_table_and_the_plots
     assert "Not trained again here" in md
 
 
-def test_the_best_configuration_is_trained_again_and_tested_once(study_db, tmp_path, capsys):
+def test_the_best_configuration_is_trained_again_and_tested_once(study_db, small_dataset, tmp_path):
     out = tmp_path / "report"
-    assert run_report(study_db, out) == 0
-    log = capsys.readouterr().out
+    log = []
+    written = report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset,
+                                  log=log.append)
     result = json.loads((out / "best" / "result.json").read_text())
     history = json.loads((out / "best" / "history.json").read_text())
     best, _ = best_of(study_db)
     assert result["trial"] == best.number and result["config"]["seed"] == best.user_attrs["config"]["seed"]
-    assert result["train_rows"] == 55000 and result["epochs"] == 1 == len(history["epochs"])
+    assert result["train_rows"] == 200 and result["epochs"] == 1 == len(history["epochs"])  # 300 less 100 held out
     assert all(e["test_acc"] is None for e in history["epochs"])  # not during training: once, at the end
-    assert 0.5 < result["test_acc"] <= 1 and result["test_rows"] == 10000
-    assert (out / "best" / "curves.png").read_bytes()[:8] == PNG
+    assert 0 <= result["test_acc"] <= 1 and result["test_rows"] == 100
+    assert written["curves"].read_bytes()[:8] == PNG
     md = (out / "report.md").read_text()
     assert f"**Test accuracy: {100 * result['test_acc']:.2f}%**" in md
     assert "](best/curves.png)" in md and "{best/curves.png}" in (out / "report.tex").read_text()
     assert f"--seed {result['config']['seed']}" in md
+
+    log.clear()
+    report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=log.append)
+    assert any("reusing the retrained best configuration" in line for line in log)  # a second report reuses it
+
+
+@pytest.mark.slow
+def test_the_report_command_on_mnist_retrains_on_the_whole_training_set(mnist, tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert main(["search", "--storage", str(db), "--trials", "1", *TINY]) == 0
+    out = tmp_path / "report"
+    assert run_report(db, out) == 0
+    log = capsys.readouterr().out
+    result = json.loads((out / "best" / "result.json").read_text())
+    assert result["train_rows"] == 55000 and result["test_rows"] == 10000 and 0.5 < result["test_acc"] <= 1
     if shutil.which("pdflatex"):
         assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
         assert not list(out.glob("latex-tmp-*"))
     else:
         assert "no pdflatex here" in log
 
-    assert run_report(study_db, out, "--no-pdf") == 0  # a second report reuses the run
-    assert "reusing the retrained best configuration" in capsys.readouterr().out
 
-
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_the_latex_compiles_with_awkward_names(study_db, tmp_path):
+def test_the_latex_escapes_awkward_names_and_compiles_where_pdflatex_is(study_db, tmp_path):
     out = tmp_path / "100%_my&report#1"
     db = tmp_path / "odd_$name.db"
     shutil.copyfile(study_db, db)
     assert run_report(db, out, "--no-retrain") == 0
-    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    tex = (out / "report.tex").read_text()
+    assert r"odd\_\$name.db" in tex and "odd_$name" not in tex
+    if shutil.which("pdflatex"):
+        assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    else:
+        assert not (out / "report.pdf").exists()
 
 
 def test_latex_specials_are_escaped():
@@ -129,10 +155,9 @@ def test_a_missing_storage_is_a_one_line_error_and_is_not_created(tmp_path, caps
     assert not db.exists()
 
 
-def test_a_study_without_a_completed_trial_is_a_one_line_error(mnist, tmp_path, capsys):
+def test_a_study_without_a_completed_trial_is_a_one_line_error(small_dataset, tmp_path, capsys):
     db = tmp_path / "s.db"
-    assert main(["search", "--storage", str(db), "--trials", "1", *TINY[:-2], "--lr", "1e30"]) == 0
-    capsys.readouterr()
+    small_search(db, small_dataset, 1, lr="1e30")
     assert run_report(db, tmp_path / "out", "--no-retrain") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no completed trial yet" in err[0]

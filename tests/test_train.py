@@ -120,7 +120,7 @@ def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
 def test_outputs_are_written_atomically_into_the_run_folder(tmp_path):
     out = tmp_path / "runs" / "demo"
     result = train(small_config(), synthetic_dataset(), out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "history.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "history.json", "model.npz"]
     saved = History.from_json((out / "history.json").read_text())
     assert saved.status == "completed" and len(saved.epochs) == 2
     assert saved.config["hidden_sizes"] == [32, 16]
@@ -190,6 +190,22 @@ def test_training_on_a_subset_and_without_the_test_set():
 def test_the_default_configuration_reaches_97_5_percent_on_mnist_in_two_epochs(mnist):
     result = train(replace(TrainConfig(), epochs=2), mnist)
     assert result.history.epochs[-1]["test_acc"] >= 0.975
+
+
+def test_with_an_l2_penalty_the_engine_loop_follows_the_reference_loop():
+    """alpha (scikit-learn's L2 penalty) in the config reaches every step the way the reference adds it."""
+    data = synthetic_dataset(n_train=330)
+    config = small_config(batch_size=32, alpha=0.3)
+    engine = train(config, data)
+    fit_idx, _ = validation_split(len(data.train_images), config.val_size)
+    net = ref.train_reference(data.train_images[fit_idx], data.train_labels[fit_idx], config.hidden_sizes,
+                              batch_size=config.batch_size, lr=config.lr, epochs=config.epochs,
+                              seed=config.seed, dtype=np.float64, alpha=config.alpha)
+    for got, want in zip([a for pair in engine.model.layers() for a in pair], net.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=5e-5)
+    plain = train(small_config(batch_size=32), data)
+    norm = lambda model: sum(float(np.sum(W.astype(np.float64) ** 2)) for W, _ in model.layers())  # noqa: E731
+    assert norm(engine.model) < norm(plain.model)
 
 
 # ----------------------------------------------------------------------------- the training recipe

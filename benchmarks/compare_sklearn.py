@@ -1,0 +1,199 @@
+"""fastmlp.MLPClassifier against scikit-learn's MLPClassifier: fit wall time and accuracy.
+
+Both get the same hyperparameters (scikit-learn's defaults but for the ones named below), the
+same number of epochs (``max_iter``, no early stop: ``n_iter_no_change`` is set past it) and 2
+BLAS threads each (threadpoolctl). scikit-learn trains in float32 when given float32, so both
+fit the same float32 matrix. Runs alternate between the two (the order flips every round) and
+the medians are reported.
+
+Workloads:
+
+* ``mnist``: MNIST as float features (``images / 255``, float32), 60,000 training rows, the
+  10,000 test rows for accuracy; hidden (256, 128), batch 128, 3 epochs.
+* ``synthetic``: ``make_classification(n_samples=200_000, n_features=100, n_informative=60,
+  n_classes=10)``, 180,000 rows to fit and 20,000 to test; hidden (256, 128), batch 128, 3 epochs.
+* ``small``: scikit-learn's bundled digits, breast cancer and wine, each standardised
+  (``StandardScaler`` fitted on the training part of a stratified 75/25 split), scikit-learn's
+  default network (100,) and batch ('auto'), 200 epochs; test accuracy averaged over 5 seeds.
+
+Beside the two fit times, ``gemm floor`` is the time of the same matrix products alone (NumPy,
+preallocated outputs, the same BLAS threads) for the same epochs: no implementation of these
+steps in float32 can take less, so ``sklearn / floor`` bounds any speed-up.
+
+    .venv/bin/python benchmarks/compare_sklearn.py                       # all workloads, 3 rounds
+    .venv/bin/python benchmarks/compare_sklearn.py --rounds 1 --workloads synthetic,small
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+HIDDEN, BATCH, EPOCHS = (256, 128), 128, 3
+
+
+def estimators(**params):
+    """The two classifiers with identical parameters: (name, instance) pairs."""
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    from fastmlp import MLPClassifier as FastMLP
+
+    common = dict(solver="adam", activation="relu", random_state=0, n_iter_no_change=10 ** 6, **params)
+    return [("fastmlp", FastMLP(**common)), ("sklearn", SklearnMLP(**common))]
+
+
+def fit_seconds(clf, X, y) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(X, y)
+        return time.perf_counter() - t0
+
+
+def gemm_floor_seconds(n_rows: int, sizes: list[int], batch: int, epochs: int) -> float:
+    """The step's matrix products alone: forward (one per layer), dW (one per layer), dX (all but the first)."""
+    rng = np.random.default_rng(0)
+    Ws = [rng.standard_normal((o, i)).astype(np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+    x = rng.random((batch, sizes[0]), dtype=np.float32)
+    zs = [np.empty((batch, o), np.float32) for o in sizes[1:]]
+    dWs = [np.empty_like(W) for W in Ws]
+    dxs = [np.empty((batch, i), np.float32) for i in sizes[:-1]]
+    t0 = time.perf_counter()
+    for _ in range(epochs * -(-n_rows // batch)):
+        inp = x
+        for W, z in zip(Ws, zs):
+            np.dot(inp, W.T, z)
+            inp = z
+        for layer in range(len(Ws) - 1, -1, -1):
+            np.dot(zs[layer].T, x if layer == 0 else zs[layer - 1], dWs[layer])
+            if layer:
+                np.dot(zs[layer], Ws[layer], dxs[layer])
+    return time.perf_counter() - t0
+
+
+def timed_workload(name, X, y, Xt, yt, rounds: int) -> dict:
+    """Alternating fits of both, medians of the fit times, accuracy of the last fit of each."""
+    times = {"fastmlp": [], "sklearn": []}
+    acc = {}
+    fit_seconds(estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1)[0][1], X[:2000], y[:2000])
+    for r in range(rounds):
+        pairs = estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=EPOCHS)
+        for label, clf in (pairs if r % 2 == 0 else pairs[::-1]):
+            times[label].append(fit_seconds(clf, X, y))
+            acc[label] = clf.score(Xt, yt)
+            print(f"  {name} round {r + 1}: {label} {times[label][-1]:.2f} s, test accuracy {acc[label]:.4f}",
+                  file=sys.stderr)
+    floor = gemm_floor_seconds(len(X), [X.shape[1], *HIDDEN, len(np.unique(y))], BATCH, EPOCHS)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"workload": name, "rows": len(X), "fastmlp_s": med["fastmlp"], "sklearn_s": med["sklearn"],
+            "floor_s": floor, "fastmlp_acc": acc["fastmlp"], "sklearn_acc": acc["sklearn"]}
+
+
+def mnist_workload(data_dir: str):
+    from fastmlp.data import load_dataset
+
+    ds = load_dataset("mnist", data_dir)
+    scale = np.float32(1 / 255)
+    X = ds.train_images.reshape(len(ds.train_images), -1).astype(np.float32) * scale
+    Xt = ds.test_images.reshape(len(ds.test_images), -1).astype(np.float32) * scale
+    return X, ds.train_labels.astype(np.int64), Xt, ds.test_labels.astype(np.int64)
+
+
+def synthetic_workload():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=200_000, n_features=100, n_informative=60, n_classes=10, random_state=0)
+    X = X.astype(np.float32)
+    return X[:180_000], y[:180_000], X[180_000:], y[180_000:]
+
+
+def small_workloads(seeds=range(5), epochs: int = 200) -> list[dict]:
+    """Test accuracy of both after the same epochs on digits, breast cancer and wine (mean over seeds)."""
+    from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    rows = []
+    for name, load in (("digits", load_digits), ("breast cancer", load_breast_cancer), ("wine", load_wine)):
+        X, y = load(return_X_y=True)
+        acc = {"fastmlp": [], "sklearn": []}
+        for seed in seeds:
+            Xa, Xb, ya, yb = train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed)
+            scaler = StandardScaler().fit(Xa)
+            Xa, Xb = scaler.transform(Xa).astype(np.float32), scaler.transform(Xb).astype(np.float32)
+            for label, clf in estimators(max_iter=epochs):
+                clf.set_params(random_state=seed)
+                fit_seconds(clf, Xa, ya)
+                acc[label].append(clf.score(Xb, yb))
+        rows.append({"workload": name, "rows": len(X), "epochs": epochs,
+                     "fastmlp_acc": float(np.mean(acc["fastmlp"])), "sklearn_acc": float(np.mean(acc["sklearn"]))})
+        print(f"  {name}: fastmlp {rows[-1]['fastmlp_acc']:.4f}, sklearn {rows[-1]['sklearn_acc']:.4f}",
+              file=sys.stderr)
+    return rows
+
+
+def markdown(timed: list[dict], small: list[dict], rounds: int) -> str:
+    import sklearn
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"`compare_sklearn.py`, {stamp}, scikit-learn {sklearn.__version__}, 2 threads each, "
+           f"{rounds} alternating round(s), medians:", ""]
+    if timed:
+        out += ["| workload (hidden (256, 128), batch 128, 3 epochs) | fastmlp fit | scikit-learn fit | speed-up "
+                "| GEMM floor | sklearn / floor | accuracy fastmlp | accuracy scikit-learn |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in timed:
+            out.append(f"| {r['workload']} ({r['rows']:,} rows) | {r['fastmlp_s']:.2f} s | {r['sklearn_s']:.2f} s "
+                       f"| **{r['sklearn_s'] / r['fastmlp_s']:.2f}x** | {r['floor_s']:.2f} s "
+                       f"| {r['sklearn_s'] / r['floor_s']:.2f}x | {100 * r['fastmlp_acc']:.2f}% "
+                       f"| {100 * r['sklearn_acc']:.2f}% |")
+        out.append("")
+    if small:
+        out += ["| dataset (StandardScaler, (100,), batch 'auto') | epochs | test accuracy fastmlp "
+                "| test accuracy scikit-learn |", "|---|---:|---:|---:|"]
+        for r in small:
+            out.append(f"| {r['workload']} ({r['rows']} rows) | {r['epochs']} | {100 * r['fastmlp_acc']:.2f}% "
+                       f"| {100 * r['sklearn_acc']:.2f}% |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workloads", default="mnist,synthetic,small", help="comma-separated: mnist, synthetic, small")
+    p.add_argument("--rounds", type=int, default=3, help="alternating fits of each implementation (default 3)")
+    p.add_argument("--data-dir", default=os.environ.get("FASTMLP_DATA_DIR", "data"), help="where mnist/ is")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="also write the Markdown tables to this file")
+    args = p.parse_args(argv)
+    want = set(args.workloads.split(","))
+    unknown = want - {"mnist", "synthetic", "small"}
+    if unknown or args.rounds < 1:
+        p.error(f"unknown workloads {sorted(unknown)}" if unknown else "--rounds must be >= 1")
+    timed, small = [], []
+    with threadpool_limits(args.threads):
+        if "mnist" in want:
+            timed.append(timed_workload("MNIST floats", *mnist_workload(args.data_dir), args.rounds))
+        if "synthetic" in want:
+            timed.append(timed_workload("make_classification", *synthetic_workload(), args.rounds))
+        if "small" in want:
+            small = small_workloads()
+    text = markdown(timed, small, args.rounds)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

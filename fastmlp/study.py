@@ -1,0 +1,536 @@
+"""The study a search fills: its storage, its settings, its best trial, its retries, its sampler and pruner.
+
+Storage
+    Trials live in an Optuna RDB storage: an SQLite file by default, any SQLAlchemy URL
+    otherwise (PostgreSQL to share one study between machines). URLs are parsed with
+    SQLAlchemy's ``make_url`` and shown only through :func:`display_url`, which hides the
+    password. A bare path means an SQLite file.
+
+Settings
+    :class:`SearchSettings` is everything a worker needs. The study keeps the part that defines
+    the search (space, pruner, seed, subset, validation size, dataset), so running the same
+    command again resumes it the same way; flags given again must agree with it.
+
+Retries and lost workers
+    A trial that did not end on its own (Ctrl-C, the time budget, a worker that stopped sending
+    heartbeats) is marked FAIL and queued again by Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` (at most :data:`MAX_RETRIES` times): the new WAITING
+    trial has the same hyperparameters, and :func:`origin_number` gives the number of the trial
+    it retries, from which the training seed is derived, so the retry repeats the same run.
+    Heartbeats (every HEARTBEAT_INTERVAL s; stale after GRACE_PERIOD s) find workers lost on
+    any machine; :func:`recover_lost_trials` finds, at once, those of this machine whose
+    process has ended (a search killed and started again).
+
+Why SQLite is safe for the workers of one machine
+    Optuna's docs warn against SQLite for parallel workers because of its lock errors. Those
+    come from deferred transactions: two processes that both read, then both write, deadlock and
+    one is told "database is locked" at once. Here every SQLite transaction begins with
+    ``BEGIN IMMEDIATE`` (the write lock is taken first and waited for, up to
+    SQLITE_BUSY_TIMEOUT s), so transactions from all workers run one after another and none
+    fails; the tables are created under a lock file, so two searches started together on a new
+    file do not collide. A trial's writes are a few small transactions an epoch, far below what
+    SQLite serializes in a second. (A local file only: SQLite over a network file system is not
+    safe, and several machines should share PostgreSQL.)
+
+Optuna is imported inside the functions that need it, so the command line can read this
+module's constants without loading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import socket
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConfigError, StorageError
+from .space import Space
+
+DEFAULT_STORAGE = "sqlite:///runs/search.db"
+PRUNERS = ("hyperband", "halving", "median", "none")
+DEFAULT_PRUNER = "hyperband"
+SETTINGS_ATTR = "fastmlp_settings"
+MAX_RETRIES = 3             # how often one configuration is queued again after an interruption
+REDUCTION_FACTOR = 3        # Hyperband / successive halving keep 1 trial in 3 at each rung
+
+
+def quiet_optuna():
+    """Import Optuna with its INFO logging and experimental-feature warnings off; returns the module."""
+    import warnings
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+# ----------------------------------------------------------------------------- storage URLs
+
+def _make_url(text: str):
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        return make_url(text)
+    except (ArgumentError, ValueError):
+        raise StorageError(f"not a storage URL: {redact(text)} (expected e.g. sqlite:///runs/search.db or "
+                           f"postgresql://user@host/database)") from None
+
+
+def redact(text, url: str | None = None) -> str:
+    """``text`` with any password written in a URL (``scheme://user:PASSWORD@host``) replaced by ``***``."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(text))
+    if url is not None and "://" in str(url):
+        try:
+            password = _make_url(url).password
+        except StorageError:
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    return text
+
+
+def storage_url(text: str) -> str:
+    """The SQLAlchemy URL of a ``--storage`` value, password included; a bare path is an SQLite file.
+
+    ``postgresql://`` without a driver gets psycopg (3) when it is installed, else psycopg2.
+    """
+    text = str(text)
+    if "://" not in text:
+        return f"sqlite:///{text}"
+    url = _make_url(text)
+    if url.drivername == "postgresql":
+        if importlib.util.find_spec("psycopg") is not None:
+            url = url.set(drivername="postgresql+psycopg")
+        elif importlib.util.find_spec("psycopg2") is None:
+            raise StorageError(f"{display_url(text)}: no PostgreSQL driver is installed "
+                               f"(pip install 'fastmlp[postgres]')")
+    return url.render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """``url`` safe to print: the password hidden."""
+    text = str(url) if "://" in str(url) else f"sqlite:///{url}"
+    try:
+        parsed = _make_url(text)
+    except StorageError:
+        return redact(text)
+    if parsed.get_backend_name() == "sqlite":  # a file name, shown as it was written (no %-escapes)
+        return f"{parsed.drivername}:///{parsed.database or ''}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (None for other databases or in-memory SQLite)."""
+    parsed = _make_url(url if "://" in str(url) else f"sqlite:///{url}")
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+# ----------------------------------------------------------------------------- opening
+
+CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
+SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
+HEARTBEAT_INTERVAL = 10     # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30           # a RUNNING trial without a heartbeat for this long is stale
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds: HEARTBEAT_INTERVAL and GRACE_PERIOD, or for tests
+    ``FASTMLP_HEARTBEAT_INTERVAL=N`` seconds with a grace period of 3 N."""
+    text = os.environ.get("FASTMLP_HEARTBEAT_INTERVAL")
+    if not text:
+        return HEARTBEAT_INTERVAL, GRACE_PERIOD
+    interval = int(text) if text.isdigit() else 0
+    if interval < 1:
+        raise ConfigError(f"FASTMLP_HEARTBEAT_INTERVAL must be a whole number of seconds >= 1; got {text!r}")
+    return interval, 3 * interval
+
+
+def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
+    """An Optuna RDBStorage for ``url``; with ``heartbeat``, lost workers' trials are failed and retried.
+
+    Every failure to open it (no driver, a bad URL, a server that does not answer or refuses the
+    login, no such database) is one :class:`StorageError` line, with the password hidden.
+    """
+    optuna = quiet_optuna()
+    url = storage_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.exists():
+            raise StorageError(f"{path}: no search storage here; run `fastmlp search` first (or give --storage)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{path.parent}: cannot create the storage's folder ({exc.strerror})") from None
+    backend = _make_url(url).get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    elif backend == "postgresql":
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
+    if heartbeat:
+        interval, grace = heartbeat_settings()
+        kwargs.update(heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry_trial)
+    try:
+        with storage_lock(url):  # two processes creating the tables at once would collide
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+    except ImportError as exc:
+        cause = exc.__cause__ or exc
+        raise StorageError(f"{display_url(url)}: the database driver is not installed ({redact(cause, url)}); "
+                           f"for PostgreSQL: pip install 'fastmlp[postgres]'") from None
+    except StorageError:
+        raise
+    except Exception as exc:  # sqlalchemy errors: unreachable server, wrong password, not a database
+        raise StorageError(f"cannot open the storage {display_url(url)}: {first_line(exc, url)}") from None
+    if backend == "sqlite":
+        _serialize_sqlite(storage.engine)
+    return storage
+
+
+def first_line(exc: BaseException, url: str) -> str:
+    """The first line of a database error, without SQLAlchemy's class prefix, the password hidden."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return redact(re.sub(r"^\([\w.]+\)\s*", "", first), url)
+
+
+def _serialize_sqlite(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    With SQLite's default deferred transactions, two processes that both read and then both try
+    to write deadlock, and SQLite answers one of them "database is locked" at once, whatever the
+    busy timeout. Taken at BEGIN, the lock is waited for (up to SQLITE_BUSY_TIMEOUT), so
+    transactions from any number of processes run one after another. (SQLAlchemy's recipe for
+    pysqlite: the driver's own BEGIN off, ours on the ``begin`` event.)
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners go
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, name: str = "") -> Iterator[None]:
+    """A lock shared by every process of every machine on ``url`` (and ``name``).
+
+    SQLite: an ``flock`` on the file ``<database>.lock`` beside it (never on the database file
+    itself: closing any descriptor of it would drop SQLite's own locks). PostgreSQL: an advisory
+    lock held by a connection of its own, which the server releases if the holder dies. Other
+    databases: no lock.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        import fcntl
+        with open(path.with_name(path.name + ".lock"), "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    elif _make_url(url).get_backend_name() == "postgresql":
+        import sqlalchemy
+        key = zlib.crc32(f"fastmlp:{name}".encode())
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
+def study_names(storage) -> list[str]:
+    optuna = quiet_optuna()
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage, name: str):
+    """An existing study, or StorageError listing the ones there are."""
+    optuna = quiet_optuna()
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = study_names(storage)
+        there = f"studies there: {', '.join(names)}" if names else "the storage holds no study"
+        raise StorageError(f"no study named {name!r} ({there})") from None
+
+
+def stored_settings(storage, name: str) -> dict | None:
+    """The settings a study was started with, or None when there is no such study yet."""
+    return load_study(storage, name).user_attrs.get(SETTINGS_ATTR, {}) if name in study_names(storage) else None
+
+
+def pick_study(storage, name: str | None) -> str:
+    """``name``, else the storage's only study, else ``mnist``."""
+    if name is not None:
+        return name
+    names = study_names(storage)
+    if len(names) == 1:
+        return names[0]
+    if "mnist" in names or not names:
+        return "mnist"
+    raise StorageError(f"the storage holds several studies ({', '.join(names)}); choose one with --study-name")
+
+
+# ----------------------------------------------------------------------------- settings
+
+@dataclass
+class SearchSettings:
+    """Everything a worker needs; the study keeps :meth:`stored` so that a resumed search goes on the same way."""
+
+    storage: str = DEFAULT_STORAGE
+    study_name: str = "mnist"
+    space: dict = field(default_factory=lambda: Space.default().to_dict())
+    pruner: str = DEFAULT_PRUNER
+    seed: int = 0
+    subset: int | None = None
+    val_size: int = 5000
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    verify: bool = True
+
+    def space_obj(self) -> Space:
+        return Space.from_mapping(self.space, where="stored space")
+
+    def stored(self) -> dict:
+        """What the study keeps (where the data lives and the storage URL are per machine)."""
+        return {k: getattr(self, k) for k in ("space", "pruner", "seed", "subset", "val_size", "dataset")}
+
+
+FIXED_PER_STUDY = ("subset", "val_size", "dataset")
+
+
+def resolve_settings(stored: dict | None, *, storage: str, study_name: str, space: Space | None = None,
+                     space_file=None, space_flags: dict | None = None, pruner: str | None = None,
+                     seed: int | None = None, subset: int | None = None, val_size: int | None = None,
+                     dataset: str = "mnist", data_dir=None, verify: bool = True) -> SearchSettings:
+    """The settings of this run: the study's ``stored`` ones (or the defaults), then the file, then flags.
+
+    None means "not given". Subset, validation size and dataset cannot change within a study.
+    """
+    from .space import build_space
+    stored = stored or {}
+    if space is None:
+        base = (Space.from_mapping(stored["space"], where="the study's stored space")
+                if "space" in stored else Space.default())
+        space = build_space(base, space_file, space_flags)
+    given = {"pruner": pruner, "seed": seed, "subset": subset, "val_size": val_size, "dataset": dataset}
+    for name in FIXED_PER_STUDY:
+        if name in stored and given[name] is not None and stored[name] != given[name]:
+            was = "the full training set" if stored[name] is None else stored[name]
+            raise ConfigError(f"study {study_name!r} was searched with {name.replace('_', '-')} {was}; "
+                              f"give the same or another --study-name")
+    defaults = {"pruner": DEFAULT_PRUNER, "seed": 0, "subset": None, "val_size": 5000, "dataset": "mnist"}
+    values = {k: given[k] if given[k] is not None else stored.get(k, defaults[k]) for k in defaults}
+    if values["pruner"] not in PRUNERS:
+        raise ConfigError(f"unknown pruner {values['pruner']!r} (choose from {', '.join(PRUNERS)})")
+    if values["subset"] is not None and values["subset"] < 1:
+        raise ConfigError(f"--subset must be >= 1; got {values['subset']}")
+    if values["val_size"] < 1:
+        raise ConfigError(f"--val-size must be >= 1 (the objective is validation accuracy); got {values['val_size']}")
+    return SearchSettings(storage=storage_url(storage), study_name=study_name, space=space.to_dict(),
+                          data_dir=data_dir, verify=verify, **values)
+
+
+# ----------------------------------------------------------------------------- trials
+
+def trial_seed(seed: int, number: int) -> int:
+    """The training seed of trial ``number`` (or of the trial it retries)."""
+    import numpy as np
+    return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def frozen(trial):
+    """The stored state of a running ``optuna.Trial`` (its system attributes among it) as a FrozenTrial."""
+    return trial.storage.get_trial(trial._trial_id)
+
+
+def origin_number(trial) -> int:
+    """The number of the first trial of this configuration (itself unless it is a retry); a FrozenTrial."""
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
+def retried_number(trial) -> int | None:
+    """The number of the trial this one runs again, or None."""
+    history = trial.system_attrs.get("retry_history") or []
+    return int(history[-1]) if history else None
+
+
+PER_RUN_ATTRS = ("worker", "process")  # user attributes that name the process running a trial
+
+
+def retry_trial(study, trial) -> None:
+    """Queue a failed (or failing) trial again: Optuna's ``RetryHeartbeatStaleTrialCallback``, at most
+    MAX_RETRIES times, after dropping the attributes that named the process that ran it."""
+    import copy
+    optuna = quiet_optuna()
+    trial = copy.deepcopy(trial)
+    for key in PER_RUN_ATTRS:
+        trial.user_attrs.pop(key, None)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+
+
+def requeue(study, trial) -> bool:
+    """Queue ``trial`` (a FrozenTrial) again; False when it was already tried MAX_RETRIES times."""
+    if len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRIES:
+        return False
+    retry_trial(study, trial)
+    return True
+
+
+# ----------------------------------------------------------------------------- lost workers on this machine
+
+def process_token(pid: int | None = None) -> str | None:
+    """``boot/pid-namespace/pid/start-time``: names a process of this machine for as long as it lives
+    (None where /proc does not tell)."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}/{namespace}/{pid}/{start}"
+
+
+def _is_gone(token: str) -> bool:
+    """True when ``token`` names a process of this machine (same boot, same pid namespace) that has ended."""
+    boot_ns, _, rest = token.rpartition("/")[0].rpartition("/")
+    mine = process_token()
+    if mine is None or not mine.startswith(boot_ns + "/"):
+        return False  # another machine, or another container: the heartbeat's business
+    pid = int(rest) if rest.isdigit() else None
+    return pid is not None and process_token(pid) != token
+
+
+def recover_lost_trials(study) -> list[int]:
+    """Mark FAIL, and queue again, the RUNNING trials whose worker process on this machine has ended.
+
+    A lost worker on another machine is found by Optuna's heartbeat once its grace period has
+    passed; on this machine there is no need to wait: its process is gone or not. Returns the
+    numbers of the trials marked.
+    """
+    optuna = quiet_optuna()
+    lost = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        token = t.user_attrs.get("process")
+        if not token or not _is_gone(token):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process marked it first
+        retry_trial(study, t)
+        lost.append(t.number)
+    return lost
+
+
+def trial_val_acc(trial) -> float | None:
+    """The trial's objective when complete, else the last validation accuracy it reported."""
+    if trial.value is not None:
+        return float(trial.value)
+    if trial.intermediate_values:
+        return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return None
+
+
+def best_trial(trials):
+    """The completed trial with the highest validation accuracy (the earliest on ties), or None."""
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def counts(trials) -> dict[str, int]:
+    """Trials by state name, lower case: complete, pruned, fail, waiting, running."""
+    out = {"complete": 0, "pruned": 0, "fail": 0, "waiting": 0, "running": 0}
+    for t in trials:
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return out
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def format_config(config: dict) -> str:
+    """``batch 64, hidden [512, 256], eta 1.2e-03, beta1 0.912, beta2 0.99912, eps 3.1e-08``."""
+    text = (f"batch {config['batch_size']}, hidden {list(config['hidden_sizes'])}, eta {config['lr']:.2e}, "
+            f"beta1 {config['beta1']:.3f}, beta2 {config['beta2']:.5f}, eps {config['eps']:.1e}")
+    if config.get("lr_decay", 1.0) != 1.0:
+        text += f", decay {config['lr_decay']:.3f}"
+    return text
+
+
+def summary(study) -> str:
+    """The study's counts by state and its best trial, in two lines."""
+    trials = study.get_trials(deepcopy=False)
+    c = counts(trials)
+    text = (f"study {study.study_name!r}: {len(trials)} trials ({c['complete']} complete, "
+            f"{c['pruned']} pruned, {c['fail']} failed")
+    if c["waiting"]:
+        text += f", {c['waiting']} queued for the next run"
+    if c["running"]:
+        text += f", {c['running']} running"
+    text += ")"
+    best = best_trial(trials)
+    if best is not None:
+        text += (f"\nbest: trial {best.number}, validation accuracy {100 * best.value:.2f}% after "
+                 f"{best.user_attrs.get('epochs_run', '?')} epochs: {format_config(best.user_attrs['config'])}")
+    return text
+
+
+# ----------------------------------------------------------------------------- sampler and pruner
+
+def make_pruner(name: str, space: Space):
+    optuna = quiet_optuna()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=space.min_epochs, max_resource=space.epochs,
+                                              reduction_factor=REDUCTION_FACTOR)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=space.min_epochs,
+                                                      reduction_factor=REDUCTION_FACTOR)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=space.min_epochs)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r} (choose from {', '.join(PRUNERS)})")
+
+
+def make_sampler(seed: int, worker: int, n_existing: int):
+    """TPE, seeded from the search seed, this machine, the worker and the trials the study already holds.
+
+    So a resumed search does not propose its first points again, and workers (on one machine or
+    several sharing a study) do not propose the same ones.
+    """
+    import zlib
+    import numpy as np
+    optuna = quiet_optuna()
+    host = zlib.crc32(socket.gethostname().encode())
+    sampler_seed = int(np.random.SeedSequence([int(seed), host, int(worker), int(n_existing)]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True, group=True, constant_liar=True)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,152 @@
+"""Numba kernels that update the parameters: Adam, AdamW with max-norm and weight averaging, eta schedules,
+and scikit-learn's L2 penalty. Each is one pass over the flat float32 buffers (see :mod:`fastmlp.layout`),
+called from :func:`fastmlp.kernels.train_steps` (and :class:`fastmlp.optim.Adam` for one step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .layout import B_OFF, N_IN, N_OUT, W_OFF, weight_view
+
+# Values of recipe[R_SCHEDULE]: eta as given to the call (per-epoch decay), cosine, one-cycle.
+SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- Adam
+
+@njit(cache=True, error_model="numpy")
+def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps, decay):
+    # p <- decay p - step m / (sqrt(v) scale + eps); decay 1 (exact in float32) is plain Adam.
+    # Loops index from 0: with a start of unknown sign Numba keeps negative-index wraparound,
+    # which stops LLVM from vectorizing (10x slower here).
+    b1c = np.float32(1.0) - beta1
+    b2c = np.float32(1.0) - beta2
+    for i in range(params.shape[0]):
+        g = grads[i]
+        mi = beta1 * m[i] + b1c * g
+        vi = beta2 * v[i] + b2c * (g * g)
+        m[i] = mi
+        v[i] = vi
+        params[i] = decay * params[i] - step * mi / (np.sqrt(vi) * scale + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
+    """One Adam step (Kingma & Ba, bias-corrected) over flat float32 buffers, in place.
+
+    For every i: ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
+    ``p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``, computed as
+    ``p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``. ``t`` counts from 1.
+
+    One serial, vectorized pass: on two cores a ``prange`` split measured slower, because
+    Numba's worker threads and OpenBLAS's threads then compete for the same cores.
+    """
+    step = np.float32(lr / (1.0 - beta1 ** t))
+    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
+    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps),
+                np.float32(1.0))
+
+
+@njit(cache=True, error_model="numpy")
+def _max_norm_rows(W, c):
+    """Scale every row of W (one unit's incoming weights) whose L2 norm exceeds c down to c."""
+    for r in range(W.shape[0]):
+        ss = 0.0
+        for i in range(W.shape[1]):
+            ss += np.float64(W[r, i]) * W[r, i]
+        if ss > c * c:
+            f = np.float32(c / np.sqrt(ss))
+            for i in range(W.shape[1]):
+                W[r, i] *= f
+
+
+@njit(cache=True, error_model="numpy")
+def _ema_block(avg, params, a):
+    b = np.float32(1.0) - a
+    for i in range(params.shape[0]):
+        avg[i] = a * avg[i] + b * params[i]
+
+
+@njit(cache=True, error_model="numpy")
+def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, weight_decay, max_norm, ema_decay):
+    """:func:`adam_update` with decoupled weight decay, max-norm and weight averaging, layer by layer.
+
+    AdamW (Loshchilov & Hutter 2019, as PyTorch's ``AdamW``): weights, not biases, are first
+    multiplied by ``1 - lr weight_decay``. With ``max_norm > 0`` each hidden unit's incoming
+    weight row is then scaled back to norm ``max_norm`` when longer (Srivastava et al. 2014).
+    With ``ema_decay > 0``, ``ema = a ema + (1 - a) params`` after the update, with
+    ``a = min(ema_decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates`` warm-up).
+    Each layer's weights and bias are visited once, while in cache.
+    """
+    step = np.float32(lr / (1.0 - beta1 ** t))
+    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
+    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    decay = np.float32(1.0 - lr * weight_decay)
+    a = np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
+    L = layout.shape[0]
+    for l in range(L):
+        w0, b0, n_w, n_b = layout[l, W_OFF], layout[l, B_OFF], layout[l, N_IN] * layout[l, N_OUT], layout[l, N_OUT]
+        _adam_block(params[w0:w0 + n_w], grads[w0:w0 + n_w], m[w0:w0 + n_w], v[w0:w0 + n_w],
+                    b1, b2, step, scale, e, decay)
+        if max_norm > 0 and l < L - 1:
+            _max_norm_rows(weight_view(params, layout, l), max_norm)
+        _adam_block(params[b0:b0 + n_b], grads[b0:b0 + n_b], m[b0:b0 + n_b], v[b0:b0 + n_b],
+                    b1, b2, step, scale, e, np.float32(1.0))
+        if ema_decay > 0:
+            _ema_block(ema[w0:b0 + n_b], params[w0:b0 + n_b], a)
+
+
+@njit(cache=True, error_model="numpy")
+def lr_at_step(schedule, lr, k, warmup, total, floor):
+    """Eta at step k (from 0) of ``total``: ``lr`` itself (SCHED_CONSTANT), or
+
+    * SCHED_COSINE: linear warm-up ``lr min(1, (k + 1) / warmup)`` for k < warmup, then a half cosine
+      from lr down to ``lr floor`` at the last step, ``total - 1`` (Loshchilov & Hutter 2017, no restarts);
+    * SCHED_ONECYCLE: a half cosine up from ``lr / 25`` to lr over the warm-up, then down to
+      ``lr floor`` (Smith & Topin 2019, PyTorch's ``OneCycleLR`` with ``anneal_strategy="cos"``,
+      momentum not cycled).
+    """
+    if schedule == SCHED_CONSTANT:
+        return lr
+    low = lr * floor
+    if k < warmup:
+        if schedule == SCHED_COSINE:
+            return lr * min(1.0, (k + 1) / warmup)
+        start = lr / 25.0
+        return start + (lr - start) * 0.5 * (1.0 - np.cos(np.pi * k / warmup))
+    progress = min(1.0, (k - warmup) / max(1.0, total - 1 - warmup))
+    return low + (lr - low) * 0.5 * (1.0 + np.cos(np.pi * progress))
+
+
+# ----------------------------------------------------------------------------- L2 penalty
+
+@njit(cache=True, error_model="numpy", fastmath=True)
+def _add_scaled_sumsq(p, g, coef):
+    # fastmath lets LLVM split the sum of squares into vector lanes (a strict left-to-right
+    # float sum cannot be vectorized and would cost as much as Adam's pass).
+    sq = 0.0
+    for i in range(p.shape[0]):
+        w = p[i]
+        g[i] += coef * w
+        sq += np.float64(w) * np.float64(w)
+    return sq
+
+
+@njit(cache=True, error_model="numpy")
+def l2_penalty_grad(params, grads, layout, coef):
+    """Add ``coef * W`` to every weight gradient (biases untouched); return ``sum ||W||^2``.
+
+    params, grads: flat float32 buffers (see ``layout``). With ``coef = alpha / m`` this is the
+    gradient of scikit-learn's penalty ``alpha / (2 m) * sum_l ||W_l||^2`` on a batch of m
+    rows; the returned squares (float64 sum) give the penalty itself. One pass over the weights.
+    """
+    sq = 0.0
+    for l in range(layout.shape[0]):
+        lo = layout[l, W_OFF]
+        hi = lo + layout[l, N_IN] * layout[l, N_OUT]
+        sq += _add_scaled_sumsq(params[lo:hi], grads[lo:hi], coef)
+    return sq
+
+

@@ -1,0 +1,332 @@
+"""fastmlp.MLPClassifier is a scikit-learn estimator: every common check passes, it composes with
+pipelines and model selection, it follows scikit-learn's training rules, and it trains exactly
+what the engine trains."""
+
+import pickle
+import subprocess
+import sys
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the estimator needs scikit-learn: pip install 'fastmlp[sklearn]'")
+
+import joblib  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_iris, make_classification  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastmlp import reference as ref  # noqa: E402
+from fastmlp.estimator import MLPClassifier  # noqa: E402
+from fastmlp.model import MLP  # noqa: E402
+from fastmlp.train import TrainingDiverged  # noqa: E402
+
+
+def check_instances():
+    """The default estimator and one with early stopping; max_iter=60 keeps the checks quick.
+
+    The checks' datasets have 10 to 30 rows; early stopping holds out a stratified
+    ``validation_fraction``, which needs at least one row per class (scikit-learn's own split
+    says so otherwise), hence 0.5 there.
+    """
+    return [MLPClassifier(max_iter=60), MLPClassifier(max_iter=60, early_stopping=True, validation_fraction=0.5)]
+
+
+@parametrize_with_checks(check_instances())
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """600 rows, 12 features, 4 well separated classes: learnable in a few epochs."""
+    X, y = make_classification(n_samples=600, n_features=12, n_informative=8, n_classes=4, class_sep=2.5,
+                               random_state=0)
+    return X.astype(np.float32), y
+
+
+def quick(**kw) -> MLPClassifier:
+    params = dict(hidden_layer_sizes=(32,), batch_size=50, max_iter=20, random_state=0)
+    return MLPClassifier(**{**params, **kw})
+
+
+def fit_quietly(clf, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(X, y)
+
+
+# ----------------------------------------------------------------------------- the API
+
+def test_import_fastmlp_does_not_import_scikit_learn():
+    code = "import sys, fastmlp; assert 'sklearn' not in sys.modules; fastmlp.MLPClassifier; " \
+           "assert 'sklearn' in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_fitted_attributes_have_scikit_learn_names_shapes_and_orientation(blobs):
+    X, y = blobs
+    clf = fit_quietly(quick(hidden_layer_sizes=(16, 8), max_iter=3), X, y)
+    assert [c.shape for c in clf.coefs_] == [(12, 16), (16, 8), (8, 4)]   # (n_in, n_out): W.T
+    assert [b.shape for b in clf.intercepts_] == [(16,), (8,), (4,)]
+    assert clf.n_layers_ == 4 and clf.n_outputs_ == 4 and clf.out_activation_ == "softmax"
+    assert clf.n_features_in_ == 12 and list(clf.classes_) == [0, 1, 2, 3]
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3 and clf.t_ == 3 * 600
+    assert clf.best_loss_ == min(clf.loss_curve_) and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    # coefs_ are the network the engine predicts with: the forward pass in NumPy agrees.
+    h = X.astype(np.float64)
+    for i, (W, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        h = h @ W + b
+        if i < 2:
+            h = np.maximum(h, 0)
+    np.testing.assert_allclose(clf.predict_proba(X), ref.softmax(h), rtol=1e-4, atol=1e-6)
+
+
+def test_arbitrary_labels_are_encoded_and_given_back(blobs):
+    X, y = blobs
+    names = np.array(["cat", "dog", "eel", "fox"])[y]
+    odd = np.array([-7, 3, 100, 42])[y]
+    for labels in (names, odd):
+        clf = fit_quietly(quick(), X, labels)
+        assert list(clf.classes_) == sorted(set(labels))
+        assert set(clf.predict(X)) <= set(labels)
+        assert clf.score(X, labels) > 0.8
+        assert clf.predict_proba(X).shape == (600, 4)
+
+
+def test_a_binary_problem_has_two_softmax_outputs(blobs):
+    X, y = blobs
+    yb = np.where(y % 2 == 0, "even", "odd")
+    clf = fit_quietly(quick(), X, yb)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (600, 2) and clf.coefs_[-1].shape == (32, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba), rtol=1e-9, atol=1e-12)
+
+
+def test_predict_before_fit_raises_not_fitted(blobs):
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(blobs[0])
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"solver": "sgd"}, r"solver='sgd' is not supported: fastmlp's engine trains with Adam only"),
+    ({"solver": "lbfgs"}, r"solver='lbfgs' is not supported"),
+    ({"activation": "tanh"}, r"activation='tanh' is not supported: fastmlp's engine has ReLU hidden layers only"),
+    ({"hidden_layer_sizes": ()}, r"no hidden layer\) is not supported"),
+    ({"hidden_layer_sizes": (8, 0)}, r"hidden_layer_sizes must be positive integers"),
+    ({"beta_2": 0.9999999999}, r"beta_2=0.9999999999 cannot be used: .*float32"),
+    ({"learning_rate_init": -1.0}, r"The 'learning_rate_init' parameter of MLPClassifier must be"),
+    ({"solver": "newton"}, r"The 'solver' parameter of MLPClassifier must be"),
+])
+def test_what_the_engine_cannot_do_is_a_clear_value_error(blobs, params, message):
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(**params).fit(*blobs)
+
+
+@pytest.mark.parametrize("bad,message", [(np.nan, "Input X contains NaN"), (np.inf, "Input X contains infinity")])
+def test_nan_and_infinity_are_rejected_with_scikit_learns_messages(blobs, bad, message):
+    X = blobs[0].copy()
+    X[5, 3] = bad
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier().fit(X, blobs[1])
+    clf = fit_quietly(quick(max_iter=1), *blobs)
+    with pytest.raises(ValueError, match=message):
+        clf.predict(X)
+
+
+def test_feature_names_are_recorded_from_a_dataframe(blobs):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(blobs[0], columns=[f"f{i}" for i in range(12)])
+    clf = fit_quietly(quick(max_iter=1), frame, blobs[1])
+    assert list(clf.feature_names_in_) == [f"f{i}" for i in range(12)]
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        clf.predict(blobs[0])
+    with pytest.raises(ValueError, match="The feature names should match those that were passed during fit"):
+        clf.predict(frame.rename(columns={"f0": "g0"}))
+
+
+# ----------------------------------------------------------------------------- scikit-learn's training rules
+
+def test_max_iter_without_convergence_warns_convergence_warning(blobs):
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(2\) reached"):
+        quick(max_iter=2).fit(*blobs)
+
+
+def test_training_stops_when_the_loss_stops_improving_by_tol(blobs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # stopping early is convergence: no warning
+        clf = quick(max_iter=500, tol=1.0, n_iter_no_change=2).fit(*blobs)
+    # tol=1: only the first epoch improves (on an infinite best loss); epochs 2, 3, 4 do not, and
+    # the count 3 > n_iter_no_change stops the run after epoch 4, as in scikit-learn.
+    assert clf.n_iter_ == 4
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_validation_score(blobs):
+    X, y = blobs
+    clf = quick(max_iter=40, early_stopping=True, n_iter_no_change=3, validation_fraction=0.2, tol=0.5).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ == 5  # tol=0.5: only epoch 1 improves
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+    # The kept weights score best_validation_score_ on the held-out rows: rebuild the split.
+    _, val = train_test_split(np.arange(len(y)), random_state=0, test_size=0.2, stratify=y)
+    assert clf.score(X[val], y[val]) == pytest.approx(clf.best_validation_score_)
+
+
+def test_the_same_random_state_gives_the_same_model_bit_for_bit(blobs):
+    a = fit_quietly(quick(), *blobs)
+    b = fit_quietly(quick(), *blobs)
+    assert all(np.array_equal(u, v) for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
+    assert a.loss_curve_ == b.loss_curve_
+    c = fit_quietly(quick(random_state=1), *blobs)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+
+
+def test_warm_start_continues_from_the_fitted_weights(blobs):
+    clf = fit_quietly(quick(max_iter=3, warm_start=True), *blobs)
+    first = clf.coefs_[0].copy()
+    fit_quietly(clf, *blobs)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 6 and clf.t_ == 6 * 600
+    assert clf.loss_curve_[3] < clf.loss_curve_[0]           # it went on, it did not start over
+    assert not np.array_equal(first, clf.coefs_[0])
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+        clf.fit(blobs[0], blobs[1] % 3)
+
+
+def test_partial_fit_trains_one_epoch_per_call_over_declared_classes(blobs):
+    X, y = blobs
+    clf = quick()
+    with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:300], y[:300], classes=[0, 1, 2, 3, 4])  # class 4 never appears: an output all the same
+    for _ in range(5):
+        clf.partial_fit(X, y)
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 6 and clf.t_ == 300 + 5 * 600
+    assert list(clf.classes_) == [0, 1, 2, 3, 4] and clf.predict_proba(X).shape == (600, 5)
+    assert clf.score(X, y) > 0.7
+    with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
+        clf.partial_fit(X, y + 10)
+    with pytest.raises(ValueError, match="X has 5 features, but MLPClassifier is expecting 12"):
+        clf.partial_fit(X[:, :5], y)
+    assert not hasattr(MLPClassifier(early_stopping=True), "partial_fit")
+
+
+def test_partial_fit_epochs_equal_fit_epochs_without_shuffling(blobs):
+    """Adam's state carries over between partial_fit calls exactly as between a fit's epochs."""
+    X, y = blobs
+    fitted = fit_quietly(quick(max_iter=4, shuffle=False), X, y)
+    stepped = quick(shuffle=False)
+    for _ in range(4):
+        stepped.partial_fit(X, y, classes=np.unique(y))
+    for u, v in zip(fitted.coefs_, stepped.coefs_):
+        np.testing.assert_array_equal(u, v)
+    assert fitted.loss_curve_ == stepped.loss_curve_
+
+
+def test_a_diverging_fit_raises_and_leaves_the_estimator_as_it_was(blobs):
+    X = blobs[0]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=1e37, random_state=0)
+    with pytest.raises(TrainingDiverged, match="training diverged .*learning_rate_init"):
+        clf.fit(X, blobs[1])
+    assert not hasattr(clf, "coefs_")
+
+
+def test_batch_size_larger_than_the_data_is_clipped_with_a_warning(blobs):
+    with pytest.warns(UserWarning, match="It is going to be clipped"):
+        fit_quietly(quick(batch_size=5000, max_iter=1), *blobs)
+
+
+# ----------------------------------------------------------------------------- the L2 penalty
+
+def test_alpha_is_scikit_learns_l2_penalty_in_the_loss_curve(blobs):
+    """One epoch over one batch: loss_curve_[0] is the cross-entropy at the initial weights plus
+    alpha/(2n) * sum ||W||^2 of those weights (the reference's twin of the kernel)."""
+    X, y = blobs
+    alpha = 3.0
+    plain = quick(max_iter=1, batch_size=600, alpha=0.0, shuffle=False)
+    penal = quick(max_iter=1, batch_size=600, alpha=alpha, shuffle=False)
+    fit_quietly(plain, X, y)
+    fit_quietly(penal, X, y)
+    weights = [W for W, _ in MLP.initialized([12, 32, 4], np.random.default_rng(0)).layers()]  # seed 0's start
+    penalty, _ = ref.l2_penalty(weights, alpha, 600)
+    assert penal.loss_curve_[0] == pytest.approx(plain.loss_curve_[0] + penalty, rel=1e-5)
+
+
+def test_alpha_shrinks_the_weights(blobs):
+    small = fit_quietly(quick(alpha=0.0, max_iter=60), *blobs)
+    large = fit_quietly(quick(alpha=10.0, max_iter=60), *blobs)
+    assert sum(np.sum(W ** 2) for W in large.coefs_) < 0.5 * sum(np.sum(W ** 2) for W in small.coefs_)
+
+
+# ----------------------------------------------------------------------------- data handling
+
+def test_float32_c_ordered_input_is_used_without_a_copy():
+    """The training matrix is read in place: fitting a 16 MB float32 matrix allocates far less than
+    one copy of it (the gather copies a batch at a time)."""
+    X, y = make_classification(n_samples=40_000, n_features=100, n_classes=3, n_informative=10, random_state=0)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    clf = quick(max_iter=1, batch_size=256)
+    fit_quietly(clf, X[:500], y[:500])  # compile and warm up outside the measurement
+    tracemalloc.start()
+    fit_quietly(clf, X, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.2 * X.nbytes, f"fit allocated {peak} bytes at its peak for a {X.nbytes}-byte X"
+
+
+def test_pickle_and_joblib_round_trips_are_exact(blobs, tmp_path):
+    X, y = blobs
+    clf = fit_quietly(quick(), X, np.array(["a", "b", "c", "d"])[y])
+    for loaded in (pickle.loads(pickle.dumps(clf)), joblib.load(joblib.dump(clf, tmp_path / "clf.joblib")[0])):
+        np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+        np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+        assert loaded.loss_curve_ == clf.loss_curve_ and loaded.get_params() == clf.get_params()
+        assert all(np.shares_memory(W, loaded._params) for W in loaded.coefs_)  # still views of one buffer
+        loaded.partial_fit(X, np.array(["a", "b", "c", "d"])[y])  # and training goes on from there
+
+
+# ----------------------------------------------------------------------------- scikit-learn's tools
+
+def test_clone_gives_an_unfitted_estimator_with_the_same_parameters(blobs):
+    clf = fit_quietly(quick(alpha=0.01, lr_decay=0.9), *blobs)
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params() and not hasattr(twin, "coefs_")
+
+
+def test_works_inside_a_pipeline_with_a_scaler():
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), quick(batch_size=16, max_iter=200))
+    assert pipe.fit(X, y).score(X, y) > 0.95
+
+
+def test_cross_val_score_runs_every_fold():
+    X, y = load_iris(return_X_y=True)
+    scores = cross_val_score(make_pipeline(StandardScaler(), quick(batch_size=16, max_iter=200)), X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.8
+
+
+def test_grid_search_with_two_worker_processes(blobs):
+    X, y = blobs
+    search = GridSearchCV(quick(max_iter=15), {"alpha": [1e-4, 1e-1], "hidden_layer_sizes": [(8,), (32,)]},
+                          cv=2, n_jobs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert search.best_params_["hidden_layer_sizes"] in [(8,), (32,)]
+    assert search.best_estimator_.score(X, y) > 0.7
+    assert len(search.cv_results_["mean_test_score"]) == 4
+
+
+def test_verbose_prints_scikit_learns_lines(blobs, capsys):
+    fit_quietly(quick(max_iter=2, verbose=True, early_stopping=True), *blobs)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Iteration 1, loss = ") and out[1].startswith("Validation score: ")

@@ -1,0 +1,144 @@
+"""Run folders: checked before training, never mixing two runs, strict JSON, and exact resumption,
+also after a SIGKILL at any moment."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fastmlp.errors import ConfigError, UsageError
+from fastmlp.runs import prepare_run_folder
+from fastmlp.train import History, TrainingDiverged, train
+
+from test_train import small_config, synthetic_dataset, without_timings
+
+
+def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
+    data = synthetic_dataset()
+    train(small_config(epochs=2), data, out_dir=tmp_path)
+    assert (tmp_path / "curves.png").exists()
+    (tmp_path / ".model.npz.abc123.tmp.npz").write_bytes(b"left by a killed run")
+    with pytest.raises(TrainingDiverged):
+        train(small_config(lr=1e12, epochs=2), data, out_dir=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # the diverged run's history only: no model or curves of the old run beside it, no stale temporaries
+    assert names == ["history.json"]
+    assert json.loads((tmp_path / "history.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("make_target,fragment", [
+    (lambda p: (p / "file").write_text("x") and p / "file", "a file of that name exists"),
+    (lambda p: p / ("x" * 300), "cannot write the output folder"),
+    (lambda p: __import__("pathlib").Path("/proc/fastmlp-run"), "cannot write the output folder"),
+    (lambda p: __import__("pathlib").Path("/dev/null"), "cannot"),
+])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path, make_target, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        prepare_run_folder(make_target(tmp_path))
+
+
+def test_an_empty_test_set_gives_no_test_figures_and_strict_json(tmp_path):
+    data = synthetic_dataset()
+    empty = replace(data, test_images=data.test_images[:0], test_labels=data.test_labels[:0])
+    result = train(small_config(), empty, out_dir=tmp_path)
+    assert all(e["test_acc"] is None for e in result.history.epochs)
+    text = (tmp_path / "history.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_a_loss_that_explodes_without_becoming_infinite_is_divergence():
+    with pytest.raises(TrainingDiverged, match="mean over the epoch"):
+        train(small_config(lr=1e6, epochs=2, eps=1e-8), synthetic_dataset())
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_allocating():
+    with pytest.raises(ConfigError, match=r"need .*TiB.*this machine has"):
+        train(small_config(hidden_sizes=(100_000_000,)), synthetic_dataset())
+
+
+def test_resuming_gives_the_history_of_an_uninterrupted_run(tmp_path):
+    data = synthetic_dataset()
+    whole = train(small_config(epochs=4), data, out_dir=tmp_path / "whole")
+    train(small_config(epochs=2), data, out_dir=tmp_path / "cut")
+    resumed = train(small_config(epochs=4), data, out_dir=tmp_path / "cut", resume=True)
+    assert without_timings(resumed.history) == without_timings(whole.history)
+    np.testing.assert_array_equal(resumed.model.params, whole.model.params)
+    saved = History.from_json((tmp_path / "cut" / "history.json").read_text())
+    assert without_timings(saved) == without_timings(whole.history)
+
+
+def test_resuming_with_other_settings_or_without_a_checkpoint_is_refused(tmp_path):
+    data = synthetic_dataset()
+    with pytest.raises(UsageError, match="no checkpoint to resume from"):
+        train(small_config(), data, out_dir=tmp_path / "nothing", resume=True)
+    train(small_config(epochs=1), data, out_dir=tmp_path / "run")
+    with pytest.raises(UsageError, match="other settings .*lr"):
+        train(small_config(epochs=2, lr=5e-3), data, out_dir=tmp_path / "run", resume=True)
+
+
+# ----------------------------------------------------------------------------- through the command line
+
+def fastmlp(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True, **kw)
+
+
+TINY = ["--hidden", "16", "--threads", "1", "--val-size", "1000"]
+
+
+def epochs_done(folder) -> int:
+    try:
+        return len(json.loads((folder / "history.json").read_text())["epochs"])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_history(mnist_dir, tmp_path):
+    env = {**os.environ, "FASTMLP_DATA_DIR": str(mnist_dir)}
+    straight = fastmlp("train", *TINY, "--epochs", "4", "--out", str(tmp_path / "straight"), env=env)
+    assert straight.returncode == 0, straight.stderr
+    cut = tmp_path / "cut"
+    for kill_after in (1, 2):  # killed during epoch 2, then during epoch 3 of the resumed run
+        args = ["--resume", str(cut)] if kill_after > 1 else ["--out", str(cut)]
+        proc = subprocess.Popen([sys.executable, "-m", "fastmlp", "train", *TINY, "--epochs", "4", *args],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while epochs_done(cut) < kill_after and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert epochs_done(cut) >= kill_after
+    resumed = fastmlp("train", "--resume", str(cut), "--threads", "1", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    a = History.from_json((tmp_path / "straight" / "history.json").read_text())
+    b = History.from_json((cut / "history.json").read_text())
+    assert without_timings(a) == without_timings(b) and len(b.epochs) == 4
+    assert not list(cut.glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("env,args,fragment", [
+    ({"NUMBA_NUM_THREADS": "0"}, ["train", "--epochs", "1"], "NUMBA_NUM_THREADS must be a positive integer"),
+    ({}, ["train", "--hidden", "100000000"], "this machine has"),
+    ({}, ["train", "--resume", "/nonexistent/run"], "no checkpoint to resume from"),
+])
+def test_bad_settings_end_in_one_line_before_any_work(env, args, fragment, tmp_path):
+    t0 = time.time()
+    proc = fastmlp(*args, env={**os.environ, **env}, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error:") and fragment in lines[0], proc.stderr
+    assert time.time() - t0 < 10
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
+    """``fastmlp gradcheck | head -1``: no BrokenPipeError traceback."""
+    proc = subprocess.run(f"{sys.executable} -m fastmlp gradcheck | head -1", shell=True, capture_output=True,
+                          text=True)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1

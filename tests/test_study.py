@@ -1,0 +1,213 @@
+"""The study's storage, against a hostile user and a hostile machine: URLs parsed by SQLAlchemy, passwords
+never printed, every storage failure one line (exit 2, no traceback, in seconds), SQLite shared safely by
+several processes, and no trial lost or left RUNNING when a search is killed and started again."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fastmlp import study as studymod
+from fastmlp.errors import StorageError
+from fastmlp.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url
+
+quiet_optuna()
+
+SECRET = "s3cr3t-Pa55"
+
+
+def run_cli(*args, cwd, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ----------------------------------------------------------------------------- URLs
+
+@pytest.mark.parametrize("text,path", [
+    ("runs/search.db", Path("runs/search.db")),
+    ("sqlite:///runs/search.db", Path("runs/search.db")),
+    ("sqlite+pysqlite:///file.db", Path("file.db")),
+    ("sqlite:////abs/olute.db", Path("/abs/olute.db")),
+    ("sqlite:///:memory:", None),
+    ("postgresql://user@host/db", None),
+])
+def test_storage_urls_are_parsed_by_sqlalchemy(text, path):
+    assert sqlite_path(storage_url(text)) == path
+
+
+def test_a_postgresql_url_without_a_driver_gets_psycopg():
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    assert storage_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://u:pw@h/db")
+
+
+def test_a_password_is_hidden_wherever_a_url_is_shown():
+    url = f"postgresql+psycopg://fastmlp:{SECRET}@db.example:5432/search"
+    assert display_url(url) == "postgresql+psycopg://fastmlp:***@db.example:5432/search"
+    assert SECRET not in redact(f"could not connect to {url} ({SECRET})", url)
+    assert display_url("odd_$name.db") == "sqlite:///odd_$name.db"
+
+
+@pytest.mark.parametrize("url,fragment", [
+    (f"postgresql://fastmlp:{SECRET}@127.0.0.1:1/search", "cannot open the storage postgresql"),
+    (f"postgresql://fastmlp:{SECRET}@127.0.0.1:notaport/search", "not a storage URL"),
+    (f"postgresql+psycopg2://fastmlp:{SECRET}@127.0.0.1/search", "the database driver is not installed"),
+    (f"mysql://fastmlp:{SECRET}@127.0.0.1/search", "the database driver is not installed"),
+    (f"nosuchdb://fastmlp:{SECRET}@127.0.0.1/search", "cannot open the storage"),
+])
+@pytest.mark.parametrize("command", ["search", "report"])
+def test_a_storage_that_cannot_be_opened_is_one_line_in_seconds_and_never_shows_the_password(
+        tmp_path, url, fragment, command):
+    t0 = time.monotonic()
+    proc = run_cli(command, "--storage", url, "--no-verify" if command == "report" else "--trials=1", cwd=tmp_path)
+    assert time.monotonic() - t0 < 10
+    assert_one_line_error(proc, fragment)
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_an_unreachable_server_gives_up_after_the_connect_timeout(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(StorageError) as err:  # 192.0.2.0/24 is reserved for documentation: nothing answers
+        open_storage(f"postgresql://fastmlp:{SECRET}@192.0.2.1/search")
+    assert time.monotonic() - t0 < studymod.CONNECT_TIMEOUT + 4
+    assert SECRET not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_sqlite_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = run_cli("search", "--storage", str(tmp_path / "file" / "s.db"), "--trials", "1", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot create the storage's folder")
+
+
+def test_the_heartbeat_interval_for_tests_is_checked(monkeypatch):
+    monkeypatch.setenv("FASTMLP_HEARTBEAT_INTERVAL", "2")
+    assert studymod.heartbeat_settings() == (2, 6)
+    monkeypatch.setenv("FASTMLP_HEARTBEAT_INTERVAL", "soon")
+    with pytest.raises(studymod.ConfigError, match="FASTMLP_HEARTBEAT_INTERVAL must be"):
+        studymod.heartbeat_settings()
+
+
+# ----------------------------------------------------------------------------- SQLite shared by processes
+
+POP = """
+import sys, optuna
+from fastmlp.study import open_storage, quiet_optuna
+quiet_optuna()
+study = optuna.load_study(storage=open_storage(sys.argv[1]), study_name="x")
+for _ in range(int(sys.argv[2])):
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+"""
+
+
+def test_processes_sharing_an_sqlite_file_run_each_queued_trial_exactly_once(tmp_path):
+    """Without BEGIN IMMEDIATE, two processes can both pop the same queued trial (the second then fails
+    with "Cannot tell a COMPLETE trial"): this is what makes SQLite safe for several workers."""
+    db = str(tmp_path / "s.db")
+    study = optuna.create_study(storage=open_storage(db), study_name="x", direction="maximize")
+    for i in range(30):
+        study.enqueue_trial({"x": i / 100})
+    script = tmp_path / "pop.py"
+    script.write_text(POP)
+    procs = [subprocess.Popen([sys.executable, str(script), db, "10"], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 30
+    assert sorted(t.params["x"] for t in trials) == [i / 100 for i in range(30)]
+
+
+# ----------------------------------------------------------------------------- killed and started again
+
+QUICK = ["--subset", "500", "--val-size", "500", "--layers", "1", "--width", "16", "--batch-size", "50",
+         "--lr", "1e-3:3e-3", "--pruner", "none"]
+
+
+def trials_of(db):
+    return optuna.load_study(study_name="mnist", storage=f"sqlite:///{db}").get_trials()
+
+
+def wait_for_a_reported_epoch(db, proc, timeout=60):
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            running = [t for t in trials_of(db) if t.state.name == "RUNNING" and t.intermediate_values]
+        except Exception:  # not created yet
+            running = []
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    raise AssertionError("no trial reported an epoch in time")
+
+
+def test_a_search_killed_mid_trial_and_started_again_at_once_runs_that_trial_again(mnist, tmp_path):
+    db = tmp_path / "s.db"
+    env = {"FASTMLP_DATA_DIR": os.environ["FASTMLP_DATA_DIR"]}
+    cmd = [sys.executable, "-m", "fastmlp", "search", "--storage", str(db), "--epochs", "300", *QUICK]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+    running = wait_for_a_reported_epoch(db, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+    again = run_cli("search", "--storage", str(db), "--trials", "1", "--epochs", "3", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "had lost their worker on this machine" in again.stdout and "running" not in again.stdout.splitlines()[-2]
+    trials = trials_of(db)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    lost, retry = trials
+    assert lost.number == running.number and studymod.retried_number(retry) == lost.number
+    assert retry.params == lost.params
+    assert retry.user_attrs["config"]["seed"] == lost.user_attrs["config"]["seed"] == studymod.trial_seed(0, 0)
+
+
+def test_two_searches_started_together_on_a_new_sqlite_file_share_it(mnist, tmp_path):
+    db = tmp_path / "new.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "fastmlp", "search", "--storage", str(db), "--trials", "2", "--epochs", "1", *QUICK]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert not any(err.strip() for _, err in outputs), outputs
+    trials = trials_of(db)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- a real PostgreSQL server
+
+def test_a_wrong_password_or_a_missing_database_is_one_line_in_seconds(postgres, tmp_path):
+    for url, fragment in ((postgres.url("postgres", password=SECRET), "password authentication failed"),
+                          (postgres.url("no_such_database"), 'database "no_such_database" does not exist')):
+        for command in ("search", "report"):
+            t0 = time.monotonic()
+            proc = run_cli(command, "--storage", url, cwd=tmp_path)
+            assert time.monotonic() - t0 < 10
+            assert_one_line_error(proc, fragment, "postgresql+psycopg://fastmlp:***@127.0.0.1")
+            assert SECRET not in proc.stdout + proc.stderr and "pg-test-secret" not in proc.stderr
+
+
+def test_searches_started_together_on_a_new_postgresql_database_create_it_once(postgres_url):
+    script = ("import sys; from fastmlp.study import open_storage; "
+              "import optuna; optuna.create_study(storage=open_storage(sys.argv[1]), study_name='x', "
+              "load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}) for _ in range(3)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(postgres_url))] == ["x"]
