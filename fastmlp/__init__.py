@@ -3,7 +3,7 @@
 Floors, bottom up (a module imports only from floors below its own; pyproject.toml's
 import-linter contract, checked by the tests, keeps it so):
 
-1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``; ``update_kernels``,
+1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``, ``document``; ``update_kernels``,
    ``augment``, ``idxfile``; ``kernels``, ``reference``, ``data``, ``runs``
 2. ``model``, ``optim``, ``plots``
 3. ``train`` (the ``Trainer``); beside it, using it: ``estimator`` (``MLPClassifier``),

@@ -350,6 +350,10 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--study-name", default=None, metavar="NAME",
                    help="the study (default: the only one in the storage, else mnist)")
     p.add_argument("--out", default="report", help="output folder (default report)")
+    p.add_argument("--title", default=None, metavar="TEXT",
+                   help="the report's title (default: Hyperparameter search for a multi-layer perceptron on "
+                        "DATASET)")
+    p.add_argument("--author", default="", metavar="NAME", help="the author under the title (default: none)")
     p.add_argument("--no-retrain", action="store_true",
                    help="do not train the best configuration again (no test accuracy)")
     p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
@@ -409,7 +413,7 @@ def cmd_report(args) -> int:
     with limit_threads(args.threads):
         written = build_report(args.storage, args.study_name, args.out, retrain=not args.no_retrain,
                                pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
-                               log=lambda line: print(line, flush=True))
+                               title=args.title, author=args.author, log=lambda line: print(line, flush=True))
     kinds = [written[k] for k in ("md", "tex", "pdf") if k in written]
     print(f"report: wrote {', '.join(str(p) for p in kinds)}"
           + ("" if "pdf" in written or args.no_pdf else " (no pdflatex here: no PDF)"), flush=True)

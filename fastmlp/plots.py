@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
+from .config import RULES
 
+# The search plots are drawn near the size a report page shows them (about 6 inches wide), so
+# that their text reads at the size of the page's own.
+SEARCH_FIGSIZE = (6.4, 3.3)
 SERIES = (("train", "C0"), ("val", "C1"), ("test", "C2"))
 LABELS = {"train": "train (running mean)", "val": "validation", "test": "test"}
 
@@ -33,10 +37,20 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     _pyplot().close(fig)
 
 
+def _epoch_axis(ax, last: int) -> None:
+    """Whole epochs on the x axis; with a few epochs (even one), every one ticked and room either side."""
+    if last <= 12:
+        ax.set_xticks(range(1, max(1, last) + 1))
+        ax.set_xlim(0.5, max(1, last) + 0.5)
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
 def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> Path:
     """Loss and accuracy per epoch for train, validation and test, side by side."""
     plt = _pyplot()
     epochs = history.column("epoch")
+    ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     train_on = history.epochs[-1].get("train_on", "plain") if history.epochs else "plain"
     for name, color in SERIES:
@@ -48,17 +62,17 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
             label = f"train (running mean on {train_on} batches)"
         if name in ("val", "test") and history.config.get("ema"):
             label += " (averaged weights)"
-        ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=3)
-        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=3)
+        ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=ms)
+        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=ms)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _epoch_axis(ax, max((e for e in epochs if e is not None), default=1))
     cfg = history.config
     fig.suptitle(title or (f"hidden {cfg.get('hidden_sizes')}, batch {cfg.get('batch_size')}, "
-                           f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"))
+                           f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"), y=1.02)
     save_figure(fig, path)
     return Path(path)
 
@@ -117,7 +131,7 @@ def plot_history(rows: list, path: Path) -> Path:
     """Validation accuracy of each trial, in the order they ran, and the best so far."""
     plt = _pyplot()
     lo, hi = _acc_limits(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    fig, ax = plt.subplots(figsize=SEARCH_FIGSIZE)
     below_any = False
     for state, style in STYLE.items():
         pts = [(r.number, 100 * r.val_acc) for r in rows if r.state == state and r.val_acc is not None]
@@ -151,40 +165,51 @@ def plot_history(rows: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _param_panels(rows: list) -> list[tuple[str, Any, str]]:
-    """(label, value of a config, x scale) for each hyperparameter that varied."""
-    panels = [
-        ("batch size", lambda c: c["batch_size"], "log2"),
-        ("hidden layers", lambda c: len(c["hidden_sizes"]), "int"),
-        ("hidden units (total)", lambda c: sum(c["hidden_sizes"]), "log2"),
-        ("η (eta)", lambda c: c["lr"], "log"),
-        ("β1", lambda c: c["beta1"], "linear"),
-        ("1 − β2", lambda c: 1.0 - c["beta2"], "log"),
-        ("ε (epsilon)", lambda c: c["eps"], "log"),
-        ("η decay per epoch", lambda c: c.get("lr_decay", 1.0), "linear"),
-        ("epochs run", None, "int"),
-    ]
+def _param_panels(rows: list, names: list[str] | None = None) -> list[tuple[str, Any, str]]:
+    """(label, value of a config, x scale) for each hyperparameter that varied.
+
+    ``names``: the hyperparameters to consider, in order (default: every rule of RULES); labels
+    are RULES' LaTeX ones (matplotlib's mathtext draws them). ``layers`` stands for the hidden
+    sizes: their number and their total.
+    """
+    panels = []
+    for name in names if names is not None else list(RULES):
+        rule = RULES[name]
+        if name == "layers":
+            panels += [(rule.tex, lambda c: len(c["hidden_sizes"]), "int"),
+                       ("Hidden units (total)", lambda c: sum(c["hidden_sizes"]), "log2")]
+        elif name not in ("width", "epochs", "seed", "val_size"):
+            scale = ("log2" if rule.scale == "log" and rule.type is int else
+                     "log" if rule.scale in ("log", "log1m") else "linear")
+            if rule.scale == "log1m":
+                panels.append((f"1 − {rule.tex}", lambda c, n=name: None if c.get(n) is None else 1.0 - c[n], scale))
+            else:
+                panels.append((rule.tex, lambda c, n=name: c.get(n), scale))
+    panels.append(("epochs run", None, "int"))
     configs = [r.config for r in rows if r.config]
     out = []
     for label, fn, scale in panels:
         values = {r.epochs for r in rows} if fn is None else {fn(c) for c in configs}
+        values.discard(None)
         if len(values) > 1:
             out.append((label, fn, scale))
     return out
 
 
-def plot_params(rows: list, path: Path) -> Path:
-    """Validation accuracy against each hyperparameter (one panel each)."""
+def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
+    """Validation accuracy against each hyperparameter that varied (one panel each; ``names`` as
+    :func:`_param_panels` takes them)."""
     plt = _pyplot()
-    panels = _param_panels(rows) or [("epochs run", None, "int")]
+    panels = _param_panels(rows, names) or [("epochs run", None, "int")]
     lo, hi = _acc_limits(rows)
-    cols = min(4, len(panels))
+    cols = 4 if len(panels) > 6 else min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
     for ax, (label, fn, scale) in zip(axes.flat, panels):
         for state, style in STYLE.items():
             pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
-                   if r.state == state and r.val_acc is not None and r.config]
+                   if r.state == state and r.val_acc is not None and r.config
+                   and (fn is None or fn(r.config) is not None)]
             if not pts:
                 continue
             xs, ys = zip(*pts)
@@ -199,18 +224,19 @@ def plot_params(rows: list, path: Path) -> Path:
             ax.xaxis.set_minor_formatter(NullFormatter())
         elif scale == "log2":
             ax.set_xscale("log", base=2)
-            _plain_log_axis(ax)
-            ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config})
-            if len(ticks) <= 6:
-                ax.set_xticks(ticks)
-                ax.set_xticklabels([str(t) for t in ticks])
+            _plain_log_axis(ax)  # ticks at powers of two: 32, 64, 128 (values in between crowd their labels)
         elif scale == "int":
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ticks = sorted({(r.epochs if fn is None else fn(r.config)) for r in rows if r.config} - {None})
+            if len(ticks) <= 8:
+                ax.set_xticks(range(ticks[0], ticks[-1] + 1))
+                ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+            else:
+                ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel(label)
         ax.set_ylim(lo, hi)
         ax.grid(True, alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel("val. accuracy (%)")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -223,28 +249,37 @@ def plot_params(rows: list, path: Path) -> Path:
 
 
 def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
-    """Validation accuracy after each epoch of every trial: where the pruner cut."""
+    """Validation accuracy after each epoch of every trial: where the pruner cut.
+
+    When every trial ran one epoch, the trials' points are spread a little across the epoch's
+    tick (in trial order), so that they do not hide each other.
+    """
     plt = _pyplot()
     lo, hi = _acc_limits(rows)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    last = max((max(r.curve) for r in rows if r.curve), default=1)
+    shown = [r for r in rows if r.curve]
+    spread = {r.number: 0.3 * (i / (len(shown) - 1) - 0.5) if last == 1 and len(shown) > 1 else 0.0
+              for i, r in enumerate(shown)}
+    fig, ax = plt.subplots(figsize=SEARCH_FIGSIZE)
     labelled = set()
-    for r in rows:
-        if not r.curve or (best is not None and r.number == best.number):
+    ms = 6 if last <= 3 else 3
+    for r in shown:
+        if best is not None and r.number == best.number:
             continue
         kind = "complete" if r.state == "complete" else "stopped early (pruned, diverged or cut)"
-        color = "C0" if r.state == "complete" else "0.6"
+        color = "C0" if r.state == "complete" else "0.55"
         steps = sorted(r.curve)
-        ax.plot(steps, [max(100 * r.curve[s], lo) for s in steps], "-", color=color, lw=0.8,
-                alpha=0.6 if r.state == "complete" else 0.45, marker=".", ms=3,
+        ax.plot([s + spread[r.number] for s in steps], [max(100 * r.curve[s], lo) for s in steps], "-",
+                color=color, lw=0.8, alpha=0.7 if r.state == "complete" else 0.6, marker="o", ms=ms,
                 label=None if kind in labelled else kind)
         labelled.add(kind)
     if best is not None and best.curve:
         steps = sorted(best.curve)
-        ax.plot(steps, [max(100 * best.curve[s], lo) for s in steps], "o-", color="C3", lw=2, ms=4,
-                label=f"best (trial {best.number})")
+        ax.plot([s + spread.get(best.number, 0.0) for s in steps], [max(100 * best.curve[s], lo) for s in steps],
+                "o-", color="C3", lw=2, ms=ms + 2, label=f"best (trial {best.number})", zorder=3)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(lo, hi),
            title="Validation accuracy per epoch of every trial")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _epoch_axis(ax, last)
     ax.grid(True, alpha=0.3)
     _legend_below(ax)
     return _save(fig, path)

@@ -1,18 +1,22 @@
 """The report of a search: what was tried, the best hyperparameters, and training with them.
 
-``fastmlp report`` reads a study from its storage and writes, into ``--out``:
+``fastmlp report`` reads a study from its storage and builds one document
+(:mod:`fastmlp.document`), written into ``--out`` as ``report.md`` and ``report.tex`` (and
+``report.pdf`` when ``pdflatex`` is installed):
 
-* ``report.md`` and ``report.tex`` (and ``report.pdf`` when ``pdflatex`` is installed), with
-  1. every trial in a table (hyperparameters, validation accuracy, epochs run, state, time)
-     and plots of the search: ``history.png`` (validation accuracy per trial and the best so
-     far), ``params.png`` (validation accuracy against each hyperparameter) and
-     ``epochs.png`` (validation accuracy per epoch of every trial, where pruning shows);
-  2. the best hyperparameters in the homework's table (Batch Size, Hidden Sizes, eta, beta1,
-     beta2, epsilon, num epochs);
-  3. the best configuration trained again from scratch with its seed on the whole training
-     set (the validation hold-out excepted) for the epochs the trial ran: ``best/curves.png``,
-     ``best/history.json``, ``best/model.npz``; its test accuracy is measured once, after the
-     last epoch. A second report of the same study reuses that run (``best/result.json``).
+1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`),
+   and its plots, each where the text discusses it: ``history.png`` (validation accuracy per
+   trial and the best so far), ``params.png`` (validation accuracy against each hyperparameter
+   that varied) and ``epochs.png`` (validation accuracy per epoch of every trial);
+2. the best hyperparameters in the homework's table (Batch Size, Hidden Sizes, eta, beta1,
+   beta2, epsilon, num epochs);
+3. the best configuration trained again from scratch with its seed on the whole training
+   set (the validation hold-out excepted) for the epochs the trial ran: ``best/curves.png``,
+   ``best/history.json``, ``best/model.npz``; its test accuracy is measured once, after the
+   last epoch. A second report of the same study reuses that run (``best/result.json``);
+
+and, in an appendix, every trial in a table: state, validation accuracy, epochs run, every
+hyperparameter that varied, time, and why it ended as it did.
 
 Every file is written atomically. The test set is used nowhere else.
 """
@@ -30,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_text
-from .config import RULES
+from .config import RULES, TrainConfig
+from .document import (Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count,
+                       to_latex, to_markdown)
 from .errors import StorageError, UsageError
 from .plots import plot_epochs, plot_history, plot_params
 from .space import Space
@@ -99,7 +105,7 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
     Reuses ``out/result.json`` when it was written for the same configuration and data.
     """
     from .data import load_dataset
-    from .train import TrainConfig, train
+    from .train import train
 
     config = TrainConfig.from_dict({**best.config, "epochs": best.epochs})
     if dataset is None:
@@ -136,15 +142,21 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
     return data
 
 
+#: Flags the command always gives: the homework's hyperparameters, eta's decay, the epochs and the seed.
+ALWAYS = ("batch_size", "lr", "beta1", "beta2", "eps", "lr_decay", "epochs", "seed")
+
+
 def train_command_parts(config: dict) -> list[str]:
-    """The ``fastmlp train`` command that trains ``config`` again, one flag (with its value) a part."""
-    parts = ["fastmlp train", f"--hidden {','.join(str(h) for h in config['hidden_sizes'])}",
-             f"--batch-size {config['batch_size']}", f"--lr {config['lr']!r}", f"--beta1 {config['beta1']!r}",
-             f"--beta2 {config['beta2']!r}", f"--eps {config['eps']!r}", f"--epochs {config['epochs']}",
-             f"--seed {config['seed']}"]
-    parts.append(f"--lr-decay {float(config.get('lr_decay', 1.0))!r}")
-    if config.get("val_size", 5000) != 5000:
-        parts.append(f"--val-size {config['val_size']}")
+    """The ``fastmlp train`` command that trains ``config`` again, one flag (with its value) a part:
+    those of :data:`ALWAYS`, and every other flag of :data:`RULES` whose value is not the default."""
+    defaults = TrainConfig().to_dict()
+    parts = ["fastmlp train", f"--hidden {','.join(str(h) for h in config['hidden_sizes'])}"]
+    for name, rule in RULES.items():
+        if rule.flag is None:
+            continue
+        value = config.get(name, 1.0 if name == "lr_decay" else defaults.get(name))  # no decay before it existed
+        if name in ALWAYS or value != defaults.get(name):
+            parts.append(f"{rule.flag} {value!r}" if isinstance(value, float) else f"{rule.flag} {value}")
     if config.get("dataset", "mnist") != "mnist":
         parts.append(f"--dataset {config['dataset']}")
     return parts
@@ -173,68 +185,94 @@ def fmt_seconds(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
 
+def fmt_value(name: str, v) -> str:
+    """A hyperparameter's value as the tables show it, by its rule: integers whole, log-scaled
+    values as ``1.23e-03``, values below 1 by the digits of ``1 - v`` (0.999, 0.99985)."""
+    if v is None:
+        return "–"
+    rule = RULES[name]
+    if not isinstance(v, (int, float)):
+        return str(v)
+    if rule.type is int:
+        return str(v)
+    if rule.scale == "log":
+        return fmt_sci(v)
+    return fmt_beta(v) if rule.high == 1 else f"{v:.3g}"
+
+
 def hidden_text(config: dict | None) -> str:
     return "–" if not config else "[" + ", ".join(str(h) for h in config["hidden_sizes"]) + "]"
 
 
-HOMEWORK_COLUMNS = ("Batch Size", "Hidden Sizes", "η", "β1", "β2", "ε", "num epochs")
-HOMEWORK_COLUMNS_TEX = ("Batch Size", "Hidden Sizes", r"$\eta$", r"$\beta_1$", r"$\beta_2$", r"$\epsilon$",
-                        "num epochs")
+def label(name: str) -> Alt:
+    """The display label of hyperparameter ``name``, from :data:`RULES`, for both formats."""
+    return Alt(RULES[name].md, RULES[name].tex)
 
 
-def homework_values(config: dict, epochs: int) -> list[str]:
-    return [str(config["batch_size"]), hidden_text(config), fmt_sci(config["lr"]), fmt_beta(config["beta1"]),
-            fmt_beta(config["beta2"]), fmt_sci(config["eps"]), str(epochs)]
+#: The homework's hyperparameters, in the homework's order; every trial table shows them.
+HOMEWORK = ("batch_size", "lr", "beta1", "beta2", "eps")
+#: Fields of a configuration that belong to the run, not to what a search compares.
+RUN_FIELDS = ("epochs", "seed", "val_size")
+HIDDEN_SIZES = "Hidden Sizes"   # the list of hidden widths (RULES has its parts: layers, width)
 
 
-TRIAL_COLUMNS = ("#", "state", "val. acc. (%)", "epochs", "batch", "hidden sizes", "η", "β1", "β2", "ε",
-                 "time (s)", "note")
-TRIAL_COLUMNS_TEX = ("\\#", "state", "val.\\ acc.\\ (\\%)", "ep.", "batch", "hidden sizes", r"$\eta$",
-                     r"$\beta_1$", r"$\beta_2$", r"$\epsilon$", "time (s)", "note")
+def hyperparameter_names(rows: list[TrialRow], space: Space | None = None) -> list[str]:
+    """The hyperparameters the trial table shows, in :data:`RULES`' order: the homework's, and every
+    other one of the trials' configurations that varied between trials or that the space searched."""
+    configs = [r.config for r in rows if r.config]
+    searched = {n for n, p in space.params.items() if p.kind != "fixed"} if space else set()
+    names = []
+    for name in RULES:
+        if name in RUN_FIELDS or not any(name in c for c in configs):
+            continue
+        if name in HOMEWORK or name in searched or len({c.get(name) for c in configs}) > 1:
+            names.append(name)
+    return names
 
 
-def trial_values(r: TrialRow) -> list[str]:
-    c = r.config
-    if c:
-        hyper = [str(c["batch_size"]), hidden_text(c), fmt_sci(c["lr"]), fmt_beta(c["beta1"]), fmt_beta(c["beta2"]),
-                 fmt_sci(c["eps"])]
-    else:
-        hyper = ["–"] * 6
-    return [str(r.number), r.state, fmt_acc(r.val_acc), str(r.epochs), *hyper, fmt_seconds(r.seconds), r.note]
+def homework_table(config: dict, epochs: int) -> Table:
+    header = (label("batch_size"), HIDDEN_SIZES, label("lr"), label("beta1"), label("beta2"), label("eps"),
+              label("epochs"))
+    row = (str(config["batch_size"]), hidden_text(config), *(fmt_value(n, config[n]) for n in HOMEWORK[1:]),
+           str(epochs))
+    return Table(header, [row], ("r", "l", "r", "r", "r", "r", "r"), caption="The best hyperparameters.",
+                 label="tab:best")
 
 
-LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-                  "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-                  "–": "--", "—": "---", "η": r"$\eta$", "β": r"$\beta$", "ε": r"$\epsilon$", "−": "-",
-                  "×": r"$\times$", "’": "'"}
+def trial_table(rows: list[TrialRow], names: list[str], study_name: str) -> Table:
+    """Every trial: state, validation accuracy, epochs, the hyperparameters ``names``, time, and a
+    note where one says more than the state (no note column where none does)."""
+    hyper = _with_hidden(names)
+    notes = [table_note(r) for r in rows]
+    header = ("#", "state", "val. acc. (%)", "epochs",
+              *(HIDDEN_SIZES if n == "layers" else label(n) for n in hyper), "time (s)")
+    body = []
+    for r in rows:
+        c = r.config or {}
+        values = [hidden_text(r.config) if n == "layers" else fmt_value(n, c.get(n)) for n in hyper]
+        body.append((str(r.number), r.state, fmt_acc(r.val_acc), str(r.epochs), *values, fmt_seconds(r.seconds)))
+    align = ("r", "l", "r", "r", *("l" if n == "layers" else "r" for n in hyper), "r")
+    if any(notes):
+        header, align = (*header, "note"), (*align, "*")
+        body = [(*row, note) for row, note in zip(body, notes)]
+    return Table(header, body, align, caption=("Every trial of study ", Code(study_name), "."), label="tab:trials",
+                 long=True, small=True)
 
 
-def latex_escape(text: str) -> str:
-    """``text`` safe inside a LaTeX paragraph or table cell (pdflatex, default encoding)."""
-    out = []
-    for ch in str(text):
-        if ch in LATEX_SPECIALS:
-            out.append(LATEX_SPECIALS[ch])
-        elif ord(ch) < 128:
-            out.append(ch)
-        else:
-            out.append("?")
-    return "".join(out)
+def table_note(r: TrialRow) -> str:
+    """The trial's note, less what its state and epochs already say ("pruned after epoch 2")."""
+    return "" if r.state == "pruned" and r.note == f"pruned after epoch {r.epochs}" else r.note
 
 
-def md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _with_hidden(names: list[str]) -> list[str]:
+    """``names`` with the hidden sizes (shown as one column, under ``layers``) after the batch size."""
+    return names[:1] + ["layers"] + names[1:] if names[:1] == ["batch_size"] else ["layers"] + names
 
 
-def md_table(header, rows, align=None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------- the document
 
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
-# ----------------------------------------------------------------------------- the documents
 
 @dataclass
 class ReportData:
@@ -247,21 +285,26 @@ class ReportData:
     retrained: dict | None              # retrain_best's result, or None with --no-retrain
     curves: str | None                  # the retrained run's curves.png, relative
     created: str
+    title: str | None = None
+    author: str = ""
 
     @property
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.rows:
-            out[r.state] = out.get(r.state, 0) + 1
-        return out
+    def space(self) -> Space | None:
+        return Space.from_mapping(self.settings["space"], where="stored space") if "space" in self.settings else None
+
+    @property
+    def dataset_name(self) -> str:
+        name = self.settings.get("dataset", "mnist")
+        return DATASET_NAMES.get(name, name)
 
     def counts_text(self) -> str:
-        c = self.counts
-        parts = [f"{c[s]} {label}" for s, label in (("complete", "complete"), ("pruned", "pruned"),
-                                                     ("fail", "failed or interrupted"),
-                                                     ("waiting", "queued"), ("running", "running"))
-                 if c.get(s)]
-        return f"{len(self.rows)} trials ({', '.join(parts)})"
+        c: dict[str, int] = {}
+        for r in self.rows:
+            c[r.state] = c.get(r.state, 0) + 1
+        parts = [f"{c[s]} {word}" for s, word in (("complete", "complete"), ("pruned", "pruned"),
+                                                   ("fail", "failed or interrupted"), ("waiting", "queued"),
+                                                   ("running", "running")) if c.get(s)]
+        return f"{count(len(self.rows), 'trial')} ({', '.join(parts)})"
 
     def trial_seconds(self) -> float:
         return sum(r.seconds or 0.0 for r in self.rows)
@@ -269,143 +312,131 @@ class ReportData:
     def n_diverged(self) -> int:
         return sum(r.note.startswith("diverged") or "; diverged" in r.note for r in self.rows)
 
-    def space_lines(self) -> list[tuple[str, str]]:
-        if "space" not in self.settings:
-            return []
-        space = Space.from_mapping(self.settings["space"], where="stored space")
-        lines = [(RULES[n].md, p.describe()) for n, p in space.params.items()]
-        lines.append(("epochs", f"at most {space.epochs}, at least {space.min_epochs} before pruning"))
-        return lines
 
-    def training_text(self) -> str:
-        s = self.settings
-        subset = s.get("subset")
-        data = s.get("dataset", "mnist")
-        rows = (f"the first {subset} of the {data} training images" if subset else
-                f"the {data} training images")
-        return (f"Each trial trained on {rows}, less the {s.get('val_size', 5000)} held out for validation, "
-                f"and was judged on its validation accuracy after its last epoch; the test set was never used "
-                f"during the search. Pruner: {s.get('pruner', '?')}; sampler: TPE, seed {s.get('seed', 0)}.")
+def space_table(space: Space) -> Table:
+    rows = [(label(n), p.describe()) for n, p in space.params.items()]
+    rows.append((label("epochs"), f"at most {space.epochs}, at least {space.min_epochs} before pruning"))
+    return Table(("hyperparameter", "values tried"), rows, ("l", "l"), caption="The search space.",
+                 label="tab:space")
 
 
-def render_markdown(d: ReportData) -> str:
-    best, c = d.best, d.best.config
-    L = [f"# Hyperparameter search: {d.study_name}", "",
-         f"Study `{d.study_name}` in `{d.storage}`, reported {d.created}: {d.counts_text()}, "
-         f"{format_duration(d.trial_seconds())} of training summed over the trials.", "",
-         "## 1. What was tried", "", d.training_text(), ""]
+def search_section(d: ReportData) -> Section:
+    s, space, best = d.settings, d.space, d.best
+    val = s.get("val_size", 5000)
+    subset = s.get("subset")
+    which = (f"the first {subset} of the {d.dataset_name} training images left after holding out {val} for "
+             f"validation" if subset else
+             f"the {d.dataset_name} training images left after holding out {val} for validation")
+    blocks = [Paragraph(f"Each trial trained a multi-layer perceptron with Adam on {which}, and was judged on its "
+                        f"validation accuracy after its last epoch; the test set was never used during the search.")]
+    if space is not None:
+        pruning = (f"after any epoch from epoch {space.min_epochs} on, the pruner ({s.get('pruner', '?')}) could "
+                   f"stop it, from its validation accuracy against that of the other trials"
+                   if space.min_epochs < space.epochs else "no trial could be stopped early")
+        blocks += [Paragraph((f"The sampler (TPE, seed {s.get('seed', 0)}) drew each trial's hyperparameters from "
+                              "the space in ", Ref("tab:space"), f". A trial ran at most "
+                              f"{count(space.epochs, 'epoch')}; {pruning}.")),
+                   space_table(space)]
     if d.n_diverged():
-        L += [f"{d.n_diverged()} trial(s) diverged (the loss became NaN or infinite); they are recorded as "
-              f"pruned, with the reason in the table.", ""]
-    space = d.space_lines()
-    if space:
-        L += ["The search space:", "", md_table(("hyperparameter", "values tried"), space), ""]
-    L += [f"![Optimisation history]({d.plots['history']})", "",
-          f"![Validation accuracy against each hyperparameter]({d.plots['params']})", "",
-          f"![Validation accuracy per epoch of every trial]({d.plots['epochs']})", "",
-          "Every trial (validation accuracy: after the last epoch; for a trial stopped early, the last one "
-          "it reported):", "",
-          md_table(TRIAL_COLUMNS, [trial_values(r) for r in d.rows],
-                   ["--:", "---", "--:", "--:", "--:", "---", "--:", "--:", "--:", "--:", "--:", "---"]), "",
-          "## 2. The best hyperparameters", "",
-          f"Trial {best.number}, validation accuracy {100 * best.val_acc:.2f}% after {best.epochs} epochs:", "",
-          md_table(HOMEWORK_COLUMNS, [homework_values(c, best.epochs)]), ""]
-    if c.get("lr_decay", 1.0) != 1.0:
-        L += [f"η was multiplied by {c['lr_decay']:.4g} after every epoch.", ""]
-    L += ["## 3. Training with the best hyperparameters", ""]
-    L += _retrain_paragraphs(d)
-    if d.curves:
-        L += [f"![Loss and accuracy of the best configuration]({d.curves})", ""]
-    L += ["To train it again:", "", "```sh", *_wrap_command(train_command_parts({**c, "epochs": best.epochs}), 96),
-          "```", ""]
-    return "\n".join(L)
+        blocks.append(Paragraph(f"{count(d.n_diverged(), 'trial')} diverged (the loss became NaN or infinite); "
+                                f"{'it is' if d.n_diverged() == 1 else 'they are'} recorded as pruned, with the "
+                                f"reason in the table of every trial."))
+    blocks += [Paragraph((Ref("fig:history"), " shows the validation accuracy of each trial in the order they ran, "
+                          f"and the best so far; trial {best.number} was the best, with "
+                          f"{100 * best.val_acc:.2f}%.")),
+               Figure(d.plots["history"], "Optimisation history: validation accuracy of each trial, and the best "
+                                          "so far.", "fig:history", width=0.8),
+               Paragraph((Ref("fig:params"), " plots the validation accuracy of the trials against each "
+                          "hyperparameter that varied.")),
+               Figure(d.plots["params"], "Validation accuracy against each hyperparameter.", "fig:params"),
+               Paragraph(epochs_paragraph(d)),
+               Figure(d.plots["epochs"], epochs_caption(d), "fig:epochs", width=0.8),
+               Paragraph((Ref("tab:trials"), " in ", Ref("app:trials"), " lists every trial with its "
+                          "hyperparameters, validation accuracy, epochs run and time."))]
+    return Section("The search", blocks, label="sec:search")
 
 
-def _retrain_paragraphs(d: ReportData) -> list[str]:
-    best, r = d.best, d.retrained
+def epochs_paragraph(d: ReportData) -> tuple:
+    most = max((r.epochs for r in d.rows), default=0)
+    if most <= 1:
+        return (Ref("fig:epochs"), " shows the validation accuracy of every trial after its only epoch, one "
+                "point a trial: with a single epoch, no trial could be stopped early.")
+    stopped = sum(r.state != "complete" for r in d.rows if r.curve)
+    return (Ref("fig:epochs"), " follows every trial epoch by epoch; "
+            + (f"the grey curves are the {count(stopped, 'trial')} stopped before the last epoch (pruned, diverged "
+               f"or cut short)." if stopped else "every trial ran to its last epoch."))
+
+
+def epochs_caption(d: ReportData) -> str:
+    if max((r.epochs for r in d.rows), default=0) <= 1:
+        return "Validation accuracy of every trial after its only epoch (trials side by side, in the order they ran)."
+    return "Validation accuracy per epoch of every trial; the grey ones stopped early."
+
+
+def best_section(d: ReportData) -> Section:
+    best, c = d.best, d.best.config
+    blocks = [Paragraph((f"Trial {best.number} reached the best validation accuracy, {100 * best.val_acc:.2f}% "
+                         f"after {count(best.epochs, 'epoch')}, with the hyperparameters of ", Ref("tab:best"), ".")),
+              homework_table(c, best.epochs)]
+    extra = [n for n in hyperparameter_names(d.rows, d.space) if n not in HOMEWORK]
+    if c.get("lr_decay", 1.0) != 1.0 and "lr_decay" not in extra:
+        extra.insert(0, "lr_decay")
+    parts: list = []
+    for n in extra:
+        parts += [", " if parts else "", label(n), f" {fmt_value(n, c.get(n))}"]
+    if parts:
+        blocks.append(Paragraph(("Beyond the homework's hyperparameters, it used ", *parts,
+                                 (" (", label("lr"), " was multiplied by its decay after every epoch)")
+                                 if "lr_decay" in extra else "", ".")))
+    return Section("The best hyperparameters", blocks, label="sec:best")
+
+
+def retrain_section(d: ReportData) -> Section:
+    best, r, c = d.best, d.retrained, d.best.config
     if r is None:
-        return ["Not trained again here (`--no-retrain`); without it, the report trains the best configuration "
-                "again and measures its test accuracy.", ""]
-    subset = d.settings.get("subset")
-    same = ("" if subset else
-            f" (the trial measured {100 * best.val_acc:.2f}%: the same seed and data, but another number of "
-            f"threads can round sums differently)")
-    text = [f"The best configuration trained again from scratch with its seed ({r['config']['seed']}) on "
-            f"{r['train_rows']} training images for {r['epochs']} epochs, in {r['seconds']:.0f} s: training loss "
-            f"{r['train_loss']:.3g}, validation accuracy {100 * r['val_acc']:.2f}%{same}.", ""]
-    if subset:
-        text += [f"The trials trained on the first {subset} images only; this run uses the whole training set, "
-                 f"so its figures differ from the trial's.", ""]
-    text += [f"**Test accuracy: {100 * r['test_acc']:.2f}%** (test loss {r['test_loss']:.4f}), on the "
-             f"{r['test_rows']} test images, measured once, after the last epoch.", ""]
-    return text
+        blocks = [Paragraph(("Not trained again here (", Code("--no-retrain"), "); without it, the report trains the "
+                             "best configuration again and measures its test accuracy."))]
+    else:
+        subset = d.settings.get("subset")
+        same = ("" if subset else
+                f" (the trial measured {100 * best.val_acc:.2f}%: the same seed and data, but another number of "
+                f"threads can round sums differently)")
+        blocks = [Paragraph(f"The best configuration was trained again from scratch with its seed "
+                            f"({r['config']['seed']}) on {r['train_rows']} training images for "
+                            f"{count(r['epochs'], 'epoch')}, in {r['seconds']:.0f} s: training loss "
+                            f"{r['train_loss']:.3g}, validation accuracy {100 * r['val_acc']:.2f}%{same}.")]
+        if subset:
+            blocks.append(Paragraph(f"The trials trained on {subset} images only; this run uses the whole training "
+                                    f"set, so its figures differ from the trial's."))
+        blocks.append(Paragraph((Strong(f"Test accuracy: {100 * r['test_acc']:.2f}%"),
+                                 f" (test loss {r['test_loss']:.4f}), on the {r['test_rows']} test images, measured "
+                                 f"once, after the last epoch.")))
+        if d.curves:
+            blocks += [Paragraph((Ref("fig:curves"), " shows its loss and accuracy after each epoch.")),
+                       Figure(d.curves, "Loss and accuracy per epoch of the best configuration, trained again.",
+                              "fig:curves", width=0.95)]
+    blocks.append(CodeBlock(_wrap_command(train_command_parts({**c, "epochs": best.epochs})),
+                            lead="The command that trains it again:", language="sh"))
+    return Section("Training with the best hyperparameters", blocks, label="sec:retrain")
 
 
-def _tex_table(header, rows, spec: str, long: bool = False, size: str = "") -> list[str]:
-    env = "longtable" if long else "tabular"
-    head = " & ".join(header) + r" \\ \hline"
-    L = [r"{" + size, rf"\begin{{{env}}}{{{spec}}}", r"\hline", head]
-    if long:
-        L += [r"\endfirsthead", r"\hline", head, r"\endhead"]
-    L += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in rows]
-    L += [r"\hline", rf"\end{{{env}}}", "}"]
-    return L
+def report_document(d: ReportData) -> Document:
+    """The whole report, once: :func:`~fastmlp.document.to_markdown` and ``to_latex`` render it."""
+    intro = Paragraph(("This report covers study ", Code(d.study_name), " in ", Code(d.storage), f": "
+                       f"{d.counts_text()}, {format_duration(d.trial_seconds())} of training summed over the "
+                       "trials. ", Ref("sec:search"), " describes the search, ", Ref("sec:best"), " gives the best "
+                       "hyperparameters, and ", Ref("sec:retrain"), " trains them again and measures the test "
+                       "accuracy."))
+    trials = Section("Every trial", [
+        Paragraph("Validation accuracy is the one after a trial's last epoch (for a trial stopped early, the last "
+                  "one it reported); time is the trial's own, in seconds."),
+        trial_table(d.rows, hyperparameter_names(d.rows, d.space), d.study_name)], label="app:trials", appendix=True)
+    title = d.title or f"Hyperparameter search for a multi-layer perceptron on {d.dataset_name}"
+    return Document(title, [intro, search_section(d), best_section(d), retrain_section(d), trials],
+                    author=d.author, date=d.created)
 
 
-def render_latex(d: ReportData) -> str:
-    best, c = d.best, d.best.config
-    e = latex_escape
-
-    def figure(path: str, caption: str, width: str = r"\linewidth") -> list[str]:
-        return [r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[width={width}]{{{path}}}",
-                rf"\caption{{{e(caption)}}}", r"\end{figure}", ""]
-
-    L = [r"\documentclass[11pt,a4paper]{article}",
-         r"\usepackage{graphicx}", r"\usepackage{longtable}", r"\usepackage{array}",
-         r"\IfFileExists{geometry.sty}{\usepackage[margin=2cm]{geometry}}{}",
-         r"\setlength{\LTcapwidth}{\linewidth}",
-         rf"\title{{Hyperparameter search: {e(d.study_name)}}}", rf"\date{{{e(d.created)}}}", r"\author{fastmlp}",
-         r"\begin{document}", r"\maketitle", "",
-         e(f"Study {d.study_name} in {d.storage}: {d.counts_text()}, "
-           f"{format_duration(d.trial_seconds())} of training summed over the trials."), "",
-         r"\section{What was tried}", "", e(d.training_text()), ""]
-    if d.n_diverged():
-        L += [e(f"{d.n_diverged()} trial(s) diverged (the loss became NaN or infinite); they are recorded as "
-                f"pruned, with the reason in the table."), ""]
-    space = d.space_lines()
-    if space:
-        L += [r"\begin{center}"] + _tex_table(("hyperparameter", "values tried"), space, "ll") + [r"\end{center}", ""]
-    L += figure(d.plots["history"], "Optimisation history: validation accuracy of each trial, in the order they "
-                                    "ran, and the best so far.")
-    L += figure(d.plots["params"], "Validation accuracy against each hyperparameter.")
-    L += figure(d.plots["epochs"], "Validation accuracy per epoch of every trial; the pruner stopped the grey ones.")
-    L += [e("Every trial (validation accuracy: after the last epoch; for a trial stopped early, the last one it "
-            "reported):"), ""]
-    L += _tex_table(TRIAL_COLUMNS_TEX, [trial_values(r) for r in d.rows],
-                    r"r l r r r l r r r r r p{3.1cm}", long=True, size=r"\scriptsize\setlength{\tabcolsep}{3pt}")
-    L += ["", r"\section{The best hyperparameters}", "",
-          e(f"Trial {best.number}, validation accuracy {100 * best.val_acc:.2f}% after {best.epochs} epochs:"), "",
-          r"\begin{center}"]
-    L += _tex_table(HOMEWORK_COLUMNS_TEX, [homework_values(c, best.epochs)], "r l l l l l r")
-    L += [r"\end{center}", ""]
-    if c.get("lr_decay", 1.0) != 1.0:
-        L += [e(f"η was multiplied by {c['lr_decay']:.4g} after every epoch."), ""]
-    L += [r"\section{Training with the best hyperparameters}", ""]
-    for para in _retrain_paragraphs(d):
-        if para.startswith("**"):
-            bold, rest = para[2:].split("**", 1)
-            L.append(rf"\textbf{{{e(bold)}}}{e(rest)}")
-        else:
-            L.append(e(para.replace("`", "")))
-    if d.curves:
-        L += figure(d.curves, "Loss and accuracy per epoch of the best configuration, trained again.")
-    L += [e("To train it again:"), r"{\small", r"\begin{verbatim}"]
-    L += _wrap_command(train_command_parts({**c, "epochs": best.epochs}))
-    L += [r"\end{verbatim}", "}", "", r"\end{document}", ""]
-    return "\n".join(L)
-
-
-def _wrap_command(parts: list[str], width: int = 64) -> list[str]:
+def _wrap_command(parts: list[str], width: int = 72) -> list[str]:
     """Shell lines of at most about ``width`` characters, continued with backslashes."""
     lines, line = [], ""
     for part in parts:
@@ -415,6 +446,7 @@ def _wrap_command(parts: list[str], width: int = 64) -> list[str]:
         else:
             line = f"{line} {part}" if line else part
     return lines + [line]
+
 
 
 def compile_pdf(tex: Path, log=print) -> Path | None:
@@ -447,11 +479,13 @@ def compile_pdf(tex: Path, log=print) -> Path | None:
 # ----------------------------------------------------------------------------- the report
 
 def build_report(storage_url: str, study_name: str | None, out: str | os.PathLike, *, retrain: bool = True,
-                 pdf: bool = True, data_dir=None, verify: bool = True, dataset=None, log=print) -> dict[str, Path]:
+                 pdf: bool = True, data_dir=None, verify: bool = True, dataset=None, title: str | None = None,
+                 author: str = "", log=print) -> dict[str, Path]:
     """Write the report of a study into ``out``; returns the paths written, by kind.
 
     ``dataset`` (a :class:`~fastmlp.data.Dataset`) is what the best configuration is trained
-    again on; by default the study's dataset is loaded from ``data_dir``.
+    again on; by default the study's dataset is loaded from ``data_dir``. ``title`` and
+    ``author`` head the document (by default a title naming the dataset, and no author).
     """
     quiet_optuna()
     storage = open_storage(storage_url, heartbeat=False, create=False)
@@ -460,26 +494,29 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
     rows = collect_rows(study)
     best = best_row(rows)
     if best is None:
-        raise StorageError(f"study {name!r} has no completed trial yet ({len(rows)} trials); run `fastmlp search` "
-                           f"longer")
-    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+        raise StorageError(f"study {name!r} has no completed trial yet ({count(len(rows), 'trial')}); run "
+                           f"`fastmlp search` longer")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{out}: cannot create the report folder ({exc.strerror})") from None
-    written = {"history": plot_history(rows, out / "history.png"), "params": plot_params(rows, out / "params.png"),
+    data = ReportData(study_name=name, storage=display_url(storage_url),
+                      settings=study.user_attrs.get(SETTINGS_ATTR, {}), rows=rows, best=best, plots={},
+                      retrained=None, curves=None, created=time.strftime("%Y-%m-%d %H:%M"), title=title,
+                      author=author or "")
+    names = hyperparameter_names(rows, data.space)
+    written = {"history": plot_history(rows, out / "history.png"),
+               "params": plot_params(rows, out / "params.png", _with_hidden(names)),
                "epochs": plot_epochs(rows, best, out / "epochs.png")}
-    retrained = None
+    data.plots = {k: p.name for k, p in written.items()}
     if retrain:
-        retrained = retrain_best(best, out / "best", data_dir=data_dir, verify=verify, dataset=dataset, log=log)
+        data.retrained = retrain_best(best, out / "best", data_dir=data_dir, verify=verify, dataset=dataset, log=log)
         written["curves"] = out / "best" / "curves.png"
-    data = ReportData(study_name=name, storage=display_url(storage_url), settings=settings, rows=rows, best=best,
-                      plots={k: p.name for k, p in written.items() if k != "curves"}, retrained=retrained,
-                      curves="best/curves.png" if retrained else None,
-                      created=time.strftime("%Y-%m-%d %H:%M"))
-    write_text(out / "report.md", render_markdown(data))
-    write_text(out / "report.tex", render_latex(data))
+        data.curves = "best/curves.png"
+    document = report_document(data)
+    write_text(out / "report.md", to_markdown(document))
+    write_text(out / "report.tex", to_latex(document))
     written["md"], written["tex"] = out / "report.md", out / "report.tex"
     if pdf:
         path = compile_pdf(out / "report.tex", log=log)
