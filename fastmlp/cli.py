@@ -388,16 +388,23 @@ def cmd_search(args) -> int:
         flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
         print(build_space(Space.default(), args.space, flags).to_toml(), end="")
         return 0
+    if args.seed is not None:
+        from .config import RULES
+        RULES["seed"].check(args.seed)
+    from .study import storage_errors
     if args.status:
         from .study import load_study, open_storage, summary
-        print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
+        with storage_errors(args.storage):
+            print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
         return 0
-    settings = _search_settings(args)
+    with storage_errors(args.storage):
+        settings = _search_settings(args)
     from .search import run_search
     try:
-        result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
-                            max_trials=args.max_trials, timeout=args.timeout,
-                            log=lambda line: print(line, flush=True))
+        with storage_errors(args.storage):
+            result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
+                                max_trials=args.max_trials, timeout=args.timeout,
+                                log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         return 130
     for line in result.crashed:
@@ -409,8 +416,9 @@ def cmd_report(args) -> int:
     """``fastmlp report``: read the study, write the report, say where it is."""
     _at_least_one(args, "threads")
     from .report import build_report
+    from .study import storage_errors
     from .threads import limit_threads
-    with limit_threads(args.threads):
+    with limit_threads(args.threads), storage_errors(args.storage):
         written = build_report(args.storage, args.study_name, args.out, retrain=not args.no_retrain,
                                pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
                                title=args.title, author=args.author, log=lambda line: print(line, flush=True))

@@ -68,7 +68,7 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
         _epoch_axis(ax, max((e for e in epochs if e is not None), default=1))
     cfg = history.config
     fig.suptitle(title or (f"hidden {cfg.get('hidden_sizes')}, batch {cfg.get('batch_size')}, "

@@ -304,6 +304,8 @@ def read_space_file(path: str | os.PathLike, base: Space) -> Space:
         raise ConfigError(f"{path}: no such space file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the space file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the space file is not UTF-8 text (byte {exc.start})") from None
     if path.suffix.lower() == ".json":
         try:
             mapping = json.loads(text)

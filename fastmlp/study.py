@@ -111,6 +111,21 @@ def storage_url(text: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Inside the block, a storage whose tables are damaged, or that is not an Optuna storage,
+    is one :class:`StorageError` line, not a traceback from deep inside Optuna or SQLAlchemy."""
+    import optuna
+    import sqlalchemy.exc
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        cause = exc.__cause__ or exc
+        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise StorageError(f"{display_url(url)}: the storage is damaged or is not a fastmlp search storage "
+                           f"({first})") from None
+
+
 def display_url(url: str) -> str:
     """``url`` safe to print: the password hidden."""
     text = str(url) if "://" in str(url) else f"sqlite:///{url}"

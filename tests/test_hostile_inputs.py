@@ -156,3 +156,24 @@ def test_malformed_model_file(cwd, case):
 def test_named_pipe_as_model_file(cwd):
     os.mkfifo(cwd / "model.npz")
     assert_one_line_exit_2(["evaluate", "model.npz"], cwd, "named pipe")
+
+
+# ----------------------------------------------------------------------------- search storage and space
+
+def test_a_space_file_that_is_not_utf8(cwd):
+    (cwd / "space.toml").write_bytes(b'lr = "\xff\xfe"\n')
+    assert_one_line_exit_2(["search", "--space", "space.toml", "--storage", "s.db"], cwd,
+                           "space.toml", "not UTF-8")
+
+
+def test_a_negative_search_seed(cwd):
+    assert_one_line_exit_2(["search", "--seed", "-1", "--storage", "s.db"], cwd, "seed must be >= 0")
+
+
+@pytest.mark.parametrize("command", [["search", "--trials", "1"], ["search", "--status"],
+                                     ["report", "--no-retrain"]])
+def test_a_study_storage_with_a_damaged_table(cwd, command):
+    import sqlite3
+    with sqlite3.connect(cwd / "damaged.db") as db:
+        db.execute("create table studies (x integer)")
+    assert_one_line_exit_2([*command, "--storage", "damaged.db"], cwd, "damaged.db", "damaged")

@@ -142,3 +142,28 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
                           text=True)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_a_full_disk_mid_run_is_one_error_and_the_last_complete_epoch_stays(tmp_path, monkeypatch):
+    import errno
+
+    import fastmlp.train as train_module
+    data = synthetic_dataset()
+    real_write = train_module.write_text
+    calls = {"n": 0}
+
+    def write_until_full(path, text):
+        calls["n"] += 1
+        if calls["n"] > 1:  # epoch 1's history is written; the disk is full from epoch 2 on
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(train_module, "write_text", write_until_full)
+    with pytest.raises(UsageError, match="cannot write the run's files .No space left on device.*intact"):
+        train(small_config(epochs=3), data, out_dir=tmp_path)
+    monkeypatch.setattr(train_module, "write_text", real_write)
+    kept = History.from_json((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in kept.epochs] == [1]
+    resumed = train(small_config(epochs=3), data, out_dir=tmp_path, resume=True)
+    whole = train(small_config(epochs=3), data)
+    assert without_timings(resumed.history) == without_timings(whole.history)
