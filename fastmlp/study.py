@@ -126,6 +126,10 @@ def storage_errors(url: str) -> Iterator[None]:
                            f"({first})") from None
 
 
+def _epochs_text(n) -> str:
+    return "? epochs" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def display_url(url: str) -> str:
     """``url`` safe to print: the password hidden."""
     text = str(url) if "://" in str(url) else f"sqlite:///{url}"
@@ -512,7 +516,7 @@ def summary(study) -> str:
     best = best_trial(trials)
     if best is not None:
         text += (f"\nbest: trial {best.number}, validation accuracy {100 * best.value:.2f}% after "
-                 f"{best.user_attrs.get('epochs_run', '?')} epochs: {format_config(best.user_attrs['config'])}")
+                 f"{_epochs_text(best.user_attrs.get('epochs_run'))}: {format_config(best.user_attrs['config'])}")
     return text
 
 
