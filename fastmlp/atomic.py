@@ -47,6 +47,21 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def ensure_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if needed and write and delete a probe file in it.
+
+    Raises ``FileExistsError`` when a file stands where the folder should be, and ``OSError``
+    when the folder cannot be created or written (read-only, ``/proc``, a name too long...).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise FileExistsError(17, "File exists")
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    return folder
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, names: list[str]) -> list[Path]:
     """Delete the temporary files of :func:`atomic_path` for targets ``names`` in ``folder``; return them."""
     folder = Path(folder)

@@ -37,14 +37,13 @@ import http.client
 import os
 import stat
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, ensure_writable_folder
 from .errors import DataError
 from .idxfile import FileSpec, OpenedFile, kind_of_file, open_idx, open_npy, read_idx
 
@@ -234,9 +233,7 @@ def open_file(folder: Path, fspec: FileSpec, rows: int = 28, cols: int = 28, ver
 def _writable_folder(folder: Path) -> Path:
     """Create ``folder`` and check a file can be written in it; one line saying where otherwise."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        ensure_writable_folder(folder)
     except OSError as exc:
         raise DataError(f"cannot write the download into {folder} ({exc.strerror or exc}); choose another "
                         f"place with --data-dir or FASTMLP_DATA_DIR") from None

@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, remove_stale_temporaries
+from .atomic import atomic_path, ensure_writable_folder, remove_stale_temporaries
 from .errors import UsageError
 
 RUN_FILES = ("history.json", "model.npz", "curves.png", "checkpoint.npz")
@@ -37,12 +36,7 @@ def describe_os_error(exc: OSError) -> str:
 def check_writable(folder: Path) -> None:
     """Create ``folder`` if needed and write one probe file in it; :class:`UsageError` otherwise."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        ensure_writable_folder(folder)
     except FileExistsError:
         raise UsageError(f"{folder}: cannot be the output folder: a file of that name exists") from None
     except OSError as exc:
