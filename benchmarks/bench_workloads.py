@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from numba import njit
 
-from fastmlp import kernels, reference
+from fastmlp import reference
 from fastmlp.kernels import block_view, weight_view
 from fastmlp.config import TrainConfig
 from fastmlp.model import MLP
@@ -137,24 +137,14 @@ class TorchTrainer:
     def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,
                  threads: int | None = None, fused: bool = False):
         import torch
-        from torch import nn
 
         self.torch = torch
         self.F = torch.nn.functional
         if threads is not None:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
-        sizes = layer_sizes(hidden)
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            lin = nn.Linear(n_in, n_out)
-            with torch.no_grad():
-                lin.weight.normal_(0.0, 1.0 / math.sqrt(n_in))
-                lin.bias.zero_()
-            layers.append(lin)
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        self.model = nn.Sequential(*layers)
+        from torch_recipe import build_model
+        self.model = build_model(layer_sizes(hidden))
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS,
                                     **({"fused": True} if fused else {}))
         self.batch_size = batch_size

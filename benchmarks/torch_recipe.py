@@ -93,8 +93,10 @@ class Warp:
                              align_corners=True).view(B, -1)
 
 
-def build_model(sizes: list[int], c: TrainConfig) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Dropout(c.dropout_input)] if c.dropout_input else []
+def build_model(sizes: list[int], dropout_input: float = 0.0, dropout: float = 0.0) -> nn.Sequential:
+    """Linear/ReLU layers initialised like fastmlp's (``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``), with
+    optional dropout on the input and after every hidden ReLU."""
+    layers: list[nn.Module] = [nn.Dropout(dropout_input)] if dropout_input else []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(n_in, n_out)
         with torch.no_grad():
@@ -102,7 +104,7 @@ def build_model(sizes: list[int], c: TrainConfig) -> nn.Sequential:
             lin.bias.zero_()
         layers.append(lin)
         if i < len(sizes) - 2:
-            layers += [nn.ReLU()] + ([nn.Dropout(c.dropout)] if c.dropout else [])
+            layers += [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
     return nn.Sequential(*layers)
 
 
@@ -116,7 +118,7 @@ def main() -> None:
     test_x, test_y = torch.from_numpy(ds.test_images.copy()), torch.from_numpy(ds.test_labels.astype(np.int64))
     fit_idx, val_idx = (torch.from_numpy(a) for a in validation_split(len(train_x), c.val_size))
     side = int(round(math.sqrt(train_x.shape[1])))
-    model = build_model([train_x.shape[1], *c.hidden_sizes, ds.num_classes], c)
+    model = build_model([train_x.shape[1], *c.hidden_sizes, ds.num_classes], c.dropout_input, c.dropout)
     decay = [p for p in model.parameters() if p.ndim == 2]
     no_decay = [p for p in model.parameters() if p.ndim == 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
