@@ -402,6 +402,10 @@ def retry_trial(study, trial) -> None:
     MAX_RETRIES times, after dropping the attributes that named the process that ran it."""
     import copy
     optuna = quiet_optuna()
+    # Two paths notice a lost worker (the heartbeat and, on this machine, the ended process): the
+    # second must not queue the same configuration again, or --max-trials is overshot.
+    if any(retried_number(t) == trial.number for t in study.get_trials(deepcopy=False)):
+        return
     trial = copy.deepcopy(trial)
     for key in PER_RUN_ATTRS:
         trial.user_attrs.pop(key, None)
