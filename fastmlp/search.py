@@ -33,10 +33,10 @@ from typing import Callable, Iterable, Iterator
 
 from .errors import ConfigError, UserError
 from .space import Space
-from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, counts, display_url, format_config, format_duration,
-                    frozen, heartbeat_settings, load_study, make_pruner, make_sampler, open_storage, origin_number,
-                    process_token, quiet_optuna, recover_lost_trials, requeue, storage_lock, study_names, summary,
-                    trial_seed, trial_val_acc, worker_name)
+from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, counts, display_url, fail_stale_trials, format_config,
+                    format_duration, frozen, heartbeat_settings, load_study, make_pruner, make_sampler, open_storage,
+                    origin_number, process_token, quiet_optuna, recover_lost_trials, requeue, storage_lock,
+                    study_names, summary, trial_seed, trial_val_acc, worker_name)
 from .threads import available_cores, child_thread_env, limit_threads, thread_env
 
 
@@ -281,7 +281,6 @@ class StudyBudget:
 
     def claim(self, held: contextlib.ExitStack, gate: InterruptGate, deadline: float | None) -> str:
         """"run" (the lock is held in ``held`` until the trial starts), "wait" (after waiting) or "full"."""
-        optuna = quiet_optuna()
         held.enter_context(storage_lock(self.url, self.study.study_name))
         c = counts(self.study.get_trials(deepcopy=False))
         finished = c["complete"] + c["pruned"]
@@ -298,7 +297,7 @@ class StudyBudget:
         until = time.time() + interval
         while time.time() < until and not gate.requested and (deadline is None or time.time() < deadline):
             time.sleep(0.2)
-        optuna.storages.fail_stale_trials(self.study)  # the heartbeat check Optuna does before each trial
+        fail_stale_trials(self.study, self.url)  # the heartbeat check Optuna does before each trial
         return "wait"
 
 
@@ -387,7 +386,8 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
                 p.join()
                 running.remove(p)
                 if p.exitcode != 0:
-                    lost = recover_lost_trials(load_study(open_storage(settings.storage), settings.study_name))
+                    lost = recover_lost_trials(load_study(open_storage(settings.storage), settings.study_name),
+                                               settings.storage)
                     if lost:
                         log(f"search: {p.name} ended by {_how(p)}; trial(s) {', '.join(map(str, lost))} "
                             f"marked failed and queued again")
@@ -469,7 +469,7 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
         dataset = load_dataset(settings.dataset, settings.data_dir, verify=settings.verify, download=True)
     n_train = check_data(settings, space, dataset)
     study = create_study(storage, settings)
-    lost = recover_lost_trials(study)
+    lost = recover_lost_trials(study, settings.storage)
     n_before = len(study.get_trials(deepcopy=False))
     threads_each = threads or max(1, available_cores() // jobs)
     deadline = t0 + timeout if timeout is not None else None

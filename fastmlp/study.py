@@ -445,26 +445,41 @@ def _is_gone(token: str) -> bool:
     return pid is not None and process_token(pid) != token
 
 
-def recover_lost_trials(study) -> list[int]:
+def recover_lost_trials(study, url: str) -> list[int]:
     """Mark FAIL, and queue again, the RUNNING trials whose worker process on this machine has ended.
 
     A lost worker on another machine is found by Optuna's heartbeat once its grace period has
     passed; on this machine there is no need to wait: its process is gone or not. Returns the
-    numbers of the trials marked.
+    numbers of the trials marked. Runs under the study's lock (:func:`storage_lock` on ``url``),
+    like :func:`fail_stale_trials`.
     """
     optuna = quiet_optuna()
     lost = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        token = t.user_attrs.get("process")
-        if not token or not _is_gone(token):
-            continue
-        try:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            continue  # another process marked it first
-        retry_trial(study, t)
-        lost.append(t.number)
+    with storage_lock(url, study.study_name):
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            token = t.user_attrs.get("process")
+            if not token or not _is_gone(token):
+                continue
+            try:
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # another process marked it first
+            retry_trial(study, t)
+            lost.append(t.number)
     return lost
+
+
+def fail_stale_trials(study, url: str) -> None:
+    """Optuna's heartbeat check (mark FAIL the trials whose worker stopped beating, and queue them
+    again), under the study's lock.
+
+    Marking a trial failed and queueing its retry are two transactions; between them the study
+    looks one trial short, and a worker counting places for ``--max-trials`` under the lock
+    would start a new trial as well as the retry. Holding the lock across both closes that gap.
+    """
+    optuna = quiet_optuna()
+    with storage_lock(url, study.study_name):
+        optuna.storages.fail_stale_trials(study)
 
 
 def trial_val_acc(trial) -> float | None:

@@ -148,23 +148,45 @@ def test_an_interrupted_trial_is_marked_queued_again_and_run_first_by_the_next_s
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_trial_whose_worker_stopped_sending_heartbeats_is_run_again(small_dataset, tmp_path, monkeypatch):
+def lose_a_trial_on_another_machine(settings, dataset, monkeypatch):
+    """After one complete trial, a worker on another machine starts a trial, sends one heartbeat, and
+    is lost; returns the study, once that trial is stale (heartbeat every 1 s, grace period 1 s)."""
     monkeypatch.setattr(studymod, "HEARTBEAT_INTERVAL", 1)
     monkeypatch.setattr(studymod, "GRACE_PERIOD", 1)
-    settings = settings_for(tmp_path)
-    run(settings, small_dataset, trials=1)
-    # a worker on another machine starts a trial, sends one heartbeat, and is lost
+    run(settings, dataset, trials=1)
     storage = open_storage(settings.storage)
     study = optuna.load_study(study_name="small", storage=storage)
     trial = study.ask()
     settings.space_obj().suggest(trial)
     storage.record_heartbeat(trial._trial_id)
     time.sleep(2.5)
+    return study
+
+
+def test_a_trial_whose_worker_stopped_sending_heartbeats_is_run_again(small_dataset, tmp_path, monkeypatch):
+    settings = settings_for(tmp_path)
+    lose_a_trial_on_another_machine(settings, small_dataset, monkeypatch)
     run(settings, small_dataset, trials=1)
     trials = trials_of(tmp_path)
     assert states(trials) == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[2].params == trials[1].params and studymod.retried_number(trials[2]) == 1
     assert trials[2].user_attrs["config"]["seed"] == trial_seed(0, 1)
+
+
+def test_a_lost_trial_is_marked_and_queued_again_only_under_the_studys_lock(small_dataset, tmp_path, monkeypatch):
+    """Between marking a lost trial failed and queueing its retry the study looks one trial short; a
+    worker counting places for --max-trials holds the lock, so both steps must happen inside it."""
+    import threading
+    settings = settings_for(tmp_path)
+    study = lose_a_trial_on_another_machine(settings, small_dataset, monkeypatch)
+    with studymod.storage_lock(settings.storage, "small"):
+        checker = threading.Thread(target=studymod.fail_stale_trials, args=(study, settings.storage))
+        checker.start()
+        checker.join(1.0)
+        assert checker.is_alive(), "the heartbeat check ran without the study's lock"
+        assert states(trials_of(tmp_path)) == ["COMPLETE", "RUNNING"]
+    checker.join(30)
+    assert states(trials_of(tmp_path)) == ["COMPLETE", "FAIL", "WAITING"]
 
 
 def test_the_time_budget_cuts_the_running_trial_and_queues_it_again(small_dataset, tmp_path, monkeypatch):
@@ -259,7 +281,7 @@ def test_a_tiny_search_on_mnist_end_to_end(mnist, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- machines sharing PostgreSQL
 
-MACHINE = ["--subset", "500", "--val-size", "500", "--epochs", "12", "--min-epochs", "12", "--layers", "1",
+MACHINE = ["--subset", "2000", "--val-size", "500", "--epochs", "12", "--min-epochs", "12", "--layers", "1",
            "--width", "8,16", "--batch-size", "50", "--lr", "1e-3:3e-3", "--pruner", "none", "--threads", "1"]
 
 
@@ -275,15 +297,25 @@ def test_machines_sharing_postgresql_finish_exactly_max_trials_and_lose_nothing_
     machines = [start_machine(postgres_url, "--max-trials", "6", cwd=tmp_path) for _ in range(3)]
     storage = open_storage(postgres_url, heartbeat=False)
     victim, victim_trial, until = machines[0], None, time.monotonic() + 90
-    while victim_trial is None and time.monotonic() < until:
-        time.sleep(0.05)
+
+    def running_on_victim():
         try:
             running = optuna.load_study(study_name="mnist", storage=storage).get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not there yet
-            continue
-        victim_trial = next((t for t in running if t.intermediate_values
-                             and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+            return None
+        return next((t for t in running if t.intermediate_values
+                     and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+
+    while victim_trial is None and victim.poll() is None and time.monotonic() < until:
+        time.sleep(0.05)
+        victim_trial = running_on_victim()
+        if victim_trial is not None:  # stop the victim, then make sure that trial did not just end
+            victim.send_signal(signal.SIGSTOP)
+            still = running_on_victim()
+            if still is None or still.number != victim_trial.number:
+                victim_trial = None
+                victim.send_signal(signal.SIGCONT)
     assert victim_trial is not None, "the first machine never ran a trial"
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
