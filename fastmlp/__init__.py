@@ -5,7 +5,7 @@ import-linter contract, checked by the tests, keeps it so):
 
 1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``, ``document``; ``update_kernels``,
    ``augment``, ``idxfile``; ``kernels``, ``reference``, ``data``, ``runs``
-2. ``model``, ``optim``, ``plots``
+2. ``model``, ``optim``, ``plots``, ``step_kernels`` (the parallel training step)
 3. ``train`` (the ``Trainer``); beside it, using it: ``estimator`` (``MLPClassifier``),
    ``imageprep`` (pictures to MNIST's input), ``export`` (ONNX)
 4. the search: ``space``, ``study``, ``search``

@@ -541,6 +541,9 @@ def _check_environment() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "numpy" not in sys.modules:  # a command of its own (not main() called by a program that has NumPy)
+        from .threads import single_threaded_blas
+        single_threaded_blas()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -54,6 +54,7 @@ from . import kernels
 from .config import RULES, TrainConfig
 from .errors import ConfigError
 from .model import MLP
+from .threads import blas_threads
 from .train import EvalSet, Trainer, TrainingDiverged
 
 #: scikit-learn's name of each value the engine checks against :data:`fastmlp.config.RULES`.
@@ -437,7 +438,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X = self._validated(X)
         model, ws = self._network(len(X))
         out = np.empty((len(X), len(self.classes_)), np.float64)
-        kernels.proba_rows(model.params, model.layout, X, ws.x, ws.z, ws.h, ws.act_off, out, log)
+        with blas_threads(1):  # row shards on Numba's threads, one BLAS thread each
+            kernels.proba_rows(model.params, model.layout, X, ws.x, ws.z, ws.h, ws.act_off, out, log)
         return out
 
     def _validated(self, X) -> np.ndarray:
@@ -447,7 +449,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _network(self, n_rows: int):
         """The fitted network over ``_params`` and a workspace of its own for this call (thread-safe)."""
         model = MLP(self._sizes, self._params)
-        return model, model.workspace(max(1, min(n_rows, PREDICT_CHUNK)))
+        rows = -(-max(1, min(n_rows, PREDICT_CHUNK)) // kernels.ROW_TILE) * kernels.ROW_TILE  # whole tiles
+        return model, model.workspace(rows)
 
     # ------------------------------------------------------------------ state
 

@@ -16,9 +16,10 @@ with respect to the layer's output), at offsets ``act_off[l]``. A batch of m <= 
 first m rows of each block, so a short last batch needs no new buffer.
 
 The training recipe's options (augmentation, dropout, label smoothing, weight decay, max-norm,
-weight averaging, per-step schedules) ride in :func:`train_steps`'s ``recipe`` array (indices
-``R_*``) and are checked once per batch or per layer, never per element: with every option off
-a step runs the plain kernels, bit for bit. The parameter updates (Adam, AdamW, schedules, the
+weight averaging, per-step schedules) ride in :func:`fastmlp.step_kernels.train_steps`'s ``recipe``
+array (indices ``R_*``) and are checked once per batch or per layer, never per element: with every
+option off a step runs the plain kernels, bit for bit. The pieces of a step take a row range
+(``r0, r1``) so that :mod:`fastmlp.step_kernels` can run a batch as parallel row shards. The parameter updates (Adam, AdamW, schedules, the
 L2 penalty) are in :mod:`fastmlp.update_kernels`, the buffer views in :mod:`fastmlp.layout`;
 both are re-exported here. Random numbers come from
 :mod:`fastmlp.augment`'s counter-based generator keyed by (seed, epoch, example index).
@@ -27,15 +28,16 @@ both are re-exported here. Random numbers come from
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from .augment import STREAM_AUGMENT, STREAM_DROPOUT, bits24, example_key, warp_image
-from .layout import B_OFF, N_IN, N_OUT, W_OFF, bias_view, block_view, weight_view  # noqa: F401
+from .layout import (B_OFF, N_IN, N_OUT, ROW_TILE, SHARDS, W_OFF, bias_view, block_view,  # noqa: F401
+                     infer_shard_bounds, infer_shards, padded_rows, rows_view, shard_bounds, weight_view)
 from .update_kernels import (SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE, adam_update, adamw_update,  # noqa: F401
                              l2_penalty_grad, lr_at_step)
 
-# Indices of the ``recipe`` array (float64) of :func:`train_steps`; all zero is the plain recipe.
+# Indices of the ``recipe`` array (float64) of ``step_kernels.train_steps``; all zero is the plain recipe.
 (R_SCHEDULE, R_WARMUP, R_TOTAL, R_FLOOR, R_WEIGHT_DECAY, R_MAX_NORM, R_EMA, R_SMOOTHING, R_DROP_IN,
  R_DROP_HIDDEN, R_ALPHA) = range(11)
 R_LEN = 11
@@ -198,10 +200,19 @@ def smoothed_cross_entropy(logits, labels, dlogits, smoothing):
     ``loss = -(1/m) sum_i sum_j q_ij ln p_ij``, ``dlogits = (p - q) / m`` (Szegedy et al. 2016);
     ``smoothing = 0`` computes exactly what the plain loss computes.
     """
+    m = logits.shape[0]
+    total, correct = cross_entropy_rows(logits, labels, dlogits, smoothing, m)
+    return total / m, correct
+
+
+@njit(cache=True, error_model="numpy")
+def cross_entropy_rows(logits, labels, dlogits, smoothing, batch_rows):
+    """The rows' part of :func:`smoothed_cross_entropy` for a batch of ``batch_rows`` rows (these
+    rows a shard of it): ``(sum of the rows' losses, correct)``, ``dlogits = (p - q) / batch_rows``."""
     m, k = logits.shape
     e_k = np.float32(smoothing / k)
     hit = np.float32(1.0 - smoothing)
-    inv_m = np.float32(1.0 / m)
+    inv_m = np.float32(1.0 / batch_rows)
     total = 0.0
     correct = 0
     for i in range(m):
@@ -228,7 +239,7 @@ def smoothed_cross_entropy(logits, labels, dlogits, smoothing):
             dlogits[i, y] -= inv_m
         if arg == y:
             correct += 1
-    return total / m, correct
+    return total, correct
 
 
 @njit(cache=True, error_model="numpy")
@@ -328,16 +339,25 @@ def forward(params, layout, x, z, h, act_off, m):
 @njit(cache=True, error_model="numpy")
 def forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p):
     """:func:`forward` with dropout p on every hidden layer (streams ``STREAM_DROPOUT + l + 1``)."""
+    return forward_rows(params, layout, x, z, h, act_off, 0, m, idx, seed, epoch, p)
+
+
+@njit(cache=True, error_model="numpy")
+def forward_rows(params, layout, x, z, h, act_off, r0, r1, idx, seed, epoch, p):
+    """:func:`forward_dropout` of rows r0..r1-1 of the workspace's blocks only (a shard of the batch);
+    ``idx`` holds those rows' example indices (the dropout keys); p = 0: the plain forward."""
     L = layout.shape[0]
-    inp = block_view(x, 0, m, layout[0, N_IN])
+    inp = rows_view(x, 0, layout[0, N_IN], r0, r1)
     for l in range(L - 1):
         n_out = layout[l, N_OUT]
-        hl = block_view(h, act_off[l], m, n_out)
-        linear_relu_dropout_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l),
-                                    block_view(z, act_off[l], m, n_out), hl, idx, seed, epoch,
-                                    STREAM_DROPOUT + l + 1, p)
+        hl, zl = rows_view(h, act_off[l], n_out, r0, r1), rows_view(z, act_off[l], n_out, r0, r1)
+        W, b = weight_view(params, layout, l), bias_view(params, layout, l)
+        if p > 0:
+            linear_relu_dropout_forward(inp, W, b, zl, hl, idx, seed, epoch, STREAM_DROPOUT + l + 1, p)
+        else:
+            linear_relu_forward(inp, W, b, zl, hl)
         inp = hl
-    zl = block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
+    zl = rows_view(z, act_off[L - 1], layout[L - 1, N_OUT], r0, r1)
     linear_forward(inp, weight_view(params, layout, L - 1), bias_view(params, layout, L - 1), zl)
     return zl
 
@@ -354,99 +374,90 @@ def backward(params, grads, layout, x, z, h, d, act_off, m):
 @njit(cache=True, error_model="numpy")
 def backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p):
     """:func:`backward` after :func:`forward_dropout` with probability p (0: the plain backward)."""
+    backward_rows(params, grads, layout, x, z, h, d, act_off, 0, m, p)
+
+
+@njit(cache=True, error_model="numpy")
+def backward_rows(params, grads, layout, x, z, h, d, act_off, r0, r1, p):
+    """:func:`backward_dropout` of rows r0..r1-1 only: ``grads`` receives that shard's gradient sums."""
     keep = np.float32(1.0 / (1.0 - p))
     L = layout.shape[0]
     for l in range(L - 1, -1, -1):
         n_out = layout[l, N_OUT]
-        dl = block_view(d, act_off[l], m, n_out)
+        dl = rows_view(d, act_off[l], n_out, r0, r1)
         if l == L - 1:
             bias_grad(dl, bias_view(grads, layout, l))
         elif p > 0:
-            relu_dropout_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l), keep)
+            relu_dropout_backward_bias_grad(dl, rows_view(z, act_off[l], n_out, r0, r1), bias_view(grads, layout, l),
+                                            keep)
         else:
-            relu_backward_bias_grad(dl, block_view(z, act_off[l], m, n_out), bias_view(grads, layout, l))
-        inp = block_view(x, 0, m, layout[0, N_IN]) if l == 0 else block_view(h, act_off[l - 1], m, layout[l, N_IN])
+            relu_backward_bias_grad(dl, rows_view(z, act_off[l], n_out, r0, r1), bias_view(grads, layout, l))
+        n_in = layout[l, N_IN]
+        inp = rows_view(x, 0, n_in, r0, r1) if l == 0 else rows_view(h, act_off[l - 1], n_in, r0, r1)
         linear_backward_weights(dl, inp, weight_view(grads, layout, l))
         if l > 0:
-            linear_backward_input(dl, weight_view(params, layout, l),
-                                  block_view(d, act_off[l - 1], m, layout[l, N_IN]))
+            linear_backward_input(dl, weight_view(params, layout, l), rows_view(d, act_off[l - 1], n_in, r0, r1))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def chunk_rows(capacity):
+    """The rows of each inference chunk for a workspace of ``capacity`` rows: whole ROW_TILEs."""
+    return capacity if capacity < ROW_TILE else capacity // ROW_TILE * ROW_TILE
+
+
+_NO_ROWS = np.zeros(0, np.int64)  # no row list / forward_rows' dropout keys when there is no dropout
 
 
 @njit(cache=True, error_model="numpy")
-def train_steps(params, grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps, batch_size,
-                x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch, seed, epoch):
-    """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
+def _gather_padded(images, labels, rows, lo, r0, r1, x, y):
+    # Workspace rows r0..r1-1 get images[rows[lo + i]] (or images[lo + i] when rows is empty) while
+    # i < the chunk's real rows, zeros after (the padding of the last tile).
+    n = images.shape[1]
+    real = rows.shape[0] if rows.shape[0] > 0 else images.shape[0]
+    scale = input_scale(images)
+    for i in range(r0, r1):
+        xi = x[i]
+        if lo + i < real:
+            ex = rows[lo + i] if rows.shape[0] > 0 else lo + i
+            if labels.shape[0] > 0:
+                y[i] = labels[ex]
+            row = images[ex]
+            for j in range(n):
+                xi[j] = np.float32(row[j]) * scale
+        else:
+            for j in range(n):
+                xi[j] = 0.0
 
-    Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
-    shorter): gather, forward, loss, backward, Adam with step count ``t = t0 + s + 1``.
-    ``losses[s]`` receives the step's mean loss. Returns the number of correctly classified
-    examples over all the steps. Stops early, leaving ``losses`` NaN from there, when a loss is
-    not finite.
 
-    ``recipe`` (float64, indices ``R_*``) holds the options, all 0 for the plain recipe: eta at
-    step t is ``lr_at_step(recipe[R_SCHEDULE], lr, t - 1, warmup, total, floor)``; dropout on the
-    input and hidden layers; label smoothing; scikit-learn's L2 penalty ``recipe[R_ALPHA]``: a batch
-    of m rows adds ``alpha / (2 m) * sum ||W||^2`` to its loss and ``alpha / m * W`` to each weight
-    gradient (:func:`l2_penalty_grad`); weight decay, max-norm and the average ``ema``
-    (:func:`adamw_update`; ``ema`` may be empty when ``recipe[R_EMA]`` is 0). ``aug`` (empty: no
-    augmentation), ``taps`` and ``scratch`` are :func:`fastmlp.augment.warp_image`'s; ``seed`` and
-    ``epoch`` key the random numbers.
-    """
+@njit(cache=True, error_model="numpy", parallel=True)
+def forward_chunk(params, layout, images, labels, rows, lo, B, x, y, z, h, act_off):
+    """Logits (m, k) of the chunk of m = min(B, remaining) examples from position ``lo``: rows
+    ``rows[lo:]`` of ``images`` (all rows from ``lo`` when ``rows`` is empty), their labels into
+    ``y`` (when ``labels`` is not empty). Padded to whole ROW_TILEs and run as row shards of
+    whole tiles on Numba's threads (see :data:`fastmlp.layout.ROW_TILE`), so that every row's
+    logits are the same wherever it sits."""
+    n_in = layout[0, N_IN]
+    total = rows.shape[0] if rows.shape[0] > 0 else images.shape[0]
+    m = min(B, total - lo)
+    mp = padded_rows(m, x.shape[0] // n_in)
+    x2 = block_view(x, 0, mp, n_in)
+    for s in prange(infer_shards(mp)):
+        r0, r1 = infer_shard_bounds(mp, s)
+        _gather_padded(images, labels, rows, lo, r0, r1, x2, y)
+        forward_rows(params, layout, x, z, h, act_off, r0, r1, _NO_ROWS, 0, 0, 0.0)
     L = layout.shape[0]
-    n_classes = layout[L - 1, N_OUT]
-    schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
-    wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
-    alpha = recipe[R_ALPHA]
-    plain_gather = aug.shape[0] == 0 and p_in == 0
-    plain_adam = wd == 0 and max_norm == 0 and ema_decay == 0
-    correct = 0
-    for s in range(n_steps):
-        lo = (first + s) * batch_size
-        hi = min(lo + batch_size, order.shape[0])
-        m = hi - lo
-        idx = order[lo:hi]
-        xb = block_view(x, 0, m, layout[0, N_IN])
-        if plain_gather:
-            gather_batch(images, labels, idx, xb, y[:m])
-        else:
-            gather_train(images, labels, idx, xb, y[:m], seed, epoch, aug, taps, scratch, p_in)
-        if p_hid > 0:
-            logits = forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p_hid)
-        else:
-            logits = forward(params, layout, x, z, h, act_off, m)
-        dlogits = block_view(d, act_off[L - 1], m, n_classes)
-        loss, c = smoothed_cross_entropy(logits, y[:m], dlogits, recipe[R_SMOOTHING])
-        losses[s] = loss
-        if not np.isfinite(loss):
-            for r in range(s + 1, n_steps):
-                losses[r] = np.nan
-            return correct
-        correct += c
-        backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p_hid)
-        if alpha > 0.0:
-            losses[s] += 0.5 * alpha * l2_penalty_grad(params, grads, layout, np.float32(alpha / m)) / m
-        t = t0 + s + 1
-        lr_t = lr_at_step(schedule, lr, t - 1, recipe[R_WARMUP], recipe[R_TOTAL], recipe[R_FLOOR])
-        if plain_adam:
-            adam_update(params, grads, adam_m, adam_v, lr_t, beta1, beta2, eps, t)
-        else:
-            adamw_update(params, grads, adam_m, adam_v, ema, layout, lr_t, beta1, beta2, eps, t, wd, max_norm,
-                         ema_decay)
-    return correct
+    return block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
 
 
 @njit(cache=True, error_model="numpy")
 def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
     """``(sum of losses, correct)`` over ``images[rows]``, in chunks of the workspace's batch size."""
-    B = y.shape[0]
+    B = chunk_rows(y.shape[0])
     total = 0.0
     correct = 0
     for lo in range(0, rows.shape[0], B):
-        hi = min(lo + B, rows.shape[0])
-        m = hi - lo
-        gather_batch(images, labels, rows[lo:hi], block_view(x, 0, m, layout[0, N_IN]), y[:m])
-        logits = forward(params, layout, x, z, h, act_off, m)
-        s, c = cross_entropy_eval(logits, y[:m])
+        logits = forward_chunk(params, layout, images, labels, rows, lo, B, x, y, z, h, act_off)
+        s, c = cross_entropy_eval(logits, y[:logits.shape[0]])
         total += s
         correct += c
     return total, correct
@@ -455,7 +466,7 @@ def evaluate_rows(params, layout, images, labels, rows, x, y, z, h, act_off):
 @njit(cache=True, error_model="numpy")
 def predict_rows(params, layout, images, x, z, h, act_off, out):
     """``out[i] = argmax logits(images[i])`` for every row of ``images`` (uint8 or float32 (N, n_in))."""
-    B = x.shape[0] // layout[0, N_IN]
+    B = chunk_rows(x.shape[0] // layout[0, N_IN])
     for lo in range(0, images.shape[0], B):
         logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
         for i in range(logits.shape[0]):
@@ -464,10 +475,9 @@ def predict_rows(params, layout, images, x, z, h, act_off, out):
 
 @njit(cache=True, error_model="numpy")
 def forward_range(params, layout, images, lo, B, x, z, h, act_off):
-    """Logits of rows ``lo .. min(lo + B, N) - 1`` of ``images`` (N, n_in): gather, then :func:`forward`."""
-    hi = min(lo + B, images.shape[0])
-    gather_range(images, lo, block_view(x, 0, hi - lo, layout[0, N_IN]))
-    return forward(params, layout, x, z, h, act_off, hi - lo)
+    """Logits of rows ``lo .. min(lo + B, N) - 1`` of ``images`` (N, n_in): :func:`forward_chunk`."""
+    no_labels = np.empty(0, np.int32)  # (writable: a global array is read-only to Numba)
+    return forward_chunk(params, layout, images, no_labels, _NO_ROWS, lo, B, x, no_labels, z, h, act_off)
 
 
 @njit(cache=True, error_model="numpy")
@@ -479,7 +489,7 @@ def proba_rows(params, layout, images, x, z, h, act_off, out, log):
     The softmax is taken in float64 from the float32 logits, so each row sums to 1 within
     float64 rounding. Rows go through the network in chunks of the workspace's batch size.
     """
-    B = x.shape[0] // layout[0, N_IN]
+    B = chunk_rows(x.shape[0] // layout[0, N_IN])
     k = out.shape[1]
     for lo in range(0, images.shape[0], B):
         logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
@@ -504,9 +514,9 @@ def proba_rows(params, layout, images, x, z, h, act_off, out, log):
 def logits_rows(params, layout, images, x, z, h, act_off, out):
     """``out[i] = logits(images[i])`` for every row of ``images`` (N, n_in) uint8 or float32; out (N, n_L).
 
-    In chunks of the workspace's batch size B = len(x) / n_in.
+    In chunks of the workspace's batch size B = len(x) / n_in (whole ROW_TILEs of it).
     """
-    B = x.shape[0] // layout[0, N_IN]
+    B = chunk_rows(x.shape[0] // layout[0, N_IN])
     for lo in range(0, images.shape[0], B):
         logits = forward_range(params, layout, images, lo, B, x, z, h, act_off)
         out[lo:lo + logits.shape[0]] = logits

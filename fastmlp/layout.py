@@ -12,6 +12,47 @@ from numba import njit
 # Column indices of the ``layout`` array.
 N_IN, N_OUT, W_OFF, B_OFF = 0, 1, 2, 3
 
+# Row shards per batch: a batch of m rows runs as min(SHARDS, m) shards of consecutive rows, in
+# parallel on Numba's threads, each with single-threaded BLAS (see fastmlp.step_kernels). A
+# property of the computation (its rounding), not of the machine: results never depend on the
+# thread count.
+SHARDS = 2
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def shard_bounds(m, n_shards, s):
+    """Rows ``r0 .. r1 - 1`` of shard s of a batch of m rows cut into n_shards."""
+    return s * m // n_shards, (s + 1) * m // n_shards
+
+
+# Measured with OpenBLAS (float32, AVX2): a GEMM computes its rows in tiles of 16, and rows of a
+# last, partial tile go through edge kernels that round differently; with few output columns (10)
+# a GEMM of 128 rows or more also rounds differently from one of 64 or fewer. So that a row's
+# outputs never depend on its position among the rows (scikit-learn's checks ask it of
+# predict_proba), inference pads its chunks to whole tiles and runs them as shards of at most
+# INFER_SHARD_TILES tiles.
+ROW_TILE = 16
+INFER_SHARD_TILES = 4
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def padded_rows(m, capacity):
+    """m rows rounded up to whole ROW_TILEs, at most ``capacity`` (a workspace's rows)."""
+    return min(-(-m // ROW_TILE) * ROW_TILE, capacity)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def infer_shards(mp):
+    """How many inference shards ``mp`` rows make (at most INFER_SHARD_TILES tiles each)."""
+    return -(-mp // (ROW_TILE * INFER_SHARD_TILES))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def infer_shard_bounds(mp, s):
+    """Rows ``r0 .. r1 - 1`` of inference shard s of mp rows."""
+    rows = ROW_TILE * INFER_SHARD_TILES
+    return s * rows, min((s + 1) * rows, mp)
+
 
 # ----------------------------------------------------------------------------- views
 
@@ -33,5 +74,14 @@ def bias_view(buf, layout, l):
 def block_view(buf, off, m, n):
     """Rows 0..m-1 of an (B, n) activation block starting at ``off``: (m, n), no copy."""
     return buf[off:off + m * n].reshape((m, n))
+
+
+@njit(cache=True, error_model="numpy")
+def rows_view(buf, off, n, r0, r1):
+    """Rows r0..r1-1 of an activation block of width ``n`` starting at ``off``: (r1 - r0, n), no copy.
+
+    A contiguous slice, so BLAS reads it in place (a row slice of a 2-D view may not be typed contiguous).
+    """
+    return buf[off + r0 * n:off + r1 * n].reshape((r1 - r0, n))
 
 

@@ -27,6 +27,7 @@ from .atomic import atomic_path
 from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
 from .errors import ModelError
 from .reference import init_weight
+from .threads import blas_threads
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:
@@ -137,8 +138,9 @@ class MLP:
         if len(rows) == 0:
             return float("nan"), float("nan")
         ws = self._eval_workspace()
-        total, correct = kernels.evaluate_rows(self.params, self.layout, images, labels, rows,
-                                               ws.x, ws.y, ws.z, ws.h, ws.act_off)
+        with blas_threads(1):  # the kernels run row shards on Numba's threads, each with one BLAS thread
+            total, correct = kernels.evaluate_rows(self.params, self.layout, images, labels, rows,
+                                                   ws.x, ws.y, ws.z, ws.h, ws.act_off)
         return total / len(rows), correct / len(rows)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -146,7 +148,8 @@ class MLP:
         self._check_images(images)
         ws = self._eval_workspace()
         out = np.empty(len(images), np.int64)
-        kernels.predict_rows(self.params, self.layout, images, ws.x, ws.z, ws.h, ws.act_off, out)
+        with blas_threads(1):
+            kernels.predict_rows(self.params, self.layout, images, ws.x, ws.z, ws.h, ws.act_off, out)
         return out
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -161,7 +164,8 @@ class MLP:
         self._check_images(x)
         ws = self._eval_workspace()
         out = np.empty((len(x), self.sizes[-1]), np.float32)
-        kernels.logits_rows(self.params, self.layout, x, ws.x, ws.z, ws.h, ws.act_off, out)
+        with blas_threads(1):
+            kernels.logits_rows(self.params, self.layout, x, ws.x, ws.z, ws.h, ws.act_off, out)
         return out
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:

@@ -1,9 +1,16 @@
-"""How many threads a process computes with: the cores it may use, and the one BLAS/Numba thread limiter.
+"""How many threads a process computes with: the cores it may use, the one thread limiter, and the policy.
 
-:func:`limit_threads` is the only place that pins BLAS threads (threadpoolctl) for a run:
-``fastmlp train --threads``, the report's retraining and every search worker use it.
+:func:`limit_threads` is the only place that pins threads for a run (BLAS through threadpoolctl,
+Numba's pool): ``fastmlp train --threads``, the report's retraining and every search worker use
+it, and while it holds, :func:`fixed_threads` tells the trainer to use exactly that many.
 :func:`thread_env` gives the environment variables a child interpreter must start with so that
 its BLAS and Numba pools have that size from the first import.
+
+The policy, when no count is fixed: a training step runs as row shards on Numba's threads with
+single-threaded BLAS (:mod:`fastmlp.step_kernels`), and its results do not depend on the thread
+count. So :class:`ThreadChooser` may pick the count by measuring, while the run goes, without
+changing a single number of the history: on an idle machine all cores win; when another process
+keeps a core busy, threads that wait for each other lose, and one thread takes over.
 """
 
 from __future__ import annotations
@@ -11,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 from typing import Iterator
-
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask on Linux)."""
@@ -23,25 +27,58 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def thread_env(threads: int) -> dict[str, str]:
-    """The variables that size BLAS, OpenMP and Numba pools in an interpreter not started yet."""
-    return {name: str(threads) for name in THREAD_VARIABLES}
+    """The variables an interpreter not started yet needs: Numba's pool of ``threads`` threads, and
+    single-threaded BLAS (see :func:`single_threaded_blas`)."""
+    return {"NUMBA_NUM_THREADS": str(threads), **{name: "1" for name in BLAS_VARIABLES}}
+
+
+def single_threaded_blas() -> None:
+    """Make the BLAS libraries of this process start with one thread (before NumPy is imported).
+
+    fastmlp's kernels run their own row shards on Numba's threads and call BLAS from each with
+    one thread; a BLAS thread pool only competes with them. Measured with OpenBLAS: when its pool
+    had started, two shards ran side by side in some processes and one after the other in
+    others (half the speed); started single-threaded, always side by side. So the command sets
+    these variables for itself, whatever the environment says (--threads sets the count).
+    """
+    os.environ.update({name: "1" for name in BLAS_VARIABLES})
+
+
+_FIXED: list[int] = []  # the counts of the limit_threads in force, innermost last
+
+
+def fixed_threads() -> int | None:
+    """The thread count a :class:`limit_threads` in force fixes, or None (the trainer chooses)."""
+    return _FIXED[-1] if _FIXED else None
 
 
 class limit_threads:
-    """BLAS threads capped at ``threads`` from now until :meth:`unregister` (or the end of a ``with``
-    block); None leaves them as they are."""
+    """Numba's threads at ``min(threads, its pool)``, the trainer's count fixed at ``threads``, and
+    BLAS at one thread (the kernels' parallelism is their own), from now until :meth:`unregister`
+    (or the end of a ``with`` block); None leaves everything as it is."""
 
     def __init__(self, threads: int | None):
         self._limiter = None
+        self._numba_before = None
         if threads is not None:
             from threadpoolctl import threadpool_limits
-            self._limiter = threadpool_limits(limits=threads)
+            self._limiter = threadpool_limits(limits=1, user_api="blas")
+            _FIXED.append(threads)
+            import numba
+            self._numba_before = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
     def unregister(self) -> None:
         if self._limiter is not None:
             self._limiter.unregister()
             self._limiter = None
+            _FIXED.pop()
+            import numba
+            numba.set_num_threads(self._numba_before)
 
     def __enter__(self) -> "limit_threads":
         return self
@@ -53,7 +90,7 @@ class limit_threads:
 @contextlib.contextmanager
 def child_thread_env(threads: int) -> Iterator[None]:
     """:func:`thread_env` set in ``os.environ`` inside the block (for spawning), restored after."""
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", *BLAS_VARIABLES)}
     os.environ.update(thread_env(threads))
     try:
         yield
@@ -64,3 +101,61 @@ def child_thread_env(threads: int) -> Iterator[None]:
             else:
                 os.environ[k] = v
 
+
+
+_BLAS = []  # one threadpoolctl controller of the BLAS libraries, made on first use
+
+
+def blas_threads(threads: int):
+    """A context in which the loaded BLAS libraries (NumPy's and SciPy's, which Numba calls) use
+    ``threads`` threads; about 10 us to enter and leave once the controller exists."""
+    if not _BLAS:
+        import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls SciPy's BLAS: load it first)
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    return _BLAS[0].limit(limits=threads)
+
+
+class ThreadChooser:
+    """The thread count of the next training call: ``fixed`` when given, else the faster of ``most``
+    and 1 as the calls themselves measure it.
+
+    Each count is tried at the start (its first call not counted: it starts threads and warms
+    caches); from then on the count with the best recent rate (the
+    median of its last three calls, so one disturbed call does not decide) runs, and the other is
+    tried again for one call once ``probe_seconds`` of training have passed since its last try:
+    a neighbour that starts or stops is noticed within seconds, and the tries cost at most one
+    call per ``probe_seconds`` at the slower speed.
+    """
+
+    def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0, clock=None):
+        import time
+        self.counts = [fixed] if fixed is not None else ([most, 1] if most > 1 else [1])
+        self.rates: dict[int, list[float]] = {c: [] for c in self.counts}
+        self.probe_seconds = probe_seconds
+        self.clock = clock or time.perf_counter
+        self.tried_at = {c: -float("inf") for c in self.counts}
+        self.warm: set[int] = set()
+        self.current = self.counts[0]
+
+    def rate(self, threads: int) -> float | None:
+        """The median samples/s of the last three calls on ``threads`` threads (None before any)."""
+        recent = sorted(self.rates[threads][-3:])
+        return recent[len(recent) // 2] if recent else None
+
+    def record(self, threads: int, samples: int, seconds: float) -> None:
+        """The last call trained ``samples`` examples in ``seconds`` on ``threads`` threads."""
+        if samples > 0 and seconds > 0 and threads in self.rates and threads not in self.warm:
+            self.warm.add(threads)
+        elif samples > 0 and seconds > 0 and threads in self.rates:
+            self.rates[threads].append(samples / seconds)
+            del self.rates[threads][:-3]
+            self.tried_at[threads] = self.clock()
+        untried = [c for c in self.counts if not self.rates[c]]
+        if untried:
+            self.current = untried[0]
+            return
+        best = max(self.counts, key=self.rate)
+        other = [c for c in self.counts if c != best]
+        due = [c for c in other if self.clock() - self.tried_at[c] >= self.probe_seconds]
+        self.current = due[0] if due else best

@@ -3,7 +3,8 @@
 A :class:`Trainer` holds everything one training run changes (llm.c's model struct is the
 picture): the model's flat parameter buffer, the gradient buffer, Adam's moments and step
 count, the workspace preallocated for the batch size, and the seeded sampler. It is the only
-caller of :func:`fastmlp.kernels.train_steps`, whose long argument list lives there alone.
+caller of :func:`fastmlp.step_kernels.train_steps`, whose long argument list lives there alone, and
+the one place that picks its thread count (:class:`fastmlp.threads.ThreadChooser`).
 
 One epoch is a fresh permutation of the training rows (the validation hold-out excluded), cut
 into mini-batches of ``batch_size``; the last, shorter batch is kept, so every training image
@@ -40,7 +41,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import augment, kernels
+from . import augment, kernels, step_kernels
 from .atomic import write_text
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
@@ -48,6 +49,7 @@ from .errors import ConfigError, DataError, UsageError
 from .model import MLP
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
+from .threads import ThreadChooser, blas_threads, fixed_threads
 
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -202,7 +204,7 @@ class EpochSampler:
 
 
 class Trainer:
-    """The state of one training run, and the only caller of :func:`fastmlp.kernels.train_steps`.
+    """The state of one training run, and the only caller of :func:`fastmlp.step_kernels.train_steps`.
 
     ``images`` uint8 (N, n_0) and ``labels`` (N,) hold the training examples; ``fit_rows`` are
     the rows trained on (all by default). ``eval_sets`` maps ``"val"`` and ``"test"`` to the
@@ -230,7 +232,10 @@ class Trainer:
         self.progress = progress or Progress(enabled=False)
         rng = np.random.default_rng(config.seed)
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
-        self.grads = np.zeros_like(self.model.params)
+        #: one gradient buffer per row shard of a batch (see :mod:`fastmlp.step_kernels`)
+        self.shard_grads = np.zeros((step_kernels.SHARDS, self.model.num_parameters), np.float32)
+        self.grads = self.shard_grads[0]
+        self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
                          config.weight_decay, config.max_norm, config.ema)
         self.adam.start_average(self.model.params)
@@ -243,6 +248,10 @@ class Trainer:
         self._recipe_arrays(images.shape[1])
         self.losses = np.empty(steps_per_call(self.steps_per_epoch), np.float64)
         self.epoch = 0
+        import numba
+        #: the thread count of each kernel call: --threads when fixed, else measured (results do not depend on it)
+        self.threads = ThreadChooser(numba.get_num_threads(), fixed_threads())
+        step_kernels.start_blas_threads(max(self.threads.counts))
         self.t_start = time.perf_counter()
         self.steps(fit_rows, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
 
@@ -257,7 +266,7 @@ class Trainer:
         r[kernels.R_SMOOTHING], r[kernels.R_DROP_IN], r[kernels.R_DROP_HIDDEN] = (c.label_smoothing,
                                                                                  c.dropout_input, c.dropout)
         r[kernels.R_ALPHA] = c.alpha
-        self.aug, self.taps, self.scratch = np.zeros(0), np.ones(1), np.zeros(1)
+        self.aug, self.taps, self.scratch = np.zeros(0), np.ones(1), np.zeros((step_kernels.SHARDS, 1))
         if c.augment != "none":
             side = int(round(math.sqrt(n_in)))
             if side * side != n_in or side < 2:
@@ -265,7 +274,7 @@ class Trainer:
             alpha = c.elastic_alpha if c.augment == "elastic" else 0.0
             self.aug, self.taps = augment.aug_params(c.aug_rotate, c.aug_scale, c.aug_shear, c.aug_shift, alpha,
                                                      c.elastic_sigma, side)
-            self.scratch = np.zeros(augment.scratch_size(side), np.float64)
+            self.scratch = np.zeros((step_kernels.SHARDS, augment.scratch_size(side)), np.float64)
 
     @property
     def train_on(self) -> str:
@@ -317,12 +326,23 @@ class Trainer:
         """
         if len(self.losses) < n_steps:
             self.losses = np.empty(n_steps, np.float64)
+        import numba
         m, ws, adam = self.model, self.workspace, self.adam
-        correct = kernels.train_steps(
-            m.params, self.grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order, first,
-            n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-            lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-            self.scratch, self.config.seed, epoch)
+        threads, before = self.threads.current, numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            with blas_threads(1):  # the shards are the parallelism; BLAS inside each runs on one thread
+                t0 = time.perf_counter()
+                correct = step_kernels.train_steps(
+                    m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
+                    first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
+                    lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
+                    self.scratch, self.shard_out, self.config.seed, epoch)
+                seconds = time.perf_counter() - t0
+        finally:
+            numba.set_num_threads(before)
+        self.threads.record(threads, min(n_steps * self.config.batch_size, max(0, len(order) - first *
+                                         self.config.batch_size)), seconds)
         adam.advance(n_steps)
         return correct
 

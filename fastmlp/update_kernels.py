@@ -6,7 +6,7 @@ called from :func:`fastmlp.kernels.train_steps` (and :class:`fastmlp.optim.Adam`
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .layout import B_OFF, N_IN, N_OUT, W_OFF, weight_view
 
@@ -47,6 +47,64 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
     scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
     _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps),
                 np.float32(1.0))
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_block2(params, g0, g1, m, v, beta1, beta2, step, scale, eps):
+    # _adam_block of the gradient g0 + g1 (two shards' sums, added in this order), decay 1.
+    b1c = np.float32(1.0) - beta1
+    b2c = np.float32(1.0) - beta2
+    for i in range(params.shape[0]):
+        g = g0[i] + g1[i]
+        mi = beta1 * m[i] + b1c * g
+        vi = beta2 * v[i] + b2c * (g * g)
+        m[i] = mi
+        v[i] = vi
+        params[i] = params[i] - step * mi / (np.sqrt(vi) * scale + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _sum_block(acc, g):
+    for i in range(acc.shape[0]):
+        acc[i] += g[i]
+
+
+# The flat buffers are cut into this many blocks for the parallel passes: a fixed number, so the
+# blocks (and the results: the passes are element-wise) never depend on the thread count.
+UPDATE_BLOCKS = 8
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def adam_update_shards(params, shard_grads, n_shards, m, v, lr, beta1, beta2, eps, t):
+    """:func:`adam_update` with the gradient ``sum_s shard_grads[s]`` over the first ``n_shards``
+    rows of shard_grads (n_shards in {1, 2}; summed in order), on Numba's threads.
+
+    The buffers are cut into UPDATE_BLOCKS blocks run in parallel; every element is computed
+    as in :func:`adam_update`, so the thread count changes nothing.
+    """
+    step = np.float32(lr / (1.0 - beta1 ** t))
+    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
+    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    n = params.shape[0]
+    for c in prange(UPDATE_BLOCKS):
+        lo, hi = c * n // UPDATE_BLOCKS, (c + 1) * n // UPDATE_BLOCKS
+        if n_shards == 1:
+            _adam_block(params[lo:hi], shard_grads[0, lo:hi], m[lo:hi], v[lo:hi], b1, b2, step, scale, e,
+                        np.float32(1.0))
+        else:
+            _adam_block2(params[lo:hi], shard_grads[0, lo:hi], shard_grads[1, lo:hi], m[lo:hi], v[lo:hi],
+                         b1, b2, step, scale, e)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def sum_shards(shard_grads, n_shards):
+    """``shard_grads[0] += shard_grads[1] + ...`` (in order) over the first ``n_shards`` rows, on
+    Numba's threads in UPDATE_BLOCKS fixed blocks."""
+    n = shard_grads.shape[1]
+    for c in prange(UPDATE_BLOCKS):
+        lo, hi = c * n // UPDATE_BLOCKS, (c + 1) * n // UPDATE_BLOCKS
+        for s in range(1, n_shards):
+            _sum_block(shard_grads[0, lo:hi], shard_grads[s, lo:hi])
 
 
 @njit(cache=True, error_model="numpy")

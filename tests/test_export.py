@@ -40,7 +40,8 @@ def test_onnxruntime_agrees_with_fastmlp_on_all_10000_mnist_test_images(onnxrunt
     logits, _ = run_onnx(onnxruntime, tmp_path / "model.onnx", x)
     assert logits.shape == (10_000, 10)
     np.testing.assert_array_equal(logits.argmax(axis=1), model.predict(mnist.test_images))
-    np.testing.assert_allclose(logits, model.logits(mnist.test_images), rtol=0, atol=1e-5)
+    # float32 round-off of two GEMM libraries: a few units in the last place of logits up to ~20
+    np.testing.assert_allclose(logits, model.logits(mnist.test_images), rtol=1e-6, atol=1e-5)
 
 
 def test_the_graph_is_gemm_relu_softmax_with_a_free_batch_dimension(onnxruntime):

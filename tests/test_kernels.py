@@ -8,7 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastmlp import augment, kernels
+from fastmlp import augment, kernels, step_kernels
+from fastmlp.layout import SHARDS
 from fastmlp import reference as ref
 from fastmlp.model import MLP
 from fastmlp.optim import Adam
@@ -34,11 +35,14 @@ NO_AUG, NO_TAPS, NO_SCRATCH = np.zeros(0), np.ones(1), np.zeros(1)
 
 
 def run_steps(model, adam, ws, grads, images, labels, order, first, n_steps, batch, losses, lr=1e-3, t0=0,
-              recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0):
-    """``kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default)."""
-    return kernels.train_steps(model.params, grads, adam.m, adam.v, adam.ema, model.layout, images, labels, order,
-                               first, n_steps, batch, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, lr, adam.beta1,
-                               adam.beta2, adam.eps, t0, losses, recipe, aug, taps, scratch, seed, epoch)
+              recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0, shards=SHARDS):
+    """``step_kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default);
+    ``grads`` (P,) or (shards, P) and ``scratch`` (one shard's) are given a row per shard."""
+    shard_grads = grads if grads.ndim == 2 else np.zeros((shards, grads.size), np.float32)
+    return step_kernels.train_steps(model.params, shard_grads, adam.m, adam.v, adam.ema, model.layout, images, labels,
+                                    order, first, n_steps, batch, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, lr,
+                                    adam.beta1, adam.beta2, adam.eps, t0, losses, recipe, aug, taps,
+                                    np.tile(scratch, (shards, 1)), np.zeros((2, shards)), seed, epoch)
 
 
 # ----------------------------------------------------------------------------- single kernels
@@ -352,6 +356,44 @@ def test_k_train_steps_with_every_option_agree_with_the_reference():
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-5)
 
 
+@pytest.mark.parametrize("recipe", ["plain", "full"])
+def test_shards_give_the_batch_gradient_and_the_thread_count_changes_nothing(recipe):
+    """A batch run as two row shards (each its own gradient buffer, summed by the update) lands where
+    the batch run whole lands, within float32 round-off; and two shards give the same bits on one
+    Numba thread as on two (the short last batch and a one-row batch included)."""
+    import numba
+    rng = np.random.default_rng(21)
+    n, batch = 75, 8  # ten steps, the last of 3 rows
+    images, labels = random_images(rng, n)
+    order = rng.permutation(n).astype(np.int64)
+    steps = -(-n // batch)
+    full = recipe == "full"
+    aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28) if full else (NO_AUG, NO_TAPS)
+    scratch = np.zeros(augment.scratch_size(28)) if full else NO_SCRATCH
+    r = FULL_RECIPE if full else PLAIN
+
+    def run(shards, threads, order=order, batch=batch, steps=steps):
+        model = MLP.initialized([784, 24, 16, 10], np.random.default_rng(3))
+        adam, losses = Adam(model.num_parameters, ema_decay=0.9 if full else 0.0), np.zeros(steps)
+        adam.start_average(model.params)
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            run_steps(model, adam, model.workspace(batch), model.params, images, labels, order, 0, steps, batch,
+                      losses, recipe=r, aug=aug, taps=taps, scratch=scratch, seed=4, epoch=1, shards=shards)
+        finally:
+            numba.set_num_threads(before)
+        return losses, model.params, adam.ema
+
+    whole, one_thread, two_threads = run(1, 1), run(2, 1), run(2, min(2, numba.config.NUMBA_NUM_THREADS))
+    for a, b in zip(one_thread, two_threads):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one_thread[0], whole[0], rtol=1e-5)
+    np.testing.assert_allclose(one_thread[1], whole[1], rtol=1e-3, atol=1e-5)
+    single = run(2, 2, order=order[:1], batch=1, steps=1)  # one row: one shard, the other buffer unused
+    np.testing.assert_allclose(single[0], run(1, 1, order=order[:1], batch=1, steps=1)[0], rtol=1e-6)
+
+
 def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
     rng = np.random.default_rng(9)
     images, labels = random_images(rng, 64)
@@ -364,6 +406,21 @@ def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
     assert not np.isfinite(losses[0])
     assert np.all(np.isnan(losses[1:]))
     np.testing.assert_array_equal(model.params, before)  # no update from a non-finite step
+
+
+@pytest.mark.parametrize("sizes", [[2, 100, 2], [20, 64, 10], [784, 256, 128, 10]])
+def test_a_rows_logits_do_not_depend_on_where_it_sits_among_the_rows(sizes):
+    """Inference pads to whole BLAS row tiles and runs shards of bounded size, so permuting the rows
+    (or predicting a subset) permutes the logits bit for bit: scikit-learn's estimator checks ask
+    it of predict_proba."""
+    rng = np.random.default_rng(len(sizes))
+    model = MLP.initialized(sizes, rng)
+    for n in (30, 300, 1000):
+        x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+        perm = rng.permutation(n)
+        whole = model.logits(x)
+        np.testing.assert_array_equal(model.logits(np.ascontiguousarray(x[perm])), whole[perm])
+        np.testing.assert_array_equal(model.logits(x[7:20]), whole[7:20])
 
 
 def test_evaluate_and_predict_agree_with_reference_forward():
@@ -389,27 +446,28 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
         import numpy as np
         from numba.core.runtime import _nrt_python, rtsys
         _nrt_python.memsys_enable_stats()
-        from fastmlp import kernels
+        from fastmlp import kernels, step_kernels
         from fastmlp.model import MLP
         from fastmlp.optim import Adam
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (300, 784), dtype=np.uint8)
         labels = rng.integers(0, 10, 300).astype(np.uint8)
         model = MLP.initialized([784, 33, 17, 10], rng)
-        adam, ws, g = Adam(model.num_parameters), model.workspace(32), np.zeros_like(model.params)
-        order, losses = rng.permutation(300).astype(np.int64), np.zeros(9)
+        adam, ws = Adam(model.num_parameters), model.workspace(32)
+        g = np.zeros((2, model.num_parameters), np.float32)
+        order, losses, out = rng.permutation(300).astype(np.int64), np.zeros(9), np.zeros((2, 2))
         buffers = [model.params, g, adam.m, adam.v, ws.x, ws.y, ws.z, ws.h, ws.d]
         ids = [b.ctypes.data for b in buffers]
         from fastmlp import augment
         ema = model.params.copy()
         plain, full = np.zeros(kernels.R_LEN), np.array(%r)
         aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28)
-        scratch = np.zeros(augment.scratch_size(28))
+        scratch = np.zeros((2, augment.scratch_size(28)))
         def call(k, recipe, aug, taps):
             before = rtsys.get_allocation_stats().alloc
-            kernels.train_steps(model.params, g, adam.m, adam.v, ema, model.layout, images, labels, order, 0, k,
-                                32, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0, losses,
-                                recipe, aug, taps, scratch, 7, 1)
+            step_kernels.train_steps(model.params, g, adam.m, adam.v, ema, model.layout, images, labels, order, 0,
+                                     k, 32, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0,
+                                     losses, recipe, aug, taps, scratch, out, 7, 1)
             return rtsys.get_allocation_stats().alloc - before
         call(1, plain, np.zeros(0), np.ones(1))  # compile / load from cache
         one, nine = call(1, plain, np.zeros(0), np.ones(1)), call(9, plain, np.zeros(0), np.ones(1))
@@ -420,7 +478,7 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     one, nine, full_one, full_nine = map(int, out.stdout.split())
-    n_array_args = 20
+    n_array_args = 21
     assert one == nine == full_one == full_nine == n_array_args
 
 
@@ -428,7 +486,7 @@ def test_kernels_compile_once_per_argument_type():
     """Repeated training and evaluation calls reuse one compiled signature per kernel (other tests
     in the session may have compiled others, for float32 inputs or an L2 penalty: only the
     signatures these calls add are counted)."""
-    watched = (kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward, kernels.adamw_update,
+    watched = (step_kernels.train_steps, kernels.evaluate_rows, kernels.forward, kernels.backward, kernels.adamw_update,
                kernels.smoothed_cross_entropy, kernels.lr_at_step, kernels.linear_relu_dropout_forward,
                kernels.adam_update, kernels.gather_batch, kernels.softmax_cross_entropy)
     before = {kernel: set(kernel.signatures) for kernel in watched}
@@ -451,7 +509,7 @@ def test_kernels_compile_once_per_argument_type():
         used = set(kernel.signatures) - before[kernel]
         assert len(used) <= 1, (kernel, kernel.signatures)
     # Kernels called only from inside others have a dispatcher signature only once called from Python.
-    for kernel in (kernels.train_steps, kernels.evaluate_rows):
+    for kernel in (step_kernels.train_steps, kernels.evaluate_rows):
         assert len(kernel.signatures) >= 1
 
 
