@@ -94,6 +94,10 @@ class FastmlpTrainer:
         """Train on every batch of ``order`` in about 20 kernel calls (as ``fastmlp train``)."""
         self.trainer.train_order(order, LR)
 
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Predicted classes of uint8 images (scaled by 1/255 inside the kernels), as ``fastmlp predict``."""
+        return self.model.predict(images)
+
 
 # ----------------------------------------------------------------------------- NumPy reference
 
@@ -164,6 +168,11 @@ class TorchTrainer:
             opt.step()
             loss.item()
 
+    def predict(self, images) -> np.ndarray:
+        """Predicted classes of a uint8 image tensor: one batched forward pass (``no_grad``)."""
+        with self.torch.no_grad():
+            return self.model(images.float().div_(255.0)).argmax(1).numpy()
+
 
 # ----------------------------------------------------------------------------- JAX
 
@@ -220,6 +229,19 @@ class JaxTrainer:
             return params, state, losses
 
         self._epoch = jax.jit(epoch)
+
+        def predict(params, images):
+            h = images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+            for W, b in params[:-1]:
+                h = jax.nn.relu(h @ W.T + b)
+            W, b = params[-1]
+            return jnp.argmax(h @ W.T + b, axis=1)
+
+        self._predict = jax.jit(predict)
+
+    def predict(self, images) -> np.ndarray:
+        """Predicted classes of uint8 images (a JAX array): one jitted, batched forward pass."""
+        return np.asarray(self._predict(self.params, images))
 
     def train(self, order: np.ndarray) -> None:
         """Train on the batches of ``order`` (its length a multiple of the batch size) in one compiled call."""

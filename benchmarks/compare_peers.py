@@ -47,6 +47,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
+
+single_threaded_blas()  # as the fastmlp command does, before NumPy loads (the peers' limits raise it again)
+
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -118,7 +122,17 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
     if "fastmlp" in want:
         fast = wl.FastmlpTrainer(hidden, batch_size, images, labels)
         fast.steps(orders[0], 0, min(4, n_steps))          # compile or load the JIT cache
-        peers.append(Peer("fastmlp", "fastmlp", n, lambda r: fast.train(orders[r])))
+        peers.append(Peer("fastmlp", "fastmlp (default threads)", n, lambda r: fast.train(orders[r])))
+    if "fastmlp_threads" in want:  # the same with --threads 1 and --threads N fixed
+        for k in sorted({1, args.threads}):
+            with limit_threads(k):
+                fixed = wl.FastmlpTrainer(hidden, batch_size, images, labels)
+                fixed.steps(orders[0], 0, min(4, n_steps))
+
+            def run_fixed(r, fixed=fixed, k=k):
+                with limit_threads(k):
+                    fixed.train(orders[r])
+            peers.append(Peer(f"fastmlp_t{k}", f"fastmlp --threads {k}", n, run_fixed))
 
     if "jax" in want:
         if wl.available("jax") and wl.available("optax"):
@@ -181,6 +195,42 @@ def run_rounds(peers: list[Peer], rounds: int, gap: float) -> None:
             p.rates.append(p.samples / dt)
             p.cpu.append(dc / dt)
         log("  round {}: ".format(r + 1) + ", ".join(f"{p.key} {p.rates[-1]:,.0f}/s" for p in peers))
+
+
+INFERENCE_ROWS = 10_000
+
+
+def inference_section(cfg, args, images, labels, rows) -> list[str]:
+    """Predicted classes of 10,000 uint8 images per round (a batched forward pass, the same weights'
+    shapes): fastmlp's ``MLP.predict``, PyTorch's ``no_grad`` forward, JAX's jitted forward."""
+    hidden, batch_size = cfg
+    x = np.ascontiguousarray(images[rows[:INFERENCE_ROWS]])
+    n = len(x)
+    peers, notes = [], []
+    fast = wl.FastmlpTrainer(hidden, batch_size, images, labels)
+    fast.predict(x[:64])
+    peers.append(Peer("fastmlp", "fastmlp (MLP.predict, uint8 in)", n, lambda r: fast.predict(x)))
+    if "jax" in args.peers and wl.available("jax") and wl.available("optax"):
+        import jax.numpy as jnp
+        jt = wl.JaxTrainer(hidden, batch_size, images, labels, threads=args.threads)
+        xj = jnp.asarray(x)
+        jt.predict(xj)
+        peers.append(Peer("jax", f"JAX {jt.version} (jit of the forward)", n, lambda r: jt.predict(xj)))
+    if ("torch" in args.peers or "torch_fused" in args.peers) and wl.available("torch"):
+        tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads)
+        xt = tt.torch.from_numpy(x)
+        tt.predict(xt)
+        peers.append(Peer("torch", f"PyTorch {tt.version} (no_grad forward)", n, lambda r: tt.predict(xt)))
+    run_rounds(peers, args.rounds, args.gap)
+    by = {p.key: p for p in peers}
+    lines = [f"### {wl.config_name(*cfg)} weights, {n:,} images per round", "",
+             "| implementation | images/s (median) | min – max | vs PyTorch | vs JAX | CPU / wall |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for p in peers:
+        lines.append(f"| {p.label} | {fmt_rate(p.median)} | {fmt_rate(min(p.rates))} – {fmt_rate(max(p.rates))} | "
+                     f"{fmt_ratio(per_round_ratio(p, by.get('torch')))} | {fmt_ratio(per_round_ratio(p, by.get('jax')))} "
+                     f"| {statistics.median(p.cpu):.2f} |")
+    return lines + [""] + notes
 
 
 def per_round_ratio(a: Peer | None, b: Peer | None) -> float | None:
@@ -577,7 +627,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5; 2 with --quick)")
     p.add_argument("--configs", default=None,
                    help="space-separated configurations to run, e.g. '100/32 1024,1024/128' (default: all)")
-    p.add_argument("--peers", default="fastmlp,jax,torch_fused,torch,sklearn,reference,gemm",
+    p.add_argument("--peers", default="fastmlp,fastmlp_threads,jax,torch_fused,torch,sklearn,reference,gemm",
                    help="implementations to time (default: %(default)s)")
     p.add_argument("--gap", type=float, default=0.2, help="idle seconds before each measurement (default 0.2)")
     p.add_argument("--synthetic", action="store_true", help="random images even when MNIST is found")
@@ -587,17 +637,19 @@ def parse_args(argv=None):
     p.add_argument("--tta-target", type=float, default=TARGET_ACCURACY,
                    help="test accuracy (%%) for --tta (default %(default)s)")
     p.add_argument("--profile", action="store_true", help="time each kernel of a fastmlp step")
-    p.add_argument("--all", action="store_true", help="--rss --startup --tta --profile")
+    p.add_argument("--inference", action="store_true", help="prediction throughput beside PyTorch and JAX")
+    p.add_argument("--all", action="store_true", help="--rss --startup --tta --profile --inference")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput tables")
     args = p.parse_args(argv)
     if args.all:
-        args.rss = args.startup = args.tta = args.profile = True
+        args.rss = args.startup = args.tta = args.profile = args.inference = True
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
     if args.threads < 1 or args.rounds < 1:
         p.error("--threads and --rounds must be >= 1")
     args.peers = [s.strip() for s in args.peers.split(",") if s.strip()]
-    unknown = set(args.peers) - {"fastmlp", "jax", "torch", "torch_fused", "sklearn", "reference", "gemm"}
+    unknown = set(args.peers) - {"fastmlp", "fastmlp_threads", "jax", "torch", "torch_fused", "sklearn", "reference",
+                                 "gemm"}
     if unknown:
         p.error(f"unknown --peers {sorted(unknown)}")
     configs = list(wl.CONFIGS)
@@ -688,6 +740,11 @@ def main(argv=None) -> int:
             body += ["## Training throughput", ""]
             for cfg in args.config_list:
                 body += throughput_section(cfg, args, images, labels, rows, results)
+        if args.inference:
+            body += ["## Inference throughput", ""]
+            for cfg in args.config_list:
+                log(f"inference {wl.config_name(*cfg)}")
+                body += inference_section(cfg, args, images, labels, rows)
         if args.profile:
             body += ["## Where a fastmlp step spends its time", ""]
             for cfg in args.config_list:

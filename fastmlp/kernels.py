@@ -33,7 +33,7 @@ from numba.extending import overload
 
 from .augment import STREAM_AUGMENT, STREAM_DROPOUT, bits24, example_key, warp_image
 from .layout import (B_OFF, N_IN, N_OUT, ROW_TILE, SHARDS, W_OFF, bias_view, block_view,  # noqa: F401
-                     infer_shard_bounds, infer_shards, padded_rows, rows_view, shard_bounds, weight_view)
+                     infer_shard_bounds, infer_shard_tiles, padded_rows, rows_view, shard_bounds, weight_view)
 from .update_kernels import (SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE, adam_update, adamw_update,  # noqa: F401
                              l2_penalty_grad, lr_at_step)
 
@@ -429,23 +429,41 @@ def _gather_padded(images, labels, rows, lo, r0, r1, x, y):
                 xi[j] = 0.0
 
 
+@njit(cache=True, error_model="numpy")
+def _layer_rows(params, layout, l, x, z, h, act_off, r0, r1):
+    # Layer l's forward pass on rows r0..r1-1 (ReLU unless it is the last layer).
+    n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
+    inp = rows_view(x, 0, n_in, r0, r1) if l == 0 else rows_view(h, act_off[l - 1], n_in, r0, r1)
+    zl = rows_view(z, act_off[l], n_out, r0, r1)
+    if l < layout.shape[0] - 1:
+        linear_relu_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl,
+                            rows_view(h, act_off[l], n_out, r0, r1))
+    else:
+        linear_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl)
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def forward_chunk(params, layout, images, labels, rows, lo, B, x, y, z, h, act_off):
     """Logits (m, k) of the chunk of m = min(B, remaining) examples from position ``lo``: rows
     ``rows[lo:]`` of ``images`` (all rows from ``lo`` when ``rows`` is empty), their labels into
-    ``y`` (when ``labels`` is not empty). Padded to whole ROW_TILEs and run as row shards of
-    whole tiles on Numba's threads (see :data:`fastmlp.layout.ROW_TILE`), so that every row's
+    ``y`` (when ``labels`` is not empty). Padded to whole ROW_TILEs; each layer runs as row shards
+    of whole tiles on Numba's threads (see :data:`fastmlp.layout.ROW_TILE`), so that every row's
     logits are the same wherever it sits."""
     n_in = layout[0, N_IN]
     total = rows.shape[0] if rows.shape[0] > 0 else images.shape[0]
     m = min(B, total - lo)
     mp = padded_rows(m, x.shape[0] // n_in)
     x2 = block_view(x, 0, mp, n_in)
-    for s in prange(infer_shards(mp)):
-        r0, r1 = infer_shard_bounds(mp, s)
-        _gather_padded(images, labels, rows, lo, r0, r1, x2, y)
-        forward_rows(params, layout, x, z, h, act_off, r0, r1, _NO_ROWS, 0, 0, 0.0)
     L = layout.shape[0]
+    for l in range(-1, L):  # -1: the gather
+        tiles = infer_shard_tiles(mp, layout[max(l, 0), N_OUT])
+        rows_per = ROW_TILE * tiles
+        for s in prange(-(-mp // rows_per)):
+            r0, r1 = infer_shard_bounds(mp, tiles, s)
+            if l < 0:
+                _gather_padded(images, labels, rows, lo, r0, r1, x2, y)
+            else:
+                _layer_rows(params, layout, l, x, z, h, act_off, r0, r1)
     return block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
 
 

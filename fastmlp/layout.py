@@ -29,10 +29,12 @@ def shard_bounds(m, n_shards, s):
 # last, partial tile go through edge kernels that round differently; with few output columns (10)
 # a GEMM of 128 rows or more also rounds differently from one of 64 or fewer. So that a row's
 # outputs never depend on its position among the rows (scikit-learn's checks ask it of
-# predict_proba), inference pads its chunks to whole tiles and runs them as shards of at most
-# INFER_SHARD_TILES tiles.
+# predict_proba), inference pads its chunks to whole tiles and cuts each layer's rows on tile
+# boundaries: into SHARDS shards for a layer of at least WIDE_LAYER outputs, into shards of
+# NARROW_SHARD_TILES tiles for a narrower one.
 ROW_TILE = 16
-INFER_SHARD_TILES = 4
+WIDE_LAYER = 64
+NARROW_SHARD_TILES = 4
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -42,16 +44,17 @@ def padded_rows(m, capacity):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def infer_shards(mp):
-    """How many inference shards ``mp`` rows make (at most INFER_SHARD_TILES tiles each)."""
-    return -(-mp // (ROW_TILE * INFER_SHARD_TILES))
+def infer_shard_tiles(mp, n_out):
+    """Tiles per inference shard of a layer with ``n_out`` outputs over mp rows (see above)."""
+    tiles = -(-mp // ROW_TILE)
+    return -(-tiles // SHARDS) if n_out >= WIDE_LAYER else NARROW_SHARD_TILES
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def infer_shard_bounds(mp, s):
-    """Rows ``r0 .. r1 - 1`` of inference shard s of mp rows."""
-    rows = ROW_TILE * INFER_SHARD_TILES
-    return s * rows, min((s + 1) * rows, mp)
+def infer_shard_bounds(mp, tiles_per_shard, s):
+    """Rows ``r0 .. r1 - 1`` of inference shard s of mp rows, ``tiles_per_shard`` tiles each."""
+    rows = ROW_TILE * tiles_per_shard
+    return min(s * rows, mp), min((s + 1) * rows, mp)
 
 
 # ----------------------------------------------------------------------------- views
