@@ -74,7 +74,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _threads(n: int | None):
-    """Limit BLAS threads for the run (kernels are single-threaded between GEMMs)."""
+    """Fix the run's thread count (None: the trainer chooses; see fastmlp.threads)."""
     if n is None:
         return None
     if n < 1:
@@ -256,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last completed epoch (with its own settings; "
                         "--epochs may raise the total)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads (default: all cores or one, whichever trains faster as the run goes; "
+                        "the results are the same either way)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved model")
@@ -316,7 +318,7 @@ def _add_search_parser(sub) -> None:
                    help="print the study's trials by state and its best trial, and exit")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes on this machine (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="BLAS and Numba threads per worker (default: cores // jobs)")
+                   help="threads per worker (default: cores // jobs)")
     g = p.add_argument_group("the space (over the default, or the study's own when resuming)")
     g.add_argument("--space", default=None, metavar="FILE", help="a TOML or JSON file of space entries")
     default = Space.default()
@@ -357,7 +359,8 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--no-retrain", action="store_true",
                    help="do not train the best configuration again (no test accuracy)")
     p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="BLAS threads for the retraining")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for the retraining (default: as fastmlp train)")
     p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
     p.set_defaults(func=cmd_report)
