@@ -730,6 +730,7 @@ def targets_section(args, results: dict, extras: Extras | None) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     load0 = os.getloadavg()
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before the limit, so it applies)
     limiter = threadpool_limits(limits=args.threads)
     body: list[str] = []
     results: dict = {}

@@ -79,8 +79,11 @@ def measure_phase(cfg, images, labels, rows, n_steps: int, rounds: int) -> dict[
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+ROUND_LENGTH = 4  # rounds of 4x compare_peers' samples: one to two seconds each, as a run's epochs are long
+
+
 def neighbour_section(cfg, images, labels, rows, rounds: int, quick: bool) -> list[str]:
-    n_steps = max(2, STEPS[cfg] // (8 if quick else 1))
+    n_steps = max(2, STEPS[cfg] * ROUND_LENGTH // (16 if quick else 1))
     name = wl.config_name(*cfg)
     log(f"{name}: idle")
     idle = measure_phase(cfg, images, labels, rows, n_steps, rounds)
@@ -111,7 +114,7 @@ def repeat_section(cfg, repeat: int, data_dir: str | None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="fastmlp-repeat-") as tmp:
         for i in range(repeat):
             out = Path(tmp) / f"run{i}"
-            args = [*cmd, "train", "--hidden", *map(str, hidden), "--batch-size", str(batch), "--epochs", "1",
+            args = [*cmd, "train", "--hidden", ",".join(map(str, hidden)), "--batch-size", str(batch), "--epochs", "1",
                     "--out", str(out)]
             if data_dir:
                 args += ["--data-dir", data_dir]

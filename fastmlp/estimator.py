@@ -65,6 +65,17 @@ _ENGINE_NAMES = {"learning_rate_init": "lr", "beta_1": "beta1", "beta_2": "beta2
 PREDICT_CHUNK = 512
 
 
+def glorot_init(model: MLP, rng: np.random.Generator) -> None:
+    """scikit-learn's initialisation for ReLU networks (Glorot & Bengio 2010, uniform), in place:
+    every weight and bias of a layer with fan-in a and fan-out b drawn from U(-c, c),
+    ``c = sqrt(6 / (a + b))``, layer by layer, weights (as scikit-learn's (a, b) ``coefs_``) first."""
+    for W, b in model.layers():
+        fan_out, fan_in = W.shape
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        W[...] = rng.uniform(-bound, bound, (fan_in, fan_out)).T
+        b[...] = rng.uniform(-bound, bound, fan_out)
+
+
 class MLPClassifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier trained with Adam on fastmlp's Numba engine.
 
@@ -271,11 +282,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _start_state(self, trainer: Trainer, first_pass: bool, incremental: bool) -> dict:
         """The run's bookkeeping, continued from the estimator's unless this is a first pass.
 
-        A first pass keeps the trainer's fresh weights; otherwise the fitted weights are copied
-        in. ``partial_fit`` also continues Adam's moments and step count (a fit, warm or not,
+        A first pass draws fresh weights as scikit-learn does (:func:`glorot_init`); otherwise the
+        fitted weights are copied in. ``partial_fit`` also continues Adam's moments and step count (a fit, warm or not,
         starts a fresh Adam, as scikit-learn's does).
         """
         if first_pass:
+            glorot_init(trainer.model, np.random.default_rng(trainer.config.seed))
             state = {"t_": 0, "loss_curve_": [], "_no_improvement_count": 0, "_adam_epochs": 0}
             if self.early_stopping:
                 state.update(validation_scores_=[], best_validation_score_=-np.inf, best_loss_=None)

@@ -27,13 +27,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def thread_env(threads: int) -> dict[str, str]:
     """The variables an interpreter not started yet needs: Numba's pool of ``threads`` threads, and
-    single-threaded BLAS (see :func:`single_threaded_blas`)."""
-    return {"NUMBA_NUM_THREADS": str(threads), **{name: "1" for name in BLAS_VARIABLES}}
+    single-threaded BLAS and OpenMP (see :func:`single_threaded_blas`)."""
+    return {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1", **{name: "1" for name in BLAS_VARIABLES}}
 
 
 def single_threaded_blas() -> None:
@@ -90,7 +90,7 @@ class limit_threads:
 @contextlib.contextmanager
 def child_thread_env(threads: int) -> Iterator[None]:
     """:func:`thread_env` set in ``os.environ`` inside the block (for spawning), restored after."""
-    saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", *BLAS_VARIABLES)}
+    saved = {k: os.environ.get(k) for k in thread_env(1)}
     os.environ.update(thread_env(threads))
     try:
         yield

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from fastmlp import reference as ref  # noqa: E402
-from fastmlp.estimator import MLPClassifier  # noqa: E402
+from fastmlp.estimator import MLPClassifier, glorot_init  # noqa: E402
 from fastmlp.model import MLP  # noqa: E402
 from fastmlp.train import TrainingDiverged  # noqa: E402
 
@@ -256,9 +256,26 @@ def test_alpha_is_scikit_learns_l2_penalty_in_the_loss_curve(blobs):
     penal = quick(max_iter=1, batch_size=600, alpha=alpha, shuffle=False)
     fit_quietly(plain, X, y)
     fit_quietly(penal, X, y)
-    weights = [W for W, _ in MLP.initialized([12, 32, 4], np.random.default_rng(0)).layers()]  # seed 0's start
+    start = MLP.initialized([12, 32, 4], np.random.default_rng(0))
+    glorot_init(start, np.random.default_rng(0))  # seed 0's start, drawn as scikit-learn draws it
+    weights = [W for W, _ in start.layers()]
     penalty, _ = ref.l2_penalty(weights, alpha, 600)
     assert penal.loss_curve_[0] == pytest.approx(plain.loss_curve_[0] + penalty, rel=1e-5)
+
+
+def test_a_first_fit_starts_from_scikit_learns_glorot_uniform_weights():
+    """Weights and biases of a layer with fan-in a and fan-out b start in U(-c, c), c = sqrt(6 / (a + b)),
+    as scikit-learn's do; the same seed draws the same start."""
+    a = MLP.initialized([300, 200, 10], np.random.default_rng(0))
+    b = MLP.initialized([300, 200, 10], np.random.default_rng(1))
+    glorot_init(a, np.random.default_rng(5))
+    glorot_init(b, np.random.default_rng(5))
+    np.testing.assert_array_equal(a.params, b.params)
+    for (W, bias), (fan_in, fan_out) in zip(a.layers(), [(300, 200), (200, 10)]):
+        c = np.sqrt(6 / (fan_in + fan_out))
+        for p in (W, bias):
+            assert np.abs(p).max() <= c and np.abs(p).max() > 0.9 * c
+            assert abs(p.mean()) < 4 * c / np.sqrt(3 * p.size)  # four standard errors of U(-c, c)
 
 
 def test_alpha_shrinks_the_weights(blobs):
