@@ -120,12 +120,13 @@ class ThreadChooser:
     """The thread count of the next training call: ``fixed`` when given, else the faster of ``most``
     and 1 as the calls themselves measure it.
 
-    Each count is tried at the start (its first call not counted: it starts threads and warms
-    caches); from then on the count with the best recent rate (the
-    median of its last three calls, so one disturbed call does not decide) runs, and the other is
-    tried again for one call once ``probe_seconds`` of training have passed since its last try:
-    a neighbour that starts or stops is noticed within seconds, and the tries cost at most one
-    call per ``probe_seconds`` at the slower speed.
+    At the start each count runs (its first call not counted: it starts threads and warms caches)
+    and the faster becomes the incumbent. From then on the incumbent runs, and once
+    ``probe_seconds`` have passed since the other count last ran, the other runs one call: it
+    takes over when that call beats the incumbent's recent rate (the median of its last three
+    calls, so one disturbed call of the incumbent does not decide). A neighbour that starts or
+    stops is noticed within seconds; the probes cost at most one call per ``probe_seconds`` at
+    the slower speed.
     """
 
     def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0, clock=None):
@@ -134,8 +135,9 @@ class ThreadChooser:
         self.rates: dict[int, list[float]] = {c: [] for c in self.counts}
         self.probe_seconds = probe_seconds
         self.clock = clock or time.perf_counter
-        self.tried_at = {c: -float("inf") for c in self.counts}
+        self.ran_at = {c: -float("inf") for c in self.counts}
         self.warm: set[int] = set()
+        self.incumbent: int | None = None if len(self.counts) > 1 else self.counts[0]
         self.current = self.counts[0]
 
     def rate(self, threads: int) -> float | None:
@@ -145,17 +147,22 @@ class ThreadChooser:
 
     def record(self, threads: int, samples: int, seconds: float) -> None:
         """The last call trained ``samples`` examples in ``seconds`` on ``threads`` threads."""
-        if samples > 0 and seconds > 0 and threads in self.rates and threads not in self.warm:
+        if samples <= 0 or seconds <= 0 or threads not in self.rates:
+            return
+        self.ran_at[threads] = self.clock()
+        if threads not in self.warm:
             self.warm.add(threads)
-        elif samples > 0 and seconds > 0 and threads in self.rates:
+        else:
             self.rates[threads].append(samples / seconds)
             del self.rates[threads][:-3]
-            self.tried_at[threads] = self.clock()
+            if self.incumbent is not None and threads != self.incumbent \
+                    and self.rates[threads][-1] > self.rate(self.incumbent):
+                self.incumbent = threads  # the probe beat the incumbent
         untried = [c for c in self.counts if not self.rates[c]]
         if untried:
             self.current = untried[0]
             return
-        best = max(self.counts, key=self.rate)
-        other = [c for c in self.counts if c != best]
-        due = [c for c in other if self.clock() - self.tried_at[c] >= self.probe_seconds]
-        self.current = due[0] if due else best
+        if self.incumbent is None:
+            self.incumbent = max(self.counts, key=self.rate)
+        due = [c for c in self.counts if c != self.incumbent and self.clock() - self.ran_at[c] >= self.probe_seconds]
+        self.current = due[0] if due else self.incumbent
