@@ -122,19 +122,19 @@ class ThreadChooser:
 
     At the start each count runs (its first call not counted: it starts threads and warms caches)
     and the faster becomes the incumbent. From then on the incumbent runs, and once
-    ``probe_seconds`` have passed since the other count last ran, the other runs one call: it
-    takes over when that call beats the incumbent's recent rate (the median of its last three
-    calls, so one disturbed call of the incumbent does not decide). A neighbour that starts or
-    stops is noticed within seconds; the probes cost at most one call per ``probe_seconds`` at
-    the slower speed.
+    ``probe_seconds`` of training have passed since the other count last ran, the other runs one
+    call: it takes over when that call beats the incumbent's recent rate (the median of its last
+    three calls, so one disturbed call of the incumbent does not decide). A neighbour that starts
+    or stops is noticed within seconds; the probes cost at most one call per ``probe_seconds`` of
+    training at the slower speed. Time is counted in training seconds (the calls' own), so a
+    trainer that pauses (evaluation, other work in the process) does not probe more often.
     """
 
-    def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0, clock=None):
-        import time
+    def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0):
         self.counts = [fixed] if fixed is not None else ([most, 1] if most > 1 else [1])
         self.rates: dict[int, list[float]] = {c: [] for c in self.counts}
         self.probe_seconds = probe_seconds
-        self.clock = clock or time.perf_counter
+        self.trained = 0.0  # seconds of training calls so far
         self.ran_at = {c: -float("inf") for c in self.counts}
         self.warm: set[int] = set()
         self.incumbent: int | None = None if len(self.counts) > 1 else self.counts[0]
@@ -149,7 +149,8 @@ class ThreadChooser:
         """The last call trained ``samples`` examples in ``seconds`` on ``threads`` threads."""
         if samples <= 0 or seconds <= 0 or threads not in self.rates:
             return
-        self.ran_at[threads] = self.clock()
+        self.trained += seconds
+        self.ran_at[threads] = self.trained
         if threads not in self.warm:
             self.warm.add(threads)
         else:
@@ -164,5 +165,5 @@ class ThreadChooser:
             return
         if self.incumbent is None:
             self.incumbent = max(self.counts, key=self.rate)
-        due = [c for c in self.counts if c != self.incumbent and self.clock() - self.ran_at[c] >= self.probe_seconds]
+        due = [c for c in self.counts if c != self.incumbent and self.trained - self.ran_at[c] >= self.probe_seconds]
         self.current = due[0] if due else self.incumbent

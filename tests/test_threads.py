@@ -1,61 +1,56 @@
 """The thread policy: when no count is fixed, the trainer runs the faster of all cores and one, as its
 own calls measure them, and notices within seconds when that changes (a neighbour starts or stops);
-a fixed count never changes. Timings here come from a fake clock and made-up rates."""
+a fixed count never changes. The calls here are made up: their rates and durations are given."""
 
 from fastmlp.threads import ThreadChooser, fixed_threads, limit_threads
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def run(chooser, clock, rates, calls, seconds_per_call=0.1):
+def run(chooser, rates, calls, seconds_per_call=0.1):
     """``calls`` calls, each on the chooser's current count at ``rates[count]`` samples/s; the counts used."""
     used = []
     for _ in range(calls):
         threads = chooser.current
         used.append(threads)
-        clock.now += seconds_per_call
         chooser.record(threads, int(rates[threads] * seconds_per_call), seconds_per_call)
     return used
 
 
 def test_both_counts_are_tried_then_the_faster_runs_with_a_probe_every_few_seconds():
-    clock = FakeClock()
-    chooser = ThreadChooser(2, clock=clock, probe_seconds=2.0)
-    used = run(chooser, clock, {2: 180_000, 1: 130_000}, 100)
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    used = run(chooser, {2: 180_000, 1: 130_000}, 100)
     assert used[:4] == [2, 2, 1, 1]  # the first call of each count only warms up
     later = used[4:]
-    assert later.count(1) <= len(later) * 0.1 / 2.0 + 1  # one probe per 2 s of 0.1 s calls
+    assert later.count(1) <= len(later) * 0.1 / 2.0 + 1  # one probe per 2 s of training in 0.1 s calls
     assert later.count(2) > 0.9 * len(later)
 
 
 def test_a_busy_neighbour_is_noticed_and_its_leaving_too():
-    clock = FakeClock()
-    chooser = ThreadChooser(2, clock=clock, probe_seconds=2.0)
-    run(chooser, clock, {2: 180_000, 1: 130_000}, 50)
-    busy = run(chooser, clock, {2: 40_000, 1: 125_000}, 100)  # one core taken: two threads wait for it
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    run(chooser, {2: 180_000, 1: 130_000}, 50)
+    busy = run(chooser, {2: 40_000, 1: 125_000}, 100)  # one core taken: two threads wait for it
     assert busy[-60:].count(1) > 50
-    idle = run(chooser, clock, {2: 180_000, 1: 130_000}, 100)
+    idle = run(chooser, {2: 180_000, 1: 130_000}, 100)
     assert idle[-60:].count(2) > 50
 
 
+def test_probes_count_training_time_not_pauses_between_calls():
+    """A trainer evaluated or paused between calls probes no more often for it."""
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    run(chooser, {2: 180_000, 1: 130_000}, 6)
+    used = run(chooser, {2: 180_000, 1: 130_000}, 19)  # 1.9 s of training, however long the pauses
+    assert used.count(1) <= 1
+
+
 def test_one_disturbed_call_does_not_change_the_choice():
-    clock = FakeClock()
-    chooser = ThreadChooser(2, clock=clock)
-    run(chooser, clock, {2: 180_000, 1: 130_000}, 30)
+    chooser = ThreadChooser(2)
+    run(chooser, {2: 180_000, 1: 130_000}, 30)
     chooser.record(2, 1_000, 0.1)  # one slow call of the incumbent (10k samples/s)
-    assert run(chooser, clock, {2: 180_000, 1: 130_000}, 5) == [2] * 5
+    assert run(chooser, {2: 180_000, 1: 130_000}, 5) == [2] * 5
 
 
 def test_a_fixed_count_or_a_single_core_never_changes():
-    clock = FakeClock()
-    assert set(run(ThreadChooser(2, fixed=2, clock=clock), clock, {2: 10, 1: 1_000_000}, 50)) == {2}
-    assert set(run(ThreadChooser(1, clock=clock), clock, {1: 1000}, 20)) == {1}
+    assert set(run(ThreadChooser(2, fixed=2), {2: 10, 1: 1_000_000}, 50)) == {2}
+    assert set(run(ThreadChooser(1), {1: 1000}, 20)) == {1}
 
 
 def test_limit_threads_fixes_the_count_while_it_holds():
