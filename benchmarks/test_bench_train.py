@@ -1,7 +1,7 @@
 """Whole training steps and training throughput.
 
 * ``test_train_step``: one step (gather, forward, loss, backward, Adam) as one
-  ``Trainer.steps(n_steps=1)`` call (one ``kernels.train_steps`` call), beside the NumPy reference's step and beside the
+  ``Trainer.steps(n_steps=1)`` call (one ``step_kernels.train_steps`` call), beside the NumPy reference's step and beside the
   step's GEMMs alone (the BLAS floor, in NumPy and through Numba's ``np.dot``), on synthetic data.
 * ``test_epoch_throughput``: training on real MNIST as ``fastmlp train`` drives it (about 20
   kernel calls per epoch), reported in samples/s through ``benchmark.extra_info``. A full epoch

@@ -61,7 +61,7 @@ class Adam:
             self.ema[:] = params
 
     def advance(self, n_steps: int) -> None:
-        """Count ``n_steps`` updates made by a fused kernel (``kernels.train_steps``) with this state."""
+        """Count ``n_steps`` updates made by a fused kernel (``step_kernels.train_steps``) with this state."""
         self.t += int(n_steps)
 
     def step(self, params: np.ndarray, grads: np.ndarray, layout: np.ndarray | None = None,

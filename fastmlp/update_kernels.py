@@ -1,6 +1,6 @@
 """Numba kernels that update the parameters: Adam, AdamW with max-norm and weight averaging, eta schedules,
 and scikit-learn's L2 penalty. Each is one pass over the flat float32 buffers (see :mod:`fastmlp.layout`),
-called from :func:`fastmlp.kernels.train_steps` (and :class:`fastmlp.optim.Adam` for one step).
+called from :func:`fastmlp.step_kernels.train_steps` (and :class:`fastmlp.optim.Adam` for one step).
 """
 
 from __future__ import annotations
