@@ -121,19 +121,25 @@ class ThreadChooser:
     and 1 as the calls themselves measure it.
 
     At the start each count runs (its first call not counted: it starts threads and warms caches)
-    and the faster becomes the incumbent. From then on the incumbent runs, and once
-    ``probe_seconds`` of training have passed since the other count last ran, the other runs one
-    call: it takes over when that call beats the incumbent's recent rate (the median of its last
-    three calls, so one disturbed call of the incumbent does not decide). A neighbour that starts
-    or stops is noticed within seconds; the probes cost at most one call per ``probe_seconds`` of
-    training at the slower speed. Time is counted in training seconds (the calls' own), so a
-    trainer that pauses (evaluation, other work in the process) does not probe more often.
+    and the faster becomes the incumbent. From then on the incumbent runs, and the other count is
+    given one call (a probe) when it is due: ``probe_seconds`` of training after its last call,
+    twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
+    ``MAX_PROBE_SECONDS``), and at once when the incumbent's last call ran below
+    ``SLOWDOWN`` times its recent median (a neighbour may have arrived). A probe takes over when
+    it beats the incumbent's recent rate (the median of its last three calls, so one disturbed
+    call does not decide). Time is counted in training seconds (the calls' own), so a trainer
+    that pauses (evaluation, other work in the process) does not probe more often.
     """
+
+    LOSS_MARGIN = 0.8
+    SLOWDOWN = 0.7
+    MAX_PROBE_SECONDS = 32.0
 
     def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0):
         self.counts = [fixed] if fixed is not None else ([most, 1] if most > 1 else [1])
         self.rates: dict[int, list[float]] = {c: [] for c in self.counts}
         self.probe_seconds = probe_seconds
+        self.interval = {c: probe_seconds for c in self.counts}
         self.trained = 0.0  # seconds of training calls so far
         self.ran_at = {c: -float("inf") for c in self.counts}
         self.warm: set[int] = set()
@@ -151,19 +157,29 @@ class ThreadChooser:
             return
         self.trained += seconds
         self.ran_at[threads] = self.trained
+        slowed = False
         if threads not in self.warm:
             self.warm.add(threads)
         else:
-            self.rates[threads].append(samples / seconds)
+            rate = samples / seconds
+            before = self.rate(threads)
+            self.rates[threads].append(rate)
             del self.rates[threads][:-3]
-            if self.incumbent is not None and threads != self.incumbent \
-                    and self.rates[threads][-1] > self.rate(self.incumbent):
-                self.incumbent = threads  # the probe beat the incumbent
+            if self.incumbent is not None and threads != self.incumbent:  # a probe
+                incumbent_rate = self.rate(self.incumbent)
+                if rate > incumbent_rate:
+                    self.incumbent = threads
+                    self.interval = {c: self.probe_seconds for c in self.counts}
+                elif rate < self.LOSS_MARGIN * incumbent_rate:
+                    self.interval[threads] = min(2 * self.interval[threads], self.MAX_PROBE_SECONDS)
+            elif before is not None and rate < self.SLOWDOWN * before:
+                slowed = True
         untried = [c for c in self.counts if not self.rates[c]]
         if untried:
             self.current = untried[0]
             return
         if self.incumbent is None:
             self.incumbent = max(self.counts, key=self.rate)
-        due = [c for c in self.counts if c != self.incumbent and self.trained - self.ran_at[c] >= self.probe_seconds]
+        due = [c for c in self.counts if c != self.incumbent
+               and (slowed or self.trained - self.ran_at[c] >= self.interval[c])]
         self.current = due[0] if due else self.incumbent

@@ -20,8 +20,22 @@ def test_both_counts_are_tried_then_the_faster_runs_with_a_probe_every_few_secon
     used = run(chooser, {2: 180_000, 1: 130_000}, 100)
     assert used[:4] == [2, 2, 1, 1]  # the first call of each count only warms up
     later = used[4:]
-    assert later.count(1) <= len(later) * 0.1 / 2.0 + 1  # one probe per 2 s of training in 0.1 s calls
+    assert 1 <= later.count(1) <= len(later) * 0.1 / 2.0 + 1  # one probe per 2 s of training in 0.1 s calls
     assert later.count(2) > 0.9 * len(later)
+
+
+def test_a_count_that_keeps_losing_by_far_is_probed_less_and_less_often():
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    used = run(chooser, {2: 14_000, 1: 7_000}, 600)  # 60 s of training; one thread at half speed
+    probes = used[4:].count(1)
+    assert 2 <= probes <= 6  # after 2, 4, 8, 16, 32 s: not 30 probes
+
+
+def test_a_sudden_slowdown_of_the_incumbent_is_probed_at_once():
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    run(chooser, {2: 180_000, 1: 130_000}, 12)
+    used = run(chooser, {2: 40_000, 1: 125_000}, 6)
+    assert used[1] == 1 and used[-3:] == [1, 1, 1]  # probed right after the slow call; one thread within calls
 
 
 def test_a_busy_neighbour_is_noticed_and_its_leaving_too():
@@ -44,8 +58,8 @@ def test_probes_count_training_time_not_pauses_between_calls():
 def test_one_disturbed_call_does_not_change_the_choice():
     chooser = ThreadChooser(2)
     run(chooser, {2: 180_000, 1: 130_000}, 30)
-    chooser.record(2, 1_000, 0.1)  # one slow call of the incumbent (10k samples/s)
-    assert run(chooser, {2: 180_000, 1: 130_000}, 5) == [2] * 5
+    chooser.record(2, 1_000, 0.1)  # one slow call of the incumbent (10k samples/s): one probe, which loses
+    assert run(chooser, {2: 180_000, 1: 130_000}, 6)[1:] == [2] * 5
 
 
 def test_a_fixed_count_or_a_single_core_never_changes():
