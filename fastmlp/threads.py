@@ -103,6 +103,19 @@ def child_thread_env(threads: int) -> Iterator[None]:
 
 
 
+@contextlib.contextmanager
+def numba_threads(threads: int) -> Iterator[None]:
+    """Numba's parallel kernels run on ``min(threads, its pool)`` threads inside the block (this
+    thread's setting, restored after)."""
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 _BLAS = []  # one threadpoolctl controller of the BLAS libraries, made on first use
 
 

@@ -49,7 +49,7 @@ from .errors import ConfigError, DataError, UsageError
 from .model import MLP
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
-from .threads import ThreadChooser, blas_threads, fixed_threads
+from .threads import ThreadChooser, blas_threads, fixed_threads, numba_threads
 
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -326,23 +326,19 @@ class Trainer:
         """
         if len(self.losses) < n_steps:
             self.losses = np.empty(n_steps, np.float64)
-        import numba
         m, ws, adam = self.model, self.workspace, self.adam
-        threads, before = self.threads.current, numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            with blas_threads(1):  # the shards are the parallelism; BLAS inside each runs on one thread
-                t0 = time.perf_counter()
-                correct = step_kernels.train_steps(
-                    m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
-                    first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-                    lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-                    self.scratch, self.shard_out, self.config.seed, epoch)
-                seconds = time.perf_counter() - t0
-        finally:
-            numba.set_num_threads(before)
-        self.threads.record(threads, min(n_steps * self.config.batch_size, max(0, len(order) - first *
-                                         self.config.batch_size)), seconds)
+        threads = self.threads.current
+        # The shards are the parallelism; BLAS inside each runs on one thread.
+        with numba_threads(threads), blas_threads(1):
+            t0 = time.perf_counter()
+            correct = step_kernels.train_steps(
+                m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
+                first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
+                lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
+                self.scratch, self.shard_out, self.config.seed, epoch)
+            seconds = time.perf_counter() - t0
+        B = self.config.batch_size
+        self.threads.record(threads, min(n_steps * B, max(0, len(order) - first * B)), seconds)
         adam.advance(n_steps)
         return correct
 
@@ -379,9 +375,11 @@ class Trainer:
         return self.schedule.at_step(epoch * self.steps_per_epoch - 1, epoch)
 
     def evaluate(self, name: str) -> tuple[float, float]:
-        """Mean loss and accuracy on the evaluation set ``name`` with the current (averaged) parameters."""
+        """Mean loss and accuracy on the evaluation set ``name`` with the current (averaged) parameters,
+        on the thread count training runs on now (results do not depend on it)."""
         s = self.eval_sets[name]
-        return self.eval_model.evaluate(s.images, s.labels, s.rows)
+        with numba_threads(self.threads.current):
+            return self.eval_model.evaluate(s.images, s.labels, s.rows)
 
     def run_epoch(self) -> EpochRecord:
         """Train one more epoch, then evaluate; returns its record."""
