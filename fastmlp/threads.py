@@ -40,10 +40,11 @@ def single_threaded_blas() -> None:
     """Make the BLAS libraries of this process start with one thread (before NumPy is imported).
 
     fastmlp's kernels run their own row shards on Numba's threads and call BLAS from each with
-    one thread; a BLAS thread pool only competes with them. Measured with OpenBLAS: when its pool
-    had started, two shards ran side by side in some processes and one after the other in
-    others (half the speed); started single-threaded, always side by side. So the command sets
-    these variables for itself, whatever the environment says (--threads sets the count).
+    one thread; a BLAS thread pool only competes with them. Measured with OpenBLAS at
+    784-256-128-10 / 128: in processes whose pool started with two threads, two-thread training
+    ran at half speed in 3 of 8; started single-threaded, 6 of 6 ran at full speed. So the
+    command sets these variables for itself, whatever the environment says (``--threads`` sets
+    the count).
     """
     os.environ.update({name: "1" for name in BLAS_VARIABLES})
 
@@ -100,7 +101,6 @@ def child_thread_env(threads: int) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
 
 
 @contextlib.contextmanager
