@@ -319,47 +319,41 @@ def linear_backward_input(dz, W, dx):
 
 # ----------------------------------------------------------------------------- whole steps
 
+_NO_ROWS = np.zeros(0, np.int64)  # no row list / forward_rows' dropout keys when there is no dropout
+
+
 @njit(cache=True, error_model="numpy")
 def forward(params, layout, x, z, h, act_off, m):
     """Forward pass of the whole network for the first m rows of ``x``; returns the logits view."""
-    L = layout.shape[0]
-    inp = block_view(x, 0, m, layout[0, N_IN])
-    for l in range(L):
-        n_out = layout[l, N_OUT]
-        zl = block_view(z, act_off[l], m, n_out)
-        if l < L - 1:
-            hl = block_view(h, act_off[l], m, n_out)
-            linear_relu_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl, hl)
-            inp = hl
-        else:
-            linear_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl)
-    return block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
+    return forward_rows(params, layout, x, z, h, act_off, 0, m, _NO_ROWS, 0, 0, 0.0)
 
 
 @njit(cache=True, error_model="numpy")
-def forward_dropout(params, layout, x, z, h, act_off, m, idx, seed, epoch, p):
-    """:func:`forward` with dropout p on every hidden layer (streams ``STREAM_DROPOUT + l + 1``)."""
-    return forward_rows(params, layout, x, z, h, act_off, 0, m, idx, seed, epoch, p)
+def layer_rows(params, layout, l, x, z, h, act_off, r0, r1, idx, seed, epoch, p):
+    """Layer l's forward pass on rows r0..r1-1 of the workspace's blocks: ReLU (and dropout p,
+    stream ``STREAM_DROPOUT + l + 1``, keyed by the rows' example indices ``idx``) unless it is the
+    last layer. Its input is ``x`` for the first layer, the previous layer's ``h`` block after."""
+    n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
+    inp = rows_view(x, 0, n_in, r0, r1) if l == 0 else rows_view(h, act_off[l - 1], n_in, r0, r1)
+    zl = rows_view(z, act_off[l], n_out, r0, r1)
+    W, b = weight_view(params, layout, l), bias_view(params, layout, l)
+    if l == layout.shape[0] - 1:
+        linear_forward(inp, W, b, zl)
+    elif p > 0:
+        linear_relu_dropout_forward(inp, W, b, zl, rows_view(h, act_off[l], n_out, r0, r1), idx, seed, epoch,
+                                    STREAM_DROPOUT + l + 1, p)
+    else:
+        linear_relu_forward(inp, W, b, zl, rows_view(h, act_off[l], n_out, r0, r1))
 
 
 @njit(cache=True, error_model="numpy")
 def forward_rows(params, layout, x, z, h, act_off, r0, r1, idx, seed, epoch, p):
-    """:func:`forward_dropout` of rows r0..r1-1 of the workspace's blocks only (a shard of the batch);
-    ``idx`` holds those rows' example indices (the dropout keys); p = 0: the plain forward."""
+    """:func:`forward` of rows r0..r1-1 of the workspace's blocks only (a shard of the batch), with
+    dropout p on every hidden layer (:func:`layer_rows`; p = 0: none); returns those rows' logits."""
     L = layout.shape[0]
-    inp = rows_view(x, 0, layout[0, N_IN], r0, r1)
-    for l in range(L - 1):
-        n_out = layout[l, N_OUT]
-        hl, zl = rows_view(h, act_off[l], n_out, r0, r1), rows_view(z, act_off[l], n_out, r0, r1)
-        W, b = weight_view(params, layout, l), bias_view(params, layout, l)
-        if p > 0:
-            linear_relu_dropout_forward(inp, W, b, zl, hl, idx, seed, epoch, STREAM_DROPOUT + l + 1, p)
-        else:
-            linear_relu_forward(inp, W, b, zl, hl)
-        inp = hl
-    zl = rows_view(z, act_off[L - 1], layout[L - 1, N_OUT], r0, r1)
-    linear_forward(inp, weight_view(params, layout, L - 1), bias_view(params, layout, L - 1), zl)
-    return zl
+    for l in range(L):
+        layer_rows(params, layout, l, x, z, h, act_off, r0, r1, idx, seed, epoch, p)
+    return rows_view(z, act_off[L - 1], layout[L - 1, N_OUT], r0, r1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -368,18 +362,13 @@ def backward(params, grads, layout, x, z, h, d, act_off, m):
 
     No input gradient is computed for the first layer.
     """
-    backward_dropout(params, grads, layout, x, z, h, d, act_off, m, 0.0)
-
-
-@njit(cache=True, error_model="numpy")
-def backward_dropout(params, grads, layout, x, z, h, d, act_off, m, p):
-    """:func:`backward` after :func:`forward_dropout` with probability p (0: the plain backward)."""
-    backward_rows(params, grads, layout, x, z, h, d, act_off, 0, m, p)
+    backward_rows(params, grads, layout, x, z, h, d, act_off, 0, m, 0.0)
 
 
 @njit(cache=True, error_model="numpy")
 def backward_rows(params, grads, layout, x, z, h, d, act_off, r0, r1, p):
-    """:func:`backward_dropout` of rows r0..r1-1 only: ``grads`` receives that shard's gradient sums."""
+    """:func:`backward` of rows r0..r1-1 only, after :func:`forward_rows` with dropout p (0: none):
+    ``grads`` receives that shard's gradient sums."""
     keep = np.float32(1.0 / (1.0 - p))
     L = layout.shape[0]
     for l in range(L - 1, -1, -1):
@@ -405,41 +394,17 @@ def chunk_rows(capacity):
     return capacity if capacity < ROW_TILE else capacity // ROW_TILE * ROW_TILE
 
 
-_NO_ROWS = np.zeros(0, np.int64)  # no row list / forward_rows' dropout keys when there is no dropout
-
-
 @njit(cache=True, error_model="numpy")
 def _gather_padded(images, labels, rows, lo, r0, r1, x, y):
-    # Workspace rows r0..r1-1 get images[rows[lo + i]] (or images[lo + i] when rows is empty) while
-    # i < the chunk's real rows, zeros after (the padding of the last tile).
-    n = images.shape[1]
+    # Workspace rows r0..r1-1 get images[rows[lo + i]] and their labels (or images[lo + i] when rows
+    # is empty) while i < the chunk's real rows, zeros after (the padding of the last tile).
     real = rows.shape[0] if rows.shape[0] > 0 else images.shape[0]
-    scale = input_scale(images)
-    for i in range(r0, r1):
-        xi = x[i]
-        if lo + i < real:
-            ex = rows[lo + i] if rows.shape[0] > 0 else lo + i
-            if labels.shape[0] > 0:
-                y[i] = labels[ex]
-            row = images[ex]
-            for j in range(n):
-                xi[j] = np.float32(row[j]) * scale
-        else:
-            for j in range(n):
-                xi[j] = 0.0
-
-
-@njit(cache=True, error_model="numpy")
-def _layer_rows(params, layout, l, x, z, h, act_off, r0, r1):
-    # Layer l's forward pass on rows r0..r1-1 (ReLU unless it is the last layer).
-    n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
-    inp = rows_view(x, 0, n_in, r0, r1) if l == 0 else rows_view(h, act_off[l - 1], n_in, r0, r1)
-    zl = rows_view(z, act_off[l], n_out, r0, r1)
-    if l < layout.shape[0] - 1:
-        linear_relu_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl,
-                            rows_view(h, act_off[l], n_out, r0, r1))
+    hi = max(r0, min(r1, real - lo))
+    if rows.shape[0] > 0:
+        gather_batch(images, labels, rows[lo + r0:lo + hi], x[r0:hi], y[r0:hi])
     else:
-        linear_forward(inp, weight_view(params, layout, l), bias_view(params, layout, l), zl)
+        gather_range(images, lo + r0, x[r0:hi])
+    x[hi:r1] = 0.0
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -463,7 +428,7 @@ def forward_chunk(params, layout, images, labels, rows, lo, B, x, y, z, h, act_o
             if l < 0:
                 _gather_padded(images, labels, rows, lo, r0, r1, x2, y)
             else:
-                _layer_rows(params, layout, l, x, z, h, act_off, r0, r1)
+                layer_rows(params, layout, l, x, z, h, act_off, r0, r1, _NO_ROWS, 0, 0, 0.0)
     return block_view(z, act_off[L - 1], m, layout[L - 1, N_OUT])
 
 

@@ -63,23 +63,19 @@ class limit_threads:
     (or the end of a ``with`` block); None leaves everything as it is."""
 
     def __init__(self, threads: int | None):
-        self._limiter = None
-        self._numba_before = None
+        self._held = None
         if threads is not None:
             from threadpoolctl import threadpool_limits
-            self._limiter = threadpool_limits(limits=1, user_api="blas")
+            self._held = contextlib.ExitStack()
+            self._held.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            self._held.enter_context(numba_threads(threads))
             _FIXED.append(threads)
-            import numba
-            self._numba_before = numba.get_num_threads()
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
     def unregister(self) -> None:
-        if self._limiter is not None:
-            self._limiter.unregister()
-            self._limiter = None
+        if self._held is not None:
             _FIXED.pop()
-            import numba
-            numba.set_num_threads(self._numba_before)
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> "limit_threads":
         return self

@@ -379,8 +379,9 @@ def test_shards_give_the_batch_gradient_and_the_thread_count_changes_nothing(rec
         before = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            run_steps(model, adam, model.workspace(batch), model.params, images, labels, order, 0, steps, batch,
-                      losses, recipe=r, aug=aug, taps=taps, scratch=scratch, seed=4, epoch=1, shards=shards)
+            run_steps(model, adam, model.workspace(batch), np.zeros((shards, model.num_parameters), np.float32),
+                      images, labels, order, 0, steps, batch, losses, recipe=r, aug=aug, taps=taps,
+                      scratch=scratch, seed=4, epoch=1, shards=shards)
         finally:
             numba.set_num_threads(before)
         return losses, model.params, adam.ema
