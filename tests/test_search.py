@@ -282,7 +282,7 @@ def test_a_tiny_search_on_mnist_end_to_end(mnist, tmp_path, capsys):
 # ----------------------------------------------------------------------------- machines sharing PostgreSQL
 
 MACHINE = ["--subset", "2000", "--val-size", "500", "--epochs", "12", "--min-epochs", "12", "--layers", "1",
-           "--width", "8,16", "--batch-size", "50", "--lr", "1e-3:3e-3", "--pruner", "none", "--threads", "1"]
+           "--width", "48,64", "--batch-size", "50", "--lr", "1e-3:3e-3", "--pruner", "none", "--threads", "1"]
 
 
 def start_machine(url, *args, cwd):
@@ -296,31 +296,40 @@ def test_machines_sharing_postgresql_finish_exactly_max_trials_and_lose_nothing_
     """Three `fastmlp search` processes stand in for three machines; one is SIGKILLed mid-trial."""
     machines = [start_machine(postgres_url, "--max-trials", "6", cwd=tmp_path) for _ in range(3)]
     storage = open_storage(postgres_url, heartbeat=False)
-    victim, victim_trial, until = machines[0], None, time.monotonic() + 90
+    by_pid = {m.pid: m for m in machines}
 
-    def running_on_victim():
+    def a_trial_running_on_a_machine(pid=None):
+        """(machine, trial) for a RUNNING trial that has reported an epoch, on machine ``pid`` or any."""
         try:
             running = optuna.load_study(study_name="mnist", storage=storage).get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not there yet
-            return None
-        return next((t for t in running if t.intermediate_values
-                     and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+            return None, None
+        for trial in running:
+            owner = int(trial.user_attrs.get("worker", ":0").rpartition(":")[2])
+            if trial.intermediate_values and owner in by_pid and (pid is None or owner == pid):
+                return by_pid[owner], trial
+        return None, None
 
-    while victim_trial is None and victim.poll() is None and time.monotonic() < until:
+    victim, victim_trial, until = None, None, time.monotonic() + 90
+    while victim_trial is None and time.monotonic() < until and any(m.poll() is None for m in machines):
         time.sleep(0.05)
-        victim_trial = running_on_victim()
-        if victim_trial is not None:  # stop the victim, then make sure that trial did not just end
+        victim, victim_trial = a_trial_running_on_a_machine()
+        if victim_trial is not None:  # stop that machine, then make sure its trial did not just end
             victim.send_signal(signal.SIGSTOP)
-            still = running_on_victim()
+            _, still = a_trial_running_on_a_machine(victim.pid)
             if still is None or still.number != victim_trial.number:
-                victim_trial = None
                 victim.send_signal(signal.SIGCONT)
-    assert victim_trial is not None, "the first machine never ran a trial"
+                victim, victim_trial = None, None
+    if victim_trial is None:
+        for m in machines:
+            m.kill()
+        pytest.fail(f"no machine was ever seen mid-trial: {[m.communicate() for m in machines]}")
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
-    outputs = [m.communicate(timeout=150) for m in machines[1:]]
-    assert [m.returncode for m in machines[1:]] == [0, 0], outputs
+    machines.remove(victim)
+    outputs = [m.communicate(timeout=150) for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], outputs
 
     trials = optuna.load_study(study_name="mnist", storage=storage).get_trials()
     by_state = {s: [t for t in trials if t.state.name == s] for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
