@@ -42,6 +42,24 @@ def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarray)
     return dz @ W, dz.T @ x, dz.sum(axis=0)
 
 
+def block_gemm(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarray, a_off: int, lda: int,
+               b: np.ndarray, b_off: int, ldb: int, c: np.ndarray, c_off: int, ldc: int, beta: float) -> np.ndarray:
+    """The twin of :func:`fastmlp.blas.gemm`: ``C = op(A) @ op(B) + beta C`` on blocks of flat buffers.
+
+    Block X of r rows and s columns at offset ``off`` with row stride ``ld`` is
+    ``buf[off + i * ld + j]``; op(A) is (m, k), op(B) (k, n), C (m, n). Returns ``c``, written in place.
+    """
+    def block(buf, off, rows, cols, ld):
+        return np.array([buf[off + i * ld:off + i * ld + cols] for i in range(rows)], np.float64).reshape(rows, cols)
+
+    A = block(a, a_off, k, m, lda).T if trans_a else block(a, a_off, m, k, lda)
+    B = block(b, b_off, n, k, ldb).T if trans_b else block(b, b_off, k, n, ldb)
+    C = A @ B + (beta * block(c, c_off, m, n, ldc) if beta else 0.0)
+    for i in range(m):
+        c[c_off + i * ldc:c_off + i * ldc + n] = C[i]
+    return c
+
+
 def relu(z: np.ndarray):
     """``h = max(0, z)``; returns ``(h, backward)`` with ``backward(dh) = dh * (z >= 0)``.
 

@@ -236,6 +236,8 @@ class Trainer:
         self.shard_grads = np.zeros((step_kernels.SHARDS, self.model.num_parameters), np.float32)
         self.grads = self.shard_grads[0]
         self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
+        #: the split of each step's work (see :mod:`fastmlp.step_kernels`): by the shape, never the machine
+        self.columns = step_kernels.column_split(self.model.sizes, config.batch_size)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
                          config.weight_decay, config.max_norm, config.ema)
         self.adam.start_average(self.model.params)
@@ -335,7 +337,7 @@ class Trainer:
                 m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
                 first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
                 lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-                self.scratch, self.shard_out, self.config.seed, epoch)
+                self.scratch, self.shard_out, self.config.seed, epoch, self.columns)
             seconds = time.perf_counter() - t0
         B = self.config.batch_size
         self.threads.record(threads, min(n_steps * B, max(0, len(order) - first * B)), seconds)

@@ -35,14 +35,16 @@ NO_AUG, NO_TAPS, NO_SCRATCH = np.zeros(0), np.ones(1), np.zeros(1)
 
 
 def run_steps(model, adam, ws, grads, images, labels, order, first, n_steps, batch, losses, lr=1e-3, t0=0,
-              recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0, shards=SHARDS):
-    """``step_kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default);
-    ``grads`` (P,) or (shards, P) and ``scratch`` (one shard's) are given a row per shard."""
+              recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0, shards=SHARDS,
+              columns=False):
+    """``step_kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default),
+    as row shards or in the column split; ``grads`` (P,) or (shards, P) and ``scratch`` (one shard's) are
+    given a row per shard."""
     shard_grads = grads if grads.ndim == 2 else np.zeros((shards, grads.size), np.float32)
     return step_kernels.train_steps(model.params, shard_grads, adam.m, adam.v, adam.ema, model.layout, images, labels,
                                     order, first, n_steps, batch, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, lr,
                                     adam.beta1, adam.beta2, adam.eps, t0, losses, recipe, aug, taps,
-                                    np.tile(scratch, (shards, 1)), np.zeros((2, shards)), seed, epoch)
+                                    np.tile(scratch, (shards, 1)), np.zeros((2, shards)), seed, epoch, columns)
 
 
 # ----------------------------------------------------------------------------- single kernels
@@ -284,10 +286,12 @@ def test_forward_and_backward_match_reference_for_one_to_four_hidden_layers(hidd
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("sizes,batch", [([784, 100, 10], 32), ([784, 37, 23, 10], 7), ([784, 5, 5, 5, 5, 10], 1)])
-def test_k_train_steps_agree_with_the_float64_reference(sizes, batch):
-    """From the same parameters and batches, 12 engine steps (float32) land where 12
-    reference steps (float64) land, within float32 tolerance; the last batch is short."""
+@pytest.mark.parametrize("columns", [False, True], ids=["row shards", "column split"])
+@pytest.mark.parametrize("sizes,batch", [([784, 100, 10], 32), ([784, 37, 23, 10], 7), ([784, 5, 5, 5, 5, 10], 1),
+                                         ([784, 10], 5)])
+def test_k_train_steps_agree_with_the_float64_reference(sizes, batch, columns):
+    """From the same parameters and batches, 12 engine steps (float32), in either split of the work,
+    land where 12 reference steps (float64) land, within float32 tolerance; the last batch is short."""
     rng = np.random.default_rng(7)
     n = 12 * batch - (batch // 2)  # the twelfth batch is short (unless batch is 1)
     images, labels = random_images(rng, n)
@@ -298,7 +302,7 @@ def test_k_train_steps_agree_with_the_float64_reference(sizes, batch):
     order = np.random.default_rng(8).permutation(n).astype(np.int64)
     steps = -(-n // batch)
     losses = np.zeros(steps)
-    run_steps(model, adam, ws, grads, images, labels, order, 0, steps, batch, losses)
+    run_steps(model, adam, ws, grads, images, labels, order, 0, steps, batch, losses, columns=columns)
     ref_losses = []
     for idx in (order[i:i + batch] for i in range(0, n, batch)):
         loss, d = ref.softmax_cross_entropy(net.forward(ref.gather_batch(images, idx, np.float64)), labels[idx])
@@ -310,7 +314,8 @@ def test_k_train_steps_agree_with_the_float64_reference(sizes, batch):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-5)
 
 
-def test_k_train_steps_with_every_option_agree_with_the_reference():
+@pytest.mark.parametrize("columns", [False, True], ids=["row shards", "column split"])
+def test_k_train_steps_with_every_option_agree_with_the_reference(columns):
     """Augmentation (scipy.ndimage), dropout masks, label smoothing, one-cycle eta, AdamW, max-norm and
     the average: 14 engine steps over two epochs land where 14 float64 reference steps land."""
     rng = np.random.default_rng(15)
@@ -334,7 +339,7 @@ def test_k_train_steps_with_every_option_agree_with_the_reference():
         order = np.random.default_rng(epoch).permutation(n).astype(np.int64)
         out = np.zeros(steps)
         run_steps(model, adam, ws, grads, images, labels, order, 0, steps, batch, out, lr=2e-3, t0=adam.t,
-                  recipe=r, aug=aug, taps=taps, scratch=scratch, seed=seed, epoch=epoch)
+                  recipe=r, aug=aug, taps=taps, scratch=scratch, seed=seed, epoch=epoch, columns=columns)
         adam.advance(steps)
         losses += list(out)
         for idx in (order[i:i + batch] for i in range(0, n, batch)):
@@ -356,43 +361,65 @@ def test_k_train_steps_with_every_option_agree_with_the_reference():
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-5)
 
 
+def recipe_run(recipe, sizes=(784, 24, 16, 10), n=75, batch=8):
+    """``run(shards, threads, columns=False, rows=n)``: train_steps over the first ``rows`` of a fixed
+    order (``n`` = 75 and batch 8: ten steps, the last of 3 rows) with the plain or the full recipe,
+    from fixed weights; returns (losses, params, average)."""
+    import numba
+    rng = np.random.default_rng(21)
+    images, labels = random_images(rng, n)
+    order = rng.permutation(n).astype(np.int64)
+    full = recipe == "full"
+    aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28) if full else (NO_AUG, NO_TAPS)
+    scratch = np.zeros(augment.scratch_size(28)) if full else NO_SCRATCH
+
+    def run(shards, threads, columns=False, rows=n):
+        b = min(batch, rows)
+        steps = -(-rows // b)
+        model = MLP.initialized(list(sizes), np.random.default_rng(3))
+        adam, losses = Adam(model.num_parameters, ema_decay=0.9 if full else 0.0), np.zeros(steps)
+        adam.start_average(model.params)
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            run_steps(model, adam, model.workspace(b), np.zeros((shards, model.num_parameters), np.float32),
+                      images, labels, order[:rows], 0, steps, b, losses, recipe=FULL_RECIPE if full else PLAIN,
+                      aug=aug, taps=taps, scratch=scratch, seed=4, epoch=1, shards=shards, columns=columns)
+        finally:
+            numba.set_num_threads(before)
+        return losses, model.params, adam.ema
+    return run
+
+
 @pytest.mark.parametrize("recipe", ["plain", "full"])
 def test_shards_give_the_batch_gradient_and_the_thread_count_changes_nothing(recipe):
     """A batch run as two row shards (each its own gradient buffer, summed by the update) lands where
     the batch run whole lands, within float32 round-off; and two shards give the same bits on one
     Numba thread as on two (the short last batch and a one-row batch included)."""
-    import numba
-    rng = np.random.default_rng(21)
-    n, batch = 75, 8  # ten steps, the last of 3 rows
-    images, labels = random_images(rng, n)
-    order = rng.permutation(n).astype(np.int64)
-    steps = -(-n // batch)
-    full = recipe == "full"
-    aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28) if full else (NO_AUG, NO_TAPS)
-    scratch = np.zeros(augment.scratch_size(28)) if full else NO_SCRATCH
-    r = FULL_RECIPE if full else PLAIN
-
-    def run(shards, threads, order=order, batch=batch, steps=steps):
-        model = MLP.initialized([784, 24, 16, 10], np.random.default_rng(3))
-        adam, losses = Adam(model.num_parameters, ema_decay=0.9 if full else 0.0), np.zeros(steps)
-        adam.start_average(model.params)
-        before = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            run_steps(model, adam, model.workspace(batch), np.zeros((shards, model.num_parameters), np.float32),
-                      images, labels, order, 0, steps, batch, losses, recipe=r, aug=aug, taps=taps,
-                      scratch=scratch, seed=4, epoch=1, shards=shards)
-        finally:
-            numba.set_num_threads(before)
-        return losses, model.params, adam.ema
-
-    whole, one_thread, two_threads = run(1, 1), run(2, 1), run(2, min(2, numba.config.NUMBA_NUM_THREADS))
+    run = recipe_run(recipe)
+    whole, one_thread, two_threads = run(1, 1), run(2, 1), run(2, 2)
     for a, b in zip(one_thread, two_threads):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(one_thread[0], whole[0], rtol=1e-5)
     np.testing.assert_allclose(one_thread[1], whole[1], rtol=1e-3, atol=1e-5)
-    single = run(2, 2, order=order[:1], batch=1, steps=1)  # one row: one shard, the other buffer unused
-    np.testing.assert_allclose(single[0], run(1, 1, order=order[:1], batch=1, steps=1)[0], rtol=1e-6)
+    single = run(2, 2, rows=1)  # one row: one shard, the other buffer unused
+    np.testing.assert_allclose(single[0], run(1, 1, rows=1)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", ["plain", "full"])
+def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe):
+    """The column split (layers cut by units into tile-aligned parts: 40 units as 16 + 24, 24 as 16 + 8)
+    lands where the batch run whole lands, within float32 round-off, and gives the same bits on one
+    Numba thread as on two (the short last batch and a one-row batch included)."""
+    run = recipe_run(recipe, sizes=(784, 40, 24, 10))
+    whole, one_thread, two_threads = run(1, 1), run(2, 1, columns=True), run(2, 2, columns=True)
+    for a, b in zip(one_thread, two_threads):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one_thread[0], whole[0], rtol=1e-5)
+    np.testing.assert_allclose(one_thread[1], whole[1], rtol=1e-3, atol=1e-5)
+    for a, b in zip(run(2, 1, columns=True, rows=1), run(2, 2, columns=True, rows=1)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(run(2, 2, columns=True, rows=1)[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
 def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
@@ -442,7 +469,8 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
     """Numba's allocator counts every allocation (its statistics switched on). A call of 1 step and a
     call of 9 steps allocate exactly the same: only the wrappers of the array arguments, one
     each, made when the call starts; the steps themselves allocate nothing, with the plain recipe
-    and with every option on (augmentation, dropout, smoothing, AdamW, max-norm, average, schedule)."""
+    and with every option on (augmentation, dropout, smoothing, AdamW, max-norm, average, schedule),
+    as row shards and in the column split."""
     code = textwrap.dedent("""
         import numpy as np
         from numba.core.runtime import _nrt_python, rtsys
@@ -464,23 +492,25 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
         plain, full = np.zeros(kernels.R_LEN), np.array(%r)
         aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28)
         scratch = np.zeros((2, augment.scratch_size(28)))
-        def call(k, recipe, aug, taps):
+        def call(k, recipe, aug, taps, columns):
             before = rtsys.get_allocation_stats().alloc
             step_kernels.train_steps(model.params, g, adam.m, adam.v, ema, model.layout, images, labels, order, 0,
                                      k, 32, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0,
-                                     losses, recipe, aug, taps, scratch, out, 7, 1)
+                                     losses, recipe, aug, taps, scratch, out, 7, 1, columns)
             return rtsys.get_allocation_stats().alloc - before
-        call(1, plain, np.zeros(0), np.ones(1))  # compile / load from cache
-        one, nine = call(1, plain, np.zeros(0), np.ones(1)), call(9, plain, np.zeros(0), np.ones(1))
-        full_one, full_nine = call(1, full, aug, taps), call(9, full, aug, taps)
+        call(1, plain, np.zeros(0), np.ones(1), False)  # compile / load from cache
+        for columns in (False, True):
+            one = call(1, plain, np.zeros(0), np.ones(1), columns)
+            nine = call(9, plain, np.zeros(0), np.ones(1), columns)
+            full_one, full_nine = call(1, full, aug, taps, columns), call(9, full, aug, taps, columns)
+            print(one, nine, full_one, full_nine)
         assert [b.ctypes.data for b in buffers] == ids
-        print(one, nine, full_one, full_nine)
     """ % (FULL_RECIPE.tolist(),))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    one, nine, full_one, full_nine = map(int, out.stdout.split())
+    counts = list(map(int, out.stdout.split()))
     n_array_args = 21
-    assert one == nine == full_one == full_nine == n_array_args
+    assert counts == [n_array_args] * 8, counts
 
 
 def test_kernels_compile_once_per_argument_type():
