@@ -86,15 +86,19 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # ----------------------------------------------------------------------------- column split
 
 @njit(cache=True, error_model="numpy")
-def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p):
+def layer_columns(params, layout, l, x, z, h, d, act_off, m, j0, j1, idx, seed, epoch, p):
     """Hidden layer l's forward pass for its units j0..j1-1 and all m rows: ``z[:, J] = inp @ W[J].T + b[J]``
     and ``h[:, J] = max(z[:, J], 0)``, with dropout p as :func:`fastmlp.kernels.linear_relu_dropout_forward`
-    (the same random numbers: stream ``STREAM_DROPOUT + l + 1``, keyed by ``idx`` and the unit)."""
+    (the same random numbers: stream ``STREAM_DROPOUT + l + 1``, keyed by ``idx`` and the unit).
+
+    The product is taken transposed, ``W[J] @ inp.T`` (|J|, m), into the layer's ``d`` block (free
+    until the backward pass), then added to the bias into z: measured faster with OpenBLAS than
+    writing ``z[:, J]`` directly (up to 12% at 1024 inputs)."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     inp, inp_off = (x, 0) if l == 0 else (h, act_off[l - 1])
     zo = act_off[l]
-    gemm(False, True, m, j1 - j0, n_in, inp, inp_off, n_in, params, layout[l, W_OFF] + j0 * n_in, n_in, z, zo + j0,
-         n_out, 0.0)
+    gemm(False, True, j1 - j0, m, n_in, params, layout[l, W_OFF] + j0 * n_in, n_in, inp, inp_off, n_in, d,
+         zo + j0 * m, m, 0.0)
     b = params[layout[l, B_OFF]:layout[l, B_OFF] + n_out]
     thr, keep = _drop_threshold(p), np.float32(1.0 / (1.0 - p))
     for i in range(m):
@@ -102,7 +106,7 @@ def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epo
         if p > 0:
             key = example_key(seed, epoch, idx[i], STREAM_DROPOUT + l + 1)
             for j in range(j0, j1):
-                v = z[row + j] + b[j]
+                v = d[zo + j * m + i] + b[j]
                 if bits24(key, j) < thr:
                     z[row + j] = -np.inf
                     h[row + j] = 0.0
@@ -111,7 +115,7 @@ def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epo
                     h[row + j] = v * keep if v > 0 else np.float32(0.0)
         else:
             for j in range(j0, j1):
-                v = z[row + j] + b[j]
+                v = d[zo + j * m + i] + b[j]
                 z[row + j] = v
                 h[row + j] = v if v > 0 else np.float32(0.0)
 
@@ -167,7 +171,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     for l in range(L - 1):
         for s in prange(parts):
             j0, j1 = split_bounds(layout[l, N_OUT], parts, s)
-            layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid)
+            layer_columns(params, layout, l, x, z, h, d, act_off, m, j0, j1, idx, seed, epoch, p_hid)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
