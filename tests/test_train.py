@@ -260,10 +260,10 @@ def test_augmentation_needs_square_images():
         train(small_config(augment="affine"), data)
 
 
-@pytest.mark.parametrize("batch,columns", [(50, True), (128, False)], ids=["column split", "row shards"])
+@pytest.mark.parametrize("batch,columns", [(25, True), (128, False)], ids=["column split", "row shards"])
 def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(batch, columns):
     """Random numbers are keyed by (seed, epoch, example), and every batch is cut into the same parts
-    (by the shape: units for 50 rows, rows for 128) whichever thread runs each: the same seed gives
+    (by the shape: units for 25 rows, rows for 128) whichever thread runs each: the same seed gives
     the same history, bit for bit, on one thread as on two (``--threads 1`` and ``--threads 2``) and
     when the trainer picks the count itself."""
     from fastmlp.threads import limit_threads
