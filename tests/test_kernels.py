@@ -422,6 +422,17 @@ def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_
     np.testing.assert_allclose(run(2, 2, columns=True, rows=1)[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("sizes,batch,columns", [
+    ((784, 100, 10), 32, True), ((784, 256, 128, 10), 128, True), ((784, 1024, 1024, 10), 128, True),
+    ((784, 1024, 10), 256, True), ((784, 100, 10), 128, False), ((784, 100, 10), 200, False),
+    ((784, 16, 10), 32, False), ((784, 10), 8, False), ((100, 256, 128, 10), 32, False),
+    ((784, 1024, 1024, 10), 512, False)])
+def test_the_split_is_chosen_by_the_shape_alone(sizes, batch, columns):
+    """Units are split when the first hidden layer is at least as wide as the batch is long (four times
+    beyond 128 rows) and the inputs are many; otherwise rows. Never the machine: it decides the rounding."""
+    assert step_kernels.column_split(sizes, batch) is columns
+
+
 def test_train_steps_stop_at_a_non_finite_loss_and_mark_the_rest_nan():
     rng = np.random.default_rng(9)
     images, labels = random_images(rng, 64)
