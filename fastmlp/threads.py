@@ -129,8 +129,11 @@ class ThreadChooser:
     """The thread count of the next training call: ``fixed`` when given, else the faster of ``most``
     and 1 as the calls themselves measure it.
 
-    At the start each count runs (its first call not counted: it starts threads and warms caches)
-    and the faster becomes the incumbent. From then on the incumbent runs, and the other count is
+    At the start the counts take turns, each until it has ``START_CALLS`` counted calls (its
+    first call not counted: it starts threads and warms caches), and the count with the fastest
+    single call becomes the incumbent: a disturbance only ever slows a call, so one unlucky
+    call does not hand a whole short run to the slower count (measured: in about one process in
+    four, the first counted two-thread call ran at half speed). From then on the incumbent runs, and the other count is
     given one call (a probe) when it is due: ``probe_seconds`` of training after its last call,
     twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
     ``MAX_PROBE_SECONDS``), and at once when the incumbent's last call ran below
@@ -140,6 +143,7 @@ class ThreadChooser:
     that pauses (evaluation, other work in the process) does not probe more often.
     """
 
+    START_CALLS = 2
     LOSS_MARGIN = 0.8
     SLOWDOWN = 0.7
     MAX_PROBE_SECONDS = 32.0
@@ -183,12 +187,12 @@ class ThreadChooser:
                     self.interval[threads] = min(2 * self.interval[threads], self.MAX_PROBE_SECONDS)
             elif before is not None and rate < self.SLOWDOWN * before:
                 slowed = True
-        untried = [c for c in self.counts if not self.rates[c]]
-        if untried:
-            self.current = untried[0]
-            return
         if self.incumbent is None:
-            self.incumbent = max(self.counts, key=self.rate)
+            starting = [c for c in self.counts if len(self.rates[c]) < self.START_CALLS]
+            if starting:  # take turns: the count with the fewest calls so far (warm-up included)
+                self.current = min(starting, key=lambda c: len(self.rates[c]) + (c in self.warm))
+                return
+            self.incumbent = max(self.counts, key=lambda c: max(self.rates[c]))
         due = [c for c in self.counts if c != self.incumbent
                and (slowed or self.trained - self.ran_at[c] >= self.interval[c])]
         self.current = due[0] if due else self.incumbent

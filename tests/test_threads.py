@@ -18,8 +18,8 @@ def run(chooser, rates, calls, seconds_per_call=0.1):
 def test_both_counts_are_tried_then_the_faster_runs_with_a_probe_every_few_seconds():
     chooser = ThreadChooser(2, probe_seconds=2.0)
     used = run(chooser, {2: 180_000, 1: 130_000}, 100)
-    assert used[:4] == [2, 2, 1, 1]  # the first call of each count only warms up
-    later = used[4:]
+    assert used[:6] == [2, 1, 2, 1, 2, 1]  # turns: a warm-up call each, then two counted calls each
+    later = used[6:]
     assert 1 <= later.count(1) <= len(later) * 0.1 / 2.0 + 1  # one probe per 2 s of training in 0.1 s calls
     assert later.count(2) > 0.9 * len(later)
 
@@ -27,8 +27,17 @@ def test_both_counts_are_tried_then_the_faster_runs_with_a_probe_every_few_secon
 def test_a_count_that_keeps_losing_by_far_is_probed_less_and_less_often():
     chooser = ThreadChooser(2, probe_seconds=2.0)
     used = run(chooser, {2: 14_000, 1: 7_000}, 600)  # 60 s of training; one thread at half speed
-    probes = used[4:].count(1)
+    probes = used[6:].count(1)
     assert 2 <= probes <= 6  # after 2, 4, 8, 16, 32 s: not 30 probes
+
+
+def test_one_slow_call_at_the_start_does_not_hand_the_run_to_the_slower_count():
+    """A disturbance only slows a call: the start judges each count by its fastest call."""
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    run(chooser, {2: 180_000, 1: 130_000}, 2)  # the warm-up calls
+    chooser.record(2, 8_000, 0.1)  # the first counted two-thread call ran at 80k samples/s
+    used = run(chooser, {2: 180_000, 1: 130_000}, 13)
+    assert used[:3] == [1, 2, 1] and used[3:] == [2] * 10
 
 
 def test_a_sudden_slowdown_of_the_incumbent_is_probed_at_once():
