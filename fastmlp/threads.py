@@ -148,7 +148,7 @@ class ThreadChooser:
     SLOWDOWN = 0.7
     MAX_PROBE_SECONDS = 32.0
 
-    def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 2.0):
+    def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 0.5):
         self.counts = [fixed] if fixed is not None else ([most, 1] if most > 1 else [1])
         self.rates: dict[int, list[float]] = {c: [] for c in self.counts}
         self.probe_seconds = probe_seconds
