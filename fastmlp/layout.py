@@ -26,7 +26,8 @@ def shard_bounds(m, n_shards, s):
 
 
 # The column split (see fastmlp.step_kernels) cuts a layer's units into SHARDS parts on multiples
-# of COLUMN_TILE floats (64 bytes), so that no cache line is written by two threads.
+# of COLUMN_TILE floats (64 bytes, a cache line) from the start of each row: two parts share at
+# most the one line a row boundary falls in when rows are not whole lines.
 COLUMN_TILE = 16
 
 

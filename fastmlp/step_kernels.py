@@ -12,11 +12,11 @@ the S parts by units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each w
 batch's rows: a hidden layer's forward pass by its outputs, ``z[:, J] = x @ W[J].T + b[J]``, then
 ReLU; the backward pass by the units below a layer, ``dx[:, I] = dz @ W[:, I]``, then the layer
 below's ReLU mask and bias gradient on those columns and its weight gradient's rows,
-``dW'[I] = dz'[:, I].T @ x'``. No part's result needs another's, so there is one gradient buffer (``shard_grads[0]``)
-and nothing to sum; gather and the last layer with its loss run as row shards. It costs a parallel
-region per phase (2 L for L layers) and runs every GEMM on all rows, which is where
-single-threaded BLAS is fastest: measured faster than row shards for wide layers, slower for small
-ones.
+``dW'[I] = dz'[:, I].T @ x'``. No part's result needs another's, so there is one gradient
+buffer (``shard_grads[0]``) and nothing to sum; gather and the last layer with its loss run as
+row shards. It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all
+rows, which is where single-threaded BLAS is fastest: measured faster than row shards for wide
+layers, slower for narrow ones.
 
 Nothing either split computes depends on which thread runs a part, nor on how many threads there
 are: the history of a run is the same on one thread as on two, bit for bit. The split is a

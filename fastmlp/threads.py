@@ -132,12 +132,12 @@ class ThreadChooser:
     At the start the counts take turns, each until it has ``START_CALLS`` counted calls (its
     first call not counted: it starts threads and warms caches), and the count with the fastest
     single call becomes the incumbent: a disturbance only ever slows a call, so one unlucky
-    call does not hand a whole short run to the slower count (measured: in about one process in
-    four, the first counted two-thread call ran at half speed). From then on the incumbent runs, and the other count is
-    given one call (a probe) when it is due: ``probe_seconds`` of training after its last call,
-    twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
-    ``MAX_PROBE_SECONDS``), and at once when the incumbent's last call ran below
-    ``SLOWDOWN`` times its recent median (a neighbour may have arrived). A probe takes over when
+    call does not hand a whole short run to the slower count (measured: in 2 of 6 processes the
+    first counted two-thread call ran at half speed). From then on the incumbent runs, and the
+    other count is given one call (a probe) when it is due: ``probe_seconds`` of training after
+    its last call, twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
+    ``MAX_PROBE_SECONDS``), and at once when the incumbent's last call ran below ``SLOWDOWN``
+    times its recent median (a neighbour may have arrived). A probe takes over when
     it beats the incumbent's recent rate (the median of its last three calls, so one disturbed
     call does not decide). Time is counted in training seconds (the calls' own), so a trainer
     that pauses (evaluation, other work in the process) does not probe more often.
