@@ -2,7 +2,9 @@
 own calls measure them, and notices within seconds when that changes (a neighbour starts or stops);
 a fixed count never changes. The calls here are made up: their rates and durations are given."""
 
-from fastmlp.threads import ThreadChooser, fixed_threads, limit_threads
+import os
+
+from fastmlp.threads import ThreadChooser, fixed_threads, limit_threads, single_threaded_blas, thread_env
 
 
 def run(chooser, rates, calls, seconds_per_call=0.1):
@@ -86,3 +88,13 @@ def test_limit_threads_fixes_the_count_while_it_holds():
     assert fixed_threads() is None
     with limit_threads(None):
         assert fixed_threads() is None
+
+
+def test_the_command_starts_blas_single_threaded_with_its_idle_threads_asleep_whatever_the_environment(monkeypatch):
+    for name, value in (("OPENBLAS_NUM_THREADS", "8"), ("MKL_NUM_THREADS", "8"), ("OPENBLAS_THREAD_TIMEOUT", "28")):
+        monkeypatch.setenv(name, value)  # restored after the test
+    single_threaded_blas()
+    assert [os.environ[n] for n in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")] == \
+        ["1", "1", "4"]
+    assert thread_env(3) == {"NUMBA_NUM_THREADS": "3", "OMP_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": "4",
+                             "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
