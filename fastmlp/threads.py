@@ -144,8 +144,9 @@ class ThreadChooser:
     first counted two-thread call ran at half speed). From then on the incumbent runs, and the
     other count is given one call (a probe) when it is due: ``probe_seconds`` of training after
     its last call, twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
-    ``MAX_PROBE_SECONDS``), and at once when the incumbent's last call ran below ``SLOWDOWN``
-    times its recent median (a neighbour may have arrived). A probe takes over when
+    ``MAX_PROBE_SECONDS``), and at once when the incumbent's last ``SLOW_CALLS`` calls all ran
+    below ``SLOWDOWN`` times its recent median (a neighbour may have arrived; one slow call
+    alone is too common on a shared machine to pay a probe for). A probe takes over when
     it beats the incumbent's recent rate (the median of its last three calls, so one disturbed
     call does not decide). Time is counted in training seconds (the calls' own), so a trainer
     that pauses (evaluation, other work in the process) does not probe more often.
@@ -154,6 +155,7 @@ class ThreadChooser:
     START_CALLS = 2
     LOSS_MARGIN = 0.8
     SLOWDOWN = 0.7
+    SLOW_CALLS = 2
     MAX_PROBE_SECONDS = 32.0
 
     def __init__(self, most: int, fixed: int | None = None, probe_seconds: float = 0.5):
@@ -164,6 +166,7 @@ class ThreadChooser:
         self.trained = 0.0  # seconds of training calls so far
         self.ran_at = {c: -float("inf") for c in self.counts}
         self.warm: set[int] = set()
+        self.slow_calls = 0  # the incumbent's consecutive slow calls
         self.incumbent: int | None = None if len(self.counts) > 1 else self.counts[0]
         self.current = self.counts[0]
 
@@ -187,6 +190,7 @@ class ThreadChooser:
             self.rates[threads].append(rate)
             del self.rates[threads][:-3]
             if self.incumbent is not None and threads != self.incumbent:  # a probe
+                self.slow_calls = 0
                 incumbent_rate = self.rate(self.incumbent)
                 if rate > incumbent_rate:
                     self.incumbent = threads
@@ -194,7 +198,10 @@ class ThreadChooser:
                 elif rate < self.LOSS_MARGIN * incumbent_rate:
                     self.interval[threads] = min(2 * self.interval[threads], self.MAX_PROBE_SECONDS)
             elif before is not None and rate < self.SLOWDOWN * before:
-                slowed = True
+                self.slow_calls += 1
+                slowed = self.slow_calls >= self.SLOW_CALLS
+            else:
+                self.slow_calls = 0
         if self.incumbent is None:
             starting = [c for c in self.counts if len(self.rates[c]) < self.START_CALLS]
             if starting:  # take turns: the count with the fewest calls so far (warm-up included)
