@@ -16,20 +16,22 @@ SCHED_CONSTANT, SCHED_COSINE, SCHED_ONECYCLE = 0, 1, 2
 
 # ----------------------------------------------------------------------------- Adam
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _adam_element(p, g, m, v, beta1, beta2, step, scale, eps, decay):
+    # One element's Adam step: (p, m, v) after the gradient g; decay 1 (exact in float32) is plain Adam.
+    mi = beta1 * m + (np.float32(1.0) - beta1) * g
+    vi = beta2 * v + (np.float32(1.0) - beta2) * (g * g)
+    return decay * p - step * mi / (np.sqrt(vi) * scale + eps), mi, vi
+
+
 @njit(cache=True, error_model="numpy")
 def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps, decay):
-    # p <- decay p - step m / (sqrt(v) scale + eps); decay 1 (exact in float32) is plain Adam.
+    # p <- decay p - step m / (sqrt(v) scale + eps), element by element (_adam_element).
     # Loops index from 0: with a start of unknown sign Numba keeps negative-index wraparound,
     # which stops LLVM from vectorizing (10x slower here).
-    b1c = np.float32(1.0) - beta1
-    b2c = np.float32(1.0) - beta2
     for i in range(params.shape[0]):
-        g = grads[i]
-        mi = beta1 * m[i] + b1c * g
-        vi = beta2 * v[i] + b2c * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] = decay * params[i] - step * mi / (np.sqrt(vi) * scale + eps)
+        params[i], m[i], v[i] = _adam_element(params[i], grads[i], m[i], v[i], beta1, beta2, step, scale, eps,
+                                              decay)
 
 
 @njit(cache=True, error_model="numpy")
@@ -52,15 +54,9 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
 @njit(cache=True, error_model="numpy")
 def _adam_block2(params, g0, g1, m, v, beta1, beta2, step, scale, eps):
     # _adam_block of the gradient g0 + g1 (two shards' sums, added in this order), decay 1.
-    b1c = np.float32(1.0) - beta1
-    b2c = np.float32(1.0) - beta2
     for i in range(params.shape[0]):
-        g = g0[i] + g1[i]
-        mi = beta1 * m[i] + b1c * g
-        vi = beta2 * v[i] + b2c * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] = params[i] - step * mi / (np.sqrt(vi) * scale + eps)
+        params[i], m[i], v[i] = _adam_element(params[i], g0[i] + g1[i], m[i], v[i], beta1, beta2, step, scale, eps,
+                                              np.float32(1.0))
 
 
 @njit(cache=True, error_model="numpy")
