@@ -227,8 +227,9 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     correctly classified examples over all the steps. Stops early, leaving ``losses`` NaN from
     there, when a loss is not finite (with no update from that step).
 
-    ``shard_grads`` (S, P) and ``scratch`` (S, augmentation scratch) hold one row per shard (the
-    column split uses ``shard_grads[0]`` alone), ``shard_out`` (2, S) float64 the shards' loss sums and counts. ``recipe`` (float64, indices
+    ``shard_grads`` (S, P) and ``scratch`` (S, augmentation scratch) hold one row per shard
+    (``shard_grads`` may have a single row for the column split, which uses ``shard_grads[0]``
+    alone), ``shard_out`` (2, S) float64 the shards' loss sums and counts. ``recipe`` (float64, indices
     ``R_*``) holds the options, all 0 for the plain recipe: eta at step t is
     ``lr_at_step(recipe[R_SCHEDULE], lr, t - 1, warmup, total, floor)``; dropout on the input and
     hidden layers; label smoothing; scikit-learn's L2 penalty ``recipe[R_ALPHA]``: a batch of m
@@ -247,7 +248,7 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
         lo = (first + s) * batch_size
         hi = min(lo + batch_size, order.shape[0])
         m = hi - lo
-        n_shards = min(shard_grads.shape[0], m)
+        n_shards = min(shard_out.shape[1], m)  # row shards of the gather and the loss, in either split
         if columns:
             column_step(params, shard_grads[0], layout, images, labels, order[lo:hi], x, y, z, h, d, act_off, aug,
                         taps, scratch, seed, epoch, p_in, p_hid, smoothing, shard_out)

@@ -232,12 +232,13 @@ class Trainer:
         self.progress = progress or Progress(enabled=False)
         rng = np.random.default_rng(config.seed)
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
-        #: one gradient buffer per row shard of a batch (see :mod:`fastmlp.step_kernels`)
-        self.shard_grads = np.zeros((step_kernels.SHARDS, self.model.num_parameters), np.float32)
-        self.grads = self.shard_grads[0]
-        self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
         #: the split of each step's work (see :mod:`fastmlp.step_kernels`): by the shape, never the machine
         self.columns = step_kernels.column_split(self.model.sizes, config.batch_size)
+        #: one gradient buffer per row shard of a batch; the column split needs only one
+        self.shard_grads = np.zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters),
+                                    np.float32)
+        self.grads = self.shard_grads[0]
+        self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
                          config.weight_decay, config.max_norm, config.ema)
         self.adam.start_average(self.model.params)
