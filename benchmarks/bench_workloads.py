@@ -45,6 +45,21 @@ def config_name(hidden, batch_size: int) -> str:
     return f"[{','.join(str(h) for h in hidden)}]/{batch_size}"
 
 
+def select_configs(spec: str | None) -> list:
+    """The configurations named in ``spec`` ('100/32 1024,1024/128'; None: all of CONFIGS), in
+    CONFIGS' order; ValueError when it names none of them."""
+    if not spec:
+        return list(CONFIGS)
+    names = spec.split()
+
+    def label(c):
+        return f"{','.join(map(str, c[0]))}/{c[1]}"
+    chosen = [c for c in CONFIGS if label(c) in names]
+    if not chosen:
+        raise ValueError(f"--configs: none of {names} is one of {[label(c) for c in CONFIGS]}")
+    return chosen
+
+
 def layer_sizes(hidden) -> list[int]:
     return [N_FEATURES, *hidden, N_CLASSES]
 

@@ -652,14 +652,10 @@ def parse_args(argv=None):
                                  "gemm"}
     if unknown:
         p.error(f"unknown --peers {sorted(unknown)}")
-    configs = list(wl.CONFIGS)
-    if args.configs:
-        names = args.configs.split()
-        configs = [c for c in configs if f"{','.join(map(str, c[0]))}/{c[1]}" in names]
-        if not configs:
-            p.error(f"--configs: none of {names} is one of "
-                    f"{[','.join(map(str, c[0])) + '/' + str(c[1]) for c in wl.CONFIGS]}")
-    args.config_list = configs
+    try:
+        args.config_list = wl.select_configs(args.configs)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 

@@ -98,8 +98,7 @@ def timed_workload(name, X, y, Xt, yt, rounds: int) -> dict:
             clf.set_params(random_state=r)
             times[label].append(fit_seconds(clf, X, y))
             accs[label].append(clf.score(Xt, yt))
-            acc = {k: v[-1] for k, v in accs.items() if v}
-            print(f"  {name} round {r + 1}: {label} {times[label][-1]:.2f} s, test accuracy {acc[label]:.4f}",
+            print(f"  {name} round {r + 1}: {label} {times[label][-1]:.2f} s, test accuracy {accs[label][-1]:.4f}",
                   file=sys.stderr)
     floor = gemm_floor_seconds(len(X), [X.shape[1], *HIDDEN, len(np.unique(y))], BATCH, EPOCHS)
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -142,12 +142,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="for --repeat (default: $FASTMLP_DATA_DIR)")
     p.add_argument("--out", default=None, help="also write the markdown here")
     args = p.parse_args(argv)
-    configs = list(wl.CONFIGS)
-    if args.configs:
-        names = args.configs.split()
-        configs = [c for c in configs if f"{','.join(map(str, c[0]))}/{c[1]}" in names]
-        if not configs:
-            p.error(f"--configs: none of {names} is a known configuration")
+    try:
+        configs = wl.select_configs(args.configs)
+    except ValueError as err:
+        p.error(str(err))
     lines = ["# fastmlp's thread policy", "",
              f"- {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start; "
              f"{time.strftime('%Y-%m-%d %H:%M %Z')}", ""]
