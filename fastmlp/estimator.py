@@ -283,8 +283,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """The run's bookkeeping, continued from the estimator's unless this is a first pass.
 
         A first pass draws fresh weights as scikit-learn does (:func:`glorot_init`); otherwise the
-        fitted weights are copied in. ``partial_fit`` also continues Adam's moments and step count (a fit, warm or not,
-        starts a fresh Adam, as scikit-learn's does).
+        fitted weights are copied in. ``partial_fit`` also continues Adam's moments and step count
+        (a fit, warm or not, starts a fresh Adam, as scikit-learn's does).
         """
         if first_pass:
             glorot_init(trainer.model, np.random.default_rng(trainer.config.seed))

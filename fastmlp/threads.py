@@ -6,9 +6,9 @@ it, and while it holds, :func:`fixed_threads` tells the trainer to use exactly t
 :func:`thread_env` gives the environment variables a child interpreter must start with so that
 its BLAS and Numba pools have that size from the first import.
 
-The policy, when no count is fixed: a training step runs as row shards on Numba's threads with
-single-threaded BLAS (:mod:`fastmlp.step_kernels`), and its results do not depend on the thread
-count. So :class:`ThreadChooser` may pick the count by measuring, while the run goes, without
+The policy, when no count is fixed: a training step runs as fixed parts (row shards or the
+column split) on Numba's threads with single-threaded BLAS (:mod:`fastmlp.step_kernels`), and its
+results do not depend on the thread count. So :class:`ThreadChooser` may pick the count by measuring, while the run goes, without
 changing a single number of the history: on an idle machine all cores win; when another process
 keeps a core busy, threads that wait for each other lose, and one thread takes over.
 """
@@ -41,12 +41,11 @@ def thread_env(threads: int) -> dict[str, str]:
 def single_threaded_blas() -> None:
     """Make the BLAS libraries of this process start with one thread (before NumPy is imported).
 
-    fastmlp's kernels run their own row shards on Numba's threads and call BLAS from each with
-    one thread; a BLAS thread pool only competes with them. Measured with OpenBLAS at
-    784-256-128-10 / 128: in processes whose pool started with two threads, two-thread training
-    ran at half speed in 3 of 8; started single-threaded, 6 of 6 ran at full speed. So the
-    command sets these variables for itself, whatever the environment says (``--threads`` sets
-    the count).
+    fastmlp's kernels split each step on Numba's threads and call BLAS from each with one thread;
+    a BLAS thread pool only competes with them. Measured with OpenBLAS at 784-256-128-10 / 128:
+    in processes whose pool started with two threads, two-thread training ran at half speed in 3
+    of 8; started single-threaded, 6 of 6 ran at full speed. So the command sets these variables
+    for itself, whatever the environment says (``--threads`` sets the count).
 
     It also sets ``OPENBLAS_THREAD_TIMEOUT`` to its minimum. OpenBLAS's pool thread, started once by
     :func:`fastmlp.step_kernels.start_blas_threads`, would otherwise spin for about 0.1 s after
