@@ -33,6 +33,15 @@ def test_a_count_that_keeps_losing_by_far_is_probed_less_and_less_often():
     assert 2 <= probes <= 6  # after 2, 4, 8, 16, 32 s: not 30 probes
 
 
+def test_a_count_that_lost_the_start_by_far_waits_twice_as_long_for_its_first_probe():
+    """The start is each count's first probe: one thread at half speed is next tried after 2x
+    probe_seconds; one that lost narrowly (within LOSS_MARGIN) after probe_seconds."""
+    far = run(ThreadChooser(2, probe_seconds=1.0), {2: 14_000, 1: 7_000}, 40)[6:]  # 3.4 s after the start
+    assert far.index(1) == 20  # after 2 s of training in 0.1 s calls
+    near = run(ThreadChooser(2, probe_seconds=1.0), {2: 14_000, 1: 12_000}, 40)[6:]
+    assert near.index(1) == 10
+
+
 def test_one_slow_call_at_the_start_does_not_hand_the_run_to_the_slower_count():
     """A disturbance only slows a call: the start judges each count by its fastest call."""
     chooser = ThreadChooser(2, probe_seconds=2.0)
