@@ -13,7 +13,8 @@ Activations live in a workspace preallocated for a batch size B: ``x`` (B * n_0 
 (B labels) and, per layer,
 blocks of B * n_out floats in ``z`` (pre-activations), ``h`` (ReLU outputs) and ``d`` (gradients
 with respect to the layer's output), at offsets ``act_off[l]``. A batch of m <= B rows uses the
-first m rows of each block, so a short last batch needs no new buffer.
+first m rows of each block, so a short last batch needs no new buffer (the column split of
+:mod:`fastmlp.step_kernels` keeps hidden layers' blocks feature-major: (n_out, m)).
 
 The training recipe's options (augmentation, dropout, label smoothing, weight decay, max-norm,
 weight averaging, per-step schedules) ride in :func:`fastmlp.step_kernels.train_steps`'s ``recipe``

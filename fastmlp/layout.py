@@ -2,7 +2,8 @@
 
 ``layout`` is an int64 array with one row per layer: ``(n_in, n_out, w_off, b_off)`` into a
 flat float32 buffer ``[W1 | b1 | W2 | b2 | ...]`` (parameters, gradients, Adam's moments, the
-weight average: all share it). Activation blocks of a workspace are (B, n) row-major slices.
+weight average: all share it). Activation blocks of a workspace are (B, n) row-major slices (the
+column split of :mod:`fastmlp.step_kernels` stores hidden layers' blocks transposed, (n, m)).
 """
 
 from __future__ import annotations

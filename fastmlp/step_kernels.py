@@ -9,14 +9,15 @@ the layout of ``params``); the update then reads ``g = shard_grads[0] + shard_gr
 
 **Column split** (wide layers, :func:`fastmlp.layout.column_split`). Every GEMM is cut between
 the S parts by units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each with all the
-batch's rows: a hidden layer's forward pass by its outputs, ``z[:, J] = x @ W[J].T + b[J]``, then
-ReLU; the backward pass by the units below a layer, ``dx[:, I] = dz @ W[:, I]``, then the layer
-below's ReLU mask and bias gradient on those columns and its weight gradient's rows,
-``dW'[I] = dz'[:, I].T @ x'``. No part's result needs another's, so there is one gradient
-buffer (``shard_grads[0]``) and nothing to sum; gather and the last layer with its loss run as
-row shards. It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all
-rows, which is where single-threaded BLAS is fastest: measured faster than row shards for wide
-layers, slower for narrow ones.
+batch's rows: a hidden layer's forward pass by its outputs, ``z^T[J] = W[J] @ x^T + b[J]``, then
+ReLU; the backward pass by the units below a layer, ``dx^T[I] = W[:, I]^T @ dz^T``, then the layer
+below's ReLU mask and bias gradient on those units and its weight gradient's rows,
+``dW'[I] = dz'^T[I] @ x'``. Hidden layers' activations are stored feature-major (a unit's m
+values contiguous), so every part reads and writes whole rows. No part's result needs another's,
+so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; gather and the last
+layer with its loss run as row shards. It costs a parallel region per phase (2 L for L layers)
+and runs every GEMM on all rows, which is where single-threaded BLAS is fastest: measured faster
+than row shards for wide layers, slower for narrow ones.
 
 Nothing either split computes depends on which thread runs a part, nor on how many threads there
 are: the history of a run is the same on one thread as on two, bit for bit. The split is a
@@ -37,7 +38,7 @@ from .blas import gemm
 from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_NORM, R_SCHEDULE, R_SMOOTHING,
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
-from .layout import (B_OFF, COLUMN_TILE, N_IN, N_OUT, SHARDS, W_OFF, block_view,  # noqa: F401  (the Trainer's)
+from .layout import (B_OFF, N_IN, N_OUT, SHARDS, W_OFF, block_view,  # noqa: F401  (the Trainer's)
                      column_split, rows_view, shard_bounds, split_bounds)
 from .update_kernels import adam_update_shards, adamw_update, l2_penalty_grad, lr_at_step, sum_shards
 
@@ -85,82 +86,134 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 
 
 # ----------------------------------------------------------------------------- column split
+# A hidden layer's blocks (z, h, d) are feature-major here: unit j's m values at ``off + j m``
+# (the (m, n) block's transpose, same size). ``x`` and the last layer's blocks stay row-major.
 
 @njit(cache=True, error_model="numpy")
-def layer_columns(params, layout, l, x, z, h, d, act_off, m, j0, j1, idx, seed, epoch, p):
-    """Hidden layer l's forward pass for its units j0..j1-1 and all m rows: ``z[:, J] = inp @ W[J].T + b[J]``
-    and ``h[:, J] = max(z[:, J], 0)``, with dropout p as :func:`fastmlp.kernels.linear_relu_dropout_forward`
-    (the same random numbers: stream ``STREAM_DROPOUT + l + 1``, keyed by ``idx`` and the unit).
+def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p):
+    """Hidden layer l's forward pass for its units j0..j1-1 and all m rows, feature-major:
+    ``z^T[J] = W[J] @ inp^T + b[J]`` (|J|, m) and ``h^T[J] = max(z^T[J], 0)``, with dropout p as
+    :func:`fastmlp.kernels.linear_relu_dropout_forward` (the same random numbers: stream
+    ``STREAM_DROPOUT + l + 1``, keyed by ``idx`` and the unit). inp is ``x`` (row-major) for the
+    first layer, ``h^T`` of the layer below after.
 
-    The product is taken transposed, ``W[J] @ inp.T`` (|J|, m), into the layer's ``d`` block (free
-    until the backward pass), then added to the bias into z: measured faster with OpenBLAS than
-    writing ``z[:, J]`` directly (up to 12% at 1024 inputs)."""
+    The product lands in the units' own rows, so bias and ReLU run along contiguous rows (writing
+    row-major ``z[:, J]`` instead needs a transposing pass, or a product measured up to 12% slower)."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
-    inp, inp_off = (x, 0) if l == 0 else (h, act_off[l - 1])
     zo = act_off[l]
-    gemm(False, True, j1 - j0, m, n_in, params, layout[l, W_OFF] + j0 * n_in, n_in, inp, inp_off, n_in, d,
-         zo + j0 * m, m, 0.0)
+    w = layout[l, W_OFF] + j0 * n_in
+    if l == 0:
+        gemm(False, True, j1 - j0, m, n_in, params, w, n_in, x, 0, n_in, z, zo + j0 * m, m, 0.0)
+    else:
+        gemm(False, False, j1 - j0, m, n_in, params, w, n_in, h, act_off[l - 1], m, z, zo + j0 * m, m, 0.0)
     b = params[layout[l, B_OFF]:layout[l, B_OFF] + n_out]
     if p > 0:
         thr, keep = _drop_threshold(p), np.float32(1.0 / (1.0 - p))
         for i in range(m):
             key = example_key(seed, epoch, idx[i], STREAM_DROPOUT + l + 1)
-            zr, hr = z[zo + i * n_out:zo + (i + 1) * n_out], h[zo + i * n_out:zo + (i + 1) * n_out]
             for j in range(j0, j1):
-                v = d[zo + j * m + i] + b[j]
+                v = z[zo + j * m + i] + b[j]
                 if bits24(key, j) < thr:
-                    zr[j] = -np.inf
-                    hr[j] = 0.0
+                    z[zo + j * m + i] = -np.inf
+                    h[zo + j * m + i] = 0.0
                 else:
-                    zr[j] = v
-                    hr[j] = v * keep if v > 0 else np.float32(0.0)
+                    z[zo + j * m + i] = v
+                    h[zo + j * m + i] = v * keep if v > 0 else np.float32(0.0)
         return
-    # in tiles of COLUMN_TILE units: 16 rows of the product are read together, each in order
-    for t0 in range(j0, j1, COLUMN_TILE):
-        t1 = min(t0 + COLUMN_TILE, j1)
+    for j in range(j0, j1):
+        zr, hr, bj = z[zo + j * m:zo + (j + 1) * m], h[zo + j * m:zo + (j + 1) * m], b[j]
         for i in range(m):
-            zr, hr = z[zo + i * n_out + t0:zo + i * n_out + t1], h[zo + i * n_out + t0:zo + i * n_out + t1]
-            for j in range(t1 - t0):
-                v = d[zo + (t0 + j) * m + i] + b[t0 + j]
-                zr[j] = v
-                hr[j] = v if v > 0 else np.float32(0.0)
+            v = zr[i] + bj
+            zr[i] = v
+            hr[i] = v if v > 0 else np.float32(0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def output_rows(params, layout, h, z, act_off, m, r0, r1):
+    """Rows r0..r1-1 of the last layer's logits (row-major, k wide) from the feature-major ``h^T``
+    of the layer below: ``z[r] = h[r] @ W.T + b``."""
+    L = layout.shape[0]
+    n_in, k = layout[L - 1, N_IN], layout[L - 1, N_OUT]
+    zo = act_off[L - 1]
+    gemm(True, True, r1 - r0, k, n_in, h, act_off[L - 2] + r0, m, params, layout[L - 1, W_OFF], n_in, z,
+         zo + r0 * k, k, 0.0)
+    b = params[layout[L - 1, B_OFF]:layout[L - 1, B_OFF] + k]
+    for i in range(r0, r1):
+        zr = z[zo + i * k:zo + (i + 1) * k]
+        for j in range(k):
+            zr[j] += b[j]
 
 
 @njit(cache=True, error_model="numpy")
 def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1):
-    """Rows j0..j1-1 of layer l's weight gradient, given its ``d`` block's columns j0..j1-1 (dl/dz, m rows):
-    ``dW[J] = dz[:, J].T @ inp`` (measured faster than cutting dW by columns: each part writes whole rows)."""
-    n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
-    inp, inp_off = (x, 0) if l == 0 else (h, act_off[l - 1])
-    gemm(True, False, j1 - j0, n_in, m, d, act_off[l] + j0, n_out, inp, inp_off, n_in, grads,
-         layout[l, W_OFF] + j0 * n_in, n_in, 0.0)
+    """Rows j0..j1-1 of hidden layer l's weight gradient, given its feature-major ``d`` rows j0..j1-1
+    (dl/dz^T): ``dW[J] = dz^T[J] @ inp`` (inp ``x``, or the feature-major ``h^T`` of the layer below).
+    Each part writes whole rows of dW (measured faster than cutting dW by columns)."""
+    n_in = layout[l, N_IN]
+    dz, out = act_off[l] + j0 * m, layout[l, W_OFF] + j0 * n_in
+    if l == 0:
+        gemm(False, False, j1 - j0, n_in, m, d, dz, m, x, 0, n_in, grads, out, n_in, 0.0)
+    else:
+        gemm(False, True, j1 - j0, n_in, m, d, dz, m, h, act_off[l - 1], m, grads, out, n_in, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def relu_mask_units(grads, layout, l, z, d, act_off, m, i0, i1, p):
+    """Hidden layer l's ReLU mask (after dropout p) on its feature-major ``d`` rows i0..i1-1 (dl/dh^T in,
+    dl/dz^T out: zero where z < 0, scaled by 1 / (1 - p) elsewhere) and its bias gradient on those
+    units, each the sum of its row in eight interleaved partial sums (so that the loop vectorises)."""
+    o = act_off[l]
+    db = grads[layout[l, B_OFF]:layout[l, B_OFF] + layout[l, N_OUT]]
+    keep = np.float32(1.0 / (1.0 - p)) if p > 0 else np.float32(1.0)
+    m8 = m - m % 8
+    for j in range(i0, i1):
+        dr, zr = d[o + j * m:o + (j + 1) * m], z[o + j * m:o + (j + 1) * m]
+        for i in range(m):
+            dr[i] = dr[i] * keep if zr[i] >= 0 else np.float32(0.0)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for i in range(0, m8, 8):
+            s0 += dr[i]
+            s1 += dr[i + 1]
+            s2 += dr[i + 2]
+            s3 += dr[i + 3]
+            s4 += dr[i + 4]
+            s5 += dr[i + 5]
+            s6 += dr[i + 6]
+            s7 += dr[i + 7]
+        total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        for i in range(m8, m):
+            total += dr[i]
+        db[j] = total
 
 
 @njit(cache=True, error_model="numpy")
 def input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p):
-    """Columns i0..i1-1 of the gradient below layer l (l >= 1), given its complete ``d`` block:
-    ``dh[:, I] = dz @ W[:, I]``, then layer l - 1's mask (after dropout p) and bias gradient on
-    those columns, as :func:`fastmlp.kernels.relu_dropout_backward_bias_grad` (rows summed in order);
-    layer l - 1's ``d`` block holds dl/dz on those columns after."""
+    """Units i0..i1-1 of the gradient below layer l (l >= 1), given layer l's complete ``d`` block:
+    ``dh^T[I] = W[:, I]^T @ dz^T``, then layer l - 1's mask and bias gradient on those units
+    (:func:`relu_mask_units`). Layer l's dz is the last layer's row-major block when l is the
+    last layer, a feature-major block otherwise; layer l - 1's ``d`` rows I hold dl/dz^T after."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
-    below = act_off[l - 1]
-    gemm(False, False, m, i1 - i0, n_out, d, act_off[l], n_out, params, layout[l, W_OFF] + i0, n_in, d,
-         below + i0, n_in, 0.0)
-    db = grads[layout[l - 1, B_OFF] + i0:layout[l - 1, B_OFF] + i1]
-    db[:] = 0.0
-    keep = np.float32(1.0 / (1.0 - p))
-    for i in range(m):  # row views, so that the loop vectorises
-        dr, zr = d[below + i * n_in + i0:below + i * n_in + i1], z[below + i * n_in + i0:below + i * n_in + i1]
-        if p > 0:
-            for j in range(i1 - i0):
-                v = dr[j] * keep if zr[j] >= 0 else np.float32(0.0)
-                dr[j] = v
-                db[j] += v
-        else:
-            for j in range(i1 - i0):
-                v = dr[j] if zr[j] >= 0 else np.float32(0.0)
-                dr[j] = v
-                db[j] += v
+    w, below = layout[l, W_OFF] + i0, act_off[l - 1] + i0 * m
+    if l == layout.shape[0] - 1:
+        gemm(True, True, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], n_out, d, below, m, 0.0)
+    else:
+        gemm(True, False, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], m, d, below, m, 0.0)
+    relu_mask_units(grads, layout, l - 1, z, d, act_off, m, i0, i1, p)
+
+
+@njit(cache=True, error_model="numpy")
+def output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1):
+    """Columns i0..i1-1 of the last layer's weight gradient, ``dW[:, I] = dz^T @ inp[:, I]``, from its
+    row-major ``d`` block and its input (``h^T`` of the layer below, feature-major; ``x`` when it is the
+    only layer)."""
+    L = layout.shape[0]
+    n_in, k = layout[L - 1, N_IN], layout[L - 1, N_OUT]
+    out = layout[L - 1, W_OFF] + i0
+    if L == 1:
+        gemm(True, False, k, i1 - i0, m, d, act_off[0], k, x, i0, n_in, grads, out, n_in, 0.0)
+    else:
+        gemm(True, True, k, i1 - i0, m, d, act_off[L - 1], k, h, act_off[L - 2] + i0 * m, m, grads, out, n_in,
+             0.0)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -182,14 +235,17 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     for l in range(L - 1):
         for s in prange(parts):
             j0, j1 = split_bounds(layout[l, N_OUT], parts, s)
-            layer_columns(params, layout, l, x, z, h, d, act_off, m, j0, j1, idx, seed, epoch, p_hid)
+            layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
         out[1, s] = 0.0
         if s < n_rows:
             r0, r1 = shard_bounds(m, n_rows, s)
-            layer_rows(params, layout, L - 1, x, z, h, act_off, r0, r1, idx[r0:r1], seed, epoch, 0.0)
+            if L == 1:
+                layer_rows(params, layout, 0, x, z, h, act_off, r0, r1, idx[r0:r1], seed, epoch, 0.0)
+            else:
+                output_rows(params, layout, h, z, act_off, m, r0, r1)
             total, correct = cross_entropy_rows(rows_view(z, act_off[L - 1], k, r0, r1), y[r0:r1],
                                                 rows_view(d, act_off[L - 1], k, r0, r1), smoothing, m)
             out[0, s] = total
@@ -200,20 +256,19 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     if not np.isfinite(total):
         return
     bias_grad(block_view(d, act_off[L - 1], m, k), grads[layout[L - 1, B_OFF]:layout[L - 1, B_OFF] + k])
-    if L == 1:
+    # Region l: the gradient below layer l by units (the last layer's weight gradient by the same
+    # columns); the part that completes units I of layer l - 1 goes on to that layer's weight-gradient
+    # rows I, with no other part's help.
+    lowest = 1 if L > 1 else 0
+    for l in range(L - 1, lowest - 1, -1):
         for s in prange(parts):
-            j0, j1 = split_bounds(k, parts, s)
-            weight_grad_rows(grads, layout, 0, x, h, d, act_off, m, j0, j1)
-    # Region l: the gradient below layer l by columns; the part that completes columns I of layer
-    # l - 1's d block goes on to that layer's weight-gradient rows I, with no other part's help.
-    for l in range(L - 1, 0, -1):
-        for s in prange(parts):
-            if l == L - 1:
-                j0, j1 = split_bounds(k, parts, s)
-                weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1)
             i0, i1 = split_bounds(layout[l, N_IN], parts, s)
-            input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid)
-            weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1)
+            if l == L - 1:
+                output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
+            if l > 0:
+                input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid)
+                weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1)
+
 
 @njit(cache=True, error_model="numpy")
 def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps,

@@ -422,6 +422,59 @@ def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_
     np.testing.assert_allclose(run(2, 2, columns=True, rows=1)[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
+def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
+    """The column split's pieces, one part of units at a time: a hidden layer's forward pass lands
+    transposed (unit j's m values at ``off + j m``), the logits row-major from it, and the gradient
+    below a layer is the reference's ``dz @ W`` masked by ReLU, transposed, with the bias gradient
+    its column sums."""
+    rng = np.random.default_rng(12)
+    m, sizes = 13, [20, 40, 24, 10]
+    model = MLP.initialized(sizes, rng)
+    ws, grads = model.workspace(m), np.zeros_like(model.params)
+    ws.x[:m * 20] = rng.standard_normal(m * 20).astype(np.float32)
+    x = ws.x[:m * 20].reshape(m, 20).astype(np.float64)
+    Ws = [model.params[model.layout[l, 2]:model.layout[l, 3]].reshape(sizes[l + 1], sizes[l]).astype(np.float64)
+          for l in range(3)]
+    bs = [model.params[model.layout[l, 3]:model.layout[l, 3] + sizes[l + 1]].astype(np.float64) for l in range(3)]
+    idx, off = np.arange(m, dtype=np.int64), ws.act_off
+    z0, _ = ref.linear_forward(x, Ws[0], bs[0])
+    h0, back0 = ref.relu(z0)
+    z1, _ = ref.linear_forward(h0, Ws[1], bs[1])
+    h1, back1 = ref.relu(z1)
+    logits, _ = ref.linear_forward(h1, Ws[2], bs[2])
+    for l, z_ref, h_ref in ((0, z0, h0), (1, z1, h1)):
+        for j0, j1 in ((0, 16), (16, sizes[l + 1])):  # two parts, in either order the same
+            step_kernels.layer_columns(model.params, model.layout, l, ws.x, ws.z, ws.h, off, m, j0, j1, idx, 0, 0, 0.0)
+        n = sizes[l + 1]
+        np.testing.assert_allclose(ws.z[off[l]:off[l] + n * m].reshape(n, m), z_ref.T, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ws.h[off[l]:off[l] + n * m].reshape(n, m), h_ref.T, rtol=1e-5, atol=1e-5)
+    for r0, r1 in ((0, 6), (6, m)):
+        step_kernels.output_rows(model.params, model.layout, ws.h, ws.z, off, m, r0, r1)
+    np.testing.assert_allclose(ws.z[off[2]:off[2] + m * 10].reshape(m, 10), logits, rtol=1e-5, atol=1e-5)
+
+    dlogits = rng.standard_normal((m, 10))
+    ws.d[off[2]:off[2] + m * 10] = dlogits.ravel()
+    dz1 = back1(dlogits @ Ws[2])
+    for i0, i1 in ((0, 16), (16, 24)):
+        step_kernels.input_grad_columns(model.params, grads, model.layout, 2, ws.z, ws.d, off, m, i0, i1, 0.0)
+        step_kernels.weight_grad_rows(grads, model.layout, 1, ws.x, ws.h, ws.d, off, m, i0, i1)
+    np.testing.assert_allclose(ws.d[off[1]:off[1] + 24 * m].reshape(24, m), dz1.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[model.layout[1, 2]:model.layout[1, 3]].reshape(24, 40), dz1.T @ h0, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(grads[model.layout[1, 3]:model.layout[1, 3] + 24], dz1.sum(0), rtol=1e-5, atol=1e-5)
+    dz0 = back0(dz1 @ Ws[1])
+    for i0, i1 in ((0, 16), (16, 40)):
+        step_kernels.input_grad_columns(model.params, grads, model.layout, 1, ws.z, ws.d, off, m, i0, i1, 0.0)
+        step_kernels.weight_grad_rows(grads, model.layout, 0, ws.x, ws.h, ws.d, off, m, i0, i1)
+        step_kernels.output_weight_grad_columns(grads, model.layout, ws.x, ws.h, ws.d, off, m, min(i0, 24), min(i1, 24))
+    np.testing.assert_allclose(ws.d[off[0]:off[0] + 40 * m].reshape(40, m), dz0.T, rtol=1e-5, atol=1e-5)
+    _, dW0, db0 = ref.linear_backward(dz0, x, Ws[0], bs[0])
+    np.testing.assert_allclose(grads[model.layout[0, 2]:model.layout[0, 3]].reshape(40, 20), dW0, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads[model.layout[0, 3]:model.layout[0, 3] + 40], db0, rtol=1e-5, atol=1e-5)
+    _, dW2, _ = ref.linear_backward(dlogits, h1, Ws[2], bs[2])
+    np.testing.assert_allclose(grads[model.layout[2, 2]:model.layout[2, 3]].reshape(10, 24), dW2, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("sizes,batch,columns", [
     ((784, 100, 10), 32, True), ((784, 256, 128, 10), 128, True), ((784, 1024, 1024, 10), 128, True),
     ((784, 1024, 10), 256, True), ((784, 100, 10), 128, False), ((784, 100, 10), 200, False),
