@@ -70,6 +70,27 @@ def _sum_block(acc, g):
 UPDATE_BLOCKS = 8
 
 
+@njit(cache=True, error_model="numpy")
+def adam_factors(lr, beta1, beta2, eps, t):
+    """The float32 constants of Adam step t: ``(step, scale, b1, b2, eps)`` with
+    ``step = lr / (1 - b1^t)`` and ``scale = 1 / sqrt(1 - b2^t)`` (see :func:`adam_update`)."""
+    return (np.float32(lr / (1.0 - beta1 ** t)), np.float32(1.0 / np.sqrt(1.0 - beta2 ** t)), np.float32(beta1),
+            np.float32(beta2), np.float32(eps))
+
+
+@njit(cache=True, error_model="numpy")
+def adam_rows(params, grads, m, v, off, rows, cols, ld, factors):
+    """Plain Adam (:func:`adam_update`, constants ``factors`` of :func:`adam_factors`) on a block of the
+    flat buffers: ``rows`` rows of ``cols`` elements from ``off``, ``ld`` apart (a weight matrix's
+    rows or a column range of them)."""
+    step, scale, b1, b2, e = factors
+    step, scale, b1, b2, e = np.float32(step), np.float32(scale), np.float32(b1), np.float32(b2), np.float32(e)
+    for r in range(rows):
+        lo = off + r * ld
+        _adam_block(params[lo:lo + cols], grads[lo:lo + cols], m[lo:lo + cols], v[lo:lo + cols], b1, b2, step,
+                    scale, e, np.float32(1.0))
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def adam_update_shards(params, shard_grads, n_shards, m, v, lr, beta1, beta2, eps, t):
     """:func:`adam_update` with the gradient ``sum_s shard_grads[s]`` over the first ``n_shards``
@@ -78,9 +99,7 @@ def adam_update_shards(params, shard_grads, n_shards, m, v, lr, beta1, beta2, ep
     The buffers are cut into UPDATE_BLOCKS blocks run in parallel; every element is computed
     as in :func:`adam_update`, so the thread count changes nothing.
     """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    step, scale, b1, b2, e = adam_factors(lr, beta1, beta2, eps, t)
     n = params.shape[0]
     for c in prange(UPDATE_BLOCKS):
         lo, hi = c * n // UPDATE_BLOCKS, (c + 1) * n // UPDATE_BLOCKS

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastmlp import augment, kernels, step_kernels
+from fastmlp import augment, kernels, step_kernels, update_kernels
 from fastmlp.layout import SHARDS
 from fastmlp import reference as ref
 from fastmlp.model import MLP
@@ -406,12 +406,14 @@ def test_shards_give_the_batch_gradient_and_the_thread_count_changes_nothing(rec
     np.testing.assert_allclose(single[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("sizes", [(784, 40, 24, 10), (784, 40, 10)])
 @pytest.mark.parametrize("recipe", ["plain", "full"])
-def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe):
-    """The column split (layers cut by units into tile-aligned parts: 40 units as 16 + 24, 24 as 16 + 8)
-    lands where the batch run whole lands, within float32 round-off, and gives the same bits on one
-    Numba thread as on two (the short last batch and a one-row batch included)."""
-    run = recipe_run(recipe, sizes=(784, 40, 24, 10))
+def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe, sizes):
+    """The column split (layers cut by units into tile-aligned parts: 40 units as 16 + 24, 24 as 16 + 8;
+    one hidden layer with plain Adam updates inside the backward pass) lands where the batch run whole
+    lands, within float32 round-off, and gives the same bits on one Numba thread as on two (the short
+    last batch and a one-row batch included)."""
+    run = recipe_run(recipe, sizes=sizes)
     whole, one_thread, two_threads = run(1, 1), run(2, 1, columns=True), run(2, 2, columns=True)
     for a, b in zip(one_thread, two_threads):
         np.testing.assert_array_equal(a, b)
@@ -473,6 +475,37 @@ def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
     np.testing.assert_allclose(grads[model.layout[0, 3]:model.layout[0, 3] + 40], db0, rtol=1e-5, atol=1e-5)
     _, dW2, _ = ref.linear_backward(dlogits, h1, Ws[2], bs[2])
     np.testing.assert_allclose(grads[model.layout[2, 2]:model.layout[2, 3]].reshape(10, 24), dW2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [(784, 40, 10), (784, 40, 24, 10), (784, 48, 40, 24, 10)])
+def test_the_column_split_updates_in_its_backward_pass_exactly_as_adam_after_it(sizes):
+    """Plain Adam fused into the column split's backward pass (each part of the weights updated once
+    nothing later in the step reads it) gives the bits of the whole gradient followed by Adam."""
+    rng = np.random.default_rng(5)
+    images, labels = random_images(rng, 40)
+    idx = rng.permutation(40)[:24].astype(np.int64)
+
+    def step(fuse):
+        model = MLP.initialized(list(sizes), np.random.default_rng(3))
+        adam, ws = Adam(model.num_parameters), model.workspace(24)
+        adam.m[:] = rng_state.standard_normal(adam.m.size).astype(np.float32) * 1e-3
+        adam.v[:] = np.abs(adam.m) * 1e-2
+        grads = np.full(model.num_parameters, np.nan, np.float32)  # every element must be written
+        factors = update_kernels.adam_factors(1e-3, 0.9, 0.999, 1e-8, 3)
+        step_kernels.column_step(model.params, grads, model.layout, images, labels, idx, ws.x, ws.y, ws.z, ws.h,
+                                 ws.d, ws.act_off, NO_AUG, NO_TAPS, np.zeros((SHARDS, 1)), 0, 0, 0.0, 0.0, 0.0,
+                                 np.zeros((2, SHARDS)), adam.m, adam.v, factors, fuse)
+        if not fuse:
+            update_kernels.adam_update_shards(model.params, grads[None], 1, adam.m, adam.v, 1e-3, 0.9, 0.999, 1e-8, 3)
+        return model.params, adam.m, adam.v, grads
+
+    rng_state = np.random.default_rng(8)
+    fused = step(True)
+    rng_state = np.random.default_rng(8)
+    after = step(False)
+    for a, b in zip(fused, after):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(fused[3]).all()
 
 
 @pytest.mark.parametrize("sizes,batch,columns", [
