@@ -43,27 +43,27 @@ def split_bounds(n, parts, p):
 def column_split(sizes, batch_size) -> bool:
     """Whether a network of these layer sizes trains in the column split rather than as row shards.
 
-    Measured on MNIST shapes (784 inputs; 2 threads, both splits alternating): the column split was
-    faster when the first hidden layer had at least as many units as the batch has rows (and more
-    than one tile of them): 1.1-2.3x at 16 to 64 rows, 1.05-1.2x at 128 ([256, 128], [512, 512],
-    [1024, 1024]). Row shards were faster for narrower layers ([100] at 200 or 256 rows: 0.88x,
-    [32] at 128: 0.84x) and at 200 rows or more unless the layer was at least 4 times wider than the
-    batch ([256, 128] at 256 rows: 0.95x, [1024, 1024] at 512: 0.97x, [1024] at 256: 1.2x). Row
-    shards of many rows are efficient GEMMs; few rows are not, while a column part keeps every row.
-    With few inputs the first GEMMs are small either way and the column split's extra parallel
-    regions cost more than they save ([256, 128] with 64 or 100 inputs: 0.7-1.0x at 32 to 128 rows).
+    Measured with the feature-major column split (2 threads, both splits alternating in one
+    process), columns over rows: with 784 inputs 1.3-2.0x for [100] at 32 to 128 rows, 1.11x at
+    200, 1.12x for [256, 128] at 128, 1.26x for [100, 100] at 128, 1.01-1.05x for layers of 256 to
+    2048 units at 256 to 1024 rows; but 0.80x and 0.69x for [100] at 512 and 1024 rows, 0.72x for
+    [32] at 256, 0.81x for [16] at 32. So: a first hidden layer wider than one tile and at least
+    half as wide as the batch is long. The column split's gain grows with the inputs (the first
+    product): with 256 inputs it needs the layer as wide as the batch ([100] at 200 rows: 0.92x,
+    [256] at 512: 0.94x, [256, 128] at 128: 1.03x), and with few inputs row shards win the common
+    small networks ([100] at 200 rows on 20 or 64 inputs: 0.77x, 0.83x). Row shards of many rows
+    are efficient GEMMs; few rows are not, while a column part keeps every row.
     """
     sizes = list(sizes)
     hidden = sizes[1:-1]
     if not hidden or hidden[0] <= COLUMN_TILE or sizes[0] < COLUMN_SPLIT_INPUTS:
         return False
-    ratio = 1 if batch_size <= COLUMN_SPLIT_BATCH else COLUMN_SPLIT_RATIO
+    ratio = 0.5 if sizes[0] >= COLUMN_SPLIT_WIDE_INPUTS else 1.0
     return hidden[0] >= ratio * batch_size
 
 
-COLUMN_SPLIT_BATCH = 128
-COLUMN_SPLIT_RATIO = 4
 COLUMN_SPLIT_INPUTS = 256
+COLUMN_SPLIT_WIDE_INPUTS = 512
 
 
 # Measured with OpenBLAS (float32, AVX2): a GEMM computes its rows in tiles of 16, and rows of a
