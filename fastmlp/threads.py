@@ -143,15 +143,17 @@ class ThreadChooser:
     first counted two-thread call ran at half speed). From then on the incumbent runs, and the
     other count is given one call (a probe) when it is due: ``probe_seconds`` of training after
     its last call, twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
-    ``MAX_PROBE_SECONDS``; the start counts as the first such probe), and at once when the incumbent's last ``SLOW_CALLS`` calls all ran
-    below ``SLOWDOWN`` times its recent median (a neighbour may have arrived; one slow call
-    alone is too common on a shared machine to pay a probe for). A probe takes over when
-    it beats the incumbent's recent rate (the median of its last three calls, so one disturbed
-    call does not decide). Time is counted in training seconds (the calls' own), so a trainer
-    that pauses (evaluation, other work in the process) does not probe more often.
+    ``MAX_PROBE_SECONDS``; the start counts as the first such probe), and at once when the
+    incumbent's last ``SLOW_CALLS`` calls all ran below ``SLOWDOWN`` times its recent median (a
+    neighbour may have arrived; one slow call alone is too common on a shared machine to pay a
+    probe for). A probe takes over when it beats the incumbent's recent rate (the median of its
+    last three calls, so one disturbed call does not decide). Time is counted in training seconds
+    (the calls' own), so a trainer that pauses (evaluation, other work in the process) does not
+    probe more often. Trials (the start's calls and probes, :attr:`trying`) are short calls.
     """
 
     START_CALLS = 2
+    TRIAL_FRACTION = 0.25
     LOSS_MARGIN = 0.8
     SLOWDOWN = 0.7
     SLOW_CALLS = 2
@@ -168,6 +170,13 @@ class ThreadChooser:
         self.slow_calls = 0  # the incumbent's consecutive slow calls
         self.incumbent: int | None = None if len(self.counts) > 1 else self.counts[0]
         self.current = self.counts[0]
+
+    @property
+    def trying(self) -> bool:
+        """Whether the next call is a trial (the start's turns or a probe) rather than the incumbent's:
+        trainers make such calls short (:data:`TRIAL_FRACTION` of their usual steps), so a trial
+        of the slower count costs little."""
+        return self.incumbent is None or self.current != self.incumbent
 
     def rate(self, threads: int) -> float | None:
         """The median samples/s of the last three calls on ``threads`` threads (None before any)."""

@@ -117,6 +117,28 @@ def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=5e-5)
 
 
+def test_trials_of_a_thread_count_are_short_calls_and_the_incumbent_runs_whole_ones():
+    """While the chooser tries a count (the start's turns, a probe) the trainer calls the kernel for a
+    quarter of its usual steps, so trying the slower count costs little; the chosen count runs whole
+    calls."""
+    from fastmlp.threads import ThreadChooser
+    ds = synthetic_dataset(n_train=2000)
+    trainer = Trainer(small_config(batch_size=10, val_size=0), ds.train_images, ds.train_labels, num_classes=10)
+    trainer.threads = ThreadChooser(2, probe_seconds=1e9)  # two counts to choose from, no probe by time
+    calls, steps = [], trainer.steps
+
+    def recording(order, first, n_steps, lr, epoch=0):
+        calls.append((trainer.threads.trying, n_steps))
+        return steps(order, first, n_steps, lr, epoch)
+
+    trainer.steps = recording
+    trainer.train_order(trainer.sampler.epoch_order(), 1e-3)
+    per_call = -(-200 // 20)  # 200 steps in about 20 calls
+    assert calls[:6] == [(True, per_call // 4)] * 6  # the start: a warm-up and two counted calls per count
+    assert all(n == (per_call // 4 if trying else per_call) for trying, n in calls[:-1])  # the last: what is left
+    assert sum(n for _, n in calls) == 200 and any(not trying for trying, _ in calls)
+
+
 def test_outputs_are_written_atomically_into_the_run_folder(tmp_path):
     out = tmp_path / "runs" / "demo"
     result = train(small_config(), synthetic_dataset(), out_dir=out)
