@@ -27,8 +27,8 @@ def shard_bounds(m, n_shards, s):
 
 
 # The column split (see fastmlp.step_kernels) cuts a layer's units into SHARDS parts on multiples
-# of COLUMN_TILE floats (64 bytes, a cache line) from the start of each row: two parts share at
-# most the one line a row boundary falls in when rows are not whole lines.
+# of COLUMN_TILE: OpenBLAS computes a product's rows in tiles of 16, and a part of 50 units ran
+# its weight-gradient product 4% slower than parts of 48 and 52 ([100] at 32 rows).
 COLUMN_TILE = 16
 
 
