@@ -308,9 +308,10 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
     shorter): gather, forward, loss, backward (as row shards, or in the column split when
     ``columns``: see the module), Adam with step count ``t = t0 + s + 1`` (plain Adam for one hidden
-    layer in the column split runs inside its backward pass: :func:`column_step`). ``losses[s]`` receives the step's mean loss. Returns the number of
-    correctly classified examples over all the steps. Stops early, leaving ``losses`` NaN from
-    there, when a loss is not finite (with no update from that step).
+    layer in the column split runs inside its backward pass: :func:`column_step`). ``losses[s]``
+    receives the step's mean loss. Returns the number of correctly classified examples over all
+    the steps. Stops early, leaving ``losses`` NaN from there, when a loss is not finite (with no
+    update from that step).
 
     ``shard_grads`` (S, P) and ``scratch`` (S, augmentation scratch) hold one row per shard
     (``shard_grads`` may have a single row for the column split, which uses ``shard_grads[0]``

@@ -35,6 +35,14 @@ def _adam_block(params, grads, m, v, beta1, beta2, step, scale, eps, decay):
 
 
 @njit(cache=True, error_model="numpy")
+def adam_factors(lr, beta1, beta2, eps, t):
+    """The float32 constants of Adam step t: ``(step, scale, b1, b2, eps)`` with
+    ``step = lr / (1 - b1^t)`` and ``scale = 1 / sqrt(1 - b2^t)`` (see :func:`adam_update`)."""
+    return (np.float32(lr / (1.0 - beta1 ** t)), np.float32(1.0 / np.sqrt(1.0 - beta2 ** t)), np.float32(beta1),
+            np.float32(beta2), np.float32(eps))
+
+
+@njit(cache=True, error_model="numpy")
 def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
     """One Adam step (Kingma & Ba, bias-corrected) over flat float32 buffers, in place.
 
@@ -45,10 +53,8 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, t):
     One serial, vectorized pass: on two cores a ``prange`` split measured slower, because
     Numba's worker threads and OpenBLAS's threads then compete for the same cores.
     """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    _adam_block(params, grads, m, v, np.float32(beta1), np.float32(beta2), step, scale, np.float32(eps),
-                np.float32(1.0))
+    step, scale, b1, b2, e = adam_factors(lr, beta1, beta2, eps, t)
+    _adam_block(params, grads, m, v, b1, b2, step, scale, e, np.float32(1.0))
 
 
 @njit(cache=True, error_model="numpy")
@@ -68,14 +74,6 @@ def _sum_block(acc, g):
 # The flat buffers are cut into this many blocks for the parallel passes: a fixed number, so the
 # blocks (and the results: the passes are element-wise) never depend on the thread count.
 UPDATE_BLOCKS = 8
-
-
-@njit(cache=True, error_model="numpy")
-def adam_factors(lr, beta1, beta2, eps, t):
-    """The float32 constants of Adam step t: ``(step, scale, b1, b2, eps)`` with
-    ``step = lr / (1 - b1^t)`` and ``scale = 1 / sqrt(1 - b2^t)`` (see :func:`adam_update`)."""
-    return (np.float32(lr / (1.0 - beta1 ** t)), np.float32(1.0 / np.sqrt(1.0 - beta2 ** t)), np.float32(beta1),
-            np.float32(beta2), np.float32(eps))
 
 
 @njit(cache=True, error_model="numpy")
@@ -153,9 +151,7 @@ def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, wei
     ``a = min(ema_decay, (1 + t) / (10 + t))`` (TensorFlow's ``num_updates`` warm-up).
     Each layer's weights and bias are visited once, while in cache.
     """
-    step = np.float32(lr / (1.0 - beta1 ** t))
-    scale = np.float32(1.0 / np.sqrt(1.0 - beta2 ** t))
-    b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    step, scale, b1, b2, e = adam_factors(lr, beta1, beta2, eps, t)
     decay = np.float32(1.0 - lr * weight_decay)
     a = np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
     L = layout.shape[0]
