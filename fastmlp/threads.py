@@ -143,10 +143,10 @@ class ThreadChooser:
     first counted two-thread call ran at half speed). From then on the incumbent runs, and the
     other count is given one call (a probe) when it is due: ``probe_seconds`` of training after
     its last call, twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
-    ``MAX_PROBE_SECONDS``; the start counts as the first such probe), and at once when the
-    incumbent's last ``SLOW_CALLS`` calls all ran below ``SLOWDOWN`` times its recent median (a
-    neighbour may have arrived; one slow call alone is too common on a shared machine to pay a
-    probe for). A probe takes over when it beats the incumbent's recent rate (the median of its
+    ``MAX_PROBE_SECONDS``; not after the start, which a slow episode of the machine may have
+    misjudged), and at once when the incumbent's last ``SLOW_CALLS`` calls all ran below
+    ``SLOWDOWN`` times its recent median (a neighbour may have arrived; one slow call alone is
+    too common on a shared machine to pay a probe for). A probe takes over when it beats the incumbent's recent rate (the median of its
     last three calls, so one disturbed call does not decide). Time is counted in training seconds
     (the calls' own), so a trainer that pauses (evaluation, other work in the process) does not
     probe more often. Trials (the start's calls and probes, :attr:`trying`) are short calls.
@@ -216,10 +216,6 @@ class ThreadChooser:
                 self.current = min(starting, key=lambda c: len(self.rates[c]) + (c in self.warm))
                 return
             self.incumbent = max(self.counts, key=lambda c: max(self.rates[c]))
-            best = max(self.rates[self.incumbent])
-            for c in self.counts:  # the start was each count's first probe: a far loser waits longer
-                if max(self.rates[c]) < self.LOSS_MARGIN * best:
-                    self.interval[c] = 2 * self.probe_seconds
         due = [c for c in self.counts if c != self.incumbent
                and (slowed or self.trained - self.ran_at[c] >= self.interval[c])]
         self.current = due[0] if due else self.incumbent
