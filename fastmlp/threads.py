@@ -146,10 +146,11 @@ class ThreadChooser:
     ``MAX_PROBE_SECONDS``; not after the start, which a slow episode of the machine may have
     misjudged), and at once when the incumbent's last ``SLOW_CALLS`` calls all ran below
     ``SLOWDOWN`` times its recent median (a neighbour may have arrived; one slow call alone is
-    too common on a shared machine to pay a probe for). A probe takes over when it beats the incumbent's recent rate (the median of its
-    last three calls, so one disturbed call does not decide). Time is counted in training seconds
-    (the calls' own), so a trainer that pauses (evaluation, other work in the process) does not
-    probe more often. Trials (the start's calls and probes, :attr:`trying`) are short calls.
+    too common on a shared machine to pay a probe for). A probe takes over when it beats the
+    incumbent's recent rate (the median of its last three calls, so one disturbed call does not
+    decide). Time is counted in training seconds (the calls' own), so a trainer that pauses
+    (evaluation, other work in the process) does not probe more often. Trials (the start's calls
+    and probes, :attr:`trying`) are short calls.
     """
 
     START_CALLS = 2

@@ -445,7 +445,7 @@ def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
     h1, back1 = ref.relu(z1)
     logits, _ = ref.linear_forward(h1, Ws[2], bs[2])
     for l, z_ref, h_ref in ((0, z0, h0), (1, z1, h1)):
-        for j0, j1 in ((0, 16), (16, sizes[l + 1])):  # two parts, in either order the same
+        for j0, j1 in ((0, 16), (16, sizes[l + 1])):  # two parts of units
             step_kernels.layer_columns(model.params, model.layout, l, ws.x, ws.z, ws.h, off, m, j0, j1, idx, 0, 0, 0.0)
         n = sizes[l + 1]
         np.testing.assert_allclose(ws.z[off[l]:off[l] + n * m].reshape(n, m), z_ref.T, rtol=1e-5, atol=1e-5)
