@@ -8,9 +8,10 @@ its BLAS and Numba pools have that size from the first import.
 
 The policy, when no count is fixed: a training step runs as fixed parts (row shards or the
 column split) on Numba's threads with single-threaded BLAS (:mod:`fastmlp.step_kernels`), and its
-results do not depend on the thread count. So :class:`ThreadChooser` may pick the count by measuring, while the run goes, without
-changing a single number of the history: on an idle machine all cores win; when another process
-keeps a core busy, threads that wait for each other lose, and one thread takes over.
+results do not depend on the thread count. So :class:`ThreadChooser` may pick the count by
+measuring, while the run goes, without changing a single number of the history: on an idle
+machine all cores win; when another process keeps a core busy, threads that wait for each other
+lose, and one thread takes over.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class ThreadChooser:
     incumbent's recent rate (the median of its last three calls, so one disturbed call does not
     decide). Time is counted in training seconds (the calls' own), so a trainer that pauses
     (evaluation, other work in the process) does not probe more often. Trials (the start's calls
-    and probes, :attr:`trying`) are short calls.
+    and probes, :attr:`trying`) are short calls (:meth:`call_steps`).
     """
 
     START_CALLS = 2
@@ -174,10 +175,13 @@ class ThreadChooser:
 
     @property
     def trying(self) -> bool:
-        """Whether the next call is a trial (the start's turns or a probe) rather than the incumbent's:
-        trainers make such calls short (:data:`TRIAL_FRACTION` of their usual steps), so a trial
-        of the slower count costs little."""
+        """Whether the next call is a trial (the start's turns or a probe) rather than the incumbent's."""
         return self.incumbent is None or self.current != self.incumbent
+
+    def call_steps(self, usual: int) -> int:
+        """Steps for the next call of a trainer whose calls usually run ``usual`` steps: a trial is
+        short (``TRIAL_FRACTION`` of them, at least one), so trying the slower count costs little."""
+        return max(1, int(usual * self.TRIAL_FRACTION)) if self.trying else usual
 
     def rate(self, threads: int) -> float | None:
         """The median samples/s of the last three calls on ``threads`` threads (None before any)."""

@@ -356,9 +356,7 @@ class Trainer:
         per_call = steps_per_call(n_steps)
         loss_sum, correct, step, t0 = 0.0, 0, 0, time.perf_counter()
         while step < n_steps:
-            k = min(per_call, n_steps - step)
-            if self.threads.trying:  # a trial of a thread count: a short call
-                k = min(k, max(1, int(per_call * self.threads.TRIAL_FRACTION)))
+            k = min(self.threads.call_steps(per_call), n_steps - step)
             correct += self.steps(order, step, k, lr, epoch)
             losses = self.losses[:k]
             bad = np.flatnonzero(~np.isfinite(losses))
