@@ -23,7 +23,7 @@ single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 import numpy as np  # noqa: E402
 
 from fastmlp.config import TrainConfig  # noqa: E402
-from fastmlp.layout import SHARDS  # noqa: E402
+from fastmlp.layout import SHARDS, aligned_zeros  # noqa: E402
 from fastmlp.train import Trainer  # noqa: E402
 
 SHAPES = ["100/32", "100/64", "100/128", "100/200", "100/512", "32/32", "32/128", "32/256", "16/32",
@@ -44,7 +44,7 @@ def measure(hidden, batch, images, labels, rounds: int, seconds: float) -> tuple
         trainer = Trainer(TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0), images, labels,
                           num_classes=10)
         rule = trainer.columns
-        trainer.shard_grads = np.zeros((SHARDS, trainer.model.num_parameters), np.float32)  # rows need one each
+        trainer.shard_grads = aligned_zeros((SHARDS, trainer.model.num_parameters))  # rows need one each
         flops = 6 * batch * sum(a * b for a, b in zip(trainer.model.sizes, trainer.model.sizes[1:]))
         n = max(4, int(seconds * 60e9 / flops))  # about ``seconds`` per call at 60 GFLOP/s
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)

@@ -25,6 +25,7 @@ import numpy as np
 from . import kernels
 from .atomic import atomic_path
 from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
+from .layout import aligned_zeros
 from .errors import ModelError
 from .reference import init_weight
 from .threads import blas_threads
@@ -63,9 +64,8 @@ class Workspace:
         outs = list(sizes[1:])
         act_off = np.array([batch_size * sum(outs[:l]) for l in range(len(outs))], dtype=np.int64)
         total = batch_size * sum(outs)
-        return cls(batch_size, np.zeros(batch_size * sizes[0], np.float32), np.zeros(batch_size, np.int32),
-                   np.zeros(total, np.float32), np.zeros(total, np.float32), np.zeros(total, np.float32),
-                   act_off)
+        return cls(batch_size, aligned_zeros(batch_size * sizes[0]), aligned_zeros(batch_size, np.int32),
+                   aligned_zeros(total), aligned_zeros(total), aligned_zeros(total), act_off)
 
 
 class MLP:
@@ -76,7 +76,7 @@ class MLP:
         self.layout = make_layout(self.sizes)
         n = self.num_parameters
         if params is None:
-            params = np.zeros(n, np.float32)
+            params = aligned_zeros(n)
         if params.shape != (n,) or params.dtype != np.float32:
             raise ModelError(f"parameter buffer must be float32 ({n},) for sizes {self.sizes}; "
                              f"got {params.dtype} {params.shape}")

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import kernels
 from .config import check_adam_hyperparameters
+from .layout import aligned_zeros
 
 SCHEDULE_CODES = {"decay": kernels.SCHED_CONSTANT, "cosine": kernels.SCHED_COSINE,
                   "onecycle": kernels.SCHED_ONECYCLE}
@@ -46,9 +47,9 @@ class Adam:
         check_adam_hyperparameters(lr, beta1, beta2, eps)
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         self.weight_decay, self.max_norm, self.ema_decay = float(weight_decay), float(max_norm), float(ema_decay)
-        self.m = np.zeros(n, np.float32)
-        self.v = np.zeros(n, np.float32)
-        self.ema = np.zeros(n if ema_decay > 0 else 0, np.float32)
+        self.m = aligned_zeros(n)
+        self.v = aligned_zeros(n)
+        self.ema = aligned_zeros(n if ema_decay > 0 else 0)
         self.t = 0
 
     @property

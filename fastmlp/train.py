@@ -46,6 +46,7 @@ from .atomic import write_text
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
 from .errors import ConfigError, DataError, UsageError
+from .layout import aligned_zeros
 from .model import MLP
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
@@ -235,8 +236,7 @@ class Trainer:
         #: the split of each step's work (see :mod:`fastmlp.step_kernels`): by the shape, never the machine
         self.columns = step_kernels.column_split(self.model.sizes, config.batch_size)
         #: one gradient buffer per row shard of a batch; the column split needs only one
-        self.shard_grads = np.zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters),
-                                    np.float32)
+        self.shard_grads = aligned_zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters))
         self.grads = self.shard_grads[0]
         self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastmlp import reference as ref
+from fastmlp.layout import BUFFER_ALIGNMENT, aligned_zeros
 from fastmlp.model import MLP, ModelError, make_layout
 
 
@@ -27,6 +28,25 @@ def test_layer_views_share_memory_with_the_flat_buffer():
         assert np.shares_memory(view, model.params)
     W2[1, 2] = 42
     assert model.params[4 * 5 + 4 + 1 * 4 + 2] == 42
+
+
+@pytest.mark.parametrize("shape,dtype", [(1, np.float32), (79_510, np.float32), ((2, 1001), np.float32),
+                                         ((3, 5), np.int32), (0, np.float64)])
+def test_aligned_buffers_are_contiguous_writable_zeros_starting_on_a_page(shape, dtype):
+    for _ in range(5):  # several allocations: NumPy alone starts them wherever the allocator does
+        a = aligned_zeros(shape, dtype)
+        assert a.shape == np.zeros(shape).shape and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable and not a.any()
+        assert a.ctypes.data % BUFFER_ALIGNMENT == 0 or a.size == 0  # an empty one has no data to place
+        a[...] = 7
+        assert (a == 7).all()
+
+
+def test_a_models_buffers_and_workspace_start_on_a_page():
+    model = MLP([784, 100, 10])
+    ws = model.workspace(32)
+    for buf in (model.params, ws.x, ws.y, ws.z, ws.h, ws.d):
+        assert buf.ctypes.data % BUFFER_ALIGNMENT == 0
 
 
 def test_initialisation_draws_the_same_weights_as_the_reference_network():

@@ -117,6 +117,22 @@ def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=5e-5)
 
 
+@pytest.mark.parametrize("hidden,batch_size", [((32, 16), 50), ((100,), 32)])  # row shards, column split
+def test_the_trainers_flat_buffers_start_on_a_page(hidden, batch_size):
+    """Parameters, gradients, Adam's moments and the workspace start on BUFFER_ALIGNMENT-byte
+    boundaries, so a step's speed does not depend on where the allocator put them."""
+    from fastmlp.layout import BUFFER_ALIGNMENT
+    ds = synthetic_dataset()
+    trainer = Trainer(small_config(hidden_sizes=hidden, batch_size=batch_size, ema=0.9), ds.train_images,
+                      ds.train_labels, num_classes=10)
+    ws = trainer.workspace
+    assert trainer.adam.ema.size == trainer.model.num_parameters
+    for buf in (trainer.model.params, trainer.shard_grads, trainer.adam.m, trainer.adam.v, trainer.adam.ema,
+                ws.x, ws.z, ws.h, ws.d):
+        assert buf.ctypes.data % BUFFER_ALIGNMENT == 0
+    assert trainer.grads.ctypes.data == trainer.shard_grads.ctypes.data
+
+
 def test_trials_of_a_thread_count_are_short_calls_and_the_incumbent_runs_whole_ones():
     """While the chooser tries a count (the start's turns, a probe) the trainer calls the kernel for a
     quarter of its usual steps, so trying the slower count costs little; the chosen count runs whole
