@@ -143,19 +143,26 @@ class ThreadChooser:
     call does not hand a whole short run to the slower count (measured: in 2 of 6 processes the
     first counted two-thread call ran at half speed). From then on the incumbent runs, and the
     other count is given one call (a probe) when it is due: ``probe_seconds`` of training after
-    its last call, twice as long after each probe it lost by more than ``LOSS_MARGIN`` (up to
-    ``MAX_PROBE_SECONDS``; not after the start, which a slow episode of the machine may have
-    misjudged), and at once when the incumbent's last ``SLOW_CALLS`` calls all ran below
+    its last call, and at once when the incumbent's last ``SLOW_CALLS`` calls all ran below
     ``SLOWDOWN`` times its recent median (a neighbour may have arrived; one slow call alone is
     too common on a shared machine to pay a probe for). A probe takes over when it beats the
     incumbent's recent rate (the median of its last three calls, so one disturbed call does not
     decide). Time is counted in training seconds (the calls' own), so a trainer that pauses
     (evaluation, other work in the process) does not probe more often. Trials (the start's calls
     and probes, :attr:`trying`) are short calls (:meth:`call_steps`).
+
+    The two directions are not alike. One thread beats all cores only when another process holds
+    a core, and then by far (measured: 1.4-2.3x); a slow episode of a shared machine can make
+    two threads look a little slower than one for a while. So the fewer threads must be
+    ``FEWER_MARGIN`` times faster to take over, at the start or from a probe; a probe of fewer
+    threads that loses by more than ``LOSS_MARGIN`` waits twice as long for the next (up to
+    ``MAX_PROBE_SECONDS``), while more threads are always probed every ``probe_seconds`` (a trial
+    is short, so even beside a busy neighbour it costs a few percent at most).
     """
 
     START_CALLS = 2
     TRIAL_FRACTION = 0.25
+    FEWER_MARGIN = 1.15
     LOSS_MARGIN = 0.8
     SLOWDOWN = 0.7
     SLOW_CALLS = 2
@@ -188,6 +195,10 @@ class ThreadChooser:
         recent = sorted(self.rates[threads][-3:])
         return recent[len(recent) // 2] if recent else None
 
+    def _margin(self, challenger: int, incumbent: int) -> float:
+        """How many times faster ``challenger`` threads must run to replace ``incumbent`` threads."""
+        return self.FEWER_MARGIN if challenger < incumbent else 1.0
+
     def record(self, threads: int, samples: int, seconds: float) -> None:
         """The last call trained ``samples`` examples in ``seconds`` on ``threads`` threads."""
         if samples <= 0 or seconds <= 0 or threads not in self.rates:
@@ -205,10 +216,10 @@ class ThreadChooser:
             if self.incumbent is not None and threads != self.incumbent:  # a probe
                 self.slow_calls = 0
                 incumbent_rate = self.rate(self.incumbent)
-                if rate > incumbent_rate:
+                if rate > self._margin(threads, self.incumbent) * incumbent_rate:
                     self.incumbent = threads
                     self.interval = {c: self.probe_seconds for c in self.counts}
-                elif rate < self.LOSS_MARGIN * incumbent_rate:
+                elif threads < self.incumbent and rate < self.LOSS_MARGIN * incumbent_rate:
                     self.interval[threads] = min(2 * self.interval[threads], self.MAX_PROBE_SECONDS)
             elif before is not None and rate < self.SLOWDOWN * before:
                 self.slow_calls += 1
@@ -220,7 +231,9 @@ class ThreadChooser:
             if starting:  # take turns: the count with the fewest calls so far (warm-up included)
                 self.current = min(starting, key=lambda c: len(self.rates[c]) + (c in self.warm))
                 return
-            self.incumbent = max(self.counts, key=lambda c: max(self.rates[c]))
+            most, fewest = max(self.counts), min(self.counts)
+            best = {c: max(self.rates[c]) for c in self.counts}
+            self.incumbent = fewest if best[fewest] > self._margin(fewest, most) * best[most] else most
         due = [c for c in self.counts if c != self.incumbent
                and (slowed or self.trained - self.ran_at[c] >= self.interval[c])]
         self.current = due[0] if due else self.incumbent

@@ -33,6 +33,29 @@ def test_a_count_that_keeps_losing_by_far_is_probed_less_and_less_often():
     assert 2 <= probes <= 6  # after 2, 4, 8, 16, 32 s: not 30 probes
 
 
+def test_more_threads_keep_being_probed_every_few_seconds_while_one_thread_wins():
+    """Beside a busy neighbour one thread runs; all cores are tried again every probe_seconds of
+    training without backing off, so the neighbour's leaving is noticed as soon as ever."""
+    chooser = ThreadChooser(2, probe_seconds=2.0)
+    used = run(chooser, {2: 40_000, 1: 125_000}, 600)  # 60 s of training
+    assert 28 <= used[6:].count(2) <= 31  # one probe per 2 s
+    assert used[-1] == 1
+
+
+def test_fewer_threads_take_over_only_when_clearly_faster():
+    """In a slow episode two threads may look a little slower than one; one thread must be
+    FEWER_MARGIN times faster to take over, at the start or from a probe."""
+    margin = ThreadChooser.FEWER_MARGIN
+    chooser = ThreadChooser(2, probe_seconds=1.0)
+    used = run(chooser, {2: 120_000, 1: int(120_000 * (margin - 0.05))}, 60)  # 6 s: start, then five probes
+    assert used[6:].count(2) >= 48 and used[-1] == 2
+    used = run(chooser, {2: 120_000, 1: int(120_000 * (margin + 0.05))}, 20)
+    assert used[-5:] == [1] * 5  # clearly faster: the next probe takes over
+    chooser = ThreadChooser(2, probe_seconds=1.0)
+    run(chooser, {2: 120_000, 1: int(120_000 * (margin + 0.05))}, 6)
+    assert chooser.incumbent == 1  # and at the start
+
+
 def test_a_start_misjudged_in_a_slow_episode_is_corrected_at_the_first_probe():
     """Two threads ran slow through the whole start (the machine's episode, not the count): two
     threads get their first probe after probe_seconds of training, not later, and take over."""
