@@ -154,16 +154,19 @@ class ThreadChooser:
     The two directions are not alike. One thread beats all cores only when another process holds
     a core, and then by far (measured: 1.4-2.3x); a slow episode of a shared machine can make
     two threads look a little slower than one for a while. So the fewer threads must be
-    ``FEWER_MARGIN`` times faster to take over, at the start or from a probe; a probe of fewer
-    threads that loses by more than ``LOSS_MARGIN`` waits twice as long for the next (up to
-    ``MAX_PROBE_SECONDS``), while more threads are always probed every ``probe_seconds`` (a trial
-    is short, so even beside a busy neighbour it costs a few percent at most).
+    ``FEWER_MARGIN`` times faster to take over, at the start or from a probe. A probe that loses
+    by more than ``LOSS_MARGIN`` waits twice as long for the next: up to ``MAX_PROBE_SECONDS`` for
+    fewer threads, but only up to ``MORE_PROBE_LIMIT`` times ``probe_seconds`` for more, so that
+    a start misjudged in an episode, or a neighbour's leaving, is noticed within seconds
+    (measured beside a busy neighbour, two-thread probes every 0.5 s cost the default 10% at
+    784-1024-1024-10 / 128).
     """
 
     START_CALLS = 2
     TRIAL_FRACTION = 0.25
     FEWER_MARGIN = 1.15
     LOSS_MARGIN = 0.8
+    MORE_PROBE_LIMIT = 4
     SLOWDOWN = 0.7
     SLOW_CALLS = 2
     MAX_PROBE_SECONDS = 32.0
@@ -219,8 +222,10 @@ class ThreadChooser:
                 if rate > self._margin(threads, self.incumbent) * incumbent_rate:
                     self.incumbent = threads
                     self.interval = {c: self.probe_seconds for c in self.counts}
-                elif threads < self.incumbent and rate < self.LOSS_MARGIN * incumbent_rate:
-                    self.interval[threads] = min(2 * self.interval[threads], self.MAX_PROBE_SECONDS)
+                elif rate < self.LOSS_MARGIN * incumbent_rate:
+                    limit = (self.MAX_PROBE_SECONDS if threads < self.incumbent
+                             else self.MORE_PROBE_LIMIT * self.probe_seconds)
+                    self.interval[threads] = min(2 * self.interval[threads], limit)
             elif before is not None and rate < self.SLOWDOWN * before:
                 self.slow_calls += 1
                 slowed = self.slow_calls >= self.SLOW_CALLS
