@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .augment import STREAM_DROPOUT, bits24, example_key
-from .blas import gemm
+from .blas import gemm, gemm_blocks
 from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_NORM, R_SCHEDULE, R_SMOOTHING,
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
@@ -91,7 +91,7 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # (the (m, n) block's transpose, same size). ``x`` and the last layer's blocks stay row-major.
 
 @njit(cache=True, error_model="numpy")
-def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p):
+def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p, small):
     """Hidden layer l's forward pass for its units j0..j1-1 and all m rows, feature-major:
     ``z^T[J] = W[J] @ inp^T + b[J]`` (|J|, m) and ``h^T[J] = max(z^T[J], 0)``, with dropout p as
     :func:`fastmlp.kernels.linear_relu_dropout_forward` (the same random numbers: stream
@@ -99,14 +99,17 @@ def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epo
     first layer, ``h^T`` of the layer below after.
 
     The product lands in the units' own rows, so bias and ReLU run along contiguous rows (writing
-    row-major ``z[:, J]`` instead needs a transposing pass, or a product measured up to 12% slower)."""
+    row-major ``z[:, J]`` instead needs a transposing pass, or a product measured up to 12% slower).
+    ``small`` (:func:`fastmlp.blas.small_gemm_limit`, 0 for none) cuts the product into blocks of units
+    that BLAS's small-matrix kernels take (:func:`fastmlp.blas.gemm_blocks`); likewise below."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     zo = act_off[l]
     w = layout[l, W_OFF] + j0 * n_in
     if l == 0:
-        gemm(False, True, j1 - j0, m, n_in, params, w, n_in, x, 0, n_in, z, zo + j0 * m, m, 0.0)
+        gemm_blocks(small, False, True, j1 - j0, m, n_in, params, w, n_in, x, 0, n_in, z, zo + j0 * m, m, 0.0)
     else:
-        gemm(False, False, j1 - j0, m, n_in, params, w, n_in, h, act_off[l - 1], m, z, zo + j0 * m, m, 0.0)
+        gemm_blocks(small, False, False, j1 - j0, m, n_in, params, w, n_in, h, act_off[l - 1], m, z, zo + j0 * m, m,
+                    0.0)
     b = params[layout[l, B_OFF]:layout[l, B_OFF] + n_out]
     if p > 0:
         thr, keep = _drop_threshold(p), np.float32(1.0 / (1.0 - p))
@@ -146,15 +149,15 @@ def output_rows(params, layout, h, z, act_off, m, r0, r1):
 
 
 @njit(cache=True, error_model="numpy")
-def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1):
+def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1, small):
     """Rows j0..j1-1 of hidden layer l's weight gradient, given its feature-major ``d`` rows j0..j1-1
     (dl/dz^T): ``dW[J] = dz^T[J] @ inp`` (inp ``x``, or the feature-major ``h^T`` of the layer below).
     Each part writes whole rows of dW (measured faster than cutting dW by columns)."""
     n_in = layout[l, N_IN]
     dz, out = act_off[l] + j0 * m, layout[l, W_OFF] + j0 * n_in
     if l == 0:
-        gemm(False, False, j1 - j0, n_in, m, d, dz, m, x, 0, n_in, grads, out, n_in, 0.0)
-    else:
+        gemm_blocks(small, False, False, j1 - j0, n_in, m, d, dz, m, x, 0, n_in, grads, out, n_in, 0.0)
+    else:  # in one product: OpenBLAS's small kernels for this orientation ran at 35-69 GFLOP/s (8-32 rows)
         gemm(False, True, j1 - j0, n_in, m, d, dz, m, h, act_off[l - 1], m, grads, out, n_in, 0.0)
 
 
@@ -188,7 +191,7 @@ def relu_mask_units(grads, layout, l, z, d, act_off, m, i0, i1, p):
 
 
 @njit(cache=True, error_model="numpy")
-def input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p):
+def input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p, small):
     """Units i0..i1-1 of the gradient below layer l (l >= 1), given layer l's complete ``d`` block:
     ``dh^T[I] = W[:, I]^T @ dz^T``, then layer l - 1's mask and bias gradient on those units
     (:func:`relu_mask_units`). Layer l's dz is the last layer's row-major block when l is the
@@ -196,9 +199,9 @@ def input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p):
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     w, below = layout[l, W_OFF] + i0, act_off[l - 1] + i0 * m
     if l == layout.shape[0] - 1:
-        gemm(True, True, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], n_out, d, below, m, 0.0)
+        gemm_blocks(small, True, True, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], n_out, d, below, m, 0.0)
     else:
-        gemm(True, False, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], m, d, below, m, 0.0)
+        gemm_blocks(small, True, False, i1 - i0, m, n_out, params, w, n_in, d, act_off[l], m, d, below, m, 0.0)
     relu_mask_units(grads, layout, l - 1, z, d, act_off, m, i0, i1, p)
 
 
@@ -236,7 +239,7 @@ def update_rows(params, grads, adam_m, adam_v, layout, l, j0, j1, factors):
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_off, aug, taps, scratch, seed,
-                epoch, p_in, p_hid, smoothing, out, adam_m, adam_v, factors, fuse):
+                epoch, p_in, p_hid, smoothing, out, adam_m, adam_v, factors, fuse, small):
     """The gradient of the batch ``idx``'s mean loss into ``grads``, in the column split (see the module).
 
     ``out`` (2, S) float64 receives each row shard's loss sum and correct count (zeros for shards
@@ -246,7 +249,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     pass, as soon as nothing later in the step reads it: layer l's weight columns I right after
     the part reads them for the gradient below (its gradient is complete by then), the first
     layer's rows I right after the part computes their gradient. Element by element it is the
-    same update as after the step.
+    same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
     """
     m = idx.shape[0]
     parts = out.shape[1]
@@ -259,7 +262,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     for l in range(L - 1):
         for s in prange(parts):
             j0, j1 = split_bounds(layout[l, N_OUT], parts, s)
-            layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid)
+            layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
@@ -290,11 +293,11 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
             if l == L - 1:
                 output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
             if l > 0:
-                input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid)
+                input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid, small)
             if fuse:
                 update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, s, parts, factors)
             if l > 0:
-                weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1)
+                weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
                 if fuse and l == 1:
                     update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
 
@@ -302,7 +305,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
 @njit(cache=True, error_model="numpy")
 def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps,
                 batch_size, x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch,
-                shard_out, seed, epoch, columns):
+                shard_out, seed, epoch, columns, small):
     """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
 
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
@@ -323,7 +326,9 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     gradient (:func:`~fastmlp.update_kernels.l2_penalty_grad`); weight decay, max-norm and the
     average ``ema`` (:func:`~fastmlp.update_kernels.adamw_update`; ``ema`` may be empty when
     ``recipe[R_EMA]`` is 0). ``aug`` (empty: no augmentation) and ``taps`` are
-    :func:`fastmlp.augment.warp_image`'s; ``seed`` and ``epoch`` key the random numbers.
+    :func:`fastmlp.augment.warp_image`'s; ``seed`` and ``epoch`` key the random numbers. ``small``
+    cuts the column split's products into blocks for BLAS's small-matrix kernels
+    (:func:`fastmlp.blas.small_gemm_limit`; 0 for none): a property of the process, like the split.
     """
     schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
     wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
@@ -344,7 +349,7 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
         if columns:
             column_step(params, shard_grads[0], layout, images, labels, order[lo:hi], x, y, z, h, d, act_off, aug,
                         taps, scratch, seed, epoch, p_in, p_hid, smoothing, shard_out, adam_m, adam_v,
-                        adam_factors(lr_t, beta1, beta2, eps, t), fused)
+                        adam_factors(lr_t, beta1, beta2, eps, t), fused, small)
         else:
             shard_steps(params, shard_grads, n_shards, layout, images, labels, order[lo:hi], x, y, z, h, d,
                         act_off, aug, taps, scratch, seed, epoch, p_in, p_hid, smoothing, shard_out)

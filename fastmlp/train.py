@@ -43,6 +43,7 @@ import numpy as np
 
 from . import augment, kernels, step_kernels
 from .atomic import write_text
+from .blas import small_gemm_limit
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
 from .errors import ConfigError, DataError, UsageError
@@ -235,6 +236,8 @@ class Trainer:
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
         #: the split of each step's work (see :mod:`fastmlp.step_kernels`): by the shape, never the machine
         self.columns = step_kernels.column_split(self.model.sizes, config.batch_size)
+        #: the column split's products in blocks for BLAS's small-matrix kernels where it has them (else 0)
+        self.small_gemm = small_gemm_limit() if self.columns else 0
         #: one gradient buffer per row shard of a batch; the column split needs only one
         self.shard_grads = aligned_zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters))
         self.grads = self.shard_grads[0]
@@ -338,7 +341,7 @@ class Trainer:
                 m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
                 first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
                 lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-                self.scratch, self.shard_out, self.config.seed, epoch, self.columns)
+                self.scratch, self.shard_out, self.config.seed, epoch, self.columns, self.small_gemm)
             seconds = time.perf_counter() - t0
         B = self.config.batch_size
         self.threads.record(threads, min(n_steps * B, max(0, len(order) - first * B)), seconds)

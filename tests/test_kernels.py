@@ -36,15 +36,16 @@ NO_AUG, NO_TAPS, NO_SCRATCH = np.zeros(0), np.ones(1), np.zeros(1)
 
 def run_steps(model, adam, ws, grads, images, labels, order, first, n_steps, batch, losses, lr=1e-3, t0=0,
               recipe=PLAIN, aug=NO_AUG, taps=NO_TAPS, scratch=NO_SCRATCH, seed=0, epoch=0, shards=SHARDS,
-              columns=False):
+              columns=False, small=0):
     """``step_kernels.train_steps`` with Adam's hyperparameters and the recipe's arrays (plain by default),
-    as row shards or in the column split; ``grads`` (P,) or (shards, P) and ``scratch`` (one shard's) are
-    given a row per shard."""
+    as row shards or in the column split (its products in blocks of at most ``small`` multiply-adds);
+    ``grads`` (P,) or (shards, P) and ``scratch`` (one shard's) are given a row per shard."""
     shard_grads = grads if grads.ndim == 2 else np.zeros((shards, grads.size), np.float32)
     return step_kernels.train_steps(model.params, shard_grads, adam.m, adam.v, adam.ema, model.layout, images, labels,
                                     order, first, n_steps, batch, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, lr,
                                     adam.beta1, adam.beta2, adam.eps, t0, losses, recipe, aug, taps,
-                                    np.tile(scratch, (shards, 1)), np.zeros((2, shards)), seed, epoch, columns)
+                                    np.tile(scratch, (shards, 1)), np.zeros((2, shards)), seed, epoch, columns,
+                                    small)
 
 
 # ----------------------------------------------------------------------------- single kernels
@@ -362,7 +363,7 @@ def test_k_train_steps_with_every_option_agree_with_the_reference(columns):
 
 
 def recipe_run(recipe, sizes=(784, 24, 16, 10), n=75, batch=8):
-    """``run(shards, threads, columns=False, rows=n)``: train_steps over the first ``rows`` of a fixed
+    """``run(shards, threads, columns=False, rows=n, small=0)``: train_steps over the first ``rows`` of a fixed
     order (``n`` = 75 and batch 8: ten steps, the last of 3 rows) with the plain or the full recipe,
     from fixed weights; returns (losses, params, average)."""
     import numba
@@ -373,7 +374,7 @@ def recipe_run(recipe, sizes=(784, 24, 16, 10), n=75, batch=8):
     aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 34, 4, 28) if full else (NO_AUG, NO_TAPS)
     scratch = np.zeros(augment.scratch_size(28)) if full else NO_SCRATCH
 
-    def run(shards, threads, columns=False, rows=n):
+    def run(shards, threads, columns=False, rows=n, small=0):
         b = min(batch, rows)
         steps = -(-rows // b)
         model = MLP.initialized(list(sizes), np.random.default_rng(3))
@@ -384,7 +385,8 @@ def recipe_run(recipe, sizes=(784, 24, 16, 10), n=75, batch=8):
         try:
             run_steps(model, adam, model.workspace(b), np.zeros((shards, model.num_parameters), np.float32),
                       images, labels, order[:rows], 0, steps, b, losses, recipe=FULL_RECIPE if full else PLAIN,
-                      aug=aug, taps=taps, scratch=scratch, seed=4, epoch=1, shards=shards, columns=columns)
+                      aug=aug, taps=taps, scratch=scratch, seed=4, epoch=1, shards=shards, columns=columns,
+                      small=small)
         finally:
             numba.set_num_threads(before)
         return losses, model.params, adam.ema
@@ -406,29 +408,38 @@ def test_shards_give_the_batch_gradient_and_the_thread_count_changes_nothing(rec
     np.testing.assert_allclose(single[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
+# Blocks of at most 8 * 8 * 784 multiply-adds: the first layer's products at 8 rows (the batch) go
+# in blocks of 8 units, the second's in one product, whatever the BLAS (see fastmlp.blas.gemm_blocks).
+SMALL_TEST_LIMIT = 8 * 8 * 784
+
+
+@pytest.mark.parametrize("small", [0, SMALL_TEST_LIMIT])
 @pytest.mark.parametrize("sizes", [(784, 40, 24, 10), (784, 40, 10)])
 @pytest.mark.parametrize("recipe", ["plain", "full"])
-def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe, sizes):
+def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe, sizes, small):
     """The column split (layers cut by units into tile-aligned parts: 40 units as 16 + 24, 24 as 16 + 8;
-    one hidden layer with plain Adam updates inside the backward pass) lands where the batch run whole
-    lands, within float32 round-off, and gives the same bits on one Numba thread as on two (the short
-    last batch and a one-row batch included)."""
+    one hidden layer with plain Adam updates inside the backward pass; its products whole or in
+    blocks of units) lands where the batch run whole lands, within float32 round-off, and gives the
+    same bits on one Numba thread as on two (the short last batch and a one-row batch included)."""
     run = recipe_run(recipe, sizes=sizes)
-    whole, one_thread, two_threads = run(1, 1), run(2, 1, columns=True), run(2, 2, columns=True)
+    whole = run(1, 1)
+    one_thread, two_threads = run(2, 1, columns=True, small=small), run(2, 2, columns=True, small=small)
     for a, b in zip(one_thread, two_threads):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(one_thread[0], whole[0], rtol=1e-5)
     np.testing.assert_allclose(one_thread[1], whole[1], rtol=1e-3, atol=1e-5)
-    for a, b in zip(run(2, 1, columns=True, rows=1), run(2, 2, columns=True, rows=1)):
+    for a, b in zip(run(2, 1, columns=True, rows=1, small=small), run(2, 2, columns=True, rows=1, small=small)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(run(2, 2, columns=True, rows=1)[0], run(1, 1, rows=1)[0], rtol=1e-6)
+    np.testing.assert_allclose(run(2, 2, columns=True, rows=1, small=small)[0], run(1, 1, rows=1)[0], rtol=1e-6)
 
 
-def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
+@pytest.mark.parametrize("small", [0, 8 * 13 * 24])
+def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks(small):
     """The column split's pieces, one part of units at a time: a hidden layer's forward pass lands
     transposed (unit j's m values at ``off + j m``), the logits row-major from it, and the gradient
     below a layer is the reference's ``dz @ W`` masked by ReLU, transposed, with the bias gradient
-    its column sums."""
+    its column sums; the same with the products in blocks of units (``small``: 8 units of the
+    second layer's forward product per block, 8 of the first layer's gradient below)."""
     rng = np.random.default_rng(12)
     m, sizes = 13, [20, 40, 24, 10]
     model = MLP.initialized(sizes, rng)
@@ -446,7 +457,8 @@ def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
     logits, _ = ref.linear_forward(h1, Ws[2], bs[2])
     for l, z_ref, h_ref in ((0, z0, h0), (1, z1, h1)):
         for j0, j1 in ((0, 16), (16, sizes[l + 1])):  # two parts of units
-            step_kernels.layer_columns(model.params, model.layout, l, ws.x, ws.z, ws.h, off, m, j0, j1, idx, 0, 0, 0.0)
+            step_kernels.layer_columns(model.params, model.layout, l, ws.x, ws.z, ws.h, off, m, j0, j1, idx, 0, 0, 0.0,
+                                       small)
         n = sizes[l + 1]
         np.testing.assert_allclose(ws.z[off[l]:off[l] + n * m].reshape(n, m), z_ref.T, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ws.h[off[l]:off[l] + n * m].reshape(n, m), h_ref.T, rtol=1e-5, atol=1e-5)
@@ -458,16 +470,16 @@ def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks():
     ws.d[off[2]:off[2] + m * 10] = dlogits.ravel()
     dz1 = back1(dlogits @ Ws[2])
     for i0, i1 in ((0, 16), (16, 24)):
-        step_kernels.input_grad_columns(model.params, grads, model.layout, 2, ws.z, ws.d, off, m, i0, i1, 0.0)
-        step_kernels.weight_grad_rows(grads, model.layout, 1, ws.x, ws.h, ws.d, off, m, i0, i1)
+        step_kernels.input_grad_columns(model.params, grads, model.layout, 2, ws.z, ws.d, off, m, i0, i1, 0.0, small)
+        step_kernels.weight_grad_rows(grads, model.layout, 1, ws.x, ws.h, ws.d, off, m, i0, i1, small)
     np.testing.assert_allclose(ws.d[off[1]:off[1] + 24 * m].reshape(24, m), dz1.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grads[model.layout[1, 2]:model.layout[1, 3]].reshape(24, 40), dz1.T @ h0, rtol=1e-4,
                                atol=1e-5)
     np.testing.assert_allclose(grads[model.layout[1, 3]:model.layout[1, 3] + 24], dz1.sum(0), rtol=1e-5, atol=1e-5)
     dz0 = back0(dz1 @ Ws[1])
     for i0, i1 in ((0, 16), (16, 40)):
-        step_kernels.input_grad_columns(model.params, grads, model.layout, 1, ws.z, ws.d, off, m, i0, i1, 0.0)
-        step_kernels.weight_grad_rows(grads, model.layout, 0, ws.x, ws.h, ws.d, off, m, i0, i1)
+        step_kernels.input_grad_columns(model.params, grads, model.layout, 1, ws.z, ws.d, off, m, i0, i1, 0.0, small)
+        step_kernels.weight_grad_rows(grads, model.layout, 0, ws.x, ws.h, ws.d, off, m, i0, i1, small)
         step_kernels.output_weight_grad_columns(grads, model.layout, ws.x, ws.h, ws.d, off, m, min(i0, 24), min(i1, 24))
     np.testing.assert_allclose(ws.d[off[0]:off[0] + 40 * m].reshape(40, m), dz0.T, rtol=1e-5, atol=1e-5)
     _, dW0, db0 = ref.linear_backward(dz0, x, Ws[0], bs[0])
@@ -494,7 +506,7 @@ def test_the_column_split_updates_in_its_backward_pass_exactly_as_adam_after_it(
         factors = update_kernels.adam_factors(1e-3, 0.9, 0.999, 1e-8, 3)
         step_kernels.column_step(model.params, grads, model.layout, images, labels, idx, ws.x, ws.y, ws.z, ws.h,
                                  ws.d, ws.act_off, NO_AUG, NO_TAPS, np.zeros((SHARDS, 1)), 0, 0, 0.0, 0.0, 0.0,
-                                 np.zeros((2, SHARDS)), adam.m, adam.v, factors, fuse)
+                                 np.zeros((2, SHARDS)), adam.m, adam.v, factors, fuse, 0)
         if not fuse:
             update_kernels.adam_update_shards(model.params, grads[None], 1, adam.m, adam.v, 1e-3, 0.9, 0.999, 1e-8, 3)
         return model.params, adam.m, adam.v, grads
@@ -592,7 +604,8 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
             before = rtsys.get_allocation_stats().alloc
             step_kernels.train_steps(model.params, g, adam.m, adam.v, ema, model.layout, images, labels, order, 0,
                                      k, 32, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off, 1e-3, 0.9, 0.999, 1e-8, 0,
-                                     losses, recipe, aug, taps, scratch, out, 7, 1, columns)
+                                     losses, recipe, aug, taps, scratch, out, 7, 1, columns,
+                                     8 * 32 * 784 if columns else 0)  # with products in blocks of units
             return rtsys.get_allocation_stats().alloc - before
         call(1, plain, np.zeros(0), np.ones(1), False)  # compile / load from cache
         for columns in (False, True):

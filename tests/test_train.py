@@ -133,6 +133,18 @@ def test_the_trainers_flat_buffers_start_on_a_page(hidden, batch_size):
     assert trainer.grads.ctypes.data == trainer.shard_grads.ctypes.data
 
 
+def test_the_column_split_cuts_its_products_for_the_blas_small_matrix_kernels_where_it_has_them():
+    """A property of the process (the BLAS it calls), like the split a property of the shape: row
+    shards never cut their products."""
+    from fastmlp.blas import small_gemm_limit
+    ds = synthetic_dataset()
+    columns = Trainer(small_config(hidden_sizes=(100,), batch_size=32), ds.train_images, ds.train_labels,
+                      num_classes=10)
+    rows = Trainer(small_config(batch_size=100), ds.train_images, ds.train_labels, num_classes=10)
+    assert columns.columns and not rows.columns
+    assert columns.small_gemm == small_gemm_limit() and rows.small_gemm == 0
+
+
 def test_trials_of_a_thread_count_are_short_calls_and_the_incumbent_runs_whole_ones():
     """While the chooser tries a count (the start's turns, a probe) the trainer calls the kernel for a
     quarter of its usual steps, so trying the slower count costs little; the chosen count runs whole
