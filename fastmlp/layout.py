@@ -45,13 +45,17 @@ def split_bounds(n, parts, p):
 def column_split(sizes, batch_size) -> bool:
     """Whether a network of these layer sizes trains in the column split rather than as row shards.
 
-    Measured with the feature-major column split (2 threads, both splits alternating in one
-    process), columns over rows: with 784 inputs 1.3-2.0x for [100] at 32 to 128 rows, 1.11x at
-    200, 1.12x for [256, 128] at 128, 1.26x for [100, 100] at 128, 1.01-1.05x for layers of 256 to
-    2048 units at 256 to 1024 rows; but 0.80x and 0.69x for [100] at 512 and 1024 rows, 0.72x for
-    [32] at 256, 0.81x for [16] at 32. So: a first hidden layer wider than one tile and at least
-    half as wide as the batch is long. The column split's gain grows with the inputs (the first
-    product): with 256 inputs it needs the layer as wide as the batch ([100] at 200 rows: 0.92x,
+    Measured with the feature-major column split and page-aligned buffers (2 threads, both splits
+    alternating in one process; the column split's products in blocks for OpenBLAS's small-matrix
+    kernels, :func:`fastmlp.blas.gemm_blocks`), columns over rows, 784 inputs: 1.26-1.88x for [100]
+    at 32 to 128 rows, 1.19x at 150, 1.34-1.48x for [64] at 96 and 128, 1.41x for [32] at 32, 1.29x
+    for [256, 128] at 128, 1.05x at 256, 1.03x for [1024] and [1024, 1024] at 512; but 0.99x for
+    [100] at 176 and [128] at 192, 0.92x for [100] at 200, 0.86x at 512, 0.97x for [256] at 512,
+    0.84x and 0.73x for [32] at 128 and 256, 0.89x for [16] at 32. The blocks (at least 8 units
+    of at most a million multiply-adds) reach the first layer's products up to 159 rows. So: a
+    first hidden layer wider than one tile, and at least half as wide as the batch is long up to
+    COLUMN_SPLIT_BLOCK_ROWS rows, as wide beyond. The gain grows with the inputs (the first
+    product): with 256 inputs the layer must be as wide as the batch ([100] at 200 rows: 0.92x,
     [256] at 512: 0.94x, [256, 128] at 128: 1.03x), and with few inputs row shards win the common
     small networks ([100] at 200 rows on 20 or 64 inputs: 0.77x, 0.83x). Row shards of many rows
     are efficient GEMMs; few rows are not, while a column part keeps every row.
@@ -60,12 +64,13 @@ def column_split(sizes, batch_size) -> bool:
     hidden = sizes[1:-1]
     if not hidden or hidden[0] <= COLUMN_TILE or sizes[0] < COLUMN_SPLIT_INPUTS:
         return False
-    ratio = 0.5 if sizes[0] >= COLUMN_SPLIT_WIDE_INPUTS else 1.0
-    return hidden[0] >= ratio * batch_size
+    wide = sizes[0] >= COLUMN_SPLIT_WIDE_INPUTS and batch_size <= COLUMN_SPLIT_BLOCK_ROWS
+    return hidden[0] >= (0.5 if wide else 1.0) * batch_size
 
 
 COLUMN_SPLIT_INPUTS = 256
 COLUMN_SPLIT_WIDE_INPUTS = 512
+COLUMN_SPLIT_BLOCK_ROWS = 160
 
 
 # Measured with OpenBLAS (float32, AVX2): a GEMM computes its rows in tiles of 16, and rows of a

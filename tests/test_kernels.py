@@ -519,14 +519,16 @@ def test_the_column_split_updates_in_its_backward_pass_exactly_as_adam_after_it(
 
 @pytest.mark.parametrize("sizes,batch,columns", [
     ((784, 100, 10), 32, True), ((784, 256, 128, 10), 128, True), ((784, 1024, 1024, 10), 128, True),
-    ((784, 1024, 10), 256, True), ((784, 100, 10), 128, True), ((784, 100, 10), 200, True),
-    ((784, 1024, 1024, 10), 512, True), ((784, 100, 10), 201, False), ((784, 100, 10), 512, False),
+    ((784, 1024, 10), 256, True), ((784, 100, 10), 128, True), ((784, 100, 10), 150, True),
+    ((784, 64, 10), 128, True), ((784, 80, 10), 160, True), ((784, 100, 10), 176, False),
+    ((784, 100, 10), 200, False), ((784, 256, 10), 256, True), ((784, 256, 10), 512, False),
+    ((784, 1024, 1024, 10), 512, True), ((784, 100, 10), 512, False),
     ((784, 32, 10), 128, False), ((784, 16, 10), 32, False), ((784, 10), 8, False),
     ((256, 100, 10), 100, True), ((256, 100, 10), 200, False), ((100, 256, 128, 10), 32, False)])
 def test_the_split_is_chosen_by_the_shape_alone(sizes, batch, columns):
-    """Units are split when the first hidden layer is wider than a tile and at least half as wide as
-    the batch is long, given 512 inputs or more (as wide as the batch from 256 inputs; never with
-    fewer); otherwise rows. Never the machine: it decides the rounding."""
+    """Units are split when the first hidden layer is wider than a tile and, given 512 inputs or
+    more, at least half as wide as the batch is long up to 160 rows, as wide beyond (as wide from
+    256 inputs; never with fewer); otherwise rows. Never the machine: it decides the rounding."""
     assert step_kernels.column_split(sizes, batch) is columns
 
 
