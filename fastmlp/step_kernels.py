@@ -17,7 +17,8 @@ values contiguous), so every part reads and writes whole rows. No part's result 
 so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; gather and the last
 layer with its loss run as row shards. It costs a parallel region per phase (2 L for L layers)
 and runs every GEMM on all rows, which is where single-threaded BLAS is fastest: measured faster
-than row shards for wide layers, slower for narrow ones.
+than row shards for wide layers, slower for narrow ones. Where the BLAS has small-matrix kernels,
+a part's products go in blocks of units sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
 
 Nothing either split computes depends on which thread runs a part, nor on how many threads there
 are: the history of a run is the same on one thread as on two, bit for bit. The split is a
