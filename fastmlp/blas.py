@@ -92,9 +92,9 @@ def gemm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
 # the limit (and 100 for a 256^3 product). On the other cores these kernels are off, and cutting
 # a product into small blocks only adds work: 35-80% slower with OpenBLAS's Haswell kernels.
 SMALL_GEMM_MNK = 1_000_000
-# Blocks of fewer rows lose more than the kernels gain (a 784-1024-1024-10 step at 128 rows, with
-# its products cut into blocks of 7 to 9 units, ran 30% slower; 784-1024-10 at 512 rows, in blocks
-# of 2, 20% slower).
+# Blocks of fewer rows lose more than the kernels gain: a 784-1024-1024-10 step at 128 rows ran
+# 30% slower with every product in blocks (of 7 to 9 units), 2% faster with blocks of 8 units or
+# more only (the first layer's); 784-1024-10 at 512 rows, in blocks of 2, ran 20% slower.
 SMALL_GEMM_MIN_ROWS = 8
 SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
