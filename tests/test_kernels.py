@@ -438,8 +438,8 @@ def test_the_column_split_pieces_match_the_reference_on_feature_major_blocks(sma
     """The column split's pieces, one part of units at a time: a hidden layer's forward pass lands
     transposed (unit j's m values at ``off + j m``), the logits row-major from it, and the gradient
     below a layer is the reference's ``dz @ W`` masked by ReLU, transposed, with the bias gradient
-    its column sums; the same with the products in blocks of units (``small``: 8 units of the
-    second layer's forward product per block, 8 of the first layer's gradient below)."""
+    its column sums; the same with products in blocks of units (``small``: the first layer's forward
+    and weight-gradient products and the gradient below the second layer go in blocks of 8 units)."""
     rng = np.random.default_rng(12)
     m, sizes = 13, [20, 40, 24, 10]
     model = MLP.initialized(sizes, rng)
