@@ -45,6 +45,15 @@ def config_name(hidden, batch_size: int) -> str:
     return f"[{','.join(str(h) for h in hidden)}]/{batch_size}"
 
 
+def parse_shape(text: str, prog: str) -> tuple[tuple[int, ...], int]:
+    """``'256,128/128'`` as ``((256, 128), 128)``; anything else exits with one line naming ``prog``."""
+    try:
+        hidden, batch = text.split("/")
+        return tuple(int(v) for v in hidden.split(",")), int(batch)
+    except ValueError:
+        raise SystemExit(f"{prog}: {text!r} is not 'hidden sizes/batch', e.g. 256,128/128") from None
+
+
 def select_configs(spec: str | None) -> list:
     """The configurations named in ``spec`` ('100/32 1024,1024/128'; None: all of CONFIGS), in
     CONFIGS' order; ValueError when it names none of them."""

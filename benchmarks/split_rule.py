@@ -26,16 +26,10 @@ from fastmlp.config import TrainConfig  # noqa: E402
 from fastmlp.layout import SHARDS, aligned_zeros  # noqa: E402
 from fastmlp.train import Trainer  # noqa: E402
 
+from bench_workloads import parse_shape  # noqa: E402
+
 SHAPES = ["100/32", "100/64", "100/128", "100/200", "100/512", "32/32", "32/128", "32/256", "16/32",
           "256,128/128", "256,128/256", "1024/512", "1024,1024/512"]
-
-
-def parse_shape(text: str) -> tuple[tuple[int, ...], int]:
-    try:
-        hidden, batch = text.split("/")
-        return tuple(int(v) for v in hidden.split(",")), int(batch)
-    except ValueError:
-        raise SystemExit(f"split_rule: {text!r} is not 'hidden sizes/batch', e.g. 256,128/128") from None
 
 
 def measure(hidden, batch, images, labels, rounds: int, seconds: float) -> tuple[bool, float, float]:
@@ -68,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds per shape (default 7)")
     ap.add_argument("--seconds", type=float, default=0.15, help="about this long per timed call (default 0.15)")
     args = ap.parse_args(argv)
-    shapes = [parse_shape(s) for s in args.shapes]
+    shapes = [parse_shape(s, "split_rule") for s in args.shapes]
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8192, args.inputs), dtype=np.uint8)
     labels = rng.integers(0, 10, 8192).astype(np.uint8)

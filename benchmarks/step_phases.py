@@ -33,16 +33,10 @@ from fastmlp.layout import N_IN, N_OUT, rows_view, shard_bounds, split_bounds  #
 from fastmlp.train import Trainer  # noqa: E402
 from fastmlp.update_kernels import adam_update_shards  # noqa: E402
 
+from bench_workloads import parse_shape  # noqa: E402
+
 SHAPES = ["100/32", "256,128/128", "1024,1024/128"]
 PARTS = 2
-
-
-def parse_shape(text: str) -> tuple[tuple[int, ...], int]:
-    try:
-        hidden, batch = text.split("/")
-        return tuple(int(v) for v in hidden.split(",")), int(batch)
-    except ValueError:
-        raise SystemExit(f"step_phases: {text!r} is not 'hidden sizes/batch', e.g. 256,128/128") from None
 
 
 def pieces(tr: Trainer, idx: np.ndarray) -> list[tuple[str, float, list]]:
@@ -149,7 +143,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         ap.error("--rounds must be >= 1 and --seconds > 0")
-    shapes = [parse_shape(s) for s in args.shapes]
+    shapes = [parse_shape(s, "step_phases") for s in args.shapes]
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, 8192).astype(np.uint8)
