@@ -106,14 +106,15 @@ def per_call(fn, budget: float) -> float:
 
 def profile(hidden, batch, images, labels, rounds: int, budget: float) -> list[str]:
     config = TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0)
+    name = f"{','.join(map(str, hidden))}/{batch}"
     with limit_threads(2):
         tr = Trainer(config, images, labels, num_classes=10)
         if not tr.columns:
-            return [f"{','.join(map(str, hidden))}/{batch}: trains as row shards, not in the column split; skipped", ""]
+            return [f"{name}: trains as row shards, not in the column split; skipped", ""]
         order = np.resize(np.arange(len(images), dtype=np.int64), 64 * batch)
         tr.steps(order, 0, 8, 1e-4)
     idx = order[:batch]
-    lines = [f"### {','.join(map(str, hidden))}/{batch} (small-matrix block limit {tr.small_gemm:,})", "",
+    lines = [f"### {name} (small-matrix block limit {tr.small_gemm:,})", "",
              "| piece | part 0 (us) | part 1 (us) | slower part, GFLOP/s per core |", "|---|---:|---:|---:|"]
     with limit_threads(1):
         total = 0.0
@@ -124,7 +125,7 @@ def profile(hidden, batch, images, labels, rounds: int, budget: float) -> list[s
             lines.append(f"| {name} | {t[0] * 1e6:,.1f} | {t[1] * 1e6:,.1f} | {rate} |")
     lines.append(f"| sum of the slower parts | {total * 1e6:,.1f} | | |")
     with limit_threads(2):
-        n = min(64, max(8, int(0.2 / max(total, 1e-6))))  # steps per timed call: about 0.2 s
+        n = min(64, max(8, int(0.2 / max(total, 1e-6))))  # steps per timed call: about 0.2 s, at most order's 64
         steps = []
         for _ in range(rounds):
             t0 = time.perf_counter()

@@ -106,10 +106,10 @@ def small_gemm_limit() -> int:
     to decide the rounding, so it never depends on a measurement."""
     import scipy.linalg.cython_blas  # noqa: F401  (the library the kernels call: loaded, so that it is listed)
     from threadpoolctl import threadpool_info
-    blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
     # SciPy's own copy (a wheel's scipy.libs folder), else the one BLAS that NumPy and SciPy share
-    own = [lib for lib in blas if "scipy" in os.path.basename(os.path.dirname(str(lib.get("filepath", "")))).lower()]
-    lib = own[0] if own else blas[0] if len(blas) == 1 else None
+    own = [lib for lib in libs if "scipy" in os.path.basename(os.path.dirname(str(lib.get("filepath", "")))).lower()]
+    lib = own[0] if own else libs[0] if len(libs) == 1 else None
     if lib is None or lib.get("internal_api") != "openblas":
         return 0
     version = tuple(int(p) if p.isdigit() else 0 for p in str(lib.get("version") or "0").split(".")[:3])

@@ -152,7 +152,7 @@ class ThreadChooser:
     and probes, :attr:`trying`) are short calls (:meth:`call_steps`).
 
     The two directions are not alike. One thread beats all cores only when another process holds
-    a core, and then by far (measured: 1.4-2.3x); a slow episode of a shared machine can make
+    a core, and then by far (measured: 1.4-2.5x); a slow episode of a shared machine can make
     two threads look a little slower than one for a while. So the fewer threads must be
     ``FEWER_MARGIN`` times faster to take over, at the start or from a probe. A probe that loses
     by more than ``LOSS_MARGIN`` waits twice as long for the next: up to ``MAX_PROBE_SECONDS`` for
