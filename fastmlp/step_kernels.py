@@ -1,4 +1,5 @@
-"""The training step on Numba's threads, in one of two fixed splits of the work; every phase runs in parallel.
+"""The training step on Numba's threads, in one of two splits of the work fixed by the shape; every phase runs
+in parallel.
 
 **Row shards** (small layers). A batch of m rows is cut into ``n = min(S, m)`` shards, S =
 ``shard_grads.shape[0]`` (the Trainer uses :data:`fastmlp.layout.SHARDS`): shard s holds rows
@@ -7,22 +8,25 @@ alone, with single-threaded BLAS, into its own gradient buffer ``shard_grads[s]`
 the layout of ``params``); the update then reads ``g = shard_grads[0] + shard_grads[1] + ...``
 (summed in that order) while it runs Adam. One parallel region computes the whole gradient.
 
-**Column split** (wide layers, :func:`fastmlp.layout.column_split`). Every GEMM is cut between
-the S parts by units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each with all the
-batch's rows: a hidden layer's forward pass by its outputs, ``z^T[J] = W[J] @ x^T + b[J]``, then
-ReLU; the backward pass by the units below a layer, ``dx^T[I] = W[:, I]^T @ dz^T``, then the layer
+**Column split** (wide layers, :func:`fastmlp.layout.column_split`). Every GEMM is cut into
+blocks of units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each with all the batch's
+rows: a hidden layer's forward pass by its outputs, ``z^T[J] = W[J] @ x^T + b[J]``, then ReLU;
+the backward pass by the units below a layer, ``dx^T[I] = W[:, I]^T @ dz^T``, then the layer
 below's ReLU mask and bias gradient on those units and its weight gradient's rows,
 ``dW'[I] = dz'^T[I] @ x'``. Hidden layers' activations are stored feature-major (a unit's m
-values contiguous), so every part reads and writes whole rows. No part's result needs another's,
-so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; gather and the last
-layer with its loss run as row shards. It costs a parallel region per phase (2 L for L layers)
-and runs every GEMM on all rows, which is where single-threaded BLAS is fastest: measured faster
-than row shards for wide layers, slower for narrow ones. Where the BLAS has small-matrix kernels,
-a part's products go in blocks of units sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
+values contiguous), so every block reads and writes whole rows. No block's result needs
+another's, so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; the last
+layer with its loss runs as row shards. The threads claim each phase's blocks one at a time
+(:mod:`fastmlp.claims`): 3 S blocks per phase (:func:`fastmlp.layout.claim_bounds`, S large,
+then 2 S small), so a thread on a slowed core runs fewer of them instead of holding the other
+up. It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all rows,
+which is where single-threaded BLAS is fastest: measured faster than row shards for wide layers,
+slower for narrow ones. Where the BLAS has small-matrix kernels, a block's products go in
+smaller blocks sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
 
-Nothing either split computes depends on which thread runs a part, nor on how many threads there
-are: the history of a run is the same on one thread as on two, bit for bit. The split is a
-property of the shape (it decides the rounding), never of the machine.
+Nothing either split computes depends on which thread runs a shard or a block, nor on how many
+threads there are: the history of a run is the same on one thread as on two, bit for bit. The
+split and its blocks are properties of the shape (they decide the rounding), never of the machine.
 
 Why not multi-threaded BLAS: at the shapes of MLP training (a batch of 32 to 128 rows) OpenBLAS's
 threads spend much of each call waking up and waiting for each other, and the kernels between the
@@ -36,11 +40,12 @@ from numba import njit, prange
 
 from .augment import STREAM_DROPOUT, bits24, example_key
 from .blas import gemm, gemm_blocks
+from .claims import claim, reset
 from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_NORM, R_SCHEDULE, R_SMOOTHING,
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
-from .layout import (B_OFF, N_IN, N_OUT, SHARDS, W_OFF, block_view,  # noqa: F401  (the Trainer's)
-                     column_split, rows_view, shard_bounds, split_bounds)
+from .layout import (B_OFF, CLAIM_BLOCKS_PER_PART, N_IN, N_OUT, SHARDS, W_OFF,  # noqa: F401  (the Trainer's)
+                     block_view, claim_bounds, column_split, rows_view, shard_bounds, split_bounds)
 from .update_kernels import (adam_factors, adam_rows, adam_update_shards, adamw_update, l2_penalty_grad,
                              lr_at_step, sum_shards)
 
@@ -90,6 +95,10 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # ----------------------------------------------------------------------------- column split
 # A hidden layer's blocks (z, h, d) are feature-major here: unit j's m values at ``off + j m``
 # (the (m, n) block's transpose, same size). ``x`` and the last layer's blocks stay row-major.
+
+# The column split's gather is claimed in blocks of this many rows: small enough for the threads
+# to share augmentation's uneven work, large enough that claiming costs nothing measurable.
+GATHER_ROWS = 8
 
 @njit(cache=True, error_model="numpy")
 def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p, small):
@@ -153,7 +162,7 @@ def output_rows(params, layout, h, z, act_off, m, r0, r1):
 def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1, small):
     """Rows j0..j1-1 of hidden layer l's weight gradient, given its feature-major ``d`` rows j0..j1-1
     (dl/dz^T): ``dW[J] = dz^T[J] @ inp`` (inp ``x``, or the feature-major ``h^T`` of the layer below).
-    Each part writes whole rows of dW (measured faster than cutting dW by columns)."""
+    Each block writes whole rows of dW (measured faster than cutting dW by columns)."""
     n_in = layout[l, N_IN]
     dz, out = act_off[l] + j0 * m, layout[l, W_OFF] + j0 * n_in
     if l == 0:
@@ -223,7 +232,8 @@ def output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1):
 
 @njit(cache=True, error_model="numpy")
 def update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, s, parts, factors):
-    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on part s of its biases."""
+    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on part s of its biases (cut into
+    ``parts`` by :func:`fastmlp.layout.split_bounds`)."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     adam_rows(params, grads, adam_m, adam_v, layout[l, W_OFF] + i0, n_out, i1 - i0, n_in, factors)
     j0, j1 = split_bounds(n_out, parts, s)
@@ -240,30 +250,47 @@ def update_rows(params, grads, adam_m, adam_v, layout, l, j0, j1, factors):
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_off, aug, taps, scratch, seed,
-                epoch, p_in, p_hid, smoothing, out, adam_m, adam_v, factors, fuse, small):
+                epoch, p_in, p_hid, smoothing, out, adam_m, adam_v, factors, fuse, small, counters):
     """The gradient of the batch ``idx``'s mean loss into ``grads``, in the column split (see the module).
 
     ``out`` (2, S) float64 receives each row shard's loss sum and correct count (zeros for shards
     beyond the batch's rows); the backward pass is skipped when the loss is not finite. With
     ``fuse``, plain Adam (moments ``adam_m``, ``adam_v``; constants ``factors`` of
-    :func:`~fastmlp.update_kernels.adam_factors`) updates each part of the weights in the backward
+    :func:`~fastmlp.update_kernels.adam_factors`) updates each block of the weights in the backward
     pass, as soon as nothing later in the step reads it: layer l's weight columns I right after
-    the part reads them for the gradient below (its gradient is complete by then), the first
-    layer's rows I right after the part computes their gradient. Element by element it is the
+    the block reads them for the gradient below (its gradient is complete by then), the first
+    layer's rows I right after the block computes their gradient. Element by element it is the
     same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
+
+    Each phase's threads claim its work block by block (:mod:`fastmlp.claims`; blocks of units by
+    :func:`fastmlp.layout.claim_bounds`, of GATHER_ROWS rows for the gather), with ``counters``
+    (int64, at least 2 L slots for L layers: slot 0 the gather, 1 + l layer l's forward pass,
+    L + l the gradient below layer l); ``scratch`` has a row per part (S = ``out.shape[1]``), the
+    number of threads that take part.
     """
     m = idx.shape[0]
     parts = out.shape[1]
     n_rows = min(parts, m)
     L = layout.shape[0]
     n_in = layout[0, N_IN]
-    for s in prange(n_rows):
-        r0, r1 = shard_bounds(m, n_rows, s)
-        gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[s], seed, epoch, p_in)
+    if counters.shape[0] < 2 * L:
+        raise ValueError("column_step: counters needs 2 slots per layer")
+    blocks = CLAIM_BLOCKS_PER_PART * parts
+    reset(counters)
+    gather_blocks = -(-m // GATHER_ROWS)
+    for t in prange(parts):
+        b = claim(counters, 0)
+        while b < gather_blocks:
+            r0, r1 = b * GATHER_ROWS, min(m, (b + 1) * GATHER_ROWS)
+            gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[t], seed, epoch, p_in)
+            b = claim(counters, 0)
     for l in range(L - 1):
-        for s in prange(parts):
-            j0, j1 = split_bounds(layout[l, N_OUT], parts, s)
-            layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
+        for t in prange(parts):
+            b = claim(counters, 1 + l)
+            while b < blocks:
+                j0, j1 = claim_bounds(layout[l, N_OUT], parts, b)
+                layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
+                b = claim(counters, 1 + l)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
@@ -285,28 +312,32 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
         return
     bias_grad(block_view(d, act_off[L - 1], m, k), grads[layout[L - 1, B_OFF]:layout[L - 1, B_OFF] + k])
     # Region l: the gradient below layer l by units (the last layer's weight gradient by the same
-    # columns); the part that completes units I of layer l - 1 goes on to that layer's weight-gradient
-    # rows I, with no other part's help.
+    # columns); the block that completes units I of layer l - 1 goes on to that layer's weight-gradient
+    # rows I, with no other block's help.
     lowest = 1 if L > 1 else 0
     for l in range(L - 1, lowest - 1, -1):
-        for s in prange(parts):
-            i0, i1 = split_bounds(layout[l, N_IN], parts, s)
-            if l == L - 1:
-                output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
-            if l > 0:
-                input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid, small)
-            if fuse:
-                update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, s, parts, factors)
-            if l > 0:
-                weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
-                if fuse and l == 1:
-                    update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
+        r = L + l
+        for t in prange(parts):
+            b = claim(counters, r)
+            while b < blocks:
+                i0, i1 = claim_bounds(layout[l, N_IN], parts, b)
+                if l == L - 1:
+                    output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
+                if l > 0:
+                    input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid, small)
+                if fuse:
+                    update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, b, blocks, factors)
+                if l > 0:
+                    weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
+                    if fuse and l == 1:
+                        update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
+                b = claim(counters, r)
 
 
 @njit(cache=True, error_model="numpy")
 def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps,
                 batch_size, x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch,
-                shard_out, seed, epoch, columns, small):
+                shard_out, seed, epoch, columns, small, counters):
     """Run ``n_steps`` train steps over mini-batches of ``order`` (a permutation of example indices).
 
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
@@ -330,6 +361,7 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     :func:`fastmlp.augment.warp_image`'s; ``seed`` and ``epoch`` key the random numbers. ``small``
     cuts the column split's products into blocks for BLAS's small-matrix kernels
     (:func:`fastmlp.blas.small_gemm_limit`; 0 for none): a property of the process, like the split.
+    ``counters`` (int64, 2 L slots) are the column split's claim counters (:func:`column_step`).
     """
     schedule, p_in, p_hid = int(recipe[R_SCHEDULE]), recipe[R_DROP_IN], recipe[R_DROP_HIDDEN]
     wd, max_norm, ema_decay = recipe[R_WEIGHT_DECAY], recipe[R_MAX_NORM], recipe[R_EMA]
@@ -350,7 +382,7 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
         if columns:
             column_step(params, shard_grads[0], layout, images, labels, order[lo:hi], x, y, z, h, d, act_off, aug,
                         taps, scratch, seed, epoch, p_in, p_hid, smoothing, shard_out, adam_m, adam_v,
-                        adam_factors(lr_t, beta1, beta2, eps, t), fused, small)
+                        adam_factors(lr_t, beta1, beta2, eps, t), fused, small, counters)
         else:
             shard_steps(params, shard_grads, n_shards, layout, images, labels, order[lo:hi], x, y, z, h, d,
                         act_off, aug, taps, scratch, seed, epoch, p_in, p_hid, smoothing, shard_out)

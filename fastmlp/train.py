@@ -242,6 +242,8 @@ class Trainer:
         self.shard_grads = aligned_zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters))
         self.grads = self.shard_grads[0]
         self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
+        #: the column split's claim counters, one per parallel phase of a step
+        self.claim_counters = np.zeros(2 * len(self.model.sizes), np.int64)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
                          config.weight_decay, config.max_norm, config.ema)
         self.adam.start_average(self.model.params)
@@ -341,7 +343,8 @@ class Trainer:
                 m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
                 first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
                 lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-                self.scratch, self.shard_out, self.config.seed, epoch, self.columns, self.small_gemm)
+                self.scratch, self.shard_out, self.config.seed, epoch, self.columns, self.small_gemm,
+                self.claim_counters)
             seconds = time.perf_counter() - t0
         B = self.config.batch_size
         self.threads.record(threads, min(n_steps * B, max(0, len(order) - first * B)), seconds)
