@@ -42,25 +42,37 @@ def split_bounds(n, parts, p):
     return min(n, p * tiles // parts * COLUMN_TILE), min(n, (p + 1) * tiles // parts * COLUMN_TILE)
 
 
-# The column split's threads claim each phase's units block by block (fastmlp.claims), in
-# CLAIM_BLOCKS_PER_PART * parts blocks fixed by the layer's size: first one large block per part
-# (3/4 of the tiles between them), then 2 small blocks per part for the rest. On an idle machine
-# each thread runs one large block and two small ones, as in a fixed split; when one core runs
-# slower (a busy neighbour, or this VM's slow episodes) the other takes more of the small blocks
-# instead of waiting. Measured against the fixed halves on 2 threads, alternating in one process:
-# 1.00x median at 784-100-10 / 32, 784-256-128-10 / 128 and 784-1024-1024-10 / 128, with fewer
-# slow calls (tenth percentile 15.5k against 14.9k samples/s at the last). Four equal blocks per
-# part cost 7% there: every block packs the product's shared operand again.
+# The column split's threads claim each phase's units block by block (fastmlp.claims), in blocks
+# fixed by the layer's size: first one large block per part (3/4 of the tiles between them), then
+# 2 small blocks per part for the rest. On an idle machine each thread runs one large block and
+# two small ones, as in a fixed split; when one core runs slower (a busy neighbour, or this VM's
+# slow episodes) the other takes more of the small blocks instead of waiting. Against fixed
+# halves on 2 threads (alternating 0.1 s calls in one process), medians 0.98x at 784-100-10 / 32,
+# 1.00x at 784-256-128-10 / 128 and 0.98x at 784-1024-1024-10 / 128, and the slowest tenth of
+# calls far faster: 347k against 238k, 159k against 95k, 14.3k against 8.4k samples/s. Four
+# equal blocks per part cost 7% at the last (each block packs its product's shared operand
+# again). Layers of fewer than CLAIM_MIN_TILES tiles keep one block per part: 100 units in 3
+# blocks per part ran 5-8% slower, the blocks' calls costing more than the balance gains.
 CLAIM_BLOCKS_PER_PART = 3
+CLAIM_MIN_TILES = 16
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def claim_blocks(n, parts):
+    """How many blocks the threads claim n units in: CLAIM_BLOCKS_PER_PART per part, or one per
+    part (:func:`split_bounds`'s) for a layer of fewer than CLAIM_MIN_TILES tiles."""
+    return parts if -(-n // COLUMN_TILE) < CLAIM_MIN_TILES else CLAIM_BLOCKS_PER_PART * parts
 
 
 @njit(cache=True, error_model="numpy", inline="always")
 def claim_bounds(n, parts, b):
-    """Units ``j0 .. j1 - 1`` of block b (0 .. CLAIM_BLOCKS_PER_PART * parts - 1) of n units on
+    """Units ``j0 .. j1 - 1`` of block b (0 .. ``claim_blocks(n, parts)`` - 1) of n units on
     multiples of COLUMN_TILE: blocks 0 .. parts-1 hold ``3 T // (4 parts)`` tiles each of the
-    layer's T tiles, the other 2 parts blocks share the rest as evenly as whole tiles allow.
-    Small layers leave some blocks empty."""
+    layer's T tiles, the other 2 parts blocks share the rest as evenly as whole tiles allow; for
+    fewer than CLAIM_MIN_TILES tiles, :func:`split_bounds`'s parts."""
     tiles = -(-n // COLUMN_TILE)
+    if tiles < CLAIM_MIN_TILES:
+        return split_bounds(n, parts, b)
     head = 3 * tiles // (4 * parts)
     if b < parts:
         t0, t1 = b * head, (b + 1) * head

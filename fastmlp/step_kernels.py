@@ -17,11 +17,12 @@ below's ReLU mask and bias gradient on those units and its weight gradient's row
 values contiguous), so every block reads and writes whole rows. No block's result needs
 another's, so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; the last
 layer with its loss runs as row shards. The threads claim each phase's blocks one at a time
-(:mod:`fastmlp.claims`): 3 S blocks per phase (:func:`fastmlp.layout.claim_bounds`, S large,
-then 2 S small), so a thread on a slowed core runs fewer of them instead of holding the other
-up. It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all rows,
-which is where single-threaded BLAS is fastest: measured faster than row shards for wide layers,
-slower for narrow ones. Where the BLAS has small-matrix kernels, a block's products go in
+(:mod:`fastmlp.claims`): 3 S blocks per phase for a wide layer
+(:func:`fastmlp.layout.claim_bounds`: S large, then 2 S small), so that a thread on a slowed
+core runs fewer of them instead of holding the other up; S blocks for a narrow one. It costs a
+parallel region per phase (2 L for L layers) and runs every GEMM on all rows, which is where
+single-threaded BLAS is fastest: measured faster than row shards for wide layers, slower for
+narrow ones. Where the BLAS has small-matrix kernels, a block's products go in
 smaller blocks sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
 
 Nothing either split computes depends on which thread runs a shard or a block, nor on how many
@@ -44,8 +45,8 @@ from .claims import claim, reset
 from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_NORM, R_SCHEDULE, R_SMOOTHING,
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
-from .layout import (B_OFF, CLAIM_BLOCKS_PER_PART, N_IN, N_OUT, SHARDS, W_OFF,  # noqa: F401  (the Trainer's)
-                     block_view, claim_bounds, column_split, rows_view, shard_bounds, split_bounds)
+from .layout import (B_OFF, N_IN, N_OUT, SHARDS, W_OFF,  # noqa: F401  (the Trainer's)
+                     block_view, claim_blocks, claim_bounds, column_split, rows_view, shard_bounds, split_bounds)
 from .update_kernels import (adam_factors, adam_rows, adam_update_shards, adamw_update, l2_penalty_grad,
                              lr_at_step, sum_shards)
 
@@ -96,8 +97,9 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # A hidden layer's blocks (z, h, d) are feature-major here: unit j's m values at ``off + j m``
 # (the (m, n) block's transpose, same size). ``x`` and the last layer's blocks stay row-major.
 
-# The column split's gather is claimed in blocks of this many rows: small enough for the threads
-# to share augmentation's uneven work, large enough that claiming costs nothing measurable.
+# The column split's gather, when it augments, is claimed in blocks of this many rows, so that the
+# threads share the warps' work as they go (a plain gather of the batch's rows in one block per
+# part: in blocks of 8 it cost 2% at 784-100-10 / 32).
 GATHER_ROWS = 8
 
 @njit(cache=True, error_model="numpy")
@@ -263,7 +265,8 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
 
     Each phase's threads claim its work block by block (:mod:`fastmlp.claims`; blocks of units by
-    :func:`fastmlp.layout.claim_bounds`, of GATHER_ROWS rows for the gather), with ``counters``
+    :func:`fastmlp.layout.claim_bounds`; the gather's rows in blocks of GATHER_ROWS when it
+    augments, in S blocks otherwise), with ``counters``
     (int64, at least 2 L slots for L layers: slot 0 the gather, 1 + l layer l's forward pass,
     L + l the gradient below layer l); ``scratch`` has a row per part (S = ``out.shape[1]``), the
     number of threads that take part.
@@ -275,16 +278,16 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     n_in = layout[0, N_IN]
     if counters.shape[0] < 2 * L:
         raise ValueError("column_step: counters needs 2 slots per layer")
-    blocks = CLAIM_BLOCKS_PER_PART * parts
     reset(counters)
-    gather_blocks = -(-m // GATHER_ROWS)
+    rows = GATHER_ROWS if aug.shape[0] > 0 else -(-m // parts)
     for t in prange(parts):
         b = claim(counters, 0)
-        while b < gather_blocks:
-            r0, r1 = b * GATHER_ROWS, min(m, (b + 1) * GATHER_ROWS)
+        while b * rows < m:
+            r0, r1 = b * rows, min(m, (b + 1) * rows)
             gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[t], seed, epoch, p_in)
             b = claim(counters, 0)
     for l in range(L - 1):
+        blocks = claim_blocks(layout[l, N_OUT], parts)
         for t in prange(parts):
             b = claim(counters, 1 + l)
             while b < blocks:
@@ -317,6 +320,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     lowest = 1 if L > 1 else 0
     for l in range(L - 1, lowest - 1, -1):
         r = L + l
+        blocks = claim_blocks(layout[l, N_IN], parts)
         for t in prange(parts):
             b = claim(counters, r)
             while b < blocks:

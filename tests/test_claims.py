@@ -6,7 +6,7 @@ import pytest
 from numba import njit, prange
 
 from fastmlp.claims import claim, reset
-from fastmlp.layout import CLAIM_BLOCKS_PER_PART, COLUMN_TILE, claim_bounds
+from fastmlp.layout import CLAIM_MIN_TILES, COLUMN_TILE, claim_blocks, claim_bounds, split_bounds
 
 
 @njit(parallel=True)
@@ -50,7 +50,7 @@ def test_claim_types_only_a_flat_int64_counter_array():
 
 
 def _blocks(n, parts):
-    return [claim_bounds(n, parts, b) for b in range(CLAIM_BLOCKS_PER_PART * parts)]
+    return [claim_bounds(n, parts, b) for b in range(claim_blocks(n, parts))]
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
@@ -64,13 +64,19 @@ def test_blocks_cover_a_layers_units_in_order_on_tile_boundaries(parts):
 
 
 def test_the_large_blocks_hold_three_quarters_and_the_small_ones_share_the_rest_evenly():
-    """1024 units (64 tiles) for two parts: two blocks of 384 units, then four of 64; 100 units (7
-    tiles): 32 + 32, then 16, 16, 4 after an empty one."""
+    """1024 units (64 tiles) for two parts: two blocks of 384 units, then four of 64."""
     assert _blocks(1024, 2) == [(0, 384), (384, 768), (768, 832), (832, 896), (896, 960), (960, 1024)]
-    assert _blocks(100, 2) == [(0, 32), (32, 64), (64, 64), (64, 80), (80, 96), (96, 100)]
     for n in (256, 500, 784, 1000, 4096):
         sizes = [j1 - j0 for j0, j1 in _blocks(n, 2)]
         tiles = -(-n // COLUMN_TILE)
         assert sizes[0] == sizes[1] == 3 * tiles // 8 * COLUMN_TILE
         small = [-(-s // COLUMN_TILE) for s in sizes[2:]]
-        assert max(small) - min(small) <= 1
+        assert len(small) == 4 and max(small) - min(small) <= 1
+
+
+def test_a_layer_of_few_tiles_is_claimed_in_the_fixed_parts():
+    """Below CLAIM_MIN_TILES tiles (100 units: 7) each thread's share is one block, as split_bounds cuts it."""
+    n = (CLAIM_MIN_TILES - 1) * COLUMN_TILE
+    for m in (1, 40, 100, n):
+        assert _blocks(m, 2) == [split_bounds(m, 2, 0), split_bounds(m, 2, 1)]
+    assert len(_blocks(n + 1, 2)) == 6
