@@ -3,8 +3,8 @@
 
 For each shape, one trainer (random uint8 images, Adam as ``fastmlp train``; the shape must train
 in the column split) runs a few steps, then every piece of ``step_kernels.column_step`` is timed on
-one thread, part by part (part s: the blocks thread s claims when both run at one speed, blocks
-s, s + 2, ... of ``layout.claim_bounds``), on the trainer's own
+one thread, part by part (part s: the blocks thread s claims when both run at one speed, the
+first or the last half of ``layout.claim_bounds``' list), on the trainer's own
 buffers: the gather, each hidden layer's forward product with bias and ReLU, the logits with the
 loss, each backward region (the gradient below a layer with the mask, the weight-gradient rows)
 and Adam. The products are cut as the trainer cuts them (``Trainer.small_gemm``: blocks for the
@@ -52,7 +52,9 @@ def pieces(tr: Trainer, idx: np.ndarray) -> list[tuple[str, float, list]]:
         return [lambda s=s: fn(s) for s in range(PARTS)]
 
     def claimed(n, s):  # the units of the blocks part s claims when both threads run at one speed
-        return [claim_bounds(n, PARTS, b) for b in range(s, claim_blocks(n, PARTS), PARTS)]
+        blocks = claim_blocks(n)
+        half = range(blocks // 2) if s == 0 else range(blocks // 2, blocks)
+        return [claim_bounds(n, b) for b in half]
 
     def gather(s):
         r0, r1 = shard_bounds(m, PARTS, s)

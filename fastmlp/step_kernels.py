@@ -16,10 +16,10 @@ below's ReLU mask and bias gradient on those units and its weight gradient's row
 ``dW'[I] = dz'^T[I] @ x'``. Hidden layers' activations are stored feature-major (a unit's m
 values contiguous), so every block reads and writes whole rows. No block's result needs
 another's, so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; the last
-layer with its loss runs as row shards. The threads claim each phase's blocks one at a time
-(:mod:`fastmlp.claims`): 3 S blocks per phase for a wide layer
-(:func:`fastmlp.layout.claim_bounds`: S large, then 2 S small), so that a thread on a slowed
-core runs fewer of them instead of holding the other up; S blocks for a narrow one. It costs a
+layer with its loss runs as row shards. The two threads claim each phase's blocks one at a
+time from opposite ends of its list (:mod:`fastmlp.claims`; for a wide layer a large block at
+each end and small ones between, :func:`fastmlp.layout.claim_bounds`; halves for a narrow one),
+so that a thread on a slowed core runs fewer of them instead of holding the other up. It costs a
 parallel region per phase (2 L for L layers) and runs every GEMM on all rows, which is where
 single-threaded BLAS is fastest: measured faster than row shards for wide layers, slower for
 narrow ones. Where the BLAS has small-matrix kernels, a block's products go in
@@ -264,12 +264,12 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     layer's rows I right after the block computes their gradient. Element by element it is the
     same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
 
-    Each phase's threads claim its work block by block (:mod:`fastmlp.claims`; blocks of units by
-    :func:`fastmlp.layout.claim_bounds`; the gather's rows in blocks of GATHER_ROWS when it
-    augments, in S blocks otherwise), with ``counters``
+    Each phase's threads claim its work block by block, thread t from end ``t % 2`` of the list
+    (:mod:`fastmlp.claims`; blocks of units by :func:`fastmlp.layout.claim_bounds`; the gather's
+    rows in blocks of GATHER_ROWS when it augments, in S blocks otherwise), with ``counters``
     (int64, at least 2 L slots for L layers: slot 0 the gather, 1 + l layer l's forward pass,
-    L + l the gradient below layer l); ``scratch`` has a row per part (S = ``out.shape[1]``), the
-    number of threads that take part.
+    L + l the gradient below layer l); ``scratch`` has a row per part (S = ``out.shape[1]``, the
+    number of threads that take part).
     """
     m = idx.shape[0]
     parts = out.shape[1]
@@ -280,20 +280,21 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
         raise ValueError("column_step: counters needs 2 slots per layer")
     reset(counters)
     rows = GATHER_ROWS if aug.shape[0] > 0 else -(-m // parts)
+    row_blocks = -(-m // rows)
     for t in prange(parts):
-        b = claim(counters, 0)
-        while b * rows < m:
+        b = claim(counters, 0, t % 2, row_blocks)
+        while b >= 0:
             r0, r1 = b * rows, min(m, (b + 1) * rows)
             gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[t], seed, epoch, p_in)
-            b = claim(counters, 0)
+            b = claim(counters, 0, t % 2, row_blocks)
     for l in range(L - 1):
-        blocks = claim_blocks(layout[l, N_OUT], parts)
+        blocks = claim_blocks(layout[l, N_OUT])
         for t in prange(parts):
-            b = claim(counters, 1 + l)
-            while b < blocks:
-                j0, j1 = claim_bounds(layout[l, N_OUT], parts, b)
+            b = claim(counters, 1 + l, t % 2, blocks)
+            while b >= 0:
+                j0, j1 = claim_bounds(layout[l, N_OUT], b)
                 layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
-                b = claim(counters, 1 + l)
+                b = claim(counters, 1 + l, t % 2, blocks)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
@@ -320,11 +321,11 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     lowest = 1 if L > 1 else 0
     for l in range(L - 1, lowest - 1, -1):
         r = L + l
-        blocks = claim_blocks(layout[l, N_IN], parts)
+        blocks = claim_blocks(layout[l, N_IN])
         for t in prange(parts):
-            b = claim(counters, r)
-            while b < blocks:
-                i0, i1 = claim_bounds(layout[l, N_IN], parts, b)
+            b = claim(counters, r, t % 2, blocks)
+            while b >= 0:
+                i0, i1 = claim_bounds(layout[l, N_IN], b)
                 if l == L - 1:
                     output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
                 if l > 0:
@@ -335,7 +336,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
                     weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
                     if fuse and l == 1:
                         update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
-                b = claim(counters, r)
+                b = claim(counters, r, t % 2, blocks)
 
 
 @njit(cache=True, error_model="numpy")
