@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Two or more versions of fastmlp side by side in one process: training steps, alternating calls.
+
+Each argument is a checkout of the project (for an earlier commit: ``git worktree add DIR COMMIT``).
+Its ``fastmlp`` package is copied under a name of its own into a temporary folder and imported,
+so every version trains its own trainer in the same process, on the same random uint8 images and
+thread pool, and the calls take turns (the order rotating every round). A machine's slow episodes
+then fall on all versions alike, and the table compares the medians, each version's median ratio
+to the first version's call of the same round, and the slowest calls' percentiles.
+
+    git worktree add /tmp/before HEAD~1
+    python benchmarks/compare_versions.py /tmp/before . --shape 1024,1024/128 --rounds 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fastmlp.threads import limit_threads, single_threaded_blas
+
+single_threaded_blas()  # as the fastmlp command does, before NumPy loads
+
+import numpy as np  # noqa: E402
+
+from bench_workloads import parse_shape  # noqa: E402
+
+
+def load_versions(checkouts: list[str], folder: Path) -> list[str]:
+    """Copy each checkout's package to ``folder/fastmlp_vN`` and return the package names."""
+    names = []
+    for i, checkout in enumerate(checkouts):
+        source = Path(checkout) / "fastmlp"
+        if not (source / "train.py").is_file():
+            raise SystemExit(f"compare_versions: {checkout} has no fastmlp package")
+        name = f"fastmlp_v{i}"
+        shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        names.append(name)
+    sys.path.insert(0, str(folder))
+    return names
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkouts", nargs="+", help="project folders; the first is the baseline")
+    ap.add_argument("--shape", default="1024,1024/128", help="hidden sizes/batch (default 1024,1024/128)")
+    ap.add_argument("--rounds", type=int, default=100, help="alternating rounds (default 100)")
+    ap.add_argument("--seconds", type=float, default=0.1, help="about this long per call (default 0.1)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every version (default 2)")
+    args = ap.parse_args(argv)
+    hidden, batch = parse_shape(args.shape, "compare_versions")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, 8192).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp, limit_threads(args.threads):
+        names = load_versions(args.checkouts, Path(tmp))
+        trainers = []
+        for name in names:
+            train, config = importlib.import_module(f"{name}.train"), importlib.import_module(f"{name}.config")
+            trainers.append(train.Trainer(config.TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0),
+                                          images, labels, num_classes=10))
+        sizes = trainers[0].model.sizes
+        flops = 6 * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
+        n = max(4, int(args.seconds * 100e9 / flops))  # about ``seconds`` per call at 100 GFLOP/s
+        order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
+        for tr in trainers:
+            tr.steps(order, 0, 2, 1e-4)
+        rates: list[list[float]] = [[] for _ in trainers]
+        for r in range(args.rounds):
+            for i in [(r + j) % len(trainers) for j in range(len(trainers))]:
+                t0 = time.perf_counter()
+                trainers[i].steps(order, 0, n, 1e-4)
+                rates[i].append(n * batch / (time.perf_counter() - t0))
+    print(f"{args.shape}, {args.threads} threads, {args.rounds} rounds of {n} steps per call; samples/s")
+    print("| version | median | ratio to the first (median per round) | 2% | 5% | 10% | min |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for checkout, r in zip(args.checkouts, rates):
+        ratio = statistics.median(b / a for a, b in zip(rates[0], r))
+        p2, p5, p10 = np.percentile(r, [2, 5, 10])
+        print(f"| {checkout} | {statistics.median(r):,.0f} | {ratio:.3f}x | {p2:,.0f} | {p5:,.0f} | {p10:,.0f} | "
+              f"{min(r):,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
