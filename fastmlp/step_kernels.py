@@ -102,6 +102,7 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # part: in blocks of 8 it cost 2% at 784-100-10 / 32).
 GATHER_ROWS = 8
 
+
 @njit(cache=True, error_model="numpy")
 def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p, small):
     """Hidden layer l's forward pass for its units j0..j1-1 and all m rows, feature-major:
