@@ -234,12 +234,13 @@ def output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1):
 
 
 @njit(cache=True, error_model="numpy")
-def update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, s, parts, factors):
-    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on part s of its biases (cut into
-    ``parts`` by :func:`fastmlp.layout.split_bounds`)."""
+def update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, b, blocks, factors):
+    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on piece b of its biases cut into
+    ``blocks`` pieces (:func:`fastmlp.layout.split_bounds`), so that the region's blocks update
+    every bias once."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     adam_rows(params, grads, adam_m, adam_v, layout[l, W_OFF] + i0, n_out, i1 - i0, n_in, factors)
-    j0, j1 = split_bounds(n_out, parts, s)
+    j0, j1 = split_bounds(n_out, blocks, b)
     adam_rows(params, grads, adam_m, adam_v, layout[l, B_OFF] + j0, 1, j1 - j0, 0, factors)
 
 
