@@ -3,12 +3,10 @@
 
 For each shape, one trainer (random uint8 images, Adam as ``fastmlp train``; the shape must train
 in the column split) runs a few steps, then every piece of ``step_kernels.column_step`` is timed on
-one thread, part by part (part s: the blocks thread s claims when both run at one speed, the
-first or the last half of ``layout.claim_bounds``' list), on the trainer's own
-buffers: the gather, each hidden layer's forward product with bias and ReLU, the logits with the
-loss, each backward region (the gradient below a layer with the mask, the weight-gradient rows)
-and Adam. The products are cut as the trainer cuts them (``Trainer.small_gemm``: blocks for the
-BLAS's small-matrix kernels, or whole). The pieces run
+one thread, part by part, on the trainer's own buffers: the gather, each hidden layer's forward
+product with bias and ReLU, the logits with the loss, each backward region (the gradient below a
+layer with the mask, the weight-gradient rows) and Adam. The products are cut as the trainer cuts
+them (``Trainer.small_gemm``: blocks for the BLAS's small-matrix kernels, or whole). The pieces run
 with their operands in cache, so their sum is a floor; the last rows give a whole step on two
 threads. GFLOP/s counts the pieces' products.
 
@@ -31,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from fastmlp import step_kernels as sk  # noqa: E402
 from fastmlp.config import TrainConfig  # noqa: E402
-from fastmlp.layout import N_IN, N_OUT, claim_blocks, claim_bounds, rows_view, shard_bounds  # noqa: E402
+from fastmlp.layout import N_IN, N_OUT, rows_view, shard_bounds, split_bounds  # noqa: E402
 from fastmlp.train import Trainer  # noqa: E402
 from fastmlp.update_kernels import adam_update_shards  # noqa: E402
 
@@ -51,19 +49,14 @@ def pieces(tr: Trainer, idx: np.ndarray) -> list[tuple[str, float, list]]:
     def parts(fn):
         return [lambda s=s: fn(s) for s in range(PARTS)]
 
-    def claimed(n, s):  # the units of the blocks part s claims when both threads run at one speed
-        blocks = claim_blocks(n)
-        half = range(blocks // 2) if s == 0 else range(blocks // 2, blocks)
-        return [claim_bounds(n, b) for b in half]
-
     def gather(s):
         r0, r1 = shard_bounds(m, PARTS, s)
         sk.gather_shard(tr.images, tr.labels, idx, r0, r1, x, y, sizes[0], tr.aug, tr.taps, tr.scratch[s], 0, 0, 0.0)
     out.append(("gather (rows)", 0.0, parts(gather)))
     for l in range(L - 1):
         def forward(s, l=l):
-            for j0, j1 in claimed(int(lay[l, N_OUT]), s):
-                sk.layer_columns(p, lay, l, x, z, h, off, m, j0, j1, idx, 0, 0, 0.0, small)
+            j0, j1 = split_bounds(int(lay[l, N_OUT]), PARTS, s)
+            sk.layer_columns(p, lay, l, x, z, h, off, m, j0, j1, idx, 0, 0, 0.0, small)
         out.append((f"layer {l + 1} forward (units)", 2e-6 * m * sizes[l] * sizes[l + 1], parts(forward)))
 
     def logits(s):
@@ -74,11 +67,11 @@ def pieces(tr: Trainer, idx: np.ndarray) -> list[tuple[str, float, list]]:
     out.append((f"layer {L} logits + loss (rows)", 2e-6 * m * sizes[-2] * k, parts(logits)))
     for l in range(L - 1, 0, -1):
         def backward(s, l=l):
-            for i0, i1 in claimed(int(lay[l, N_IN]), s):
-                if l == L - 1:
-                    sk.output_weight_grad_columns(g, lay, x, h, d, off, m, i0, i1)
-                sk.input_grad_columns(p, g, lay, l, z, d, off, m, i0, i1, 0.0, small)
-                sk.weight_grad_rows(g, lay, l - 1, x, h, d, off, m, i0, i1, small)
+            i0, i1 = split_bounds(int(lay[l, N_IN]), PARTS, s)
+            if l == L - 1:
+                sk.output_weight_grad_columns(g, lay, x, h, d, off, m, i0, i1)
+            sk.input_grad_columns(p, g, lay, l, z, d, off, m, i0, i1, 0.0, small)
+            sk.weight_grad_rows(g, lay, l - 1, x, h, d, off, m, i0, i1, small)
         flop = 2e-6 * m * (sizes[l] * sizes[l + 1] + sizes[l - 1] * sizes[l] + (sizes[-2] * k if l == L - 1 else 0))
         out.append((f"backward below layer {l + 1} (units)", flop, parts(backward)))
     moments = (tr.adam.m.copy(), tr.adam.v.copy(), p.copy())  # Adam on copies: the pieces stay repeatable

@@ -42,50 +42,6 @@ def split_bounds(n, parts, p):
     return min(n, p * tiles // parts * COLUMN_TILE), min(n, (p + 1) * tiles // parts * COLUMN_TILE)
 
 
-# The column split's two threads claim each phase's units block by block (fastmlp.claims), one
-# from each end of a list of blocks fixed by the layer's size: a large block at each end (3/4 of
-# the tiles between them) and CLAIM_SMALL_BLOCKS small ones between. On an idle machine each
-# thread runs its large block and half the small ones, the same units every step, as a fixed
-# split would; when one core runs slower (a busy neighbour, or this VM's slow episodes) or a
-# thread starts a phase late, the other takes more of the small blocks instead of waiting.
-# Against fixed halves, 2 threads, 200 rounds of 0.1 s calls alternating in one process: median
-# 0.97-0.98x at 784-1024-1024-10 / 128 with the slowest 2% of calls at 10.6-11.1k samples/s
-# against 8.4k; 1.00x at 784-256-128-10 / 128 (the 256 units claimed). Claiming from one end
-# (blocks changing threads from step to step) cost 4-6% there, four small blocks 3%: each block
-# packs its product's shared operand again. Layers of fewer than CLAIM_MIN_TILES tiles are
-# claimed in two halves (split_bounds'): 100 units in six blocks ran 5-8% slower.
-CLAIM_SMALL_BLOCKS = 2
-CLAIM_MIN_TILES = 16
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def claim_blocks(n):
-    """How many blocks the column split's threads claim n units in: 2 + CLAIM_SMALL_BLOCKS, or 2
-    (halves) for a layer of fewer than CLAIM_MIN_TILES tiles."""
-    return 2 if -(-n // COLUMN_TILE) < CLAIM_MIN_TILES else 2 + CLAIM_SMALL_BLOCKS
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def claim_bounds(n, b):
-    """Units ``j0 .. j1 - 1`` of block b (0 .. ``claim_blocks(n)`` - 1) of n units, in order, on
-    multiples of COLUMN_TILE: the first and the last block hold ``3 T // 8`` of the layer's T tiles
-    each, the CLAIM_SMALL_BLOCKS between share the rest as evenly as whole tiles allow; for fewer
-    than CLAIM_MIN_TILES tiles, :func:`split_bounds`'s two halves."""
-    tiles = -(-n // COLUMN_TILE)
-    if tiles < CLAIM_MIN_TILES:
-        return split_bounds(n, 2, b)
-    head = 3 * tiles // 8
-    if b == 0:
-        t0, t1 = 0, head
-    elif b == CLAIM_SMALL_BLOCKS + 1:
-        t0, t1 = tiles - head, tiles
-    else:
-        rest = tiles - 2 * head
-        t0 = head + (b - 1) * rest // CLAIM_SMALL_BLOCKS
-        t1 = head + b * rest // CLAIM_SMALL_BLOCKS
-    return min(n, t0 * COLUMN_TILE), min(n, t1 * COLUMN_TILE)
-
-
 def column_split(sizes, batch_size) -> bool:
     """Whether a network of these layer sizes trains in the column split rather than as row shards.
 

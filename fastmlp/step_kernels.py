@@ -1,5 +1,5 @@
-"""The training step on Numba's threads, in one of two splits of the work fixed by the shape; every phase runs
-in parallel.
+"""The training step on Numba's threads, in one of two splits of the work fixed by the shape; every phase
+runs in parallel.
 
 **Row shards** (small layers). A batch of m rows is cut into ``n = min(S, m)`` shards, S =
 ``shard_grads.shape[0]`` (the Trainer uses :data:`fastmlp.layout.SHARDS`): shard s holds rows
@@ -8,26 +8,27 @@ alone, with single-threaded BLAS, into its own gradient buffer ``shard_grads[s]`
 the layout of ``params``); the update then reads ``g = shard_grads[0] + shard_grads[1] + ...``
 (summed in that order) while it runs Adam. One parallel region computes the whole gradient.
 
-**Column split** (wide layers, :func:`fastmlp.layout.column_split`). Every GEMM is cut into
-blocks of units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each with all the batch's
-rows: a hidden layer's forward pass by its outputs, ``z^T[J] = W[J] @ x^T + b[J]``, then ReLU;
-the backward pass by the units below a layer, ``dx^T[I] = W[:, I]^T @ dz^T``, then the layer
+**Column split** (wide layers, :func:`fastmlp.layout.column_split`). Every GEMM is cut between
+the S parts by units, on multiples of :data:`fastmlp.layout.COLUMN_TILE`, each with all the
+batch's rows: a hidden layer's forward pass by its outputs, ``z^T[J] = W[J] @ x^T + b[J]``, then
+ReLU; the backward pass by the units below a layer, ``dx^T[I] = W[:, I]^T @ dz^T``, then the layer
 below's ReLU mask and bias gradient on those units and its weight gradient's rows,
 ``dW'[I] = dz'^T[I] @ x'``. Hidden layers' activations are stored feature-major (a unit's m
-values contiguous), so every block reads and writes whole rows. No block's result needs
-another's, so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; the last
-layer with its loss runs as row shards. The two threads claim each phase's blocks one at a
-time from opposite ends of its list (:mod:`fastmlp.claims`; for a wide layer a large block at
-each end and small ones between, :func:`fastmlp.layout.claim_bounds`; halves for a narrow one),
-so that a thread on a slowed core runs fewer of them instead of holding the other up. It costs a
-parallel region per phase (2 L for L layers) and runs every GEMM on all rows, which is where
-single-threaded BLAS is fastest: measured faster than row shards for wide layers, slower for
-narrow ones. Where the BLAS has small-matrix kernels, a block's products go in
-smaller blocks sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
+values contiguous), so every part reads and writes whole rows. No part's result needs another's,
+so there is one gradient buffer (``shard_grads[0]``) and nothing to sum; the last layer with its
+loss runs as row shards. The S = 2 threads claim a phase's parts from opposite ends
+(:mod:`fastmlp.claims`): each takes its own part unless the other finished first and took it,
+so a thread that starts a phase late holds the other up less. (Smaller blocks, a large one at
+each end and two small between, measured 1-3% slower at 784-1024-1024-10 / 128, each block
+packing its product's shared operand again, with the slowest calls faster in two runs of four.)
+It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all rows, which
+is where single-threaded BLAS is fastest: measured faster than row shards for wide layers,
+slower for narrow ones. Where the BLAS has small-matrix kernels, a part's products go in blocks
+of units sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
 
-Nothing either split computes depends on which thread runs a shard or a block, nor on how many
+Nothing either split computes depends on which thread runs a shard or a part, nor on how many
 threads there are: the history of a run is the same on one thread as on two, bit for bit. The
-split and its blocks are properties of the shape (they decide the rounding), never of the machine.
+split is a property of the shape (it decides the rounding), never of the machine.
 
 Why not multi-threaded BLAS: at the shapes of MLP training (a batch of 32 to 128 rows) OpenBLAS's
 threads spend much of each call waking up and waiting for each other, and the kernels between the
@@ -46,7 +47,7 @@ from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_N
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
 from .layout import (B_OFF, N_IN, N_OUT, SHARDS, W_OFF,  # noqa: F401  (the Trainer's)
-                     block_view, claim_blocks, claim_bounds, column_split, rows_view, shard_bounds, split_bounds)
+                     block_view, column_split, rows_view, shard_bounds, split_bounds)
 from .update_kernels import (adam_factors, adam_rows, adam_update_shards, adamw_update, l2_penalty_grad,
                              lr_at_step, sum_shards)
 
@@ -96,12 +97,6 @@ def shard_steps(params, shard_grads, n_shards, layout, images, labels, idx, x, y
 # ----------------------------------------------------------------------------- column split
 # A hidden layer's blocks (z, h, d) are feature-major here: unit j's m values at ``off + j m``
 # (the (m, n) block's transpose, same size). ``x`` and the last layer's blocks stay row-major.
-
-# The column split's gather, when it augments, is claimed in blocks of this many rows, so that the
-# threads share the warps' work as they go (a plain gather of the batch's rows in one block per
-# part: in blocks of 8 it cost 2% at 784-100-10 / 32).
-GATHER_ROWS = 8
-
 
 @njit(cache=True, error_model="numpy")
 def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p, small):
@@ -165,7 +160,7 @@ def output_rows(params, layout, h, z, act_off, m, r0, r1):
 def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1, small):
     """Rows j0..j1-1 of hidden layer l's weight gradient, given its feature-major ``d`` rows j0..j1-1
     (dl/dz^T): ``dW[J] = dz^T[J] @ inp`` (inp ``x``, or the feature-major ``h^T`` of the layer below).
-    Each block writes whole rows of dW (measured faster than cutting dW by columns)."""
+    Each part writes whole rows of dW (measured faster than cutting dW by columns)."""
     n_in = layout[l, N_IN]
     dz, out = act_off[l] + j0 * m, layout[l, W_OFF] + j0 * n_in
     if l == 0:
@@ -234,13 +229,11 @@ def output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1):
 
 
 @njit(cache=True, error_model="numpy")
-def update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, b, blocks, factors):
-    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on piece b of its biases cut into
-    ``blocks`` pieces (:func:`fastmlp.layout.split_bounds`), so that the region's blocks update
-    every bias once."""
+def update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, s, parts, factors):
+    """Adam on layer l's weight columns i0..i1-1 (all its rows) and on part s of its biases."""
     n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
     adam_rows(params, grads, adam_m, adam_v, layout[l, W_OFF] + i0, n_out, i1 - i0, n_in, factors)
-    j0, j1 = split_bounds(n_out, blocks, b)
+    j0, j1 = split_bounds(n_out, parts, s)
     adam_rows(params, grads, adam_m, adam_v, layout[l, B_OFF] + j0, 1, j1 - j0, 0, factors)
 
 
@@ -260,18 +253,17 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     ``out`` (2, S) float64 receives each row shard's loss sum and correct count (zeros for shards
     beyond the batch's rows); the backward pass is skipped when the loss is not finite. With
     ``fuse``, plain Adam (moments ``adam_m``, ``adam_v``; constants ``factors`` of
-    :func:`~fastmlp.update_kernels.adam_factors`) updates each block of the weights in the backward
+    :func:`~fastmlp.update_kernels.adam_factors`) updates each part of the weights in the backward
     pass, as soon as nothing later in the step reads it: layer l's weight columns I right after
-    the block reads them for the gradient below (its gradient is complete by then), the first
-    layer's rows I right after the block computes their gradient. Element by element it is the
+    the part reads them for the gradient below (its gradient is complete by then), the first
+    layer's rows I right after the part computes their gradient. Element by element it is the
     same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
 
-    Each phase's threads claim its work block by block, thread t from end ``t % 2`` of the list
-    (:mod:`fastmlp.claims`; blocks of units by :func:`fastmlp.layout.claim_bounds`; the gather's
-    rows in blocks of GATHER_ROWS when it augments, in S blocks otherwise), with ``counters``
-    (int64, at least 2 L slots for L layers: slot 0 the gather, 1 + l layer l's forward pass,
-    L + l the gradient below layer l); ``scratch`` has a row per part (S = ``out.shape[1]``, the
-    number of threads that take part).
+    Each phase's S parts (S = ``out.shape[1]``: the gather's rows in parts of ``ceil(m / S)``,
+    units by :func:`fastmlp.layout.split_bounds`) are claimed, thread t from end ``t % 2``
+    (:mod:`fastmlp.claims`), with ``counters`` (int64, at least 2 L slots for L layers: slot 0
+    the gather, 1 + l layer l's forward pass, L + l the gradient below layer l); ``scratch`` has
+    a row per part.
     """
     m = idx.shape[0]
     parts = out.shape[1]
@@ -281,7 +273,7 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     if counters.shape[0] < 2 * L:
         raise ValueError("column_step: counters needs 2 slots per layer")
     reset(counters)
-    rows = GATHER_ROWS if aug.shape[0] > 0 else -(-m // parts)
+    rows = -(-m // parts)
     row_blocks = -(-m // rows)
     for t in prange(parts):
         b = claim(counters, 0, t % 2, row_blocks)
@@ -290,13 +282,12 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
             gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[t], seed, epoch, p_in)
             b = claim(counters, 0, t % 2, row_blocks)
     for l in range(L - 1):
-        blocks = claim_blocks(layout[l, N_OUT])
         for t in prange(parts):
-            b = claim(counters, 1 + l, t % 2, blocks)
+            b = claim(counters, 1 + l, t % 2, parts)
             while b >= 0:
-                j0, j1 = claim_bounds(layout[l, N_OUT], b)
+                j0, j1 = split_bounds(layout[l, N_OUT], parts, b)
                 layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
-                b = claim(counters, 1 + l, t % 2, blocks)
+                b = claim(counters, 1 + l, t % 2, parts)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
@@ -318,27 +309,26 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
         return
     bias_grad(block_view(d, act_off[L - 1], m, k), grads[layout[L - 1, B_OFF]:layout[L - 1, B_OFF] + k])
     # Region l: the gradient below layer l by units (the last layer's weight gradient by the same
-    # columns); the block that completes units I of layer l - 1 goes on to that layer's weight-gradient
-    # rows I, with no other block's help.
+    # columns); the part that completes units I of layer l - 1 goes on to that layer's weight-gradient
+    # rows I, with no other part's help.
     lowest = 1 if L > 1 else 0
     for l in range(L - 1, lowest - 1, -1):
         r = L + l
-        blocks = claim_blocks(layout[l, N_IN])
         for t in prange(parts):
-            b = claim(counters, r, t % 2, blocks)
+            b = claim(counters, r, t % 2, parts)
             while b >= 0:
-                i0, i1 = claim_bounds(layout[l, N_IN], b)
+                i0, i1 = split_bounds(layout[l, N_IN], parts, b)
                 if l == L - 1:
                     output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
                 if l > 0:
                     input_grad_columns(params, grads, layout, l, z, d, act_off, m, i0, i1, p_hid, small)
                 if fuse:
-                    update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, b, blocks, factors)
+                    update_columns(params, grads, adam_m, adam_v, layout, l, i0, i1, b, parts, factors)
                 if l > 0:
                     weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
                     if fuse and l == 1:
                         update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
-                b = claim(counters, r, t % 2, blocks)
+                b = claim(counters, r, t % 2, parts)
 
 
 @njit(cache=True, error_model="numpy")

@@ -1,4 +1,4 @@
-"""Work claimed block by block: the shared counter, and the blocks of the column split's phases."""
+"""Work claimed block by block: the counter that the column split's threads share."""
 
 import numba
 import numpy as np
@@ -6,7 +6,6 @@ import pytest
 from numba import njit, prange
 
 from fastmlp.claims import claim, reset
-from fastmlp.layout import CLAIM_MIN_TILES, CLAIM_SMALL_BLOCKS, COLUMN_TILE, claim_blocks, claim_bounds, split_bounds
 
 
 @njit(parallel=True)
@@ -73,37 +72,3 @@ def test_claim_types_only_a_flat_int64_counter_array():
 
     with pytest.raises(numba.core.errors.TypingError):
         bad(np.zeros(2, np.int32))
-
-
-def _blocks(n):
-    return [claim_bounds(n, b) for b in range(claim_blocks(n))]
-
-
-def test_blocks_cover_a_layers_units_in_order_on_tile_boundaries():
-    for n in range(1, 1100):
-        blocks = _blocks(n)
-        assert blocks[0][0] == 0 and blocks[-1][1] == n
-        for (a0, a1), (b0, b1) in zip(blocks, blocks[1:]):
-            assert a1 == b0 and a0 <= a1
-        assert all(j0 % COLUMN_TILE == 0 for j0, _ in blocks)
-
-
-def test_a_large_block_at_each_end_and_the_small_ones_between():
-    """1024 units (64 tiles): 384 units at each end, and the 256 between in equal small blocks."""
-    small = 256 // CLAIM_SMALL_BLOCKS
-    assert _blocks(1024) == [(0, 384)] + [(384 + q * small, 384 + (q + 1) * small)
-                                          for q in range(CLAIM_SMALL_BLOCKS)] + [(640, 1024)]
-    for n in (256, 500, 784, 1000, 4096):
-        sizes = [j1 - j0 for j0, j1 in _blocks(n)]
-        tiles = -(-n // COLUMN_TILE)
-        assert sizes[0] == 3 * tiles // 8 * COLUMN_TILE and sizes[-1] >= sizes[0] - COLUMN_TILE
-        tiles_between = [-(-s // COLUMN_TILE) for s in sizes[1:-1]]
-        assert len(tiles_between) == CLAIM_SMALL_BLOCKS and max(tiles_between) - min(tiles_between) <= 1
-
-
-def test_a_layer_of_few_tiles_is_claimed_in_halves():
-    """Below CLAIM_MIN_TILES tiles (100 units: 7) each end's block is one of split_bounds' halves."""
-    n = (CLAIM_MIN_TILES - 1) * COLUMN_TILE
-    for m in (1, 40, 100, n):
-        assert _blocks(m) == [split_bounds(m, 2, 0), split_bounds(m, 2, 1)]
-    assert len(_blocks(n + 1)) == 2 + CLAIM_SMALL_BLOCKS

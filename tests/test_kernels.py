@@ -417,12 +417,11 @@ SMALL_TEST_LIMIT = 8 * 8 * 784
 @pytest.mark.parametrize("sizes,batch", [((784, 40, 24, 10), 8), ((784, 40, 10), 8), ((784, 260, 130, 10), 20)])
 @pytest.mark.parametrize("recipe", ["plain", "full"])
 def test_the_column_split_gives_the_batch_gradient_and_the_thread_count_changes_nothing(recipe, sizes, batch, small):
-    """The column split (layers cut by units into tile-aligned blocks that the threads claim: 40 units
-    as 16 + 24, 24 as 16 + 8, 130 as 64 + 66, 260 as 96 + 96 + 16 + 16 + 16 + 20; one hidden layer
-    with plain Adam updates inside the backward pass; its products whole or in blocks of units)
-    lands where the batch run whole lands, within float32 round-off, and gives the same bits on one
-    Numba thread as on two (the short last batch and a one-row batch included; at 20 rows the
-    augmenting gather claims blocks of 8 rows)."""
+    """The column split (layers cut by units into tile-aligned parts that the threads claim: 40 units
+    as 16 + 24, 24 as 16 + 8, 130 as 64 + 66, 260 as 128 + 132; one hidden layer with plain Adam
+    updates inside the backward pass; its products whole or in blocks of units) lands where the
+    batch run whole lands, within float32 round-off, and gives the same bits on one Numba thread as
+    on two (the short last batch and a one-row batch included)."""
     run = recipe_run(recipe, sizes=sizes, batch=batch)
     whole = run(1, 1)
     one_thread, two_threads = run(2, 1, columns=True, small=small), run(2, 2, columns=True, small=small)
