@@ -54,6 +54,12 @@ def parse_shape(text: str, prog: str) -> tuple[tuple[int, ...], int]:
         raise SystemExit(f"{prog}: {text!r} is not 'hidden sizes/batch', e.g. 256,128/128") from None
 
 
+def step_flops(sizes, batch_size: int) -> int:
+    """Floating-point operations of one step's products (forward, weight and input gradients: three
+    per layer, 2 m n k each) for layer ``sizes`` at ``batch_size`` rows."""
+    return 6 * batch_size * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
 def select_configs(spec: str | None) -> list:
     """The configurations named in ``spec`` ('100/32 1024,1024/128'; None: all of CONFIGS), in
     CONFIGS' order; ValueError when it names none of them."""

@@ -29,7 +29,7 @@ single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 
 import numpy as np  # noqa: E402
 
-from bench_workloads import parse_shape  # noqa: E402
+from bench_workloads import parse_shape, step_flops  # noqa: E402
 
 
 def load_versions(checkouts: list[str], folder: Path) -> list[str]:
@@ -65,9 +65,8 @@ def main(argv=None) -> int:
             train, config = importlib.import_module(f"{name}.train"), importlib.import_module(f"{name}.config")
             trainers.append(train.Trainer(config.TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0),
                                           images, labels, num_classes=10))
-        sizes = trainers[0].model.sizes
-        flops = 6 * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
-        n = max(4, int(args.seconds * 100e9 / flops))  # about ``seconds`` per call at 100 GFLOP/s
+        # about ``seconds`` per call at 100 GFLOP/s
+        n = max(4, int(args.seconds * 100e9 / step_flops(trainers[0].model.sizes, batch)))
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
         for tr in trainers:
             tr.steps(order, 0, 2, 1e-4)

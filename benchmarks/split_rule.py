@@ -26,7 +26,7 @@ from fastmlp.config import TrainConfig  # noqa: E402
 from fastmlp.layout import SHARDS, aligned_zeros  # noqa: E402
 from fastmlp.train import Trainer  # noqa: E402
 
-from bench_workloads import parse_shape  # noqa: E402
+from bench_workloads import parse_shape, step_flops  # noqa: E402
 
 SHAPES = ["100/32", "100/64", "100/128", "100/200", "100/512", "32/32", "32/128", "32/256", "16/32",
           "256,128/128", "256,128/256", "1024/512", "1024,1024/512"]
@@ -39,7 +39,7 @@ def measure(hidden, batch, images, labels, rounds: int, seconds: float) -> tuple
                           num_classes=10)
         rule = trainer.columns
         trainer.shard_grads = aligned_zeros((SHARDS, trainer.model.num_parameters))  # rows need one each
-        flops = 6 * batch * sum(a * b for a, b in zip(trainer.model.sizes, trainer.model.sizes[1:]))
+        flops = step_flops(trainer.model.sizes, batch)
         n = max(4, int(seconds * 60e9 / flops))  # about ``seconds`` per call at 60 GFLOP/s
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
         times = {True: [], False: []}

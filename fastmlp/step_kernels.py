@@ -259,11 +259,11 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     layer's rows I right after the part computes their gradient. Element by element it is the
     same update as after the step. ``small`` is the products' block limit (:func:`layer_columns`).
 
-    Each phase's S parts (S = ``out.shape[1]``: the gather's rows in parts of ``ceil(m / S)``,
-    units by :func:`fastmlp.layout.split_bounds`) are claimed, thread t from end ``t % 2``
-    (:mod:`fastmlp.claims`), with ``counters`` (int64, at least 2 L slots for L layers: slot 0
-    the gather, 1 + l layer l's forward pass, L + l the gradient below layer l); ``scratch`` has
-    a row per part.
+    Each phase's S parts (S = ``out.shape[1]``: the gather's rows as the row shards,
+    :func:`fastmlp.layout.shard_bounds`; units by :func:`fastmlp.layout.split_bounds`) are
+    claimed, thread t from end ``t % 2`` (:mod:`fastmlp.claims`), with ``counters`` (int64, at
+    least 2 L slots for L layers: slot 0 the gather, 1 + l layer l's forward pass, L + l the
+    gradient below layer l); ``scratch`` has a row per part.
     """
     m = idx.shape[0]
     parts = out.shape[1]
@@ -273,21 +273,21 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     if counters.shape[0] < 2 * L:
         raise ValueError("column_step: counters needs 2 slots per layer")
     reset(counters)
-    rows = -(-m // parts)
-    row_blocks = -(-m // rows)
     for t in prange(parts):
-        b = claim(counters, 0, t % 2, row_blocks)
-        while b >= 0:
-            r0, r1 = b * rows, min(m, (b + 1) * rows)
+        while True:
+            b = claim(counters, 0, t % 2, n_rows)
+            if b < 0:
+                break
+            r0, r1 = shard_bounds(m, n_rows, b)
             gather_shard(images, labels, idx, r0, r1, x, y, n_in, aug, taps, scratch[t], seed, epoch, p_in)
-            b = claim(counters, 0, t % 2, row_blocks)
     for l in range(L - 1):
         for t in prange(parts):
-            b = claim(counters, 1 + l, t % 2, parts)
-            while b >= 0:
+            while True:
+                b = claim(counters, 1 + l, t % 2, parts)
+                if b < 0:
+                    break
                 j0, j1 = split_bounds(layout[l, N_OUT], parts, b)
                 layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p_hid, small)
-                b = claim(counters, 1 + l, t % 2, parts)
     k = layout[L - 1, N_OUT]
     for s in prange(parts):
         out[0, s] = 0.0
@@ -315,8 +315,10 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
     for l in range(L - 1, lowest - 1, -1):
         r = L + l
         for t in prange(parts):
-            b = claim(counters, r, t % 2, parts)
-            while b >= 0:
+            while True:
+                b = claim(counters, r, t % 2, parts)
+                if b < 0:
+                    break
                 i0, i1 = split_bounds(layout[l, N_IN], parts, b)
                 if l == L - 1:
                     output_weight_grad_columns(grads, layout, x, h, d, act_off, m, i0, i1)
@@ -328,7 +330,6 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
                     weight_grad_rows(grads, layout, l - 1, x, h, d, act_off, m, i0, i1, small)
                     if fuse and l == 1:
                         update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
-                b = claim(counters, r, t % 2, parts)
 
 
 @njit(cache=True, error_model="numpy")
