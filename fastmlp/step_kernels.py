@@ -47,9 +47,9 @@ from .kernels import (R_ALPHA, R_DROP_HIDDEN, R_DROP_IN, R_EMA, R_FLOOR, R_MAX_N
                       R_TOTAL, R_WARMUP, R_WEIGHT_DECAY, _drop_threshold, backward_rows, bias_grad,
                       cross_entropy_rows, forward_rows, gather_batch, gather_train, layer_rows)
 from .layout import (B_OFF, N_IN, N_OUT, SHARDS, W_OFF,  # noqa: F401  (the Trainer's)
-                     block_view, column_split, rows_view, shard_bounds, split_bounds)
-from .update_kernels import (adam_factors, adam_rows, adam_update_shards, adamw_update, l2_penalty_grad,
-                             lr_at_step, sum_shards)
+                     block_view, column_split, rows_view, shard_bounds, split_bounds, weight_view)
+from .update_kernels import (adam_factors, adam_rows, adam_update_shards, adamw_factors, adamw_update, ema_rows,
+                             l2_penalty_grad, lr_at_step, max_norm_rows, sum_shards)
 
 
 @njit(cache=True, error_model="numpy")
@@ -332,6 +332,41 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
                         update_rows(params, grads, adam_m, adam_v, layout, 0, i0, i1, factors)
 
 
+@njit(cache=True, error_model="numpy", parallel=True)
+def column_update(params, grads, adam_m, adam_v, ema, layout, parts, factors, decay, max_norm, ema_a):
+    """Adam after a column-split step, each part of the parameters on the thread of the part of the
+    step that computed its gradient and that reads it in the forward pass.
+
+    Part t (t < ``parts``, on prange's iteration t) holds hidden layer l's weight rows and biases
+    J = ``split_bounds(n_out, parts, t)`` and the last layer's weight columns I =
+    ``split_bounds(n_in, parts, t)`` with its biases ``split_bounds(k, parts, t)``. Each element
+    gets :func:`fastmlp.update_kernels.adamw_update`'s update: Adam (constants ``factors`` of
+    :func:`~fastmlp.update_kernels.adam_factors`), weights multiplied by ``decay`` (1 for plain
+    Adam; :func:`~fastmlp.update_kernels.adamw_factors`), hidden units' rows scaled back to norm
+    ``max_norm`` when it is positive, then the average ``ema`` with weight ``ema_a`` when it is
+    positive. Every operation is per element or per hidden unit's row, so the bits are those of
+    the whole-buffer pass.
+    """
+    L = layout.shape[0]
+    for t in prange(parts):
+        for l in range(L):
+            n_in, n_out, w, b = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF], layout[l, B_OFF]
+            if l < L - 1:
+                j0, j1 = split_bounds(n_out, parts, t)
+                off, rows, cols = w + j0 * n_in, j1 - j0, n_in
+            else:
+                i0, i1 = split_bounds(n_in, parts, t)
+                j0, j1 = split_bounds(n_out, parts, t)
+                off, rows, cols = w + i0, n_out, i1 - i0
+            adam_rows(params, grads, adam_m, adam_v, off, rows, cols, n_in, factors, decay)
+            if max_norm > 0 and l < L - 1:
+                max_norm_rows(weight_view(params, layout, l)[j0:j1], max_norm)
+            adam_rows(params, grads, adam_m, adam_v, b + j0, 1, j1 - j0, 0, factors)
+            if ema_a > 0:
+                ema_rows(ema, params, off, rows, cols, n_in, ema_a)
+                ema_rows(ema, params, b + j0, 1, j1 - j0, 0, ema_a)
+
+
 @njit(cache=True, error_model="numpy")
 def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels, order, first, n_steps,
                 batch_size, x, y, z, h, d, act_off, lr, beta1, beta2, eps, t0, losses, recipe, aug, taps, scratch,
@@ -341,7 +376,8 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     Step s uses ``order[(first + s) * batch_size : ... + batch_size]`` (the last batch may be
     shorter): gather, forward, loss, backward (as row shards, or in the column split when
     ``columns``: see the module), Adam with step count ``t = t0 + s + 1`` (plain Adam for one hidden
-    layer in the column split runs inside its backward pass: :func:`column_step`). ``losses[s]``
+    layer in the column split runs inside its backward pass: :func:`column_step`; otherwise the column
+    split updates in :func:`column_update`). ``losses[s]``
     receives the step's mean loss. Returns the number of correctly classified examples over all
     the steps. Stops early, leaving ``losses`` NaN from there, when a loss is not finite (with no
     update from that step).
@@ -366,8 +402,10 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
     alpha, smoothing = recipe[R_ALPHA], recipe[R_SMOOTHING]
     plain_adam = wd == 0 and max_norm == 0 and ema_decay == 0
     # Plain Adam inside the column split's backward pass: measured 4-11% faster for one hidden
-    # layer ([100] and [256] at 32 rows, [100] at 64), 3-10% slower for two ([256, 128] at 32 and
-    # 128 rows, [1024, 1024] at 128). Either way the same bits.
+    # layer ([100] and [256] at 32 rows, [100] at 64) than a pass over the flat buffers; for two
+    # ([1024, 1024] at 128) 4% slower than column_update on a quiet machine and 17% slower in its
+    # slow spells (updating the middle layer by columns, as the backward pass reads it, is a strided
+    # walk: 330 us against 180 us by rows). The same bits.
     fused = columns and plain_adam and alpha == 0 and layout.shape[0] == 2
     correct = 0
     for s in range(n_steps):
@@ -400,6 +438,10 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
             losses[s] += 0.5 * alpha * l2_penalty_grad(params, shard_grads[0], layout, np.float32(alpha / m)) / m
         if fused:
             pass  # done in the backward pass
+        elif columns:
+            decay, ema_a = adamw_factors(lr_t, wd, ema_decay, t)
+            column_update(params, shard_grads[0], adam_m, adam_v, ema, layout, shard_out.shape[1],
+                          adam_factors(lr_t, beta1, beta2, eps, t), decay, max_norm, ema_a if ema_decay > 0 else 0.0)
         elif plain_adam:
             adam_update_shards(params, shard_grads, grad_parts, adam_m, adam_v, lr_t, beta1, beta2, eps, t)
         else:

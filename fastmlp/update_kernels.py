@@ -77,16 +77,26 @@ UPDATE_BLOCKS = 8
 
 
 @njit(cache=True, error_model="numpy")
-def adam_rows(params, grads, m, v, off, rows, cols, ld, factors):
-    """Plain Adam (:func:`adam_update`, constants ``factors`` of :func:`adam_factors`) on a block of the
-    flat buffers: ``rows`` rows of ``cols`` elements from ``off``, ``ld`` apart (a weight matrix's
-    rows or a column range of them)."""
+def adam_rows(params, grads, m, v, off, rows, cols, ld, factors, decay=1.0):
+    """Adam (:func:`adam_update`, constants ``factors`` of :func:`adam_factors`; AdamW's weight factor
+    ``decay``, 1 for plain Adam: :func:`adamw_factors`) on a block of the flat buffers: ``rows``
+    rows of ``cols`` elements from ``off``, ``ld`` apart (a weight matrix's rows or a column range
+    of them)."""
     step, scale, b1, b2, e = factors
     step, scale, b1, b2, e = np.float32(step), np.float32(scale), np.float32(b1), np.float32(b2), np.float32(e)
     for r in range(rows):
         lo = off + r * ld
         _adam_block(params[lo:lo + cols], grads[lo:lo + cols], m[lo:lo + cols], v[lo:lo + cols], b1, b2, step,
-                    scale, e, np.float32(1.0))
+                    scale, e, np.float32(decay))
+
+
+@njit(cache=True, error_model="numpy")
+def ema_rows(ema, params, off, rows, cols, ld, a):
+    """The weight average (:func:`adamw_update`) on a block laid out as in :func:`adam_rows`:
+    ``ema = a ema + (1 - a) params``."""
+    for r in range(rows):
+        lo = off + r * ld
+        _ema_block(ema[lo:lo + cols], params[lo:lo + cols], np.float32(a))
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -121,7 +131,7 @@ def sum_shards(shard_grads, n_shards):
 
 
 @njit(cache=True, error_model="numpy")
-def _max_norm_rows(W, c):
+def max_norm_rows(W, c):
     """Scale every row of W (one unit's incoming weights) whose L2 norm exceeds c down to c."""
     for r in range(W.shape[0]):
         ss = 0.0
@@ -141,6 +151,13 @@ def _ema_block(avg, params, a):
 
 
 @njit(cache=True, error_model="numpy")
+def adamw_factors(lr, weight_decay, ema_decay, t):
+    """AdamW's weight factor ``1 - lr weight_decay`` and the average's weight
+    ``a = min(ema_decay, (1 + t) / (10 + t))`` of step t, in float32 (see :func:`adamw_update`)."""
+    return np.float32(1.0 - lr * weight_decay), np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
+
+
+@njit(cache=True, error_model="numpy")
 def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, weight_decay, max_norm, ema_decay):
     """:func:`adam_update` with decoupled weight decay, max-norm and weight averaging, layer by layer.
 
@@ -152,15 +169,14 @@ def adamw_update(params, grads, m, v, ema, layout, lr, beta1, beta2, eps, t, wei
     Each layer's weights and bias are visited once, while in cache.
     """
     step, scale, b1, b2, e = adam_factors(lr, beta1, beta2, eps, t)
-    decay = np.float32(1.0 - lr * weight_decay)
-    a = np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
+    decay, a = adamw_factors(lr, weight_decay, ema_decay, t)
     L = layout.shape[0]
     for l in range(L):
         w0, b0, n_w, n_b = layout[l, W_OFF], layout[l, B_OFF], layout[l, N_IN] * layout[l, N_OUT], layout[l, N_OUT]
         _adam_block(params[w0:w0 + n_w], grads[w0:w0 + n_w], m[w0:w0 + n_w], v[w0:w0 + n_w],
                     b1, b2, step, scale, e, decay)
         if max_norm > 0 and l < L - 1:
-            _max_norm_rows(weight_view(params, layout, l), max_norm)
+            max_norm_rows(weight_view(params, layout, l), max_norm)
         _adam_block(params[b0:b0 + n_b], grads[b0:b0 + n_b], m[b0:b0 + n_b], v[b0:b0 + n_b],
                     b1, b2, step, scale, e, np.float32(1.0))
         if ema_decay > 0:

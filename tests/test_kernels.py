@@ -521,6 +521,42 @@ def test_the_column_split_updates_in_its_backward_pass_exactly_as_adam_after_it(
     assert np.isfinite(fused[3]).all()
 
 
+@pytest.mark.parametrize("sizes", [(30, 10), (784, 40, 10), (784, 40, 24, 10), (784, 48, 40, 24, 10)])
+@pytest.mark.parametrize("weight_decay,max_norm,ema_decay", [(0.0, 0.0, 0.0), (0.5, 1.2, 0.95)])
+def test_the_column_split_update_is_adamw_by_the_parts_that_computed_the_gradient(sizes, weight_decay, max_norm,
+                                                                                   ema_decay):
+    """After a column-split step each thread updates the rows (the last layer: the columns) whose
+    gradient it computed: the bits of the whole-buffer AdamW pass, which matches the reference."""
+    rng = np.random.default_rng(21)
+    model = MLP.initialized(list(sizes), rng)
+    params_ref = [a.astype(np.float64) for pair in model.layers() for a in pair]
+    avg_ref = [p.copy() for p in params_ref]
+    opt_ref = ref.Adam(params_ref, 3e-2, weight_decay=weight_decay, max_norm=max_norm)
+    whole, parts = Adam(model.num_parameters), Adam(model.num_parameters)
+    p_whole, p_parts = model.params.copy(), model.params.copy()
+    ema_whole, ema_parts = model.params.copy(), model.params.copy()
+    for t in range(1, 5):
+        lr = 3e-2 * t / 4
+        grads = rng.normal(size=model.num_parameters).astype(np.float32)
+        update_kernels.adamw_update(p_whole, grads, whole.m, whole.v, ema_whole, model.layout, lr, 0.9, 0.999, 1e-8,
+                                    t, weight_decay, max_norm, ema_decay)
+        decay, a = update_kernels.adamw_factors(lr, weight_decay, ema_decay, t)
+        step_kernels.column_update(p_parts, grads, parts.m, parts.v, ema_parts, model.layout, SHARDS,
+                                   update_kernels.adam_factors(lr, 0.9, 0.999, 1e-8, t), decay, max_norm,
+                                   a if ema_decay > 0 else 0.0)
+        opt_ref.step([g.astype(np.float64) for pair in model.views(grads) for g in pair], lr)
+        if ema_decay > 0:
+            ref.ema_update(avg_ref, params_ref, ema_decay, t)
+    for got, want in ((p_parts, p_whole), (parts.m, whole.m), (parts.v, whole.v), (ema_parts, ema_whole)):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(p_parts, model.params)
+    for got, want in zip([a for pair in model.views(p_parts) for a in pair], params_ref):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if ema_decay > 0:
+        for got, want in zip([a for pair in model.views(ema_parts) for a in pair], avg_ref):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("sizes,batch,columns", [
     ((784, 100, 10), 32, True), ((784, 256, 128, 10), 128, True), ((784, 1024, 1024, 10), 128, True),
     ((784, 1024, 10), 256, True), ((784, 100, 10), 128, True), ((784, 100, 10), 150, True),
