@@ -15,6 +15,7 @@ to the first version's call of the same round, and the slowest calls' percentile
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import shutil
 import statistics
@@ -53,8 +54,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=100, help="alternating rounds (default 100)")
     ap.add_argument("--seconds", type=float, default=0.1, help="about this long per call (default 0.1)")
     ap.add_argument("--threads", type=int, default=2, help="threads for every version (default 2)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a TrainConfig field for every version, e.g. weight_decay=1e-4 (repeatable)")
     args = ap.parse_args(argv)
     hidden, batch = parse_shape(args.shape, "compare_versions")
+    fields = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        try:
+            fields[key] = ast.literal_eval(value) if sep else None
+        except (ValueError, SyntaxError):
+            fields[key] = value  # a string, e.g. schedule=cosine
+        if not sep or not key:
+            raise SystemExit(f"compare_versions: --set {item!r}: expected FIELD=VALUE")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, 8192).astype(np.uint8)
@@ -63,8 +75,11 @@ def main(argv=None) -> int:
         trainers = []
         for name in names:
             train, config = importlib.import_module(f"{name}.train"), importlib.import_module(f"{name}.config")
-            trainers.append(train.Trainer(config.TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0),
-                                          images, labels, num_classes=10))
+            try:
+                cfg = config.TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0, **fields)
+            except (TypeError, ValueError) as e:
+                raise SystemExit(f"compare_versions: {name}: {e}") from None
+            trainers.append(train.Trainer(cfg, images, labels, num_classes=10))
         # about ``seconds`` per call at 100 GFLOP/s
         n = max(4, int(args.seconds * 100e9 / step_flops(trainers[0].model.sizes, batch)))
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
@@ -76,14 +91,17 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 trainers[i].steps(order, 0, n, 1e-4)
                 rates[i].append(n * batch / (time.perf_counter() - t0))
-    print(f"{args.shape}, {args.threads} threads, {args.rounds} rounds of {n} steps per call; samples/s")
-    print("| version | median | ratio to the first (median per round) | 2% | 5% | 10% | min |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    settings = "".join(f", {k}={v}" for k, v in fields.items())
+    print(f"{args.shape}{settings}, {args.threads} threads, {args.rounds} rounds of {n} steps per call; samples/s")
+    print("| version | median | ratio to the first (median per round) | overall (all samples / all time) | 2% | 5% "
+          "| 10% | min |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for checkout, r in zip(args.checkouts, rates):
         ratio = statistics.median(b / a for a, b in zip(rates[0], r))
+        overall = len(r) / sum(1 / v for v in r)
         p2, p5, p10 = np.percentile(r, [2, 5, 10])
-        print(f"| {checkout} | {statistics.median(r):,.0f} | {ratio:.3f}x | {p2:,.0f} | {p5:,.0f} | {p10:,.0f} | "
-              f"{min(r):,.0f} |")
+        print(f"| {checkout} | {statistics.median(r):,.0f} | {ratio:.3f}x | {overall:,.0f} | {p2:,.0f} | {p5:,.0f} "
+              f"| {p10:,.0f} | {min(r):,.0f} |")
     return 0
 
 
