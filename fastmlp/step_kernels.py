@@ -21,10 +21,12 @@ loss runs as row shards. The S = 2 threads claim a phase's parts from opposite e
 so a thread that starts a phase late holds the other up less. (Smaller blocks, a large one at
 each end and two small between, measured 1-3% slower at 784-1024-1024-10 / 128, each block
 packing its product's shared operand again, with the slowest calls faster in two runs of four.)
-It costs a parallel region per phase (2 L for L layers) and runs every GEMM on all rows, which
-is where single-threaded BLAS is fastest: measured faster than row shards for wide layers,
-slower for narrow ones. Where the BLAS has small-matrix kernels, a part's products go in blocks
-of units sized for them (``small``; :func:`fastmlp.blas.gemm_blocks`).
+Adam then runs by the same parts, each thread on the parameters whose gradient it computed
+(:func:`column_update`). It costs a parallel region per phase (2 L for L layers, and one for the
+update) and runs every GEMM on all rows, which is where single-threaded BLAS is fastest:
+measured faster than row shards for wide layers, slower for narrow ones. Where the BLAS has
+small-matrix kernels, a part's products go in blocks of units sized for them (``small``;
+:func:`fastmlp.blas.gemm_blocks`).
 
 Nothing either split computes depends on which thread runs a shard or a part, nor on how many
 threads there are: the history of a run is the same on one thread as on two, bit for bit. The
