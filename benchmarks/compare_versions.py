@@ -61,12 +61,12 @@ def main(argv=None) -> int:
     fields = {}
     for item in args.set:
         key, sep, value = item.partition("=")
-        try:
-            fields[key] = ast.literal_eval(value) if sep else None
-        except (ValueError, SyntaxError):
-            fields[key] = value  # a string, e.g. schedule=cosine
         if not sep or not key:
             raise SystemExit(f"compare_versions: --set {item!r}: expected FIELD=VALUE")
+        try:
+            fields[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            fields[key] = value  # a string, e.g. schedule=cosine
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, 8192).astype(np.uint8)

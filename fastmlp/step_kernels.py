@@ -337,7 +337,8 @@ def column_step(params, grads, layout, images, labels, idx, x, y, z, h, d, act_o
 @njit(cache=True, error_model="numpy", parallel=True)
 def column_update(params, grads, adam_m, adam_v, ema, layout, parts, factors, decay, max_norm, ema_a):
     """Adam after a column-split step, each part of the parameters on the thread of the part of the
-    step that computed its gradient and that reads it in the forward pass.
+    step that computed its gradient (for hidden layers, also the part that reads it in the forward
+    pass), so that it is updated in that core's cache.
 
     Part t (t < ``parts``, on prange's iteration t) holds hidden layer l's weight rows and biases
     J = ``split_bounds(n_out, parts, t)`` and the last layer's weight columns I =
