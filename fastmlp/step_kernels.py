@@ -444,7 +444,7 @@ def train_steps(params, shard_grads, adam_m, adam_v, ema, layout, images, labels
         elif columns:
             decay, ema_a = adamw_factors(lr_t, wd, ema_decay, t)
             column_update(params, shard_grads[0], adam_m, adam_v, ema, layout, shard_out.shape[1],
-                          adam_factors(lr_t, beta1, beta2, eps, t), decay, max_norm, ema_a if ema_decay > 0 else 0.0)
+                          adam_factors(lr_t, beta1, beta2, eps, t), decay, max_norm, ema_a)  # ema_a 0: no average
         elif plain_adam:
             adam_update_shards(params, shard_grads, grad_parts, adam_m, adam_v, lr_t, beta1, beta2, eps, t)
         else:

@@ -153,7 +153,8 @@ def _ema_block(avg, params, a):
 @njit(cache=True, error_model="numpy")
 def adamw_factors(lr, weight_decay, ema_decay, t):
     """AdamW's weight factor ``1 - lr weight_decay`` and the average's weight
-    ``a = min(ema_decay, (1 + t) / (10 + t))`` of step t, in float32 (see :func:`adamw_update`)."""
+    ``a = min(ema_decay, (1 + t) / (10 + t))`` of step t, in float32 (see :func:`adamw_update`);
+    ``a`` is 0 when ``ema_decay`` is (no average)."""
     return np.float32(1.0 - lr * weight_decay), np.float32(min(ema_decay, (1.0 + t) / (10.0 + t)))
 
 

@@ -542,8 +542,7 @@ def test_the_column_split_update_is_adamw_by_the_parts_that_computed_the_gradien
                                     t, weight_decay, max_norm, ema_decay)
         decay, a = update_kernels.adamw_factors(lr, weight_decay, ema_decay, t)
         step_kernels.column_update(p_parts, grads, parts.m, parts.v, ema_parts, model.layout, SHARDS,
-                                   update_kernels.adam_factors(lr, 0.9, 0.999, 1e-8, t), decay, max_norm,
-                                   a if ema_decay > 0 else 0.0)
+                                   update_kernels.adam_factors(lr, 0.9, 0.999, 1e-8, t), decay, max_norm, a)
         opt_ref.step([g.astype(np.float64) for pair in model.views(grads) for g in pair], lr)
         if ema_decay > 0:
             ref.ema_update(avg_ref, params_ref, ema_decay, t)
