@@ -2,7 +2,7 @@
 
 Images stay ``uint8`` in memory, shape (n, 784): the 60,000 MNIST training images take
 47 MB, not the 188 MB of float32. Scaling to [0, 1] float32 happens when a batch is gathered
-(``fastmlp.kernels.gather_batch``, ``fastmlp.reference.gather_batch``).
+(``fastmlp.engine.layers.gather_batch``, ``fastmlp.reference.gather_batch``).
 
 Where a dataset named NAME is looked for, first match wins:
 

@@ -50,20 +50,14 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import kernels
 from .config import RULES, TrainConfig
 from .errors import ConfigError
-from .model import MLP
-from .threads import blas_threads
+from .model import MLP, log_softmax
 from .train import EvalSet, Trainer, TrainingDiverged
 
 #: scikit-learn's name of each value the engine checks against :data:`fastmlp.config.RULES`.
 _ENGINE_NAMES = {"learning_rate_init": "lr", "beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps",
                  "alpha": "alpha", "lr_decay": "lr_decay"}
-
-#: Rows pushed through the network at once by predict, predict_proba and predict_log_proba.
-PREDICT_CHUNK = 512
-
 
 def glorot_init(model: MLP, rng: np.random.Generator) -> None:
     """scikit-learn's initialisation for ReLU networks (Glorot & Bengio 2010, uniform), in place:
@@ -432,37 +426,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of ``X`` (n_samples, n_features): (n_samples,)."""
-        X = self._validated(X)
-        model, ws = self._network(len(X))
-        codes = np.empty(len(X), np.int64)
-        kernels.predict_rows(model.params, model.layout, X, ws.x, ws.z, ws.h, ws.act_off, codes)
-        return self.classes_[codes]
+        return self.classes_[self._logits(X).argmax(axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """``softmax`` of the output layer: (n_samples, n_classes) float64, columns in ``classes_`` order."""
-        return self._proba(X, log=False)
+        return np.exp(self.predict_log_proba(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
         """``ln predict_proba(X)``, computed as a log-softmax (finite where the probability underflows)."""
-        return self._proba(X, log=True)
+        return log_softmax(self._logits(X))
 
-    def _proba(self, X, log: bool) -> np.ndarray:
-        X = self._validated(X)
-        model, ws = self._network(len(X))
-        out = np.empty((len(X), len(self.classes_)), np.float64)
-        with blas_threads(1):  # row shards on Numba's threads, one BLAS thread each
-            kernels.proba_rows(model.params, model.layout, X, ws.x, ws.z, ws.h, ws.act_off, out, log)
-        return out
-
-    def _validated(self, X) -> np.ndarray:
+    def _logits(self, X) -> np.ndarray:
+        """The output layer's logits (n_samples, n_classes) float32 of the validated ``X``; each row's
+        the same bits wherever it sits in ``X`` (:mod:`fastmlp.engine.infer`)."""
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float32, order="C", reset=False)
-
-    def _network(self, n_rows: int):
-        """The fitted network over ``_params`` and a workspace of its own for this call (thread-safe)."""
-        model = MLP(self._sizes, self._params)
-        rows = -(-max(1, min(n_rows, PREDICT_CHUNK)) // kernels.ROW_TILE) * kernels.ROW_TILE  # whole tiles
-        return model, model.workspace(rows)
+        X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
+        return MLP(self._sizes, self._params).rows_logits(X)
 
     # ------------------------------------------------------------------ state
 

@@ -22,13 +22,15 @@ from typing import Sequence
 
 import numpy as np
 
-from . import kernels
 from .atomic import atomic_path
-from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
-from .layout import aligned_zeros
+from .engine import pool
+from .engine.infer import allocate_infer_work, logits_worker
+from .engine.layout import aligned_zeros, make_layout, num_parameters
+from .engine.parts import INFER_ROWS
 from .errors import ModelError
+from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
 from .reference import init_weight
-from .threads import blas_threads
+from .threads import usable_cores
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:
@@ -38,34 +40,13 @@ def check_sizes(sizes: Sequence[int]) -> list[int]:
     return sizes
 
 
-def make_layout(sizes: Sequence[int]) -> np.ndarray:
-    """One row per layer: ``(n_in, n_out, weight offset, bias offset)`` into the flat buffer."""
-    rows, off = [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        rows.append((n_in, n_out, off, off + n_in * n_out))
-        off += n_in * n_out + n_out
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
-
-
-@dataclass
-class Workspace:
-    """Activation buffers for batches of up to ``batch_size`` rows (see :mod:`fastmlp.kernels`)."""
-
-    batch_size: int
-    x: np.ndarray        # (B * n_0,) float32
-    y: np.ndarray        # (B,) int32
-    z: np.ndarray        # (B * sum n_l,) float32 pre-activations
-    h: np.ndarray        # same size, ReLU outputs
-    d: np.ndarray        # same size, gradients w.r.t. each layer's output
-    act_off: np.ndarray  # (L,) int64 block offsets into z, h, d
-
-    @classmethod
-    def allocate(cls, sizes: Sequence[int], batch_size: int) -> "Workspace":
-        outs = list(sizes[1:])
-        act_off = np.array([batch_size * sum(outs[:l]) for l in range(len(outs))], dtype=np.int64)
-        total = batch_size * sum(outs)
-        return cls(batch_size, aligned_zeros(batch_size * sizes[0]), aligned_zeros(batch_size, np.int32),
-                   aligned_zeros(total), aligned_zeros(total), aligned_zeros(total), act_off)
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """``ln softmax`` of each row of float32 logits, in float64: ``l - max - ln sum exp(l - max)``
+    (finite for any finite logits)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
 
 
 class MLP:
@@ -81,7 +62,6 @@ class MLP:
             raise ModelError(f"parameter buffer must be float32 ({n},) for sizes {self.sizes}; "
                              f"got {params.dtype} {params.shape}")
         self.params = params
-        self._eval_ws: Workspace | None = None
 
     @classmethod
     def initialized(cls, sizes: Sequence[int], rng: np.random.Generator) -> "MLP":
@@ -93,8 +73,7 @@ class MLP:
 
     @property
     def num_parameters(self) -> int:
-        last = self.layout[-1]
-        return int(last[kernels.B_OFF] + last[kernels.N_OUT])
+        return num_parameters(self.layout)
 
     def views(self, buf: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(W_1, b_1), ...]`` as views into ``buf`` (params, grads or an Adam moment)."""
@@ -116,14 +95,6 @@ class MLP:
                 raise ModelError(f"shape {np.shape(src)} does not fit {dst.shape}")
             dst[...] = src
 
-    def workspace(self, batch_size: int) -> Workspace:
-        return Workspace.allocate(self.sizes, batch_size)
-
-    def _eval_workspace(self) -> Workspace:
-        if self._eval_ws is None:
-            self._eval_ws = self.workspace(256)
-        return self._eval_ws
-
     def _check_images(self, images: np.ndarray) -> None:
         if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.shape[1] != self.sizes[0]
                 or images.dtype not in (np.uint8, np.float32) or not images.flags.c_contiguous):
@@ -131,51 +102,52 @@ class MLP:
                              f"(features as they are) array (n, {self.sizes[0]}); got "
                              f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
 
-    def evaluate(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default)."""
+    def rows_logits(self, images: np.ndarray, rows: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
+        """Logits (len(rows), n_L) float32 of ``images[rows]`` (all rows by default), on ``threads``
+        threads (default: the usable cores); a row's logits are the same bits wherever it sits
+        and whatever the thread count (:mod:`fastmlp.engine.infer`)."""
         self._check_images(images)
+        rows = np.arange(len(images), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.sizes[-1]), np.float32)
+        if len(rows):
+            threads = max(1, min(threads or usable_cores(), -(-len(rows) // INFER_ROWS)))
+            work = allocate_infer_work(self.sizes, threads)
+            pool.run(logits_worker, threads, work.sync, self.params, self.layout, images, rows, work, out)
+        return out
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None,
+                 threads: int | None = None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default)."""
         rows = np.arange(len(images), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return float("nan"), float("nan")
-        ws = self._eval_workspace()
-        with blas_threads(1):  # the kernels run row shards on Numba's threads, each with one BLAS thread
-            total, correct = kernels.evaluate_rows(self.params, self.layout, images, labels, rows,
-                                                   ws.x, ws.y, ws.z, ws.h, ws.act_off)
-        return total / len(rows), correct / len(rows)
+        logits = self.rows_logits(images, rows, threads)
+        y = np.asarray(labels)[rows].astype(np.int64)
+        logp = log_softmax(logits)
+        loss = -float(logp[np.arange(len(rows)), y].sum()) / len(rows)
+        return loss, float(np.count_nonzero(logits.argmax(axis=1) == y)) / len(rows)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Predicted class of each row of an image matrix (n, n_0): uint8 pixels or float32 features."""
-        self._check_images(images)
-        ws = self._eval_workspace()
-        out = np.empty(len(images), np.int64)
-        with blas_threads(1):
-            kernels.predict_rows(self.params, self.layout, images, ws.x, ws.z, ws.h, ws.act_off, out)
-        return out
+        return self.rows_logits(images, None, threads).argmax(axis=1)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Logits ``h`` (m, n_L) float32 of each row of ``x`` (m, n_0).
 
         ``x`` as :meth:`predict` takes it: uint8 pixels (scaled by 1/255) or float features as
         they are (converted to float32: inputs already scaled to [0, 1] for a model trained on
-        images). Batches of the evaluation workspace; nothing is allocated per row.
+        images).
         """
         if not (isinstance(x, np.ndarray) and x.dtype == np.uint8):
             x = np.ascontiguousarray(x, dtype=np.float32)
-        self._check_images(x)
-        ws = self._eval_workspace()
-        out = np.empty((len(x), self.sizes[-1]), np.float32)
-        with blas_threads(1):
-            kernels.logits_rows(self.params, self.layout, x, ws.x, ws.z, ws.h, ws.act_off, out)
-        return out
+        return self.rows_logits(x, None, threads)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """``softmax(h)`` (m, n_L) float32, rows summing to 1, for the logits ``h`` of :meth:`logits`.
 
         Row by row, stable: ``p_j = exp(h_j - max h) / sum_k exp(h_k - max h)`` (in float64).
         """
-        h = self.logits(x).astype(np.float64)
-        e = np.exp(h - h.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.exp(log_softmax(self.logits(x))).astype(np.float32)
 
     # ------------------------------------------------------------------ save / load
 

@@ -9,16 +9,16 @@ gradient g at step t = 1, 2, ...::
 
 Defaults are the paper's: lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8. The moments ``m``
 and ``v`` share the parameter buffer's layout, so one pass of
-:func:`fastmlp.kernels.adam_update` updates every weight and bias.
+:func:`fastmlp.engine.update.adam_update` updates every weight and bias.
 
 Options, all off by default (then the update is exactly the paper's): ``weight_decay`` (AdamW,
 Loshchilov & Hutter 2019: weights, not biases, shrink by ``1 - lr weight_decay`` each step),
 ``max_norm`` (each hidden unit's incoming weights kept within that L2 norm) and ``ema`` (an
 exponential moving average of the parameters, a fifth buffer of the same layout, updated in the
-same pass: :func:`fastmlp.kernels.adamw_update`).
+same pass: :func:`fastmlp.engine.update.adamw_update`).
 
 :class:`Schedule` gives eta per step: the per-epoch decay ``lr * lr_decay ** (epoch - 1)``, or
-per step a cosine with linear warm-up, or one-cycle (:func:`fastmlp.kernels.lr_at_step`).
+per step a cosine with linear warm-up, or one-cycle (:func:`fastmlp.engine.update.lr_at_step`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
 from .config import check_adam_hyperparameters
-from .layout import aligned_zeros
+from .engine import update
+from .engine.layout import aligned_zeros
 
-SCHEDULE_CODES = {"decay": kernels.SCHED_CONSTANT, "cosine": kernels.SCHED_COSINE,
-                  "onecycle": kernels.SCHED_ONECYCLE}
+SCHEDULE_CODES = {"decay": update.SCHED_CONSTANT, "cosine": update.SCHED_COSINE, "onecycle": update.SCHED_ONECYCLE}
 
 
 class Adam:
@@ -62,7 +61,7 @@ class Adam:
             self.ema[:] = params
 
     def advance(self, n_steps: int) -> None:
-        """Count ``n_steps`` updates made by a fused kernel (``step_kernels.train_steps``) with this state."""
+        """Count ``n_steps`` updates made by the training kernels (:mod:`fastmlp.engine.step`) with this state."""
         self.t += int(n_steps)
 
     def step(self, params: np.ndarray, grads: np.ndarray, layout: np.ndarray | None = None,
@@ -74,9 +73,9 @@ class Adam:
         self.t += 1
         lr = self.lr if lr is None else lr
         if self.plain:
-            kernels.adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps, self.t)
+            update.adam_update(params, grads, self.m, self.v, lr, self.beta1, self.beta2, self.eps, self.t)
         else:
-            kernels.adamw_update(params, grads, self.m, self.v, self.ema, layout, lr, self.beta1, self.beta2,
+            update.adamw_update(params, grads, self.m, self.v, self.ema, layout, lr, self.beta1, self.beta2,
                                  self.eps, self.t, self.weight_decay, self.max_norm, self.ema_decay)
 
 
@@ -114,5 +113,5 @@ class Schedule:
 
     def at_step(self, k: int, epoch: int) -> float:
         """Eta of step k (from 0, counted over the run) during ``epoch``."""
-        return float(kernels.lr_at_step(self.code, self.epoch_lr(epoch), k, self.warmup_steps,
+        return float(update.lr_at_step(self.code, self.epoch_lr(epoch), k, self.warmup_steps,
                                         float(self.total_steps), self.floor))

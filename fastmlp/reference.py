@@ -44,7 +44,7 @@ def linear_backward(dz: np.ndarray, x: np.ndarray, W: np.ndarray, b: np.ndarray)
 
 def block_gemm(trans_a: bool, trans_b: bool, m: int, n: int, k: int, a: np.ndarray, a_off: int, lda: int,
                b: np.ndarray, b_off: int, ldb: int, c: np.ndarray, c_off: int, ldc: int, beta: float) -> np.ndarray:
-    """The twin of :func:`fastmlp.blas.gemm`: ``C = op(A) @ op(B) + beta C`` on blocks of flat buffers.
+    """The twin of :func:`fastmlp.engine.blas.gemm`: ``C = op(A) @ op(B) + beta C`` on blocks of flat buffers.
 
     Block X of r rows and s columns at offset ``off`` with row stride ``ld`` is
     ``buf[off + i * ld + j]``; op(A) is (m, k), op(B) (k, n), C (m, n). Returns ``c``, written in place.

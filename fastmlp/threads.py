@@ -1,13 +1,13 @@
 """How many threads a process computes with: the cores it may use, the one thread limiter, and the policy.
 
 :func:`limit_threads` is the only place that pins threads for a run (BLAS through threadpoolctl,
-Numba's pool): ``fastmlp train --threads``, the report's retraining and every search worker use
-it, and while it holds, :func:`fixed_threads` tells the trainer to use exactly that many.
-:func:`thread_env` gives the environment variables a child interpreter must start with so that
-its BLAS and Numba pools have that size from the first import.
+the kernels' own threads): ``fastmlp train --threads``, the report's retraining and every search
+worker use it, and while it holds, :func:`fixed_threads` tells the trainer to use exactly that
+many. :func:`thread_env` gives the environment variables a child interpreter must start with so
+that its BLAS has one thread from the first import.
 
-The policy, when no count is fixed: a training step runs as fixed parts (row shards or the
-column split) on Numba's threads with single-threaded BLAS (:mod:`fastmlp.step_kernels`), and its
+The policy, when no count is fixed: a training step runs as parts fixed by the shape, claimed by
+any number of threads, each with single-threaded BLAS (:mod:`fastmlp.engine.step`), and its
 results do not depend on the thread count. So :class:`ThreadChooser` may pick the count by
 measuring, while the run goes, without changing a single number of the history: on an idle
 machine all cores win; when another process keeps a core busy, threads that wait for each other
@@ -29,30 +29,40 @@ def available_cores() -> int:
 
 
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: An interpreter started with this variable set computes on that many threads at most.
+THREADS_VARIABLE = "FASTMLP_THREADS"
+
+
+def usable_cores() -> int:
+    """The threads a kernel call may use: :func:`available_cores`, or ``$FASTMLP_THREADS`` when it
+    is set lower (a child process started by :func:`thread_env`)."""
+    cores = available_cores()
+    try:
+        return max(1, min(cores, int(os.environ.get(THREADS_VARIABLE, cores))))
+    except ValueError:
+        return cores
 BLAS_THREAD_TIMEOUT = "4"  # OpenBLAS's minimum: its idle pool threads sleep at once (2^4 cycles)
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """The variables an interpreter not started yet needs: Numba's pool of ``threads`` threads, and
-    single-threaded BLAS and OpenMP (see :func:`single_threaded_blas`)."""
-    return {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT,
+    """The variables an interpreter not started yet needs to compute on ``threads`` threads:
+    :data:`THREADS_VARIABLE`, and single-threaded BLAS and OpenMP (see :func:`single_threaded_blas`)."""
+    return {THREADS_VARIABLE: str(threads), "OMP_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": BLAS_THREAD_TIMEOUT,
             **{name: "1" for name in BLAS_VARIABLES}}
 
 
 def single_threaded_blas() -> None:
     """Make the BLAS libraries of this process start with one thread (before NumPy is imported).
 
-    fastmlp's kernels split each step on Numba's threads and call BLAS from each with one thread;
-    a BLAS thread pool only competes with them. Measured with OpenBLAS at 784-256-128-10 / 128:
-    in processes whose pool started with two threads, two-thread training ran at half speed in 3
-    of 8; started single-threaded, 6 of 6 ran at full speed. So the command sets these variables
-    for itself, whatever the environment says (``--threads`` sets the count).
+    fastmlp's kernels split each step on their own threads and call BLAS from each with one
+    thread; a BLAS thread pool only competes with them (processes whose pool started with
+    several threads ran two-thread training at half speed in some runs: docs/tuning.md). So the
+    command sets these variables for itself, whatever the environment says (``--threads`` sets
+    the count).
 
-    It also sets ``OPENBLAS_THREAD_TIMEOUT`` to its minimum. OpenBLAS's pool thread, started once by
-    :func:`fastmlp.step_kernels.start_blas_threads`, would otherwise spin for about 0.1 s after
-    that call, competing with the first training calls: measured at 784-100-10 / 32 with two
-    threads fixed, the first six calls ran at 139-147k samples/s instead of about 270k in 5 of 8
-    processes, and in 0 of 8 with the timeout at its minimum (the calls after them alike).
+    It also sets ``OPENBLAS_THREAD_TIMEOUT`` to its minimum: OpenBLAS's pool thread, started once by
+    :func:`fastmlp.engine.blas.start_blas_threads`, would otherwise spin for about 0.1 s after
+    that call, competing with the first training calls.
     """
     os.environ.update({name: "1" for name in BLAS_VARIABLES}, OPENBLAS_THREAD_TIMEOUT=BLAS_THREAD_TIMEOUT)
 
@@ -66,9 +76,9 @@ def fixed_threads() -> int | None:
 
 
 class limit_threads:
-    """Numba's threads at ``min(threads, its pool)``, the trainer's count fixed at ``threads``, and
-    BLAS at one thread (the kernels' parallelism is their own), from now until :meth:`unregister`
-    (or the end of a ``with`` block); None leaves everything as it is."""
+    """The trainer's thread count fixed at ``threads``, and BLAS at one thread (the kernels'
+    parallelism is their own), from now until :meth:`unregister` (or the end of a ``with``
+    block); None leaves everything as it is."""
 
     def __init__(self, threads: int | None):
         self._held = None
@@ -76,7 +86,6 @@ class limit_threads:
             from threadpoolctl import threadpool_limits
             self._held = contextlib.ExitStack()
             self._held.enter_context(threadpool_limits(limits=1, user_api="blas"))
-            self._held.enter_context(numba_threads(threads))
             _FIXED.append(threads)
 
     def unregister(self) -> None:
@@ -105,32 +114,6 @@ def child_thread_env(threads: int) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@contextlib.contextmanager
-def numba_threads(threads: int) -> Iterator[None]:
-    """Numba's parallel kernels run on ``min(threads, its pool)`` threads inside the block (this
-    thread's setting, restored after)."""
-    import numba
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
-_BLAS = []  # one threadpoolctl controller of the BLAS libraries, made on first use
-
-
-def blas_threads(threads: int):
-    """A context in which the loaded BLAS libraries (NumPy's and SciPy's, which Numba calls) use
-    ``threads`` threads; about 10 us to enter and leave once the controller exists."""
-    if not _BLAS:
-        import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls SciPy's BLAS: load it first)
-        from threadpoolctl import ThreadpoolController
-        _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    return _BLAS[0].limit(limits=threads)
 
 
 class ThreadChooser:

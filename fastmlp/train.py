@@ -3,8 +3,8 @@
 A :class:`Trainer` holds everything one training run changes (llm.c's model struct is the
 picture): the model's flat parameter buffer, the gradient buffer, Adam's moments and step
 count, the workspace preallocated for the batch size, and the seeded sampler. It is the only
-caller of :func:`fastmlp.step_kernels.train_steps`, whose long argument list lives there alone, and
-the one place that picks its thread count (:class:`fastmlp.threads.ThreadChooser`).
+caller of the training kernels (:func:`fastmlp.engine.step.run_call`), whose records it builds, and
+the one place that picks their thread count (:class:`fastmlp.threads.ThreadChooser`).
 
 One epoch is a fresh permutation of the training rows (the validation hold-out excluded), cut
 into mini-batches of ``batch_size``; the last, shorter batch is kept, so every training image
@@ -41,17 +41,19 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import augment, kernels, step_kernels
 from .atomic import write_text
-from .blas import small_gemm_limit
 from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
+from .engine import augment
+from .engine.blas import blas_threads, small_gemm_limit, start_blas_threads
+from .engine.parts import column_split
+from .engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
+from .engine.step import run_call, useful_threads
 from .errors import ConfigError, DataError, UsageError
-from .layout import aligned_zeros
 from .model import MLP
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
-from .threads import ThreadChooser, blas_threads, fixed_threads, numba_threads
+from .threads import ThreadChooser, fixed_threads, usable_cores
 
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -206,7 +208,7 @@ class EpochSampler:
 
 
 class Trainer:
-    """The state of one training run, and the only caller of :func:`fastmlp.step_kernels.train_steps`.
+    """The state of one training run, and the only caller of :func:`fastmlp.engine.step.run_call`.
 
     ``images`` uint8 (N, n_0) and ``labels`` (N,) hold the training examples; ``fit_rows`` are
     the rows trained on (all by default). ``eval_sets`` maps ``"val"`` and ``"test"`` to the
@@ -234,55 +236,48 @@ class Trainer:
         self.progress = progress or Progress(enabled=False)
         rng = np.random.default_rng(config.seed)
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
-        #: the split of each step's work (see :mod:`fastmlp.step_kernels`): by the shape, never the machine
-        self.columns = step_kernels.column_split(self.model.sizes, config.batch_size)
+        #: the split of each step's work (see :mod:`fastmlp.engine.step`): by the shape, never the machine
+        self.columns = column_split(self.model.sizes, config.batch_size)
         #: the column split's products in blocks for BLAS's small-matrix kernels where it has them (else 0)
         self.small_gemm = small_gemm_limit() if self.columns else 0
-        #: one gradient buffer per row shard of a batch; the column split needs only one
-        self.shard_grads = aligned_zeros((1 if self.columns else step_kernels.SHARDS, self.model.num_parameters))
-        self.grads = self.shard_grads[0]
-        self.shard_out = np.zeros((2, step_kernels.SHARDS), np.float64)
-        #: the column split's claim counters, one per parallel phase of a step
-        self.claim_counters = np.zeros(2 * len(self.model.sizes), np.int64)
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,
                          config.weight_decay, config.max_norm, config.ema)
         self.adam.start_average(self.model.params)
         #: the parameters evaluated and saved: the average when config.ema is on, else the model's own
         self.eval_model = MLP(self.model.sizes, self.adam.ema) if config.ema > 0 else self.model
-        self.workspace = self.model.workspace(config.batch_size)
         self.sampler = EpochSampler(fit_rows, rng)
         self.schedule = Schedule(config.schedule, config.lr, config.lr_decay, config.warmup, config.lr_floor,
                                  config.epochs, self.steps_per_epoch)
-        self._recipe_arrays(images.shape[1])
+        self.aug = self._augmentation(images.shape[1])
+        self.recipe = make_recipe(self.schedule.code, self.schedule.warmup_steps, self.schedule.total_steps,
+                                  config.lr_floor, config.weight_decay, config.max_norm, config.ema,
+                                  config.label_smoothing, config.dropout_input, config.dropout)
+        fine_gather = self.aug is not None or config.dropout_input > 0
+        most = fixed_threads() or min(usable_cores(), 64)
+        #: every buffer the kernels use, for batches of batch_size on up to `most` threads
+        self.work = allocate_work(self.model.sizes, config.batch_size, most,
+                                  augment.scratch_size(self.side) if self.aug is not None else 1)
+        self.net = Net(self.model.layout, self.model.params)
+        self.optim = Optim(self.adam.m, self.adam.v, self.adam.ema)
         self.losses = np.empty(steps_per_call(self.steps_per_epoch), np.float64)
         self.epoch = 0
-        import numba
         #: the thread count of each kernel call: --threads when fixed, else measured (results do not depend on it)
-        self.threads = ThreadChooser(numba.get_num_threads(), fixed_threads())
-        step_kernels.start_blas_threads(max(self.threads.counts))
+        self.threads = ThreadChooser(min(most, useful_threads(self.work, fine_gather)), fixed_threads())
+        start_blas_threads(max(self.threads.counts))
         self.t_start = time.perf_counter()
         self.steps(fit_rows, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
 
-    def _recipe_arrays(self, n_in: int) -> None:
-        """The kernel's ``recipe`` array and the augmentation's parameters, taps and scratch."""
+    def _augmentation(self, n_in: int) -> Aug | None:
+        """The warp's parameters and taps (:mod:`fastmlp.engine.augment`), or None without augmentation."""
         c = self.config
-        self.recipe = np.zeros(kernels.R_LEN, np.float64)
-        r = self.recipe
-        r[kernels.R_SCHEDULE], r[kernels.R_WARMUP] = self.schedule.code, self.schedule.warmup_steps
-        r[kernels.R_TOTAL], r[kernels.R_FLOOR] = self.schedule.total_steps, c.lr_floor
-        r[kernels.R_WEIGHT_DECAY], r[kernels.R_MAX_NORM], r[kernels.R_EMA] = c.weight_decay, c.max_norm, c.ema
-        r[kernels.R_SMOOTHING], r[kernels.R_DROP_IN], r[kernels.R_DROP_HIDDEN] = (c.label_smoothing,
-                                                                                 c.dropout_input, c.dropout)
-        r[kernels.R_ALPHA] = c.alpha
-        self.aug, self.taps, self.scratch = np.zeros(0), np.ones(1), np.zeros((step_kernels.SHARDS, 1))
-        if c.augment != "none":
-            side = int(round(math.sqrt(n_in)))
-            if side * side != n_in or side < 2:
-                raise ConfigError(f"augment {c.augment!r} needs square images; the inputs have {n_in} features")
-            alpha = c.elastic_alpha if c.augment == "elastic" else 0.0
-            self.aug, self.taps = augment.aug_params(c.aug_rotate, c.aug_scale, c.aug_shear, c.aug_shift, alpha,
-                                                     c.elastic_sigma, side)
-            self.scratch = np.zeros((step_kernels.SHARDS, augment.scratch_size(side)), np.float64)
+        self.side = int(round(math.sqrt(n_in)))
+        if c.augment == "none":
+            return None
+        if self.side * self.side != n_in or self.side < 2:
+            raise ConfigError(f"augment {c.augment!r} needs square images; the inputs have {n_in} features")
+        alpha = c.elastic_alpha if c.augment == "elastic" else 0.0
+        return Aug(*augment.aug_params(c.aug_rotate, c.aug_scale, c.aug_shear, c.aug_shift, alpha, c.elastic_sigma,
+                                       self.side))
 
     @property
     def train_on(self) -> str:
@@ -334,19 +329,17 @@ class Trainer:
         """
         if len(self.losses) < n_steps:
             self.losses = np.empty(n_steps, np.float64)
-        m, ws, adam = self.model, self.workspace, self.adam
+        c, adam = self.config, self.adam
+        call = make_call(first, n_steps, c.batch_size, adam.t, c.seed, epoch, lr, adam.beta1, adam.beta2, adam.eps,
+                         c.alpha, self.small_gemm)
         threads = self.threads.current
-        # The shards are the parallelism; BLAS inside each runs on one thread.
-        with numba_threads(threads), blas_threads(1):
+        # The parts are the parallelism; BLAS inside each runs on one thread.
+        with blas_threads(1):
             t0 = time.perf_counter()
-            correct = step_kernels.train_steps(
-                m.params, self.shard_grads, adam.m, adam.v, adam.ema, m.layout, self.images, self.labels, order,
-                first, n_steps, self.config.batch_size, ws.x, ws.y, ws.z, ws.h, ws.d, ws.act_off,
-                lr, adam.beta1, adam.beta2, adam.eps, adam.t, self.losses, self.recipe, self.aug, self.taps,
-                self.scratch, self.shard_out, self.config.seed, epoch, self.columns, self.small_gemm,
-                self.claim_counters)
+            correct = run_call(self.columns, threads, self.net, Data(self.images, self.labels, order), self.work,
+                               self.optim, self.aug, self.recipe, call, self.losses)
             seconds = time.perf_counter() - t0
-        B = self.config.batch_size
+        B = c.batch_size
         self.threads.record(threads, min(n_steps * B, max(0, len(order) - first * B)), seconds)
         adam.advance(n_steps)
         return correct
@@ -387,8 +380,7 @@ class Trainer:
         """Mean loss and accuracy on the evaluation set ``name`` with the current (averaged) parameters,
         on the thread count training runs on now (results do not depend on it)."""
         s = self.eval_sets[name]
-        with numba_threads(self.threads.current):
-            return self.eval_model.evaluate(s.images, s.labels, s.rows)
+        return self.eval_model.evaluate(s.images, s.labels, s.rows, self.threads.current)
 
     def run_epoch(self) -> EpochRecord:
         """Train one more epoch, then evaluate; returns its record."""

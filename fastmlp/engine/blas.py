@@ -1,7 +1,7 @@
 """A float32 GEMM on blocks of flat row-major buffers, callable from Numba kernels without copies.
 
 ``np.dot`` inside Numba takes whole contiguous arrays. The column-split step (see
-:mod:`fastmlp.step_kernels`) multiplies column blocks: ``z[:, j0:j1] = x @ W[j0:j1].T`` writes
+:mod:`fastmlp.engine.columns`) multiplies column blocks: ``z[:, j0:j1] = x @ W[j0:j1].T`` writes
 every row of z with a stride of n_out floats. :func:`gemm` reaches the same BLAS (SciPy's
 ``sgemm``, through Numba's own ``numba_xxgemm`` helper, which takes leading dimensions) with a
 pointer and a row stride per operand. The call is linked by name, so kernels that use it are cached
@@ -13,10 +13,13 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .jit import kernel
 
 _CHAR = ir.IntType(8)
 _VOID_P = ir.IntType(8).as_pointer()
@@ -64,7 +67,7 @@ def _xxgemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, 
 _N, _T = ord("n"), ord("t")
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@kernel
 def gemm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, beta):
     """Row-major ``C = op(A) @ op(B) + beta C`` on blocks of flat float32 buffers.
 
@@ -85,16 +88,12 @@ def gemm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc,
             beta)
 
 
-# OpenBLAS's SkylakeX-family cores (AVX-512; it names this machine's AMD EPYC so too) compute a
-# product of at most SMALL_GEMM_MNK multiply-adds (M N K) with their small-matrix kernels, which
-# skip the packing. Measured on one core, float32: 104-117 GFLOP/s for products of 4 to 32 rows
-# by 32 to 128 columns over 256 or 784 inputs, against 47-85 GFLOP/s once the same products pass
-# the limit (and 100 for a 256^3 product). On the other cores these kernels are off, and cutting
-# a product into small blocks only adds work: 35-80% slower with OpenBLAS's Haswell kernels.
+# OpenBLAS's SkylakeX-family cores (AVX-512) compute a product of at most SMALL_GEMM_MNK
+# multiply-adds (M N K) with their small-matrix kernels, which skip the packing and run much
+# faster on the products of MLP training; other kernel families have no such path, and there
+# cutting a product into small blocks only adds work (docs/tuning.md has the figures).
 SMALL_GEMM_MNK = 1_000_000
-# Blocks of fewer rows lose more than the kernels gain: a 784-1024-1024-10 step at 128 rows ran
-# 30% slower with every product in blocks (of 7 to 9 units), 2% faster with blocks of 8 units or
-# more only (the first layer's); 784-1024-10 at 512 rows, in blocks of 2, ran 20% slower.
+# Blocks of fewer rows lose more than the small kernels gain (docs/tuning.md).
 SMALL_GEMM_MIN_ROWS = 8
 SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
@@ -117,7 +116,7 @@ def small_gemm_limit() -> int:
     return SMALL_GEMM_MNK if version >= (0, 3, 16) and core in SMALL_GEMM_CORES else 0
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@kernel
 def gemm_blocks(limit, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, beta):
     """:func:`gemm`, C's m rows cut into the fewest equal blocks of at most ``limit // (n k)`` rows
     each (so that each product has at most ``limit`` multiply-adds; see SMALL_GEMM_MNK). One call
@@ -134,3 +133,37 @@ def gemm_blocks(limit, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, 
         r0, r1 = q * m // blocks, (q + 1) * m // blocks
         gemm(trans_a, trans_b, r1 - r0, n, k, a, a_off + (r0 if trans_a else r0 * lda), lda, b, b_off, ldb, c,
              c_off + r0 * ldc, ldc, beta)
+
+
+_BLAS = []  # one threadpoolctl controller of the BLAS libraries, made on first use
+
+
+def blas_threads(threads: int):
+    """A context in which the loaded BLAS libraries (NumPy's and SciPy's, which the kernels call)
+    use ``threads`` threads; about 10 us to enter and leave once the controller exists."""
+    if not _BLAS:
+        import scipy.linalg.cython_blas  # noqa: F401  (the kernels' np.dot calls SciPy's BLAS: load it first)
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    return _BLAS[0].limit(limits=threads)
+
+
+@kernel
+def _square(a, c):
+    np.dot(a, a, c)
+
+
+_BLAS_STARTED: list[bool] = []
+
+
+def start_blas_threads(threads: int) -> None:
+    """Once per process, one multi-threaded GEMM through the BLAS that the kernels call: with
+    OpenBLAS, when the first call runs on one thread, later single-threaded calls from several
+    threads at once run one after the other; after one call with its pool started they run side
+    by side."""
+    if _BLAS_STARTED or threads < 2:
+        return
+    a = np.ones((256, 256), np.float32)
+    with blas_threads(threads):
+        _square(a, np.empty_like(a))
+    _BLAS_STARTED.append(True)

@@ -1,12 +1,4 @@
-"""Counter-based random numbers and the per-image augmentation warp (Numba kernels).
-
-Random numbers are a pure function of ``(seed, epoch, example index, stream, counter)``: a
-SplitMix64 finaliser (Steele, Lea & Flood 2014) applied to a key built from the first three,
-plus the counter. No generator state is carried from one example to the next, so what an example
-sees does not depend on the batch it falls in, on the batch size or on the thread count.
-
-Streams of one example: :data:`STREAM_AUGMENT` (the warp's parameters and the elastic noise),
-``STREAM_DROPOUT + l`` (the dropout mask of the input (l = 0) and of hidden layer l).
+"""The per-image augmentation warp (Numba kernels), its random numbers from :mod:`fastmlp.engine.rng`.
 
 The warp (:func:`warp_image`) maps each output pixel ``p = (col, row)`` to a source point::
 
@@ -30,57 +22,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .jit import kernel
+from .rng import uniform
 
 # Indices into the ``aug`` parameter array (float64) of the kernels.
 AUG_ROTATE, AUG_SCALE, AUG_SHEAR, AUG_SHIFT, AUG_ALPHA, AUG_SIGMA, AUG_GRID, AUG_RADIUS = range(8)
 AUG_LEN = 8
 
-STREAM_AUGMENT = 0
-STREAM_DROPOUT = 1
 N_AFFINE = 5            # counters 0..4 of the augment stream: angle, scale, shear, shift x, shift y
 NOISE_FIRST = 8         # counters 8.. : the elastic noise, x field then y field, row-major
-
-_G = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
-_INV24 = 1.0 / (1 << 24)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def mix64(z):
-    """The SplitMix64 finaliser: a bijection of uint64 that scrambles every bit."""
-    z = (z ^ (z >> _S30)) * _M1
-    z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def example_key(seed, epoch, index, stream):
-    """The key of one example's stream: ``mix64`` chained over seed, epoch, index and stream."""
-    k = mix64(np.uint64(seed) + _G)
-    k = mix64(k + np.uint64(epoch) * _G)
-    k = mix64(k + np.uint64(index) * _G)
-    return mix64(k + np.uint64(stream) * _G)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def bits24(key, counter):
-    """24 random bits (uint64 in [0, 2^24)) for ``counter`` of a stream."""
-    return mix64(np.uint64(key) + np.uint64(counter) * _G) >> _S40
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def uniform(key, counter):
-    """A uniform float in [0, 1) with 24 random bits."""
-    return np.float64(bits24(key, counter)) * _INV24
-
-
-def keep_threshold(p: float) -> int:
-    """A unit is dropped when ``bits24 < keep_threshold(p)``: probability ``round(p 2^24) / 2^24``."""
-    return int(round(p * (1 << 24)))
-
 
 def elastic_grid(side: int, sigma: float) -> tuple[int, int, np.ndarray]:
     """``(K, radius, taps)``: the coarse grid, the smoothing radius and its normalised Gaussian taps."""
@@ -108,7 +59,7 @@ def scratch_size(side: int) -> int:
     return 5 * side * side + 2 * side
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def affine_inverse(key, aug):
     """``(a, b, c, d, tx, ty)``: ``A^-1 = [[a, b], [c, d]]`` in (x, y) and the shift, from the stream."""
     angle = math.radians(aug[AUG_ROTATE] * (2.0 * uniform(key, 0) - 1.0))
@@ -123,7 +74,7 @@ def affine_inverse(key, aug):
     return a11 * inv, -a01 * inv, -a10 * inv, a00 * inv, tx, ty
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def elastic_field(key, aug, taps, side, scratch):
     """The coarse displacement grids (x then y, each K x K) into ``scratch[2K^2 : 4K^2]``.
 
@@ -152,7 +103,7 @@ def elastic_field(key, aug, taps, side, scratch):
                 scratch[out + i * K + j] = gain * acc
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@kernel
 def _sample(row, scale, side, sx, sy):
     """Bilinear sample of a (side x side) image row at (x, y), zero outside, times ``scale``."""
     fx, fy = math.floor(sx), math.floor(sy)
@@ -175,7 +126,7 @@ def _sample(row, scale, side, sx, sy):
     return np.float32(acc * scale)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def warp_image(row, scale, out, key, aug, taps, scratch):
     """``out`` (side^2 float32) = ``row`` (one flat image, uint8 or float32) warped, times ``scale``.
 

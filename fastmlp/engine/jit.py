@@ -1,0 +1,42 @@
+"""The one way the engine compiles a function: :func:`kernel`, Numba's ``njit`` with the engine's options.
+
+Every kernel is nopython, cached on disk (``cache=True``), with NumPy's error model (a division
+by zero gives inf, as in NumPy, with no check compiled in), and compiled for one signature per
+argument types. That last point is not Numba's default: a call from one kernel to another with a
+constant argument (``gemm(True, ...)``, an offset of ``0``) makes Numba compile a specialisation
+for that literal value, so one small function used from ten call sites compiled ten times.
+:func:`kernel` types every call from another kernel by the arguments' plain types instead, so a
+kernel compiles once for each combination of array and scalar types it is called with.
+
+Numba compiles every kernel as a module of its own, with every kernel it calls linked in and
+optimised again, so a deep tree of small kernels costs far more to compile than the same code in
+a few: the pieces of a single caller are ``inline`` (merged into it before typing).
+"""
+
+from __future__ import annotations
+
+from numba import njit, types
+
+
+def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False):
+    """``@njit(cache=True, error_model="numpy")`` whose calls from other kernels never specialise on
+    literal values (see the module). ``nogil``: the kernel releases the GIL (the workers that
+    :mod:`fastmlp.engine.pool` runs on several threads). ``fastmath`` as Numba's. ``inline``: a
+    piece of one caller (or of a few), merged into the caller's code where it is called rather than
+    compiled and optimised once more as a function of its own (a call from Python still compiles it
+    alone, for the tests)."""
+    def wrap(f):
+        options = dict(cache=True, error_model="numpy", nogil=nogil, fastmath=fastmath)
+        if inline:
+            options["inline"] = "always"
+        dispatcher = njit(**options)(f)
+        typed_call = dispatcher.get_call_template
+
+        def get_call_template(args, kws):
+            return typed_call(tuple(types.unliteral(a) for a in args),
+                              {k: types.unliteral(v) for k, v in kws.items()})
+
+        dispatcher.get_call_template = get_call_template
+        return dispatcher
+
+    return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,98 @@
+"""The records a training call's kernels take: a few named tuples in place of forty arguments.
+
+Numba types a named tuple by its fields' types, so every record of one kind compiles to one
+signature (each field is always given the same Python or NumPy type here), and a new option of
+the recipe is one field of one record, not a new argument in six places.
+
+* :class:`Net`: the layout and the flat parameter buffer.
+* :class:`Data`: the examples (uint8 pixels or float32 features), labels and the epoch's order.
+* :class:`Work`: the buffers preallocated for a batch size (:func:`allocate_work`).
+* :class:`Optim`: Adam's moments and the weight average (empty when off).
+* :class:`Aug`: the warp's parameters and taps, or None (then the warp is not even compiled).
+* :class:`Recipe`: the training recipe's options, fixed for a run, or None for the plain recipe
+  (then none of their code is even compiled).
+* :class:`Call`: what one kernel call does (its steps, eta, seed and epoch).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from .layout import N_IN, N_OUT, aligned_zeros
+from .parts import MAX_PARTS, column_split, row_parts, unit_parts, update_blocks
+from .sync import SYNC_SLOTS
+
+Net = namedtuple("Net", ["layout", "params"])
+Data = namedtuple("Data", ["images", "labels", "order"])
+Work = namedtuple("Work", ["x", "y", "z", "h", "d", "act_off", "grads", "scratch", "out", "penalty", "blocks",
+                           "counters", "sync"])
+Optim = namedtuple("Optim", ["m", "v", "ema"])
+Aug = namedtuple("Aug", ["params", "taps"])
+Recipe = namedtuple("Recipe", ["schedule", "warmup", "total", "floor", "weight_decay", "max_norm", "ema",
+                               "smoothing", "dropout_input", "dropout"])
+Call = namedtuple("Call", ["first", "n_steps", "batch_size", "t0", "seed", "epoch", "lr", "beta1", "beta2", "eps",
+                           "alpha", "small"])
+
+
+def make_recipe(schedule: int = 0, warmup: float = 0.0, total: float = 0.0, floor: float = 0.0,
+                weight_decay: float = 0.0, max_norm: float = 0.0, ema: float = 0.0, smoothing: float = 0.0,
+                dropout_input: float = 0.0, dropout: float = 0.0) -> Recipe | None:
+    """A :class:`Recipe` with every field of its one type (the schedule's code an int, the rest floats),
+    or None for the plain recipe (every option off: the kernels then compile without them)."""
+    recipe = Recipe(int(schedule), float(warmup), float(total), float(floor), float(weight_decay), float(max_norm),
+                    float(ema), float(smoothing), float(dropout_input), float(dropout))
+    plain = recipe.schedule == 0 and not any(recipe[4:])  # warm-up, total and floor belong to schedules
+    return None if plain else recipe
+
+
+def make_call(first: int, n_steps: int, batch_size: int, t0: int, seed: int, epoch: int, lr: float, beta1: float,
+              beta2: float, eps: float, alpha: float = 0.0, small: int = 0) -> Call:
+    """A :class:`Call` with every field of its one type (``alpha``: scikit-learn's L2 penalty)."""
+    return Call(int(first), int(n_steps), int(batch_size), int(t0), int(seed), int(epoch), float(lr), float(beta1),
+                float(beta2), float(eps), float(alpha), int(small))
+
+
+def activation_offsets(sizes, batch_size: int) -> np.ndarray:
+    """Offsets of each layer's (B, n_out) block in the workspace's z, h and d buffers."""
+    outs = list(sizes[1:])
+    return np.array([batch_size * sum(outs[:l]) for l in range(len(outs))], dtype=np.int64)
+
+
+def update_parts(layout: np.ndarray, columns: bool) -> np.ndarray:
+    """The update phase's parts, one row each: ``(layer, first, end)``.
+
+    The row split's are :func:`fastmlp.engine.parts.update_blocks` (weight rows and their biases).
+    The column split's follow the parts that computed the gradient: a hidden layer's units by
+    :func:`~fastmlp.engine.parts.unit_parts` (first, end: the part's number and the count), the last
+    layer's columns by the parts of the layer below it (its biases cut the same way).
+    """
+    if not columns:
+        return np.array(update_blocks(layout), dtype=np.int64).reshape(-1, 3)
+    L = layout.shape[0]
+    rows = []
+    for l in range(L):
+        count = unit_parts(int(layout[l, N_OUT] if l < L - 1 else layout[l, N_IN]))
+        rows += [(l, p, count) for p in range(count)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1) -> Work:
+    """Every buffer a training call needs for batches of up to ``batch_size`` rows on up to
+    ``threads`` threads: activations (x, y and the z, h, d blocks), one gradient buffer per row
+    shard (one in the column split), augmentation scratch per thread, the shards' loss sums, the
+    update parts' penalty sums, claim counters and the barrier."""
+    from .layout import make_layout
+    layout = make_layout(sizes)
+    columns = column_split(sizes, batch_size)
+    n_params = int(layout[-1, 3] + layout[-1, N_OUT])
+    total = batch_size * sum(sizes[1:])
+    parts = update_parts(layout, columns)
+    shards = 1 if columns else row_parts(batch_size)
+    return Work(x=aligned_zeros(batch_size * int(layout[0, N_IN])), y=aligned_zeros(batch_size, np.int32),
+                z=aligned_zeros(total), h=aligned_zeros(total), d=aligned_zeros(total),
+                act_off=activation_offsets(sizes, batch_size), grads=aligned_zeros((shards, n_params)),
+                scratch=np.zeros((max(1, threads), scratch_size), np.float64), out=np.zeros((2, MAX_PARTS)),
+                penalty=np.zeros(len(parts)), blocks=parts, counters=np.zeros(1, np.int64),
+                sync=np.zeros(SYNC_SLOTS, np.int64))
