@@ -426,7 +426,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of ``X`` (n_samples, n_features): (n_samples,)."""
-        return self.classes_[self._logits(X).argmax(axis=1)]
+        codes = self._logits(X).argmax(axis=1)
+        return self.classes_[codes]
 
     def predict_proba(self, X) -> np.ndarray:
         """``softmax`` of the output layer: (n_samples, n_classes) float64, columns in ``classes_`` order."""

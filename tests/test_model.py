@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fastmlp import reference as ref
-from fastmlp.layout import BUFFER_ALIGNMENT, aligned_zeros
-from fastmlp.model import MLP, ModelError, make_layout
+from fastmlp.engine.layout import BUFFER_ALIGNMENT, aligned_zeros, make_layout
+from fastmlp.model import MLP, ModelError
 
 
 def test_layout_places_each_weight_then_its_bias_back_to_back():
@@ -42,11 +42,8 @@ def test_aligned_buffers_are_contiguous_writable_zeros_starting_on_a_page(shape,
         assert (a == 7).all()
 
 
-def test_a_models_buffers_and_workspace_start_on_a_page():
-    model = MLP([784, 100, 10])
-    ws = model.workspace(32)
-    for buf in (model.params, ws.x, ws.y, ws.z, ws.h, ws.d):
-        assert buf.ctypes.data % BUFFER_ALIGNMENT == 0
+def test_a_models_parameters_start_on_a_page():
+    assert MLP([784, 100, 10]).params.ctypes.data % BUFFER_ALIGNMENT == 0
 
 
 def test_initialisation_draws_the_same_weights_as_the_reference_network():
@@ -94,10 +91,10 @@ def reference_twin(model: MLP) -> ref.NN:
     return net
 
 
-def test_logits_of_more_rows_than_the_evaluation_workspace_equal_the_reference_forward():
+def test_logits_of_many_inference_chunks_equal_the_reference_forward():
     rng = np.random.default_rng(3)
     model = MLP.initialized([30, 16, 8, 5], rng)
-    x = rng.random((600, 30)).astype(np.float32)  # 600 rows: three batches of the 256-row workspace
+    x = rng.random((600, 30)).astype(np.float32)  # 600 rows: five chunks, the last one short
     np.testing.assert_allclose(model.logits(x), reference_twin(model).forward(x.astype(np.float64)),
                                rtol=1e-5, atol=1e-5)
 

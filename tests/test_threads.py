@@ -4,7 +4,8 @@ a fixed count never changes. The calls here are made up: their rates and duratio
 
 import os
 
-from fastmlp.threads import ThreadChooser, fixed_threads, limit_threads, single_threaded_blas, thread_env
+from fastmlp.threads import (ThreadChooser, available_cores, fixed_threads, limit_threads, single_threaded_blas,
+                             thread_env, usable_cores)
 
 
 def run(chooser, rates, calls, seconds_per_call=0.1):
@@ -143,5 +144,14 @@ def test_the_command_starts_blas_single_threaded_with_its_idle_threads_asleep_wh
     single_threaded_blas()
     assert [os.environ[n] for n in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")] == \
         ["1", "1", "4"]
-    assert thread_env(3) == {"NUMBA_NUM_THREADS": "3", "OMP_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": "4",
+    assert thread_env(3) == {"FASTMLP_THREADS": "3", "OMP_NUM_THREADS": "1", "OPENBLAS_THREAD_TIMEOUT": "4",
                              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def test_a_child_started_with_a_thread_count_uses_at_most_that_many(monkeypatch):
+    monkeypatch.setenv("FASTMLP_THREADS", "1")
+    assert usable_cores() == 1
+    monkeypatch.setenv("FASTMLP_THREADS", "1000")
+    assert usable_cores() == available_cores()
+    monkeypatch.setenv("FASTMLP_THREADS", "many")
+    assert usable_cores() == available_cores()

@@ -121,22 +121,21 @@ def test_the_engine_loop_follows_the_reference_loop_batch_for_batch():
 def test_the_trainers_flat_buffers_start_on_a_page(hidden, batch_size):
     """Parameters, gradients, Adam's moments and the workspace start on BUFFER_ALIGNMENT-byte
     boundaries, so a step's speed does not depend on where the allocator put them."""
-    from fastmlp.layout import BUFFER_ALIGNMENT
+    from fastmlp.engine.layout import BUFFER_ALIGNMENT
     ds = synthetic_dataset()
     trainer = Trainer(small_config(hidden_sizes=hidden, batch_size=batch_size, ema=0.9), ds.train_images,
                       ds.train_labels, num_classes=10)
-    ws = trainer.workspace
+    work = trainer.work
     assert trainer.adam.ema.size == trainer.model.num_parameters
-    for buf in (trainer.model.params, trainer.shard_grads, trainer.adam.m, trainer.adam.v, trainer.adam.ema,
-                ws.x, ws.z, ws.h, ws.d):
+    for buf in (trainer.model.params, work.grads, trainer.adam.m, trainer.adam.v, trainer.adam.ema,
+                work.x, work.z, work.h, work.d):
         assert buf.ctypes.data % BUFFER_ALIGNMENT == 0
-    assert trainer.grads.ctypes.data == trainer.shard_grads.ctypes.data
 
 
 def test_the_column_split_cuts_its_products_for_the_blas_small_matrix_kernels_where_it_has_them():
     """A property of the process (the BLAS it calls), like the split a property of the shape: row
     shards never cut their products."""
-    from fastmlp.blas import small_gemm_limit
+    from fastmlp.engine.blas import small_gemm_limit
     ds = synthetic_dataset()
     columns = Trainer(small_config(hidden_sizes=(100,), batch_size=32), ds.train_images, ds.train_labels,
                       num_classes=10)

@@ -23,7 +23,7 @@ from .layout import B_OFF, N_IN, N_OUT, W_OFF
 from .rng import STREAM_DROPOUT, bits24, drop_threshold, example_key
 
 
-@kernel(inline=True)
+@kernel
 def layer_columns(params, layout, l, x, z, h, act_off, m, j0, j1, idx, seed, epoch, p, small):
     """Hidden layer l's forward pass for its units j0..j1-1 and all m rows, feature-major:
     ``z^T[J] = W[J] @ inp^T + b[J]`` (|J|, m) and ``h^T[J] = max(z^T[J], 0)``, with dropout p as
@@ -95,7 +95,7 @@ def weight_grad_rows(grads, layout, l, x, h, d, act_off, m, j0, j1, small):
         gemm(False, True, j1 - j0, n_in, m, d, dz, m, h, act_off[l - 1], m, grads, out, n_in, 0.0)
 
 
-@kernel(inline=True)
+@kernel
 def relu_mask_units(grads, layout, l, z, d, act_off, m, i0, i1, p):
     """Hidden layer l's ReLU mask (after dropout p) on its feature-major ``d`` rows i0..i1-1 (dl/dh^T in,
     dl/dz^T out: zero where z < 0, scaled by 1 / (1 - p) elsewhere) and its bias gradient on those

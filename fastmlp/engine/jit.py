@@ -24,7 +24,8 @@ def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False
     :mod:`fastmlp.engine.pool` runs on several threads). ``fastmath`` as Numba's. ``inline``: a
     piece of one caller (or of a few), merged into the caller's code where it is called rather than
     compiled and optimised once more as a function of its own (a call from Python still compiles it
-    alone, for the tests)."""
+    alone, for the tests). A kernel that tests an argument ``is None`` to leave code out must not
+    be inline: Numba prunes such branches by the type of a function's own arguments only."""
     def wrap(f):
         options = dict(cache=True, error_model="numpy", nogil=nogil, fastmath=fastmath)
         if inline:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .layout import N_IN, N_OUT, aligned_zeros
 from .parts import MAX_PARTS, column_split, row_parts, unit_parts, update_blocks
@@ -54,6 +56,58 @@ def make_call(first: int, n_steps: int, batch_size: int, t0: int, seed: int, epo
                 float(beta2), float(eps), float(alpha), int(small))
 
 
+# What the kernels read of a recipe. Each is chosen when a kernel compiles, by whether the recipe is
+# None: with the plain recipe the accessors give None (or 0), and the code that the options need
+# (dropout masks, max-norm, the average, the schedule) is left out of the compiled kernel.
+
+def hidden_dropout(recipe):
+    """The hidden layers' dropout probability; None for the plain recipe."""
+    return None if recipe is None else recipe.dropout
+
+
+def input_dropout(recipe):
+    """The inputs' dropout probability; None for the plain recipe."""
+    return None if recipe is None else recipe.dropout_input
+
+
+def max_norm_of(recipe):
+    """The hidden units' max-norm; None for the plain recipe."""
+    return None if recipe is None else recipe.max_norm
+
+
+def smoothing_of(recipe):
+    """The label smoothing; 0 for the plain recipe."""
+    return 0.0 if recipe is None else recipe.smoothing
+
+
+@overload(hidden_dropout, jit_options={"cache": True})
+def _hidden_dropout(recipe):
+    if isinstance(recipe, types.NoneType):
+        return lambda recipe: None
+    return lambda recipe: recipe.dropout
+
+
+@overload(input_dropout, jit_options={"cache": True})
+def _input_dropout(recipe):
+    if isinstance(recipe, types.NoneType):
+        return lambda recipe: None
+    return lambda recipe: recipe.dropout_input
+
+
+@overload(max_norm_of, jit_options={"cache": True})
+def _max_norm_of(recipe):
+    if isinstance(recipe, types.NoneType):
+        return lambda recipe: None
+    return lambda recipe: recipe.max_norm
+
+
+@overload(smoothing_of, jit_options={"cache": True})
+def _smoothing_of(recipe):
+    if isinstance(recipe, types.NoneType):
+        return lambda recipe: 0.0
+    return lambda recipe: recipe.smoothing
+
+
 def activation_offsets(sizes, batch_size: int) -> np.ndarray:
     """Offsets of each layer's (B, n_out) block in the workspace's z, h and d buffers."""
     outs = list(sizes[1:])
@@ -78,14 +132,15 @@ def update_parts(layout: np.ndarray, columns: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1) -> Work:
+def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1, columns: bool | None = None) -> Work:
     """Every buffer a training call needs for batches of up to ``batch_size`` rows on up to
     ``threads`` threads: activations (x, y and the z, h, d blocks), one gradient buffer per row
     shard (one in the column split), augmentation scratch per thread, the shards' loss sums, the
-    update parts' penalty sums, claim counters and the barrier."""
+    update parts' penalty sums, claim counters and the barrier. ``columns``: the split (default
+    :func:`~fastmlp.engine.parts.column_split`'s for the shape)."""
     from .layout import make_layout
     layout = make_layout(sizes)
-    columns = column_split(sizes, batch_size)
+    columns = column_split(sizes, batch_size) if columns is None else columns
     n_params = int(layout[-1, 3] + layout[-1, N_OUT])
     total = batch_size * sum(sizes[1:])
     parts = update_parts(layout, columns)

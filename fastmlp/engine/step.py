@@ -31,6 +31,8 @@ between the products (bias, ReLU, loss, Adam) would run on one core.
 from __future__ import annotations
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from . import pool
 from .columns import input_grad_columns, layer_columns, output_rows, output_weight_grad_columns, weight_grad_rows
@@ -38,6 +40,7 @@ from .jit import kernel
 from .layers import backward_rows, cross_entropy_rows, forward_rows, gather_batch, gather_train
 from .layout import B_OFF, N_IN, N_OUT, rows_view
 from .parts import row_parts, shard_bounds, split_bounds, unit_parts
+from .records import hidden_dropout, input_dropout, max_norm_of, smoothing_of
 from .sync import barrier, claim
 from .update import (
     adam_factors,
@@ -54,63 +57,33 @@ from .update import (
 GATHER_ROWS = 8
 
 
-@kernel(inline=True)
-def hidden_dropout(recipe):
-    """The hidden layers' dropout probability, or None for the plain recipe (no dropout code compiled)."""
-    if recipe is None:
-        return None
-    return recipe.dropout
-
-
-@kernel(inline=True)
-def max_norm_of(recipe):
-    """The hidden units' max-norm, or None for the plain recipe."""
-    if recipe is None:
-        return None
-    return recipe.max_norm
-
-
-@kernel(inline=True)
-def smoothing_of(recipe):
-    """The label smoothing (0 for the plain recipe)."""
-    if recipe is None:
-        return 0.0
-    return recipe.smoothing
-
-
-@kernel(inline=True)
-def gather_rows(data, idx, r0, r1, work, aug, scratch, seed, epoch, recipe):
+@kernel
+def gather_rows(data, idx, r0, r1, work, aug, scratch, seed, epoch, p_in):
     """Rows r0..r1-1 of the batch ``idx`` into the workspace's ``x`` and ``y``: the examples scaled
     (:func:`~fastmlp.engine.layers.gather_batch`), warped when ``aug`` is not None and their
-    inputs dropped by the recipe's input dropout (:func:`~fastmlp.engine.layers.gather_train`)."""
+    inputs dropped with probability ``p_in`` (None: none; :func:`~fastmlp.engine.layers.gather_train`)."""
     n_in = data.images.shape[1]
     xs, ys, ids = rows_view(work.x, 0, n_in, r0, r1), work.y[r0:r1], idx[r0:r1]
-    if recipe is None:
-        if aug is None:
-            gather_batch(data.images, data.labels, ids, xs, ys)
-        else:
-            gather_train(data.images, data.labels, ids, xs, ys, seed, epoch, aug, scratch, None)
-    elif aug is None and recipe.dropout_input == 0:
+    if aug is None and (p_in is None or p_in == 0):
         gather_batch(data.images, data.labels, ids, xs, ys)
     else:
-        gather_train(data.images, data.labels, ids, xs, ys, seed, epoch, aug, scratch, recipe.dropout_input)
+        gather_train(data.images, data.labels, ids, xs, ys, seed, epoch, aug, scratch, p_in)
 
 
-@kernel(inline=True)
-def gather_phase(t, data, idx, m, work, aug, recipe, call):
-    """This thread's share of the gather: row shards of the batch, or blocks of GATHER_ROWS rows when
-    the batch is augmented or dropped out (every row is gathered alone, so the cut changes no bit)."""
+@kernel
+def gather_phase(t, data, idx, m, work, aug, p_in, call):
+    """This thread's share of the gather (:func:`gather_rows`): row shards of the batch, or blocks of
+    GATHER_ROWS rows when the batch is augmented or dropped out (every row is gathered alone, so the
+    cut changes no bit)."""
     blocks = row_parts(m)
-    if aug is not None:
-        blocks = -(-m // GATHER_ROWS)
-    elif recipe is not None and recipe.dropout_input > 0:
+    if aug is not None or (p_in is not None and p_in > 0):
         blocks = -(-m // GATHER_ROWS)
     while True:
         b = claim(work.counters, 0, t % 2, blocks)
         if b < 0:
             return
         r0, r1 = shard_bounds(m, blocks, b)
-        gather_rows(data, idx, r0, r1, work, aug, work.scratch[t], call.seed, call.epoch, recipe)
+        gather_rows(data, idx, r0, r1, work, aug, work.scratch[t], call.seed, call.epoch, p_in)
 
 
 @kernel(inline=True)
@@ -131,17 +104,33 @@ def stop_at(losses, s, total):
         losses[r] = np.nan
 
 
-@kernel(inline=True)
 def step_factors(recipe, call, s, m):
     """Step s of the call: Adam's constants, AdamW's weight factor, the average's weight (None for
     the plain recipe) and the L2 gradient's factor ``alpha / m``; eta is the call's own for the
-    plain recipe, the schedule's at step ``t0 + s`` otherwise."""
+    plain recipe, the schedule's at step ``t0 + s`` otherwise (:func:`fastmlp.engine.update.lr_at_step`)."""
     t = call.t0 + s + 1
     if recipe is None:
         return adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None, call.alpha / m
     lr = lr_at_step(recipe.schedule, call.lr, t - 1, recipe.warmup, recipe.total, recipe.floor)
     decay, ema_a = adamw_factors(lr, recipe.weight_decay, recipe.ema, t)
     return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / m
+
+
+@overload(step_factors, jit_options={"cache": True})
+def _step_factors(recipe, call, s, m):
+    # chosen when the caller compiles: the plain recipe's version has no schedule and no average
+    if isinstance(recipe, types.NoneType):
+        def plain(recipe, call, s, m):
+            t = call.t0 + s + 1
+            return adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None, call.alpha / m
+        return plain
+
+    def scheduled(recipe, call, s, m):
+        t = call.t0 + s + 1
+        lr = lr_at_step(recipe.schedule, call.lr, t - 1, recipe.warmup, recipe.total, recipe.floor)
+        decay, ema_a = adamw_factors(lr, recipe.weight_decay, recipe.ema, t)
+        return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / m
+    return scheduled
 
 
 @kernel(inline=True)
@@ -151,6 +140,33 @@ def penalty_sum(work, parts):
     for q in range(parts):
         sq += work.penalty[q]
     return sq
+
+
+@kernel(inline=True)
+def batch_rows(data, call, s):
+    """Step s's batch: its example indices (a view of the order) and its row count."""
+    lo = (call.first + s) * call.batch_size
+    hi = min(lo + call.batch_size, data.order.shape[0])
+    return data.order[lo:hi], hi - lo
+
+
+@kernel(inline=True)
+def batch_totals(t, losses, s, work, shards):
+    """The batch's loss sum and correct count from its row shards (:func:`shard_totals`), and
+    whether the loss is finite; thread 0 records a non-finite one (:func:`stop_at`)."""
+    total, correct = shard_totals(work.out, shards)
+    finite = np.isfinite(total)
+    if not finite and t == 0:
+        stop_at(losses, s, total)
+    return total, correct, finite
+
+
+@kernel(inline=True)
+def record_loss(losses, s, total, m, call, work, parts):
+    """Step s's mean loss, plus the L2 penalty ``alpha / (2 m) sum W^2`` (the update parts' sums)."""
+    losses[s] = total / m
+    if call.alpha > 0:
+        losses[s] += 0.5 * call.alpha * penalty_sum(work, parts) / m
 
 
 # ----------------------------------------------------------------------------- row shards
@@ -185,26 +201,21 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
     max_norm = max_norm_of(recipe)
     correct = 0
     for s in range(call.n_steps):
-        lo = (call.first + s) * call.batch_size
-        hi = min(lo + call.batch_size, data.order.shape[0])
-        m = hi - lo
-        idx = data.order[lo:hi]
+        idx, m = batch_rows(data, call, s)
         shards = row_parts(m)
         while True:
             p = claim(work.counters, 0, end, shards)
             if p < 0:
                 break
             r0, r1 = shard_bounds(m, shards, p)
-            gather_rows(data, idx, r0, r1, work, aug, work.scratch[t], call.seed, call.epoch, recipe)
+            gather_rows(data, idx, r0, r1, work, aug, work.scratch[t], call.seed, call.epoch, input_dropout(recipe))
             total, c = shard_step(net, work.grads[p], work, idx, m, r0, r1, recipe, call)
             work.out[0, p] = total
             work.out[1, p] = c
         if not barrier(work.sync, threads, work.counters):
             return correct
-        total, c = shard_totals(work.out, shards)
-        if not np.isfinite(total):
-            if t == 0:
-                stop_at(losses, s, total)
+        total, c, finite = batch_totals(t, losses, s, work, shards)
+        if not finite:
             return correct
         factors, decay, ema_a, coef = step_factors(recipe, call, s, m)
         parts = work.blocks.shape[0]
@@ -220,9 +231,7 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
             return correct
         if t == 0:
             correct += c
-            losses[s] = total / m
-            if coef > 0:
-                losses[s] += 0.5 * call.alpha * penalty_sum(work, parts) / m
+            record_loss(losses, s, total, m, call, work, parts)
     return correct
 
 
@@ -255,15 +264,16 @@ def backward_part(net, work, optim, l, p, parts, m, recipe, call, fused, factors
     input_grad_columns(params, g, layout, l, work.z, d, act_off, m, i0, i1, hidden_dropout(recipe), call.small)
     if fused:  # layer l's columns I: read for the gradient below just now, complete since the loss
         j0, j1 = split_bounds(layout[l, N_OUT], parts, p)
-        update_columns_part(params, g, optim.m, optim.v, optim.ema, layout, l, i0, i1, j0, j1, factors, 1.0, None,
+        update_columns_part(params, g, optim.m, optim.v, optim.ema, layout, l, i0, i1, j0, j1, factors, np.float32(1.0), None,
                             0.0)
     weight_grad_rows(g, layout, l - 1, work.x, h, d, act_off, m, i0, i1, call.small)
     if fused and l == 1:
-        update_layer_rows(params, g, optim.m, optim.v, optim.ema, layout, 0, i0, i1, factors, 1.0, None, None)
+        update_layer_rows(params, g, optim.m, optim.v, optim.ema, layout, 0, i0, i1, factors, np.float32(1.0), None,
+                          None)
 
 
 @kernel(inline=True)
-def update_part(net, work, optim, q, recipe, factors, decay, ema_a, coef):
+def update_part(net, work, optim, q, max_norm, factors, decay, ema_a, coef):
     """Update part q of the column split (:func:`fastmlp.engine.records.update_parts`): a hidden
     layer's weight rows and biases of one unit part, or the last layer's weight columns of one part
     of the layer below with its biases' part. Returns the part's ``sum W^2`` (0 without alpha)."""
@@ -273,8 +283,8 @@ def update_part(net, work, optim, q, recipe, factors, decay, ema_a, coef):
     if l < layout.shape[0] - 1:
         j0, j1 = split_bounds(layout[l, N_OUT], parts, p)
         sq = l2_penalty_rows(net.params, g, layout, l, j0, j1, coef) if coef > 0 else 0.0
-        update_layer_rows(net.params, g, optim.m, optim.v, optim.ema, layout, l, j0, j1, factors, decay,
-                          max_norm_of(recipe), ema_a)
+        update_layer_rows(net.params, g, optim.m, optim.v, optim.ema, layout, l, j0, j1, factors, decay, max_norm,
+                          ema_a)
         return sq
     i0, i1 = split_bounds(layout[l, N_IN], parts, p)
     j0, j1 = split_bounds(layout[l, N_OUT], parts, p)
@@ -292,11 +302,8 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
     fused = recipe is None and call.alpha == 0 and L == 2
     correct = 0
     for s in range(call.n_steps):
-        lo = (call.first + s) * call.batch_size
-        hi = min(lo + call.batch_size, data.order.shape[0])
-        m = hi - lo
-        idx = data.order[lo:hi]
-        gather_phase(t, data, idx, m, work, aug, recipe, call)
+        idx, m = batch_rows(data, call, s)
+        gather_phase(t, data, idx, m, work, aug, input_dropout(recipe), call)
         if not barrier(work.sync, threads, work.counters):
             return correct
         for l in range(L - 1):
@@ -324,10 +331,8 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
             work.out[1, p] = c
         if not barrier(work.sync, threads, work.counters):
             return correct
-        total, c = shard_totals(work.out, shards)
-        if not np.isfinite(total):
-            if t == 0:
-                stop_at(losses, s, total)
+        total, c, finite = batch_totals(t, losses, s, work, shards)
+        if not finite:
             return correct
         factors, decay, ema_a, coef = step_factors(recipe, call, s, m)
         for l in range(L - 1, 0, -1):
@@ -345,14 +350,12 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
                 q = claim(work.counters, 0, end, n_parts)
                 if q < 0:
                     break
-                work.penalty[q] = update_part(net, work, optim, q, recipe, factors, decay, ema_a, coef)
+                work.penalty[q] = update_part(net, work, optim, q, max_norm_of(recipe), factors, decay, ema_a, coef)
             if not barrier(work.sync, threads, work.counters):
                 return correct
         if t == 0:
             correct += c
-            losses[s] = total / m
-            if coef > 0:
-                losses[s] += 0.5 * call.alpha * penalty_sum(work, n_parts) / m
+            record_loss(losses, s, total, m, call, work, n_parts)
     return correct
 
 

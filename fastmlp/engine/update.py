@@ -43,6 +43,8 @@ def _adam_block(params, grads, m, v, factors, decay):
     # float32) is plain Adam. Loops index from 0: with a start of unknown sign Numba keeps
     # negative-index wraparound, which stops LLVM from vectorizing.
     step, scale, beta1, beta2, eps = factors
+    step, scale, beta1, beta2, eps = (np.float32(step), np.float32(scale), np.float32(beta1), np.float32(beta2),
+                                      np.float32(eps))  # float32 also when called from Python (float64 there)
     one = np.float32(1.0)
     for i in range(params.shape[0]):
         g = grads[i]

@@ -4,16 +4,18 @@ in fastmlp.reference, and depend on (seed, epoch, example) alone."""
 import numpy as np
 import pytest
 
-from fastmlp import augment, kernels
 from fastmlp import reference as ref
+from fastmlp.engine import augment, layers
+from fastmlp.engine.rng import STREAM_AUGMENT, STREAM_DROPOUT, example_key, uniform
+from fastmlp.engine.records import Aug
 
 AFFINE = dict(rotate=12.0, scale=0.1, shear=0.15, shift=2.5)
 ELASTIC = dict(alpha=34.0, sigma=4.0)
 
 
-def key_of(seed, epoch, index, stream=augment.STREAM_AUGMENT):
+def key_of(seed, epoch, index, stream=STREAM_AUGMENT):
     """An example's stream key as the kernels hold it (uint64; Numba returns it as a Python int)."""
-    return np.uint64(augment.example_key(seed, epoch, index, stream))
+    return np.uint64(example_key(seed, epoch, index, stream))
 
 
 def digit_like(rng, side=28):
@@ -29,7 +31,7 @@ def kernel_warp(image, seed, epoch, index, rotate=0.0, scale=0.0, shear=0.0, shi
     aug, taps = augment.aug_params(rotate, scale, shear, shift, alpha, sigma, side)
     out = np.full(side * side, -1, np.float32)
     key = key_of(seed, epoch, index)
-    augment.warp_image(image.reshape(-1), kernels.input_scale(image), out, key, aug, taps,
+    augment.warp_image(image.reshape(-1), layers.input_scale(image), out, key, aug, taps,
                        np.zeros(augment.scratch_size(side)))
     return out.reshape(side, side)
 
@@ -39,16 +41,16 @@ def test_the_random_streams_match_the_numpy_twin_bit_for_bit():
         key = key_of(seed, epoch, index, stream)
         ref_key = ref.stream_key(seed, epoch, index, stream)
         assert key == ref_key[0]
-        got = [augment.uniform(key, c) for c in range(50)]
+        got = [uniform(key, c) for c in range(50)]
         np.testing.assert_array_equal(got, ref.random_uniform(ref_key, np.arange(50)))
 
 
 def test_uniforms_are_uniform_and_streams_are_independent():
     keys = [key_of(1, 1, i, 0) for i in range(2000)]
-    u = np.array([augment.uniform(k, 0) for k in keys])
+    u = np.array([uniform(k, 0) for k in keys])
     assert 0 <= u.min() and u.max() < 1
     assert abs(u.mean() - 0.5) < 0.02 and abs(u.var() - 1 / 12) < 0.005
-    v = np.array([augment.uniform(k, 1) for k in keys])
+    v = np.array([uniform(k, 1) for k in keys])
     assert abs(np.corrcoef(u, v)[0, 1]) < 0.06
     assert key_of(1, 1, 0, 0) != key_of(1, 2, 0, 0) != key_of(2, 1, 0, 0)
 
@@ -103,7 +105,7 @@ def test_gather_train_warps_and_drops_each_example_by_its_own_key():
 
     def gather(idx, p_in=0.25):
         x, y = np.zeros((len(idx), 784), np.float32), np.zeros(len(idx), np.int32)
-        kernels.gather_train(images, labels, np.asarray(idx, np.int64), x, y, 4, 6, aug, taps, scratch, p_in)
+        layers.gather_train(images, labels, np.asarray(idx, np.int64), x, y, 4, 6, Aug(aug, taps), scratch, p_in)
         return x, y
 
     x, y = gather([3, 7, 1, 10])
@@ -112,7 +114,7 @@ def test_gather_train_warps_and_drops_each_example_by_its_own_key():
     np.testing.assert_array_equal(x2, x[[3, 0]])
     for row, i in zip(x, [3, 7, 1, 10]):
         warped = ref.augment_image(images[i].reshape(28, 28), 4, 6, i, **AFFINE, **ELASTIC).reshape(-1)
-        mask = ref.dropout_mask(4, 6, [i], augment.STREAM_DROPOUT, 784, 0.25)[0]
+        mask = ref.dropout_mask(4, 6, [i], STREAM_DROPOUT, 784, 0.25)[0]
         np.testing.assert_allclose(row, warped * mask, atol=4e-6)
     ink = np.array([ref.augment_image(images[i].reshape(28, 28), 4, 6, i, **AFFINE, **ELASTIC)
                     for i in [3, 7, 1, 10]]).reshape(4, -1) > 0

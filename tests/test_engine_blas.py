@@ -1,12 +1,12 @@
-"""The GEMM on blocks of flat buffers (``fastmlp.blas.gemm``) against its NumPy twin in the reference,
+"""The GEMM on blocks of flat buffers (``fastmlp.engine.blas.gemm``) against its NumPy twin in the reference,
 the same product cut into blocks of rows (``gemm_blocks``), and when the blocks are used."""
 
 import numpy as np
 import pytest
 
-from fastmlp import blas
+from fastmlp.engine import blas
 from fastmlp import reference as ref
-from fastmlp.blas import SMALL_GEMM_MIN_ROWS, SMALL_GEMM_MNK, gemm, gemm_blocks, small_gemm_limit
+from fastmlp.engine.blas import SMALL_GEMM_MIN_ROWS, SMALL_GEMM_MNK, gemm, gemm_blocks, small_gemm_limit
 
 
 @pytest.mark.parametrize("trans_a", [False, True])

@@ -1,0 +1,53 @@
+"""How a step's work is cut: parts fixed by the shape alone, powers of two, each efficient on one core."""
+
+import numpy as np
+import pytest
+
+from fastmlp.engine import parts
+from fastmlp.engine.layout import make_layout
+
+
+@pytest.mark.parametrize("m,expected", [(1, 1), (2, 2), (31, 2), (64, 2), (127, 2), (191, 2), (256, 4), (300, 4),
+                                        (512, 8), (1024, 16), (100_000, 16)])
+def test_a_batch_is_cut_into_a_power_of_two_of_row_shards_of_at_least_64_rows(m, expected):
+    assert parts.row_parts(m) == expected
+
+
+@pytest.mark.parametrize("n,expected", [(1, 2), (100, 2), (1023, 2), (1024, 2), (2048, 4), (4096, 8),
+                                        (1 << 20, 16)])
+def test_a_layer_is_cut_into_a_power_of_two_of_parts_of_at_least_512_units(n, expected):
+    assert parts.unit_parts(n) == expected
+
+
+@pytest.mark.parametrize("n,count", [(10, 2), (40, 2), (100, 2), (1024, 2), (4096, 8), (130, 4)])
+def test_unit_parts_cover_the_layer_once_on_tile_boundaries(n, count):
+    bounds = [parts.split_bounds(n, count, p) for p in range(count)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(j0 % parts.COLUMN_TILE == 0 for j0, _ in bounds)
+
+
+def test_the_update_blocks_cover_every_parameter_once_in_whole_rows():
+    layout = make_layout([784, 1024, 1024, 10])
+    seen = np.zeros(int(layout[-1, 3] + layout[-1, 1]), np.int64)
+    for l, r0, r1 in parts.update_blocks(layout):
+        n_in, w, b = layout[l, 0], layout[l, 2], layout[l, 3]
+        seen[w + r0 * n_in:w + r1 * n_in] += 1
+        seen[b + r0:b + r1] += 1
+        assert (r1 - r0) * n_in <= max(parts.UPDATE_ELEMENTS, n_in)
+    assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("sizes,batch,columns", [
+    ((784, 100, 10), 32, True), ((784, 256, 128, 10), 128, True), ((784, 1024, 1024, 10), 128, True),
+    ((784, 1024, 10), 256, True), ((784, 100, 10), 128, True), ((784, 100, 10), 150, True),
+    ((784, 64, 10), 128, True), ((784, 80, 10), 160, True), ((784, 100, 10), 176, False),
+    ((784, 100, 10), 200, False), ((784, 256, 10), 256, True), ((784, 256, 10), 512, False),
+    ((784, 1024, 1024, 10), 512, True), ((784, 100, 10), 512, False),
+    ((784, 32, 10), 128, False), ((784, 16, 10), 32, False), ((784, 10), 8, False),
+    ((256, 100, 10), 100, True), ((256, 100, 10), 200, False), ((100, 256, 128, 10), 32, False)])
+def test_the_split_is_chosen_by_the_shape_alone(sizes, batch, columns):
+    """Units are split when the first hidden layer is wider than a tile and, given 512 inputs or
+    more, at least half as wide as the batch is long up to 160 rows, as wide beyond (as wide from
+    256 inputs; never with fewer); otherwise rows. Never the machine: it decides the rounding."""
+    assert parts.column_split(sizes, batch) is columns
