@@ -17,7 +17,6 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

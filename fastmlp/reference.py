@@ -188,11 +188,13 @@ def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float64) -> np.ndarra
     return y
 
 
-def softmax_cross_entropy(h: np.ndarray, y: np.ndarray, smoothing: float = 0.0):
+def softmax_cross_entropy(h: np.ndarray, y: np.ndarray, smoothing: float = 0.0, weights=None):
     """Mean cross-entropy of softmax(h) against ``y``, and its gradient ``(p - y)/m``.
 
     ``h``: logits (m, k). ``y``: integer labels (m,) or one-hot rows (m, k). With ``smoothing``
-    e the targets are ``(1 - e) y + e / k`` (label smoothing, Szegedy et al. 2016).
+    e the targets are ``(1 - e) y + e / k`` (label smoothing, Szegedy et al. 2016). With
+    ``weights`` w (m,), scikit-learn's weighted mean: ``loss = sum_i w_i l_i / sum w`` and
+    ``dh_i = w_i (p_i - y_i) / sum w`` (a weight of 0 drops row i; integer weights repeat it).
     Returns ``(loss, dh)``, ``dh`` of h's shape and dtype.
     """
     m, k = h.shape
@@ -200,10 +202,24 @@ def softmax_cross_entropy(h: np.ndarray, y: np.ndarray, smoothing: float = 0.0):
         y = one_hot(y, k, h.dtype)
     if smoothing:
         y = (1 - smoothing) * y + smoothing / k
+    w = np.ones((m, 1)) if weights is None else np.asarray(weights, np.float64).reshape(m, 1)
+    norm = w.sum()
     logp = log_softmax(h)
-    loss = -(y * logp).sum() / m
-    dh = (np.exp(logp) - y) / m
+    loss = -(w * y * logp).sum() / norm
+    dh = w * (np.exp(logp) - y) / norm
     return loss, dh.astype(h.dtype, copy=False)
+
+
+def squared_error(out: np.ndarray, targets: np.ndarray, weights=None):
+    """scikit-learn's ``MLPRegressor`` loss on an identity output: ``(loss, dout)`` with
+    ``loss = 1/2 sum_i w_i ||out_i - t_i||^2 / (k sum w)`` (a mean over the k outputs) and
+    ``dout_i = w_i (out_i - t_i) / sum w`` (scikit-learn steps along this, k times the loss's own
+    gradient). ``weights`` None: every row weighs 1."""
+    m, k = out.shape
+    w = np.ones((m, 1)) if weights is None else np.asarray(weights, np.float64).reshape(m, 1)
+    norm = w.sum()
+    r = out - targets
+    return 0.5 * (w * r * r).sum() / (k * norm), (w * r / norm).astype(out.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -165,8 +165,8 @@ def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: i
     Images must be uint8 (n, n_features), pixels the gather scales by 1/255, or float32
     (n, n_features), finite features used as they are (C-contiguous either way). Labels must be
     integers in [0, num_classes): the loss kernel writes ``dlogits[i, label]``, so a label out
-    of range would write out of bounds. Checked once per dataset, where the data enters, never
-    per step.
+    of range would write out of bounds; or, for regression, finite float32 targets
+    (n, num_classes). Checked once per dataset, where the data enters, never per step.
     """
     if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.dtype not in (np.uint8, np.float32)
             or not images.flags.c_contiguous):
@@ -174,6 +174,13 @@ def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: i
                         f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
     if images.dtype == np.float32 and not np.isfinite(np.sum(images, dtype=np.float64)):  # no temporary array
         raise DataError(f"{what} inputs contain NaN or infinity")
+    if isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.dtype == np.float32:  # regression targets
+        if labels.shape != (len(images), num_classes) or not labels.flags.c_contiguous:
+            raise DataError(f"{what} targets must be a C-contiguous float32 array ({len(images)}, {num_classes}); "
+                            f"got {labels.shape}")
+        if not np.isfinite(np.sum(labels, dtype=np.float64)):
+            raise DataError(f"{what} targets contain NaN or infinity")
+        return
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{what} labels must be a 1-D integer array; got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}")
@@ -182,6 +189,17 @@ def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: i
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise DataError(f"{what} labels must be in [0, {num_classes - 1}]; found {int(labels.min())} "
                         f"to {int(labels.max())}")
+
+
+def check_sample_weight(weights: np.ndarray, n: int) -> None:
+    """Raise :class:`DataError` unless ``weights`` is a C-contiguous float32 array of n finite weights
+    >= 0 (what the loss kernel reads for each example)."""
+    if (not isinstance(weights, np.ndarray) or weights.dtype != np.float32 or weights.shape != (n,)
+            or not weights.flags.c_contiguous):
+        raise DataError(f"sample weights must be a C-contiguous float32 array ({n},); got "
+                        f"{getattr(weights, 'dtype', type(weights).__name__)} {getattr(weights, 'shape', '')}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise DataError("sample weights must be finite and >= 0")
 
 
 @dataclass
@@ -219,9 +237,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, images: np.ndarray, labels: np.ndarray, *, num_classes: int,
                  fit_rows: np.ndarray | None = None, eval_sets: dict[str, EvalSet] | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, sample_weight: np.ndarray | None = None):
         config.validate()
         check_training_arrays(images, labels, num_classes)
+        if sample_weight is not None:
+            check_sample_weight(sample_weight, len(images))
         config.check_memory(images.shape[1], num_classes)
         for name, s in (eval_sets or {}).items():
             check_training_arrays(s.images, s.labels, num_classes, what={"val": "validation"}.get(name, name))
@@ -232,6 +252,8 @@ class Trainer:
             raise ConfigError(f"batch_size {config.batch_size} is larger than the training set ({len(fit_rows)} images)")
         self.config = config
         self.images, self.labels = images, labels
+        #: each example's weight in the loss (float32), or None: every example counts once
+        self.weights = sample_weight
         self.eval_sets = dict(eval_sets or {})
         self.progress = progress or Progress(enabled=False)
         rng = np.random.default_rng(config.seed)
@@ -256,7 +278,8 @@ class Trainer:
         most = fixed_threads() or min(usable_cores(), 64)
         #: every buffer the kernels use, for batches of batch_size on up to `most` threads
         self.work = allocate_work(self.model.sizes, config.batch_size, most,
-                                  augment.scratch_size(self.side) if self.aug is not None else 1)
+                                  augment.scratch_size(self.side) if self.aug is not None else 1,
+                                  regression=labels.ndim == 2)
         self.net = Net(self.model.layout, self.model.params)
         self.optim = Optim(self.adam.m, self.adam.v, self.adam.ema)
         self.losses = np.empty(steps_per_call(self.steps_per_epoch), np.float64)
@@ -336,7 +359,7 @@ class Trainer:
         # The parts are the parallelism; BLAS inside each runs on one thread.
         with blas_threads(1):
             t0 = time.perf_counter()
-            correct = run_call(self.columns, threads, self.net, Data(self.images, self.labels, order), self.work,
+            correct = run_call(self.columns, threads, self.net, Data(self.images, self.labels, order, self.weights), self.work,
                                self.optim, self.aug, self.recipe, call, self.losses)
             seconds = time.perf_counter() - t0
         B = c.batch_size

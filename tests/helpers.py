@@ -39,17 +39,18 @@ def engine_and_reference(sizes, seed=0):
 
 
 def run_steps(model, adam, images, labels, order, n_steps, batch, *, first=0, lr=1e-3, recipe=None, aug=None, seed=0,
-              epoch=0, alpha=0.0, threads=2, columns=False, small=0, work=None):
+              epoch=0, alpha=0.0, threads=2, columns=False, small=0, work=None, weights=None):
     """``n_steps`` training steps of ``model`` with ``adam``'s state, in one kernel call on ``threads``
     threads, as row shards or in the column split; ``recipe``: a dict of
-    :func:`~fastmlp.engine.records.make_recipe`'s fields (None: the plain recipe). Returns
+    :func:`~fastmlp.engine.records.make_recipe`'s fields (None: the plain recipe); ``labels`` 2-D
+    float32: regression targets; ``weights``: the examples' float32 weights. Returns
     ``(losses, correct)``; the caller advances ``adam`` if it goes on."""
     if work is None:
         scratch = augment.scratch_size(28) if aug is not None else 1
-        work = allocate_work(model.sizes, batch, max(threads, 8), scratch, columns=columns)
+        work = allocate_work(model.sizes, batch, max(threads, 8), scratch, columns=columns, regression=labels.ndim == 2)
     losses = np.zeros(n_steps)
     call = make_call(first, n_steps, batch, adam.t, seed, epoch, lr, adam.beta1, adam.beta2, adam.eps, alpha, small)
-    correct = run_call(columns, threads, Net(model.layout, model.params), Data(images, labels, order), work,
+    correct = run_call(columns, threads, Net(model.layout, model.params), Data(images, labels, order, weights), work,
                        Optim(adam.m, adam.v, adam.ema), aug, make_recipe(**recipe) if recipe else None, call, losses)
     return losses, correct
 

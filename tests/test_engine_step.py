@@ -227,7 +227,7 @@ def test_plain_adam_inside_the_backward_pass_is_the_bits_of_adam_after_the_step(
         work = allocate_work(model.sizes, 12, 2, columns=True)
         losses = np.zeros(5)
         call = make_call(0, 5, 12, 0, 0, 0, 1e-3, 0.9, 0.999, 1e-8)
-        step.run_call(True, 2, Net(model.layout, model.params), Data(images, labels, order), work,
+        step.run_call(True, 2, Net(model.layout, model.params), Data(images, labels, order, None), work,
                       Optim(adam.m, adam.v, adam.ema), None, recipe, call, losses)
         return losses, 0
 
@@ -328,7 +328,7 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
         def call(k, recipe, aug, columns, threads):
             work = allocate_work(model.sizes, 32, 2, augment.scratch_size(28), columns=columns)
             before = rtsys.get_allocation_stats().alloc
-            run_call(columns, threads, Net(model.layout, model.params), Data(images, labels, order), work,
+            run_call(columns, threads, Net(model.layout, model.params), Data(images, labels, order, None), work,
                      Optim(adam.m, adam.v, adam.ema), aug, recipe,
                      make_call(0, k, 32, 0, 7, 1, 1e-3, 0.9, 0.999, 1e-8, 1e-4, 8 * 32 * 784 if columns else 0),
                      losses)
@@ -369,3 +369,102 @@ def test_the_workers_compile_once_per_kind_of_run():
         added = set(w.signatures) - before[w]
         assert len(added) <= 2, (w, added)  # plain and full recipe
         assert len(w.signatures) >= 2
+
+
+# ----------------------------------------------------------------------------- sample weights, regression
+
+@SPLITS
+def test_weights_of_one_are_no_weights_bit_for_bit(columns):
+    rng = np.random.default_rng(31)
+    images, labels = random_images(rng, 90)
+    order = rng.permutation(90).astype(np.int64)
+
+    def train(weights):
+        model = MLP.initialized([784, 40, 24, 10], np.random.default_rng(3))
+        adam = Adam(model.num_parameters)
+        losses, correct = run_steps(model, adam, images, labels, order, 8, 12, columns=columns, alpha=1e-3,
+                                    weights=weights)
+        return losses, correct, model.params, adam.m, adam.v
+
+    for a, b in zip(train(None), train(np.ones(90, np.float32))):
+        np.testing.assert_array_equal(a, b)
+
+
+@SPLITS
+def test_a_weighted_step_is_the_references_weighted_mean_and_integer_weights_repeat_rows(columns):
+    """One step on a batch with weights 0, 1, 2 and 3 lands where the float64 reference's weighted mean
+    loss steps (scikit-learn's: the gradient divided by the weights' sum, the L2 penalty too), and
+    where an unweighted step on the batch with each row repeated its weight's times lands."""
+    rng = np.random.default_rng(32)
+    images, labels = random_images(rng, 24)
+    weights = np.tile(np.array([0, 1, 2, 3], np.float32), 6)
+    order = np.arange(24, dtype=np.int64)
+    sizes, alpha = [784, 40, 10], 0.1
+    model, net = engine_and_reference(sizes, seed=2)
+    losses, _ = run_steps(model, Adam(model.num_parameters), images, labels, order, 1, 24, columns=columns,
+                          alpha=alpha, weights=weights)
+    loss, d = ref.softmax_cross_entropy(net.forward(ref.gather_batch(images, order, np.float64)), labels,
+                                        weights=weights)
+    net.backward(d)
+    penalty, dpen = ref.l2_penalty([layer.W for layer in net.layers], alpha, float(weights.sum()))
+    for layer, g in zip(net.layers, dpen):
+        layer.dW = layer.dW + g
+    ref.Adam(net.parameters()).step(net.gradients())
+    assert losses[0] == pytest.approx(loss + penalty, rel=1e-5)
+    for got, want in zip([a for pair in model.layers() for a in pair], net.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+    repeated = np.repeat(order, weights.astype(int))
+    twin, _ = engine_and_reference(sizes, seed=2)
+    run_steps(twin, Adam(twin.num_parameters), images, labels, rng.permutation(repeated).astype(np.int64), 1,
+              len(repeated), columns=columns, alpha=alpha)
+    np.testing.assert_allclose(twin.params, model.params, rtol=1e-4, atol=1e-6)
+
+
+@SPLITS
+@pytest.mark.parametrize("weighted", [False, True])
+def test_regression_steps_agree_with_the_references_squared_error(columns, weighted):
+    """Float32 targets (m, k) train an identity output on scikit-learn's squared error: the loss is
+    its weighted mean over rows and outputs, the step its gradient over the rows' weights."""
+    rng = np.random.default_rng(33)
+    n, batch, sizes = 70, 16, [784, 40, 3]
+    images, _ = random_images(rng, n)
+    targets = rng.normal(size=(n, 3)).astype(np.float32)
+    weights = rng.uniform(0.5, 2.0, n).astype(np.float32) if weighted else None
+    model, net = engine_and_reference(sizes, seed=4)
+    adam, opt_ref = Adam(model.num_parameters), ref.Adam(net.parameters())
+    order = rng.permutation(n).astype(np.int64)
+    steps = -(-n // batch)
+    losses, correct = run_steps(model, adam, images, targets, order, steps, batch, columns=columns, weights=weights)
+    assert correct == 0
+    ref_losses = []
+    for idx in (order[i:i + batch] for i in range(0, n, batch)):
+        out = net.forward(ref.gather_batch(images, idx, np.float64))
+        loss, d = ref.squared_error(out, targets[idx], None if weights is None else weights[idx])
+        net.backward(d)
+        opt_ref.step(net.gradients())
+        ref_losses.append(loss)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+    for got, want in zip([a for pair in model.layers() for a in pair], net.parameters()):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-5)
+
+
+@SPLITS
+def test_weighted_regression_gives_the_same_bits_on_any_number_of_threads(columns):
+    rng = np.random.default_rng(34)
+    images, _ = random_images(rng, 75)
+    targets = rng.normal(size=(75, 2)).astype(np.float32)
+    weights = rng.uniform(0, 3, 75).astype(np.float32)
+    order = rng.permutation(75).astype(np.int64)
+
+    def train(threads):
+        model = MLP.initialized([784, 40, 24, 2], np.random.default_rng(3))
+        adam = Adam(model.num_parameters)
+        losses, _ = run_steps(model, adam, images, targets, order, 10, 8, columns=columns, threads=threads,
+                              weights=weights, alpha=1e-3)
+        return losses, model.params, adam.m, adam.v
+
+    one = train(1)
+    for threads in (2, 3, 8):
+        for a, b in zip(one, train(threads)):
+            np.testing.assert_array_equal(a, b)

@@ -167,21 +167,28 @@ def smoothed_cross_entropy(logits, labels, dlogits, smoothing):
     ``smoothing = 0`` computes exactly what the plain loss computes.
     """
     m = logits.shape[0]
-    total, correct = cross_entropy_rows(logits, labels, dlogits, smoothing, m)
+    total, correct = cross_entropy_rows(logits, labels, dlogits, smoothing, np.float64(m), None, labels)
     return total / m, correct
 
 
-@kernel(inline=True)
-def cross_entropy_rows(logits, labels, dlogits, smoothing, batch_rows):
-    """The rows' part of :func:`smoothed_cross_entropy` for a batch of ``batch_rows`` rows (these
-    rows a shard of it): ``(sum of the rows' losses, correct)``, ``dlogits = (p - q) / batch_rows``."""
+@kernel
+def cross_entropy_rows(logits, labels, dlogits, smoothing, norm, weights, ids):
+    """These rows' part of a batch's mean cross-entropy: ``(sum_i w_i l_i, correct)`` and
+    ``dlogits_i = w_i (p_i - q_i) / norm``, with ``l_i`` row i's loss against label-smoothed targets
+    (:func:`smoothed_cross_entropy`), ``w_i = weights[ids[i]]`` (1 when ``weights`` is None: then
+    no weight is read, nor compiled) and ``norm`` the batch's total weight (its row count without
+    weights): scikit-learn's weighted mean loss, whose gradient is divided by the weights' sum."""
     m, k = logits.shape
     e_k = np.float32(smoothing / k)
     hit = np.float32(1.0 - smoothing)
-    inv_m = np.float32(1.0 / batch_rows)
+    inv_m = np.float32(1.0 / norm)
     total = 0.0
     correct = 0
     for i in range(m):
+        w = np.float32(1.0)
+        if weights is not None:
+            w = weights[ids[i]]
+            inv_m = np.float32(w / norm)
         mx, arg = row_max_argmax(logits, i)
         s = np.float32(0.0)
         for j in range(k):
@@ -196,16 +203,57 @@ def cross_entropy_rows(logits, labels, dlogits, smoothing, batch_rows):
             for j in range(k):
                 sum_logp += logits[i, j] - mx - lse
                 dlogits[i, j] = dlogits[i, j] * inv_s * inv_m - e_k * inv_m
-            total -= hit * (logits[i, y] - mx - lse) + e_k * sum_logp
+            loss = hit * (logits[i, y] - mx - lse) + e_k * sum_logp
             dlogits[i, y] -= hit * inv_m
         else:
-            total -= logits[i, y] - mx - lse
+            loss = logits[i, y] - mx - lse
             for j in range(k):
                 dlogits[i, j] = dlogits[i, j] * inv_s * inv_m
             dlogits[i, y] -= inv_m
+        total -= loss if weights is None else w * loss
         if arg == y:
             correct += 1
     return total, correct
+
+
+@kernel
+def squared_error_rows(out, targets, dout, norm, weights, ids):
+    """These rows' part of a batch's weighted squared error, for regression (identity output):
+    ``(sum_i w_i l_i, 0)`` with ``l_i = 1/2 sum_j (out_ij - t_ij)^2`` and ``dout_i = w_i (out_i -
+    t_i) / norm`` (``w_i``, ``norm`` as in :func:`cross_entropy_rows`). scikit-learn's
+    ``MLPRegressor`` reports this sum over ``norm k`` (the mean over outputs) but steps along its
+    gradient over ``norm``, and so does the engine."""
+    m, k = out.shape
+    inv_m = np.float32(1.0 / norm)
+    total = 0.0
+    for i in range(m):
+        w = np.float32(1.0)
+        if weights is not None:
+            w = weights[ids[i]]
+            inv_m = np.float32(w / norm)
+        loss = 0.0
+        for j in range(k):
+            r = out[i, j] - targets[i, j]
+            loss += np.float64(r) * r
+            dout[i, j] = r * inv_m
+        total += 0.5 * (loss if weights is None else w * loss)
+    return total, 0
+
+
+def loss_rows(out, y, dout, smoothing, norm, weights, ids):
+    """:func:`cross_entropy_rows` for class labels (1-D ``y``), :func:`squared_error_rows` for
+    regression targets (2-D ``y``): chosen when the calling kernel compiles."""
+    if y.ndim == 1:
+        return cross_entropy_rows(out, y, dout, smoothing, norm, weights, ids)
+    return squared_error_rows(out, y, dout, norm, weights, ids)
+
+
+@overload(loss_rows, jit_options={"cache": True})
+def _loss_rows(out, y, dout, smoothing, norm, weights, ids):
+    if y.ndim == 1:
+        return lambda out, y, dout, smoothing, norm, weights, ids: cross_entropy_rows(out, y, dout, smoothing, norm,
+                                                                                     weights, ids)
+    return lambda out, y, dout, smoothing, norm, weights, ids: squared_error_rows(out, y, dout, norm, weights, ids)
 
 
 # ----------------------------------------------------------------------------- backward

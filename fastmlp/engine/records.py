@@ -5,7 +5,9 @@ signature (each field is always given the same Python or NumPy type here), and a
 the recipe is one field of one record, not a new argument in six places.
 
 * :class:`Net`: the layout and the flat parameter buffer.
-* :class:`Data`: the examples (uint8 pixels or float32 features), labels and the epoch's order.
+* :class:`Data`: the examples (uint8 pixels or float32 features), their class labels (1-D integers)
+  or regression targets (2-D float32), the epoch's order, and the examples' weights (float32, or
+  None: every example counts once, and no weight code is compiled).
 * :class:`Work`: the buffers preallocated for a batch size (:func:`allocate_work`).
 * :class:`Optim`: Adam's moments and the weight average (empty when off).
 * :class:`Aug`: the warp's parameters and taps, or None (then the warp is not even compiled).
@@ -27,7 +29,7 @@ from .parts import MAX_PARTS, column_split, row_parts, unit_parts, update_blocks
 from .sync import SYNC_SLOTS
 
 Net = namedtuple("Net", ["layout", "params"])
-Data = namedtuple("Data", ["images", "labels", "order"])
+Data = namedtuple("Data", ["images", "labels", "order", "weights"])
 Work = namedtuple("Work", ["x", "y", "z", "h", "d", "act_off", "grads", "scratch", "out", "penalty", "blocks",
                            "counters", "sync"])
 Optim = namedtuple("Optim", ["m", "v", "ema"])
@@ -108,6 +110,40 @@ def _smoothing_of(recipe):
     return lambda recipe: recipe.smoothing
 
 
+def batch_norm(data, idx):
+    """What a batch's summed loss and gradient are divided by: its total weight, summed in order (its
+    row count when ``data.weights`` is None)."""
+    if data.weights is None:
+        return float(len(idx))
+    return float(np.sum(data.weights[idx], dtype=np.float64))
+
+
+@overload(batch_norm, jit_options={"cache": True})
+def _batch_norm(data, idx):
+    if isinstance(data.types[data.fields.index("weights")], types.NoneType):
+        return lambda data, idx: np.float64(idx.shape[0])
+
+    def weighted(data, idx):
+        total = 0.0
+        for i in range(idx.shape[0]):
+            total += data.weights[idx[i]]
+        return total
+    return weighted
+
+
+def loss_scale(labels, k):
+    """The reported loss per unit of the summed one: 1 for classes; ``1 / k`` for k regression
+    targets (scikit-learn's squared error is a mean over the outputs)."""
+    return 1.0 if labels.ndim == 1 else 1.0 / k
+
+
+@overload(loss_scale, jit_options={"cache": True})
+def _loss_scale(labels, k):
+    if labels.ndim == 1:
+        return lambda labels, k: 1.0
+    return lambda labels, k: 1.0 / k
+
+
 def activation_offsets(sizes, batch_size: int) -> np.ndarray:
     """Offsets of each layer's (B, n_out) block in the workspace's z, h and d buffers."""
     outs = list(sizes[1:])
@@ -132,12 +168,14 @@ def update_parts(layout: np.ndarray, columns: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1, columns: bool | None = None) -> Work:
+def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1, columns: bool | None = None,
+                  regression: bool = False) -> Work:
     """Every buffer a training call needs for batches of up to ``batch_size`` rows on up to
     ``threads`` threads: activations (x, y and the z, h, d blocks), one gradient buffer per row
     shard (one in the column split), augmentation scratch per thread, the shards' loss sums, the
     update parts' penalty sums, claim counters and the barrier. ``columns``: the split (default
-    :func:`~fastmlp.engine.parts.column_split`'s for the shape)."""
+    :func:`~fastmlp.engine.parts.column_split`'s for the shape). ``regression``: ``y`` holds the
+    batch's float32 targets (B, n_L) rather than its int32 labels (B,)."""
     from .layout import make_layout
     layout = make_layout(sizes)
     columns = column_split(sizes, batch_size) if columns is None else columns
@@ -145,7 +183,8 @@ def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1, c
     total = batch_size * sum(sizes[1:])
     parts = update_parts(layout, columns)
     shards = 1 if columns else row_parts(batch_size)
-    return Work(x=aligned_zeros(batch_size * int(layout[0, N_IN])), y=aligned_zeros(batch_size, np.int32),
+    y = aligned_zeros((batch_size, sizes[-1])) if regression else aligned_zeros(batch_size, np.int32)
+    return Work(x=aligned_zeros(batch_size * int(layout[0, N_IN])), y=y,
                 z=aligned_zeros(total), h=aligned_zeros(total), d=aligned_zeros(total),
                 act_off=activation_offsets(sizes, batch_size), grads=aligned_zeros((shards, n_params)),
                 scratch=np.zeros((max(1, threads), scratch_size), np.float64), out=np.zeros((2, MAX_PARTS)),

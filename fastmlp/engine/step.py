@@ -37,10 +37,10 @@ from numba.extending import overload
 from . import pool
 from .columns import input_grad_columns, layer_columns, output_rows, output_weight_grad_columns, weight_grad_rows
 from .jit import kernel
-from .layers import backward_rows, cross_entropy_rows, forward_rows, gather_batch, gather_train
+from .layers import backward_rows, forward_rows, gather_batch, gather_train, loss_rows
 from .layout import B_OFF, N_IN, N_OUT, rows_view
 from .parts import row_parts, shard_bounds, split_bounds, unit_parts
-from .records import hidden_dropout, input_dropout, max_norm_of, smoothing_of
+from .records import batch_norm, hidden_dropout, input_dropout, loss_scale, max_norm_of, smoothing_of
 from .sync import barrier, claim
 from .update import (
     adam_factors,
@@ -104,32 +104,34 @@ def stop_at(losses, s, total):
         losses[r] = np.nan
 
 
-def step_factors(recipe, call, s, m):
+def step_factors(recipe, call, s, norm):
     """Step s of the call: Adam's constants, AdamW's weight factor, the average's weight (None for
-    the plain recipe) and the L2 gradient's factor ``alpha / m``; eta is the call's own for the
-    plain recipe, the schedule's at step ``t0 + s`` otherwise (:func:`fastmlp.engine.update.lr_at_step`)."""
+    the plain recipe) and the L2 gradient's factor ``alpha / norm`` (``norm`` the batch's total
+    weight); eta is the call's own for the plain recipe, the schedule's at step ``t0 + s``
+    otherwise (:func:`fastmlp.engine.update.lr_at_step`)."""
     t = call.t0 + s + 1
     if recipe is None:
-        return adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None, call.alpha / m
+        return adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None, call.alpha / norm
     lr = lr_at_step(recipe.schedule, call.lr, t - 1, recipe.warmup, recipe.total, recipe.floor)
     decay, ema_a = adamw_factors(lr, recipe.weight_decay, recipe.ema, t)
-    return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / m
+    return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / norm
 
 
 @overload(step_factors, jit_options={"cache": True})
-def _step_factors(recipe, call, s, m):
+def _step_factors(recipe, call, s, norm):
     # chosen when the caller compiles: the plain recipe's version has no schedule and no average
     if isinstance(recipe, types.NoneType):
-        def plain(recipe, call, s, m):
+        def plain(recipe, call, s, norm):
             t = call.t0 + s + 1
-            return adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None, call.alpha / m
+            return (adam_factors(call.lr, call.beta1, call.beta2, call.eps, t), np.float32(1.0), None,
+                    call.alpha / norm)
         return plain
 
-    def scheduled(recipe, call, s, m):
+    def scheduled(recipe, call, s, norm):
         t = call.t0 + s + 1
         lr = lr_at_step(recipe.schedule, call.lr, t - 1, recipe.warmup, recipe.total, recipe.floor)
         decay, ema_a = adamw_factors(lr, recipe.weight_decay, recipe.ema, t)
-        return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / m
+        return adam_factors(lr, call.beta1, call.beta2, call.eps, t), decay, ema_a, call.alpha / norm
     return scheduled
 
 
@@ -162,28 +164,29 @@ def batch_totals(t, losses, s, work, shards):
 
 
 @kernel(inline=True)
-def record_loss(losses, s, total, m, call, work, parts):
-    """Step s's mean loss, plus the L2 penalty ``alpha / (2 m) sum W^2`` (the update parts' sums)."""
-    losses[s] = total / m
+def record_loss(losses, s, total, norm, scale, call, work, parts):
+    """Step s's mean loss (``total / norm``, times ``scale``: :func:`~fastmlp.engine.records.loss_scale`),
+    plus the L2 penalty ``alpha / (2 norm) sum W^2`` (the update parts' sums)."""
+    losses[s] = total / norm * scale
     if call.alpha > 0:
-        losses[s] += 0.5 * call.alpha * penalty_sum(work, parts) / m
+        losses[s] += 0.5 * call.alpha * penalty_sum(work, parts) / norm
 
 
 # ----------------------------------------------------------------------------- row shards
 
 @kernel(inline=True)
-def shard_step(net, g, work, idx, m, r0, r1, recipe, call):
-    """Rows r0..r1-1 of a batch of m (already gathered): forward, loss and, when the loss is
-    finite, backward into ``g`` (this shard's sums of the batch's mean-loss gradient).
-    Returns ``(sum of the rows' losses, correct)``."""
+def shard_step(net, g, work, data, idx, norm, r0, r1, recipe, call):
+    """Rows r0..r1-1 of a batch (already gathered; ``norm`` its total weight): forward, loss and,
+    when the loss is finite, backward into ``g`` (this shard's sums of the batch's mean-loss
+    gradient). Returns ``(sum of the rows' weighted losses, correct)``."""
     layout = net.layout
     L = layout.shape[0]
     p = hidden_dropout(recipe)
     logits = forward_rows(net.params, layout, work.x, work.z, work.h, work.act_off, r0, r1, idx[r0:r1], call.seed,
                           call.epoch, p)
-    total, correct = cross_entropy_rows(logits, work.y[r0:r1],
-                                        rows_view(work.d, work.act_off[L - 1], layout[L - 1, N_OUT], r0, r1),
-                                        smoothing_of(recipe), m)
+    total, correct = loss_rows(logits, work.y[r0:r1],
+                               rows_view(work.d, work.act_off[L - 1], layout[L - 1, N_OUT], r0, r1),
+                               smoothing_of(recipe), norm, data.weights, idx[r0:r1])
     if np.isfinite(total):
         backward_rows(net.params, g, layout, work.x, work.z, work.h, work.d, work.act_off, r0, r1, p)
     return total, correct
@@ -200,8 +203,10 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
     end = t % 2
     max_norm = max_norm_of(recipe)
     correct = 0
+    scale = loss_scale(data.labels, layout[last, N_OUT])
     for s in range(call.n_steps):
         idx, m = batch_rows(data, call, s)
+        norm = batch_norm(data, idx)
         shards = row_parts(m)
         while True:
             p = claim(work.counters, 0, end, shards)
@@ -209,7 +214,7 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
                 break
             r0, r1 = shard_bounds(m, shards, p)
             gather_rows(data, idx, r0, r1, work, aug, work.scratch[t], call.seed, call.epoch, input_dropout(recipe))
-            total, c = shard_step(net, work.grads[p], work, idx, m, r0, r1, recipe, call)
+            total, c = shard_step(net, work.grads[p], work, data, idx, norm, r0, r1, recipe, call)
             work.out[0, p] = total
             work.out[1, p] = c
         if not barrier(work.sync, threads, work.counters):
@@ -217,7 +222,7 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
         total, c, finite = batch_totals(t, losses, s, work, shards)
         if not finite:
             return correct
-        factors, decay, ema_a, coef = step_factors(recipe, call, s, m)
+        factors, decay, ema_a, coef = step_factors(recipe, call, s, norm)
         parts = work.blocks.shape[0]
         while True:
             q = claim(work.counters, 0, end, parts)
@@ -231,7 +236,7 @@ def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
             return correct
         if t == 0:
             correct += c
-            record_loss(losses, s, total, m, call, work, parts)
+            record_loss(losses, s, total, norm, scale, call, work, parts)
     return correct
 
 
@@ -301,8 +306,10 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
     end = t % 2
     fused = recipe is None and call.alpha == 0 and L == 2
     correct = 0
+    scale = loss_scale(data.labels, layout[L - 1, N_OUT])
     for s in range(call.n_steps):
         idx, m = batch_rows(data, call, s)
+        norm = batch_norm(data, idx)
         gather_phase(t, data, idx, m, work, aug, input_dropout(recipe), call)
         if not barrier(work.sync, threads, work.counters):
             return correct
@@ -325,8 +332,9 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
                 break
             r0, r1 = shard_bounds(m, shards, p)
             output_rows(params, layout, work.h, work.z, work.act_off, m, r0, r1)
-            total, c = cross_entropy_rows(rows_view(work.z, work.act_off[L - 1], k, r0, r1), work.y[r0:r1],
-                                          rows_view(work.d, work.act_off[L - 1], k, r0, r1), smoothing_of(recipe), m)
+            total, c = loss_rows(rows_view(work.z, work.act_off[L - 1], k, r0, r1), work.y[r0:r1],
+                                 rows_view(work.d, work.act_off[L - 1], k, r0, r1), smoothing_of(recipe), norm,
+                                 data.weights, idx[r0:r1])
             work.out[0, p] = total
             work.out[1, p] = c
         if not barrier(work.sync, threads, work.counters):
@@ -334,7 +342,7 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
         total, c, finite = batch_totals(t, losses, s, work, shards)
         if not finite:
             return correct
-        factors, decay, ema_a, coef = step_factors(recipe, call, s, m)
+        factors, decay, ema_a, coef = step_factors(recipe, call, s, norm)
         for l in range(L - 1, 0, -1):
             parts = unit_parts(layout[l, N_IN])
             while True:
@@ -355,7 +363,7 @@ def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses)
                 return correct
         if t == 0:
             correct += c
-            record_loss(losses, s, total, m, call, work, n_parts)
+            record_loss(losses, s, total, norm, scale, call, work, n_parts)
     return correct
 
 
