@@ -41,8 +41,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds
-	$(BIN)/python benchmarks/compare_peers.py
+	$(BIN)/python -m pytest benchmarks/suites --benchmark-only --benchmark-columns=min,median,max,rounds
+	$(BIN)/python benchmarks/peers/compare_peers.py
 
 data: $(STAMP)
 	$(BIN)/fastmlp data download mnist

@@ -1,37 +1,45 @@
-"""Workloads shared by the pytest-benchmark suites and ``compare_peers.py``.
+"""What the benchmark scripts share: the workloads' settings and data, fastmlp's trainer, its NumPy
+reference and the GEMM floor, the pieces of a column-split step, timing, threads and child processes.
 
-One training step of the same MLP (784 -> hidden... -> 10, ReLU, softmax cross-entropy, Adam
-lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
+The training step is the same MLP everywhere (784 -> hidden... -> 10, ReLU, softmax cross-entropy,
+Adam lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
 
-* :class:`FastmlpTrainer`: ``fastmlp.train.Trainer``, as ``fastmlp train`` drives the kernels;
+* :class:`FastmlpTrainer`: ``fastmlp.train.Trainer``, as ``fastmlp train`` drives the engine;
 * :class:`ReferenceTrainer`: the plain NumPy reference (``fastmlp.reference``) in float32;
-* :class:`TorchTrainer`: ``nn.Sequential`` + ``torch.optim.Adam``, eager, default or fused Adam
-  (only built when torch imports);
-* :class:`JaxTrainer`: a whole epoch in one ``jax.jit`` (``lax.scan`` over batches, optax Adam);
-* :class:`SklearnTrainer`: ``MLPClassifier(solver="adam")`` (only when scikit-learn imports);
 * :class:`GemmFloor` / :class:`GemmFloorNumba`: the step's GEMMs alone, nothing else (the BLAS
   floor): per layer the forward ``x @ W.T``, the weight gradient ``dz.T @ x`` and, for every layer
   but the first, the input gradient ``dz @ W``, into preallocated buffers.
 
-Every trainer gathers its mini-batch from uint8 images by index and scales it to [0, 1] float32
-per batch (scikit-learn excepted: its ``fit`` takes the float matrix, scaled beforehand).
-Torch and scikit-learn are imported only inside their trainers.
+The other implementations (PyTorch, JAX, scikit-learn) are in ``peers/workloads.py``.
+
+A script in ``benchmarks/suites``, ``peers`` or ``probes`` puts ``benchmarks/`` on ``sys.path``
+and imports this module; no script imports another script.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
-import warnings
+import os
+import statistics
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from fastmlp import reference
-from fastmlp.kernels import block_view, weight_view
 from fastmlp.config import TrainConfig
+from fastmlp.engine.blas import blas_threads, small_gemm_limit
+from fastmlp.engine.layout import rows_view, weight_view
+from fastmlp.engine.records import Data, allocate_work, make_call
+from fastmlp.engine.step import run_call
 from fastmlp.model import MLP
 from fastmlp.train import Trainer
+
+BENCHMARKS = Path(__file__).resolve().parent
+PROBES = BENCHMARKS / "probes"
 
 N_FEATURES = 784
 N_CLASSES = 10
@@ -39,6 +47,12 @@ LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
 # (hidden sizes, batch size): the configurations every comparison uses.
 CONFIGS = [((100,), 32), ((256, 128), 128), ((1024, 1024), 128)]
+# Steps per round of compare_peers for each configuration (its --quick divides them by 8).
+STEPS = {((100,), 32): 1024, ((256, 128), 128): 256, ((1024, 1024), 128): 48}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def config_name(hidden, batch_size: int) -> str:
@@ -87,6 +101,8 @@ def available(module: str) -> bool:
         return False
 
 
+# ----------------------------------------------------------------------------- data
+
 def synthetic_data(n: int = 10000, n_features: int = N_FEATURES, seed: int = 0):
     """Random uint8 images (n, n_features) and uint8 labels in 0..9: same shapes and types as MNIST."""
     rng = np.random.default_rng(seed)
@@ -101,6 +117,72 @@ def sample_order(rows: np.ndarray | int, n_samples: int, seed: int = 0) -> np.nd
     rng = np.random.default_rng(seed)
     passes = [rows[rng.permutation(len(rows))] for _ in range(-(-n_samples // len(rows)))]
     return np.concatenate(passes)[:n_samples]
+
+
+def load_images(synthetic: bool):
+    """(images, labels, training rows, description): MNIST's training rows when found, else random."""
+    if not synthetic:
+        from fastmlp.data import DataError, load_dataset, validation_split
+        try:
+            ds = load_dataset("mnist", download=False)
+            fit, _ = validation_split(len(ds.train_images), 5000)
+            return ds.train_images, ds.train_labels, fit.astype(np.int64), f"MNIST ({ds.source}, {len(fit):,} rows)"
+        except DataError:
+            pass
+    images, labels = synthetic_data(60000)
+    return images, labels, np.arange(len(images), dtype=np.int64), "synthetic uint8 images (60,000 rows)"
+
+
+# ----------------------------------------------------------------------------- threads and processes
+
+def limit_cores(threads: int) -> str:
+    """Fewer threads than cores: every thread of this process (and every thread and child it starts
+    later) keeps to the first ``threads`` cores of its affinity mask, the one limit that holds for
+    every library (XLA sizes its pool by the mask, and ignores its thread flags). More: nothing
+    changes. Returns a line for the report, the oversubscription warning when there are more."""
+    cores = sorted(os.sched_getaffinity(0))
+    if threads > len(cores):
+        return (f"--threads {threads} on {len(cores)} cores: the run is oversubscribed, its figures are only a "
+                f"smoke test")
+    if threads < len(cores):
+        keep = set(cores[:threads])
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), keep)
+            except OSError:  # the thread has just ended
+                pass
+    return f"{threads} of {len(cores)} cores (affinity mask: cores {','.join(map(str, cores[:threads]))})"
+
+
+def fastmlp_command() -> list[str]:
+    exe = Path(sys.executable).with_name("fastmlp")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
+
+
+# ----------------------------------------------------------------------------- timing
+
+# A piece that drifts when repeated runs in batches of at most this many calls, each from its start.
+RESET_CALLS = 64
+
+
+def per_call(fn, budget: float, reset=None) -> float:
+    """Median seconds per call of ``fn`` over five timed batches of calls, about ``budget`` s each.
+    ``reset``: called (untimed) before every batch, which then holds at most RESET_CALLS calls."""
+    most = 1e5 if reset is None else RESET_CALLS
+
+    def batch(reps):
+        if reset is not None:
+            reset()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return time.perf_counter() - t0
+
+    batch(1)
+    reps = 1
+    while batch(reps) <= budget and reps < most:
+        reps *= 2
+    return statistics.median(batch(reps) / reps for _ in range(5))
 
 
 # ----------------------------------------------------------------------------- fastmlp
@@ -124,10 +206,120 @@ class FastmlpTrainer:
         """Train on every batch of ``order`` in about 20 kernel calls (as ``fastmlp train``)."""
         self.trainer.train_order(order, LR)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Predicted classes of uint8 images (scaled by 1/255 inside the kernels), as ``fastmlp predict``."""
-        return self.model.predict(images)
+    def predict(self, images: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Predicted classes of uint8 images (scaled by 1/255 inside the kernels), as ``fastmlp predict``,
+        on ``threads`` threads (default: the usable cores)."""
+        return self.model.predict(images, threads)
 
+
+def timed_call(trainer: Trainer, columns: bool, threads: int, work, order: np.ndarray, n_steps: int) -> float:
+    """Seconds of one :func:`fastmlp.engine.step.run_call` of ``n_steps`` steps of ``trainer``'s network
+    and Adam state in the given split, on ``threads`` threads and the buffers ``work``, as
+    :meth:`Trainer.steps` calls it (single-threaded BLAS, the small-matrix blocks in the column split)."""
+    c, adam = trainer.config, trainer.adam
+    call = make_call(0, n_steps, c.batch_size, adam.t, c.seed, 0, c.lr, adam.beta1, adam.beta2, adam.eps, c.alpha,
+                     small_gemm_limit() if columns else 0)
+    losses = np.empty(n_steps)
+    with blas_threads(1):
+        t0 = time.perf_counter()
+        run_call(columns, threads, trainer.net, Data(trainer.images, trainer.labels, order), work, trainer.optim,
+                 trainer.aug, trainer.recipe, call, losses)
+        seconds = time.perf_counter() - t0
+    adam.advance(n_steps)
+    return seconds
+
+
+# A piece of a step: its name, the MFLOP of its products, one call per part (in part order), and
+# what restores its state before a batch of calls (None: repeating it changes nothing it reads).
+Piece = namedtuple("Piece", ["name", "mflop", "calls", "reset"], defaults=[None])
+
+
+def column_pieces(tr: Trainer, idx: np.ndarray) -> list[Piece]:
+    """Every piece of a column-split step of ``tr`` (plain recipe) on the batch ``idx``, on the
+    trainer's own buffers, called part by part as :func:`fastmlp.engine.step.column_worker` calls
+    them: the gather by row shards, each hidden layer's forward product with bias and ReLU by its
+    units, the logits and loss by row shards, each backward region by the units below a layer, and
+    Adam by the update's parts (on copies of the parameters and moments, which its ``reset`` restores:
+    repeated on one gradient, Adam drives the moments of the weights it leaves at 0 into subnormal
+    numbers, which a step never sees).
+    The products are cut as the trainer cuts them (``Trainer.small_gemm``)."""
+    from fastmlp.engine import columns, layers, update
+    from fastmlp.engine.layout import B_OFF
+    from fastmlp.engine.parts import row_parts, shard_bounds, split_bounds, unit_parts
+    from fastmlp.engine.step import bias_grad_columns
+
+    if not tr.columns or tr.recipe is not None or tr.aug is not None:
+        raise ValueError("column_pieces: the trainer must train in the column split with the plain recipe")
+    w, p, lay, sizes = tr.work, tr.model.params, tr.model.layout, tr.model.sizes
+    g, x, y, z, h, d, off = w.grads[0], w.x, w.y, w.z, w.h, w.d, w.act_off
+    m, small, L, k, n0 = len(idx), tr.small_gemm, len(sizes) - 1, sizes[-1], sizes[0]
+    shards = [shard_bounds(m, row_parts(m), s) for s in range(row_parts(m))]
+
+    def units(n):  # the bounds of n units' parts (computed here, not in the timed calls)
+        parts = unit_parts(n)
+        return [split_bounds(n, parts, q) for q in range(parts)]
+
+    def rows(buf, o, n, r0, r1):  # rows_view in NumPy: no kernel dispatch inside the timed calls
+        return buf[o + r0 * n:o + r1 * n].reshape(r1 - r0, n)
+
+    def piece(name, mflop, fn, bounds):
+        return Piece(name, mflop, [lambda b=b: fn(*b) for b in bounds])
+
+    def gather(r0, r1):
+        layers.gather_batch(tr.images, tr.labels, idx[r0:r1], rows(x, 0, n0, r0, r1), y[r0:r1])
+    out = [piece("gather (row shards)", 0.0, gather, shards)]
+    for l in range(L - 1):
+        def forward(j0, j1, l=l):
+            columns.layer_columns(p, lay, l, x, z, h, off, m, j0, j1, idx, 0, 0, None, small)
+        out.append(piece(f"layer {l + 1} forward, bias, ReLU (units)", 2e-6 * m * sizes[l] * sizes[l + 1], forward,
+                         units(sizes[l + 1])))
+
+    def logits(r0, r1):
+        columns.output_rows(p, lay, h, z, off, m, r0, r1)
+        layers.cross_entropy_rows(rows(z, off[L - 1], k, r0, r1), y[r0:r1], rows(d, off[L - 1], k, r0, r1), 0.0, m)
+    out.append(piece(f"layer {L} logits + loss (row shards)", 2e-6 * m * sizes[-2] * k, logits, shards))
+    for l in range(L - 1, 0, -1):
+        parts = unit_parts(sizes[l])
+        outputs = [split_bounds(k, parts, q) for q in range(parts)]  # the last layer's biases, cut alike
+
+        def backward(i0, i1, q, l=l, outputs=outputs):
+            if l == L - 1:
+                bias_grad_columns(rows(d, off[l], k, 0, m), g[lay[l, B_OFF]:lay[l, B_OFF] + k], *outputs[q])
+                columns.output_weight_grad_columns(g, lay, h, d, off, m, i0, i1)
+            columns.input_grad_columns(p, g, lay, l, z, d, off, m, i0, i1, None, small)
+            columns.weight_grad_rows(g, lay, l - 1, x, h, d, off, m, i0, i1, small)
+        mflop = 2e-6 * m * (sizes[l] * sizes[l + 1] * (2 if l == L - 1 else 1) + sizes[l - 1] * sizes[l])
+        out.append(piece(f"backward below layer {l + 1} (units)", mflop, backward,
+                         [(*b, q) for q, b in enumerate(units(sizes[l]))]))
+    params, m1, v1, ema = p.copy(), tr.adam.m.copy(), tr.adam.v.copy(), tr.adam.ema
+
+    def restore():
+        params[:], m1[:], v1[:] = p, tr.adam.m, tr.adam.v
+    factors = tuple(np.float32(f) for f in update.adam_factors(LR, BETA1, BETA2, EPS, 10))
+    one = np.float32(1.0)
+
+    def hidden_rows(l, j0, j1):
+        update.update_layer_rows(params, g, m1, v1, ema, lay, l, j0, j1, factors, one, None, None)
+
+    def last_columns(i0, i1, j0, j1):
+        update.update_columns_part(params, g, m1, v1, ema, lay, L - 1, i0, i1, j0, j1, factors, one, None, 0.0)
+
+    if L == 2 and tr.config.alpha == 0:  # the worker runs plain Adam inside the backward pass's parts
+        parts = unit_parts(sizes[1])
+        bounds = [(*split_bounds(sizes[1], parts, q), *split_bounds(k, parts, q)) for q in range(parts)]
+
+        def fused(i0, i1, j0, j1):
+            last_columns(i0, i1, j0, j1)
+            hidden_rows(0, i0, i1)
+        return out + [piece("Adam (in the backward pass's parts)", 0.0, fused, bounds)._replace(reset=restore)]
+    calls = []
+    for l, part, parts in (tuple(int(v) for v in row) for row in w.blocks):
+        if l < L - 1:
+            calls.append(lambda l=l, b=split_bounds(sizes[l + 1], parts, part): hidden_rows(l, *b))
+        else:
+            b = (*split_bounds(sizes[l], parts, part), *split_bounds(k, parts, part))
+            calls.append(lambda b=b: last_columns(*b))
+    return out + [Piece("Adam (update parts)", 0.0, calls, restore)]
 
 # ----------------------------------------------------------------------------- NumPy reference
 
@@ -153,171 +345,6 @@ class ReferenceTrainer:
     def train(self, order: np.ndarray) -> None:
         for lo in range(0, len(order), self.batch_size):
             self.step(order[lo:lo + self.batch_size])
-
-
-# ----------------------------------------------------------------------------- PyTorch
-
-class TorchTrainer:
-    """``nn.Sequential`` of Linear/ReLU, ``F.cross_entropy``, ``torch.optim.Adam``.
-
-    ``fused=False``: Adam's default (foreach) implementation, as most PyTorch code runs it;
-    ``fused=True``: ``Adam(fused=True)``, one fused kernel over all parameters.
-    The images stay a uint8 tensor; each batch is gathered by index and scaled (``float() / 255``).
-    Weights start like fastmlp's (``N(0, 1/sqrt(n_in))``, zero biases).
-    """
-
-    label = "PyTorch"
-
-    def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,
-                 threads: int | None = None, fused: bool = False):
-        import torch
-
-        self.torch = torch
-        self.F = torch.nn.functional
-        if threads is not None:
-            torch.set_num_threads(threads)
-        torch.manual_seed(seed)
-        from torch_recipe import build_model
-        self.model = build_model(layer_sizes(hidden))
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS,
-                                    **({"fused": True} if fused else {}))
-        self.batch_size = batch_size
-        self.images = torch.from_numpy(np.array(images, dtype=np.uint8))       # a writable copy
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.version = torch.__version__
-
-    def train(self, order: np.ndarray) -> None:
-        order_t = self.torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64))
-        model, opt, F, B = self.model, self.opt, self.F, self.batch_size
-        for lo in range(0, len(order_t), B):
-            idx = order_t[lo:lo + B]
-            x = self.images[idx].float().div_(255.0)
-            loss = F.cross_entropy(model(x), self.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss.item()
-
-    def predict(self, images) -> np.ndarray:
-        """Predicted classes of a uint8 image tensor: one batched forward pass (``no_grad``)."""
-        with self.torch.no_grad():
-            return self.model(images.float().div_(255.0)).argmax(1).numpy()
-
-
-# ----------------------------------------------------------------------------- JAX
-
-class JaxTrainer:
-    """The fastest way a JAX user writes this training: one ``jit`` of a whole pass over the data.
-
-    ``lax.scan`` over the mini-batches of an epoch; inside XLA, each step gathers its batch from
-    the uint8 images by index and scales it, runs the forward pass, the mean cross-entropy of
-    ``log_softmax``, ``value_and_grad`` and ``optax.adam``. One compiled program per number of
-    steps (compiled on the first call, outside the timed rounds). Weights start like fastmlp's.
-    XLA's own thread pool uses every core; ``threads=1`` sets ``XLA_FLAGS`` before JAX is imported.
-    """
-
-    label = "JAX"
-
-    def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,
-                 threads: int | None = None):
-        import os
-        import sys
-        if threads == 1 and "jax" not in sys.modules:
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                                       "intra_op_parallelism_threads=1").strip()
-        import jax
-        import jax.numpy as jnp
-        import optax
-
-        rng = np.random.default_rng(seed)
-        sizes = layer_sizes(hidden)
-        self.params = [(jnp.asarray(rng.normal(0.0, 1.0 / math.sqrt(n_in), (n_out, n_in)).astype(np.float32)),
-                        jnp.zeros(n_out, jnp.float32)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-        opt = optax.adam(LR, b1=BETA1, b2=BETA2, eps=EPS)
-        self.state = opt.init(self.params)
-        self.images = jnp.asarray(images)
-        self.labels = jnp.asarray(np.asarray(labels, dtype=np.int32))
-        self.batch_size = batch_size
-        self.version = jax.__version__
-
-        def loss_fn(params, x, y):
-            h = x
-            for W, b in params[:-1]:
-                h = jax.nn.relu(h @ W.T + b)
-            W, b = params[-1]
-            logp = jax.nn.log_softmax(h @ W.T + b)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-        def epoch(params, state, images, labels, batches):
-            def step(carry, idx):
-                params, state = carry
-                x = images[idx].astype(jnp.float32) * jnp.float32(1.0 / 255.0)
-                loss, grads = jax.value_and_grad(loss_fn)(params, x, labels[idx])
-                updates, state = opt.update(grads, state, params)
-                return (optax.apply_updates(params, updates), state), loss
-            (params, state), losses = jax.lax.scan(step, (params, state), batches)
-            return params, state, losses
-
-        self._epoch = jax.jit(epoch)
-
-        def predict(params, images):
-            h = images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
-            for W, b in params[:-1]:
-                h = jax.nn.relu(h @ W.T + b)
-            W, b = params[-1]
-            return jnp.argmax(h @ W.T + b, axis=1)
-
-        self._predict = jax.jit(predict)
-
-    def predict(self, images) -> np.ndarray:
-        """Predicted classes of uint8 images (a JAX array): one jitted, batched forward pass."""
-        return np.asarray(self._predict(self.params, images))
-
-    def train(self, order: np.ndarray) -> None:
-        """Train on the batches of ``order`` (its length a multiple of the batch size) in one compiled call."""
-        batches = np.ascontiguousarray(order, dtype=np.int32).reshape(-1, self.batch_size)
-        self.params, self.state, losses = self._epoch(self.params, self.state, self.images, self.labels, batches)
-        losses.block_until_ready()
-
-
-# ----------------------------------------------------------------------------- scikit-learn
-
-class SklearnTrainer:
-    """``MLPClassifier(solver="adam", alpha=0)``, same sizes, batch size and Adam settings.
-
-    ``fit`` with ``max_iter=1, warm_start=True`` trains one pass over the matrix it is given
-    (shuffled, batches gathered by index inside scikit-learn). It takes float input, so the
-    uint8 images are scaled to float32 once, outside the timed call (:meth:`prepare`).
-    """
-
-    label = "scikit-learn"
-
-    def __init__(self, hidden, batch_size: int, images: np.ndarray, labels: np.ndarray, seed: int = 0):
-        import sklearn
-        from sklearn.neural_network import MLPClassifier
-
-        self.clf = MLPClassifier(hidden_layer_sizes=tuple(hidden), activation="relu", solver="adam", alpha=0.0,
-                                 batch_size=batch_size, learning_rate_init=LR, beta_1=BETA1, beta_2=BETA2,
-                                 epsilon=EPS, max_iter=1, shuffle=True, random_state=seed, warm_start=True,
-                                 early_stopping=False, tol=0.0, n_iter_no_change=10 ** 9)
-        self.images, self.labels = images, labels
-        self.version = sklearn.__version__
-
-    def prepare(self, order: np.ndarray):
-        x = self.images[order].astype(np.float32)
-        x *= np.float32(1.0 / 255.0)
-        return x, self.labels[order].astype(np.int64)
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
-        from sklearn.exceptions import ConvergenceWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.clf.fit(x, y)
-
-    @property
-    def dtype(self):
-        return self.clf.coefs_[0].dtype if hasattr(self.clf, "coefs_") else None
 
 
 # ----------------------------------------------------------------------------- GEMM floor
@@ -373,24 +400,25 @@ def numba_dot(a, b, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _gemm_steps(params, grads, layout, x, z, h, d, act_off, m, n_steps):
+def _gemm_steps(params, grads, layout, x, h, z, d, act_off, m, n_steps):
     L = layout.shape[0]
     for _ in range(n_steps):
         for l in range(L):
             n_in, n_out = layout[l, 0], layout[l, 1]
-            inp = block_view(x, 0, m, n_in) if l == 0 else block_view(h, act_off[l - 1], m, n_in)
-            np.dot(inp, weight_view(params, layout, l).T, block_view(z, act_off[l], m, n_out))
+            inp = rows_view(x, 0, n_in, 0, m) if l == 0 else rows_view(h, act_off[l - 1], n_in, 0, m)
+            np.dot(inp, weight_view(params, layout, l).T, rows_view(z, act_off[l], n_out, 0, m))
         for l in range(L - 1, -1, -1):
             n_in, n_out = layout[l, 0], layout[l, 1]
-            inp = block_view(x, 0, m, n_in) if l == 0 else block_view(h, act_off[l - 1], m, n_in)
-            dl = block_view(d, act_off[l], m, n_out)
+            inp = rows_view(x, 0, n_in, 0, m) if l == 0 else rows_view(h, act_off[l - 1], n_in, 0, m)
+            dl = rows_view(d, act_off[l], n_out, 0, m)
             np.dot(dl.T, inp, weight_view(grads, layout, l))
             if l > 0:
-                np.dot(dl, weight_view(params, layout, l), block_view(d, act_off[l - 1], m, n_in))
+                np.dot(dl, weight_view(params, layout, l), rows_view(d, act_off[l - 1], n_in, 0, m))
 
 
 class GemmFloorNumba:
-    """The same GEMMs through Numba's ``np.dot`` on fastmlp's flat buffers: the BLAS fastmlp calls."""
+    """The same GEMMs through Numba's ``np.dot`` on fastmlp's flat buffers (a row-shard workspace of
+    the whole batch): the BLAS that fastmlp's kernels call."""
 
     label = "GEMMs alone (Numba np.dot)"
 
@@ -398,13 +426,13 @@ class GemmFloorNumba:
         rng = np.random.default_rng(seed)
         self.model = MLP.initialized(layer_sizes(hidden), rng)
         self.grads = np.zeros_like(self.model.params)
-        self.ws = self.model.workspace(batch_size)
-        self.ws.x[:] = rng.random(self.ws.x.shape, dtype=np.float32)
-        self.ws.h[:] = rng.random(self.ws.h.shape, dtype=np.float32)
-        self.ws.d[:] = rng.standard_normal(self.ws.d.shape, dtype=np.float32) * np.float32(1e-2)
+        self.work = allocate_work(self.model.sizes, batch_size, 1, columns=False)
+        self.work.x[:] = rng.random(self.work.x.shape, dtype=np.float32)
+        self.work.h[:] = rng.random(self.work.h.shape, dtype=np.float32)
+        self.work.d[:] = rng.standard_normal(self.work.d.shape, dtype=np.float32) * np.float32(1e-2)
         self.batch_size = batch_size
 
     def steps(self, n_steps: int) -> None:
-        ws = self.ws
-        _gemm_steps(self.model.params, self.grads, self.model.layout, ws.x, ws.z, ws.h, ws.d, ws.act_off,
+        w = self.work
+        _gemm_steps(self.model.params, self.grads, self.model.layout, w.x, w.h, w.z, w.d, w.act_off,
                     self.batch_size, n_steps)

@@ -5,8 +5,11 @@ time to accuracy.
 Throughput (always): the same MLP (784 -> hidden -> 10, ReLU), batch size, float32, Adam (lr 1e-3,
 betas 0.9/0.999, eps 1e-8) and thread count, trained for the same number of samples by
 
-* fastmlp: its ``Trainer``, as ``fastmlp train`` drives the kernels;
-* PyTorch (when importable): ``nn.Sequential`` + ``F.cross_entropy`` + ``torch.optim.Adam``;
+* fastmlp: its ``Trainer``, as ``fastmlp train`` drives the engine (its own choice of threads, and
+  ``--threads 1`` and ``--threads N`` fixed);
+* JAX with optax (when importable): a ``jit`` of the whole epoch, ``lax.scan`` over the batches;
+* PyTorch (when importable): ``nn.Sequential`` + ``F.cross_entropy`` + ``torch.optim.Adam``, eager
+  and with fused Adam;
 * scikit-learn (when importable): ``MLPClassifier(solver="adam")``, one ``fit`` pass;
 * the NumPy reference (``fastmlp.reference``), on a quarter of the samples (only its rate counts);
 * the step's GEMMs alone (the BLAS floor): forward ``x @ W.T`` and ``dz.T @ x`` for every
@@ -17,20 +20,30 @@ Each round measures every implementation once, one after the other, and the roun
 (the machine may be shared: interleaving spreads any disturbance over everyone); the tables
 show medians over rounds. Ratios are medians of the per-round ratios.
 
+Threads: ``--threads N`` (default: the cores this process may use) for every implementation:
+fastmlp by ``limit_threads``, PyTorch by ``torch.set_num_threads`` (and its inter-op threads),
+scikit-learn, NumPy and the GEMM floor by threadpoolctl. Below the cores, the process and
+everything it starts keep to N cores (its affinity mask): XLA sizes its thread pool by the mask and
+ignores its thread flags, so the mask is what limits JAX, and it holds every other peer to N cores
+too. Above the cores the run is oversubscribed (JAX then stays at one thread a core), and its
+figures are only a smoke test.
+
 Optional extras: ``--rss`` peak resident memory of ``fastmlp train --epochs 1`` and of an
 equivalent PyTorch script; ``--startup`` time from launch to the first train step (warm JIT
 cache) and ``import torch``; ``--tta`` wall time from launch until the default configuration
-first reaches 98% test accuracy, for fastmlp and PyTorch; ``--profile`` the time of each kernel
-of a fastmlp step. ``--all`` turns them all on. --rss, --startup and --tta need MNIST.
+first reaches 98% test accuracy, for fastmlp and PyTorch; ``--inference`` prediction throughput
+beside PyTorch and JAX; ``--profile`` the time of each piece of a fastmlp step. ``--all`` turns
+them all on. --rss, --startup and --tta need MNIST.
 
-    python benchmarks/compare_peers.py --quick            # smoke run, a few seconds
-    python benchmarks/compare_peers.py --all --out benchmarks/results.md
+    python benchmarks/peers/compare_peers.py --quick            # smoke run
+    python benchmarks/peers/compare_peers.py --all --out FILE   # everything, the report also in FILE
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import platform
@@ -44,20 +57,20 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.threads import available_cores, limit_threads, single_threaded_blas  # noqa: E402
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads (the peers' limits raise it again)
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-import bench_workloads as wl  # noqa: E402
+import common  # noqa: E402
+import workloads  # noqa: E402
+from common import log  # noqa: E402
+from fastmlp.engine.blas import blas_threads  # noqa: E402
 
-# Steps per round for each configuration (full run); --quick divides them by 8.
-STEPS = {((100,), 32): 1024, ((256, 128), 128): 256, ((1024, 1024), 128): 48}
 REFERENCE_FRACTION = 4           # the reference trains on 1/4 of the samples
 TARGET_ACCURACY = 98.0           # --tta (default of --tta-target)
 # Targets: fastmlp / PyTorch samples/s at least; fastmlp step time / GEMMs alone at most.
@@ -68,10 +81,6 @@ RSS_TARGET_MIB, STARTUP_TARGET_S = 250, 2.0
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)\b.*?\btest\s+([0-9.]+)%")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def fmt_rate(x: float | None) -> str:
     return "n/a" if x is None else f"{x:,.0f}"
 
@@ -80,11 +89,8 @@ def fmt_ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}x"
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+# The cores this process may use before --threads narrows its affinity mask.
+CORES = available_cores()
 
 
 def cpu_model() -> str:
@@ -95,6 +101,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def threads_text(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def jax_threads(args) -> str:
+    """For JAX's label: its threads, one for each core of the process's affinity mask."""
+    return f", {threads_text(min(args.threads, CORES))}"
 
 
 # ============================================================================= throughput
@@ -115,18 +130,19 @@ class Peer:
 def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args) -> tuple[list[Peer], list[str]]:
     """Set up (and warm up) every implementation for one configuration; notes on the skipped."""
     n = n_steps * batch_size
-    orders = [wl.sample_order(rows, n, seed=r) for r in range(rounds)]
+    orders = [common.sample_order(rows, n, seed=r) for r in range(rounds)]
     peers, notes = [], []
     want = set(args.peers)
 
     if "fastmlp" in want:
-        fast = wl.FastmlpTrainer(hidden, batch_size, images, labels)
+        fast = common.FastmlpTrainer(hidden, batch_size, images, labels)
         fast.steps(orders[0], 0, min(4, n_steps))          # compile or load the JIT cache
-        peers.append(Peer("fastmlp", "fastmlp (default threads)", n, lambda r: fast.train(orders[r])))
+        peers.append(Peer("fastmlp", f"fastmlp (its choice of up to {threads_text(min(args.threads, CORES))})", n,
+                          lambda r: fast.train(orders[r])))
     if "fastmlp_threads" in want:  # the same with --threads 1 and --threads N fixed
         for k in sorted({1, args.threads}):
             with limit_threads(k):
-                fixed = wl.FastmlpTrainer(hidden, batch_size, images, labels)
+                fixed = common.FastmlpTrainer(hidden, batch_size, images, labels)
                 fixed.steps(orders[0], 0, min(4, n_steps))
 
             def run_fixed(r, fixed=fixed, k=k):
@@ -135,19 +151,20 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
             peers.append(Peer(f"fastmlp_t{k}", f"fastmlp --threads {k}", n, run_fixed))
 
     if "jax" in want:
-        if wl.available("jax") and wl.available("optax"):
-            jt = wl.JaxTrainer(hidden, batch_size, images, labels, threads=args.threads)
+        if common.available("jax") and common.available("optax"):
+            jt = workloads.JaxTrainer(hidden, batch_size, images, labels)
             jt.train(orders[0])                                  # compiles the epoch for this many steps
-            peers.append(Peer("jax", f"JAX {jt.version} (jit of the epoch)", n, lambda r: jt.train(orders[r])))
+            peers.append(Peer("jax", f"JAX {jt.version} (jit of the epoch{jax_threads(args)})", n,
+                              lambda r: jt.train(orders[r])))
         else:
             notes.append("JAX: jax or optax not installed (pip install 'fastmlp[bench]'), skipped.")
 
     if "torch" in want or "torch_fused" in want:
-        if wl.available("torch"):
+        if common.available("torch"):
             for key, fused in (("torch", False), ("torch_fused", True)):
                 if key not in want:
                     continue
-                tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads, fused=fused)
+                tt = workloads.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads, fused=fused)
                 tt.train(orders[0][:4 * batch_size])
                 label = f"PyTorch {tt.version}" + (", Adam fused" if fused else " eager")
                 peers.append(Peer(key, label, n, lambda r, tt=tt: tt.train(orders[r])))
@@ -155,8 +172,8 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
             notes.append("PyTorch: not installed (pip install 'fastmlp[bench]'), skipped.")
 
     if "sklearn" in want:
-        if wl.available("sklearn"):
-            sk = wl.SklearnTrainer(hidden, batch_size, images, labels)
+        if common.available("sklearn"):
+            sk = workloads.SklearnTrainer(hidden, batch_size, images, labels)
             x_sk, y_sk = sk.prepare(orders[0])
             # The first fit sets the classes: warm up on a few batches plus one example of each class.
             first_of_class = np.unique(y_sk, return_index=True)[1]
@@ -168,16 +185,16 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
             notes.append("scikit-learn: not installed, skipped.")
 
     if "reference" in want:
-        ref = wl.ReferenceTrainer(hidden, batch_size, images, labels)
+        ref = common.ReferenceTrainer(hidden, batch_size, images, labels)
         n_ref = max(1, n_steps // REFERENCE_FRACTION) * batch_size
         ref.train(orders[0][:2 * batch_size])
         peers.append(Peer("reference", "NumPy reference (float32)", n_ref, lambda r: ref.train(orders[r][:n_ref])))
 
     if "gemm" in want:
-        g_np = wl.GemmFloor(hidden, batch_size)
+        g_np = common.GemmFloor(hidden, batch_size)
         g_np.steps(2)
         peers.append(Peer("gemm", "GEMMs alone, NumPy (BLAS floor)", n, lambda r: g_np.steps(n_steps)))
-        g_nb = wl.GemmFloorNumba(hidden, batch_size)
+        g_nb = common.GemmFloorNumba(hidden, batch_size)
         g_nb.steps(1)
         peers.append(Peer("gemm_numba", "GEMMs alone, Numba np.dot (fastmlp's BLAS)", n,
                           lambda r: g_nb.steps(n_steps)))
@@ -207,23 +224,25 @@ def inference_section(cfg, args, images, labels, rows) -> list[str]:
     x = np.ascontiguousarray(images[rows[:INFERENCE_ROWS]])
     n = len(x)
     peers, notes = [], []
-    fast = wl.FastmlpTrainer(hidden, batch_size, images, labels)
-    fast.predict(x[:64])
-    peers.append(Peer("fastmlp", "fastmlp (MLP.predict, uint8 in)", n, lambda r: fast.predict(x)))
-    if "jax" in args.peers and wl.available("jax") and wl.available("optax"):
+    fast = common.FastmlpTrainer(hidden, batch_size, images, labels)
+    fast.predict(x[:64], args.threads)
+    peers.append(Peer("fastmlp", f"fastmlp (MLP.predict, uint8 in, {threads_text(args.threads)})", n,
+                      lambda r: fast.predict(x, args.threads)))
+    if "jax" in args.peers and common.available("jax") and common.available("optax"):
         import jax.numpy as jnp
-        jt = wl.JaxTrainer(hidden, batch_size, images, labels, threads=args.threads)
+        jt = workloads.JaxTrainer(hidden, batch_size, images, labels)
         xj = jnp.asarray(x)
         jt.predict(xj)
-        peers.append(Peer("jax", f"JAX {jt.version} (jit of the forward)", n, lambda r: jt.predict(xj)))
-    if ("torch" in args.peers or "torch_fused" in args.peers) and wl.available("torch"):
-        tt = wl.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads)
+        peers.append(Peer("jax", f"JAX {jt.version} (jit of the forward{jax_threads(args)})", n,
+                          lambda r: jt.predict(xj)))
+    if ("torch" in args.peers or "torch_fused" in args.peers) and common.available("torch"):
+        tt = workloads.TorchTrainer(hidden, batch_size, images, labels, threads=args.threads)
         xt = tt.torch.from_numpy(x)
         tt.predict(xt)
         peers.append(Peer("torch", f"PyTorch {tt.version} (no_grad forward)", n, lambda r: tt.predict(xt)))
     run_rounds(peers, args.rounds, args.gap)
     by = {p.key: p for p in peers}
-    lines = [f"### {wl.config_name(*cfg)} weights, {n:,} images per round", "",
+    lines = [f"### {common.config_name(*cfg)} weights, {n:,} images per round", "",
              "| implementation | images/s (median) | min – max | vs PyTorch | vs JAX | CPU / wall |",
              "|---|---:|---:|---:|---:|---:|"]
     for p in peers:
@@ -242,15 +261,15 @@ def per_round_ratio(a: Peer | None, b: Peer | None) -> float | None:
 
 def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[str]:
     hidden, batch_size = cfg
-    n_steps = max(2, STEPS[cfg] // (8 if args.quick else 1))
-    name = wl.config_name(hidden, batch_size)
+    n_steps = max(2, common.STEPS[cfg] // (8 if args.quick else 1))
+    name = common.config_name(hidden, batch_size)
     log(f"{name}: setting up")
     peers, notes = build_peers(hidden, batch_size, n_steps, args.rounds, images, labels, rows, args)
     run_rounds(peers, args.rounds, args.gap)
     by = {p.key: p for p in peers}
     torch_p, fast, jax_p = by.get("torch"), by.get("fastmlp"), by.get("jax")
 
-    sizes = "-".join(str(s) for s in wl.layer_sizes(hidden))
+    sizes = "-".join(str(s) for s in common.layer_sizes(hidden))
     lines = [f"### {name}: {sizes}, batch {batch_size}, {n_steps * batch_size:,} samples per round", "",
              "| implementation | samples/s (median) | min – max | us per step | vs PyTorch eager | vs JAX | CPU / wall |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -271,7 +290,7 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
     if floors["gemm_numba"] is not None:
         lines.append(f"| fastmlp step / GEMMs alone (Numba np.dot) | {fmt_ratio(floors['gemm_numba'])} | | | | | |")
     if "gemm" in by:
-        g = wl.GemmFloor(hidden, batch_size)
+        g = common.GemmFloor(hidden, batch_size)
         flops = g.flops_per_step()
         t_step = batch_size / by["gemm"].median
         lines += ["", f"GEMMs per step: {len(g.gemms())}, {flops / 1e6:.1f} MFLOP; "
@@ -286,24 +305,19 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
 
 # ============================================================================= child processes
 
-def fastmlp_command() -> list[str]:
-    exe = Path(sys.executable).with_name("fastmlp")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
-
-
 def run_child(cmd: list[str], *, stop=None, timeout: float = 900.0, rss: bool = False) -> dict:
     """Run ``cmd`` (stderr merged into stdout), timestamping each output line from launch.
 
     ``stop(line)`` returning True terminates the child (SIGTERM, this child only). Returns the
     lines as ``(seconds since launch, text)``, the wall time and the exit status; with ``rss``,
-    also the command's peak RSS in MiB (the command then runs under ``rss_launcher.py``, which
+    also the command's peak RSS in MiB (the command then runs under ``probes/rss_launcher.py``, which
     adds the launcher's start-up, a few tens of milliseconds, to the times).
     """
     rss_file = None
     if rss:
         fd, rss_file = tempfile.mkstemp(prefix="fastmlp-rss-", suffix=".txt")
         os.close(fd)
-        cmd = [sys.executable, "-S", str(HERE / "rss_launcher.py"), rss_file, *cmd]
+        cmd = [sys.executable, "-S", str(common.PROBES / "rss_launcher.py"), rss_file, *cmd]
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     timer = threading.Timer(timeout, p.terminate)
@@ -345,7 +359,7 @@ class Extras:
         self.args, self.tmp = args, tmp
         self.data_dir = find_dataset_dir(get_spec("mnist"))
         self.config = TrainConfig()
-        self.torch = wl.available("torch")
+        self.torch = common.available("torch")
         self.runs = 0
         self.warm = False
         self.rss_epoch: dict | None = None
@@ -375,7 +389,7 @@ class Extras:
         if self.warm:
             return
         log("warming the JIT cache: fastmlp train on 100 images")
-        res = run_child([*fastmlp_command(), "train", "--out", self.out_dir(), "--val-size", "59900",
+        res = run_child([*common.fastmlp_command(), "train", "--out", self.out_dir(), "--val-size", "59900",
                          *self.train_args(1)])
         if res["returncode"] != 0:
             raise RuntimeError(f"fastmlp train failed: {tail(res)}")
@@ -389,7 +403,7 @@ class Extras:
         self.warm_up()
         out = self.out_dir()
         log("peak RSS: fastmlp train --epochs 1")
-        res = run_child([*fastmlp_command(), "train", "--out", out, *self.train_args(1)], rss=True)
+        res = run_child([*common.fastmlp_command(), "train", "--out", out, *self.train_args(1)], rss=True)
         if res["returncode"] != 0 or res["rss_mib"] is None:
             return lines + [f"fastmlp train failed: {tail(res)}", ""]
         self.rss_epoch = res
@@ -404,7 +418,7 @@ class Extras:
                   ("... and MNIST loaded (`load_dataset`)",
                    [py, "-c", "import fastmlp.train; from fastmlp.data import load_dataset; load_dataset('mnist')"]),
                   ("... `fastmlp train` stopped after its first step",
-                   [py, str(HERE / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
+                   [py, str(common.PROBES / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
                     *self.train_args(1)])]
         for name, cmd in probes:
             log(f"peak RSS: {name}")
@@ -412,7 +426,7 @@ class Extras:
         log("peak RSS: fastmlp train --epochs 1 stopped at its epoch line")
         rows.append(("... `fastmlp train --epochs 1` stopped at its epoch line (trained, evaluated, model saved; "
                      "before plotting the curves)",
-                     run_child([*fastmlp_command(), "train", "--out", self.out_dir(), *self.train_args(1)],
+                     run_child([*common.fastmlp_command(), "train", "--out", self.out_dir(), *self.train_args(1)],
                                rss=True, stop=lambda line: EPOCH_LINE.match(line) is not None)))
         if self.torch:
             log("peak RSS: PyTorch script, 1 epoch")
@@ -441,7 +455,7 @@ class Extras:
 
         log("start-up: bare interpreter, imports")
         rows.append(("`python -c pass` (interpreter alone)", median_wall([sys.executable, "-c", "pass"])))
-        rows.append(("`python -c 'import fastmlp.train'` (NumPy, Numba, kernels module)",
+        rows.append(("`python -c 'import fastmlp.train'` (NumPy, Numba, the engine's modules)",
                      median_wall([sys.executable, "-c", "import fastmlp.train"])))
         if self.torch:
             rows.append(("`python -c 'import torch'`", median_wall([sys.executable, "-c", "import torch"])))
@@ -450,7 +464,7 @@ class Extras:
             log("start-up: fastmlp train until its first step")
             starts, dones = [], []
             for _ in range(reps):
-                res = run_child([sys.executable, str(HERE / "fastmlp_first_step.py"), "train",
+                res = run_child([sys.executable, str(common.PROBES / "fastmlp_first_step.py"), "train",
                                  "--out", self.out_dir(), *self.train_args(1)])
                 marks = {text.split()[0]: float(text.split()[1]) - res["launch"] for _, text in res["lines"]
                          if text.startswith(("first-step-at", "first-step-done-at"))}
@@ -500,7 +514,7 @@ class Extras:
             return m is not None and float(m.group(2)) >= target
 
         rows = []
-        runs = [("fastmlp train", [*fastmlp_command(), "train", "--out", self.out_dir(),
+        runs = [("fastmlp train", [*common.fastmlp_command(), "train", "--out", self.out_dir(),
                                    *self.train_args(c.epochs)])]
         if self.torch:
             runs.append(("PyTorch script", self.torch_cmd(c.epochs)))
@@ -526,92 +540,38 @@ class Extras:
 
 # ============================================================================= --profile
 
-def profile_section(cfg, images, labels, rows, quick: bool) -> list[str]:
-    """Time each kernel of one fastmlp step separately (Python calls, each repeated)."""
-    from fastmlp import kernels as K
-
+def profile_section(cfg, images, labels, rows, threads: int, quick: bool) -> list[str]:
+    """Each piece of one fastmlp step timed alone on one thread, all its parts in turn
+    (``common.column_pieces``: the calls the column split's worker makes), beside whole steps."""
     hidden, B = cfg
-    t = wl.FastmlpTrainer(hidden, B, images, labels).trainer
-    order = wl.sample_order(rows, 64 * B)
-    t.steps(order, 0, 64, wl.LR)
-    model, ws, layout = t.model, t.workspace, t.model.layout
-    L = len(layout)
-    n_in0 = int(layout[0, 0])
-    x = ws.x[:B * n_in0].reshape(B, n_in0)
-    y = ws.y[:B]
-    W = [w for w, _ in model.views(model.params)]
-    b = [bb for _, bb in model.views(model.params)]
-    dW = [w for w, _ in model.views(t.grads)]
-    db = [bb for _, bb in model.views(t.grads)]
+    name = common.config_name(hidden, B)
+    with limit_threads(threads):
+        t = common.FastmlpTrainer(hidden, B, images, labels).trainer
+    if not t.columns:
+        return [f"#### {name}", "", "Trains as row shards; the pieces timed here are the column split's: skipped.", ""]
+    order = common.sample_order(rows, 64 * B)
+    t.steps(order, 0, 64, common.LR)
+    budget = 0.01 if quick else 0.04
+    with blas_threads(1):
+        times = [(p.name, p.mflop, sum(common.per_call(c, budget, p.reset) for c in p.calls))
+                 for p in common.column_pieces(t, order[:B])]
+    calls, n_many = itertools.count(), 32  # the whole steps go through the order's 64 batches
 
-    def blk(buf, l):
-        n = int(layout[l, 1])
-        off = int(ws.act_off[l])
-        return buf[off:off + B * n].reshape(B, n)
-
-    z = [blk(ws.z, l) for l in range(L)]
-    h = [blk(ws.h, l) for l in range(L)]
-    d = [blk(ws.d, l) for l in range(L)]
-    inp = [x] + h[:-1]
-    idx = order[:B]
-    pieces = [("gather_batch", K.gather_batch, (images, labels, idx, x, y))]
-    for l in range(L):
-        if l < L - 1:
-            pieces.append((f"layer {l + 1} linear_relu_forward (GEMM + bias + ReLU)", K.linear_relu_forward,
-                           (inp[l], W[l], b[l], z[l], h[l])))
-        else:
-            pieces.append((f"layer {l + 1} linear_forward (GEMM + bias)", K.linear_forward,
-                           (inp[l], W[l], b[l], z[l])))
-    pieces.append(("softmax_cross_entropy", K.softmax_cross_entropy, (z[-1], y, d[-1])))
-    for l in range(L - 1, -1, -1):
-        if l == L - 1:
-            pieces.append((f"layer {l + 1} bias_grad", K.bias_grad, (d[l], db[l])))
-        else:
-            pieces.append((f"layer {l + 1} relu_backward_bias_grad", K.relu_backward_bias_grad, (d[l], z[l], db[l])))
-        pieces.append((f"layer {l + 1} linear_backward_weights (GEMM dz.T @ x)", K.linear_backward_weights,
-                       (d[l], inp[l], dW[l])))
-        if l > 0:
-            pieces.append((f"layer {l + 1} linear_backward_input (GEMM dz @ W)", K.linear_backward_input,
-                           (d[l], W[l], d[l - 1])))
-    a = t.adam
-    pieces.append(("adam_update", K.adam_update, (model.params, t.grads, a.m, a.v, a.lr, a.beta1, a.beta2, a.eps, 100)))
-
-    def per_call(fn, args, budget=0.05 if quick else 0.2):
-        fn(*args)
-        reps = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn(*args)
-            dt = time.perf_counter() - t0
-            if dt > budget / 5 or reps > 1e6:
-                break
-            reps *= 4
-        samples = [dt / reps]
-        for _ in range(4):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn(*args)
-            samples.append((time.perf_counter() - t0) / reps)
-        return statistics.median(samples)
-
-    def nop():
-        pass
-
-    times = [(name, per_call(fn, args)) for name, fn, args in pieces]
-    whole_1 = per_call(lambda: t.steps(order, 0, 1, wl.LR), ())
-    n_many = 32
-    whole_n = per_call(lambda: t.steps(order, 0, n_many, wl.LR), ()) / n_many
-    total = sum(tt for _, tt in times)
-    gemm = sum(tt for name, tt in times if "GEMM" in name)
-    lines = [f"#### {wl.config_name(hidden, B)}", "", "| piece | us per call | share of the pieces |", "|---|---:|---:|"]
-    lines += [f"| {name} | {tt * 1e6:.1f} | {100 * tt / total:.1f}% |" for name, tt in times]
+    def step_calls(n):
+        return common.per_call(lambda: t.steps(order, next(calls) * n % 64, n, common.LR), budget) / n
+    whole_1, whole_n = step_calls(1), step_calls(n_many)
+    total = sum(tt for *_, tt in times)
+    gemm = sum(tt for _, mflop, tt in times if mflop)
+    lines = [f"#### {name}", "", "| piece (all its parts, one thread) | us per step | share of the pieces |",
+             "|---|---:|---:|"]
+    lines += [f"| {piece} | {tt * 1e6:.1f} | {100 * tt / total:.1f}% |" for piece, _, tt in times]
     lines += [f"| sum of the pieces | {total * 1e6:.1f} | 100% |",
-              f"| whole step, `Trainer.steps(n_steps=1)` from Python | {whole_1 * 1e6:.1f} | |",
-              f"| whole step, amortized over `Trainer.steps(n_steps={n_many})` | {whole_n * 1e6:.1f} | |", "",
-              f"Pieces holding a GEMM: {100 * gemm / total:.0f}% of the sum. Each piece is timed alone, "
-              "in a loop of Python calls (a few microseconds of dispatch each), with its operands hot in cache.",
-              ""]
+              f"| whole step on {threads} threads, `Trainer.steps(n_steps=1)` from Python | {whole_1 * 1e6:.1f} | |",
+              f"| whole step on {threads} threads, amortized over `Trainer.steps(n_steps={n_many})` | "
+              f"{whole_n * 1e6:.1f} | |", "",
+              f"Pieces holding a GEMM: {100 * gemm / total:.0f}% of the sum. Each piece is timed alone, in a loop "
+              "of Python calls (a few microseconds of dispatch each), with its operands hot in cache; "
+              "`benchmarks/probes/step_phases.py` gives each part.", ""]
     return lines
 
 
@@ -622,8 +582,10 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 1/8 of the samples, 2 rounds")
     p.add_argument("--out", help="also write the markdown report to this file (atomically)")
-    p.add_argument("--threads", type=int, default=cores(),
-                   help="threads for every implementation: BLAS, OpenMP, torch (default: all cores, %(default)s)")
+    p.add_argument("--threads", type=int, default=CORES,
+                   help="threads for every implementation: fastmlp, PyTorch, BLAS and OpenMP; below the cores, "
+                        "the process keeps to that many cores, which is what limits JAX (default: all cores, "
+                        "%(default)s)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5; 2 with --quick)")
     p.add_argument("--configs", default=None,
                    help="space-separated configurations to run, e.g. '100/32 1024,1024/128' (default: all)")
@@ -636,7 +598,7 @@ def parse_args(argv=None):
     p.add_argument("--tta", action="store_true", help="time to --tta-target test accuracy")
     p.add_argument("--tta-target", type=float, default=TARGET_ACCURACY,
                    help="test accuracy (%%) for --tta (default %(default)s)")
-    p.add_argument("--profile", action="store_true", help="time each kernel of a fastmlp step")
+    p.add_argument("--profile", action="store_true", help="time each piece of a fastmlp step")
     p.add_argument("--inference", action="store_true", help="prediction throughput beside PyTorch and JAX")
     p.add_argument("--all", action="store_true", help="--rss --startup --tta --profile --inference")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput tables")
@@ -653,45 +615,31 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown --peers {sorted(unknown)}")
     try:
-        args.config_list = wl.select_configs(args.configs)
+        args.config_list = common.select_configs(args.configs)
     except ValueError as err:
         p.error(str(err))
     return args
 
 
-def load_images(synthetic: bool):
-    """(images, labels, training rows, description): MNIST's training rows when found, else random."""
-    if not synthetic:
-        from fastmlp.data import DataError, load_dataset, validation_split
-        try:
-            ds = load_dataset("mnist", download=False)
-            fit, _ = validation_split(len(ds.train_images), 5000)
-            return ds.train_images, ds.train_labels, fit.astype(np.int64), f"MNIST ({ds.source}, {len(fit):,} rows)"
-        except DataError:
-            pass
-    images, labels = wl.synthetic_data(60000)
-    return images, labels, np.arange(len(images), dtype=np.int64), "synthetic uint8 images (60,000 rows)"
-
-
-def header(args, data_desc: str, load0) -> list[str]:
+def header(args, data_desc: str, load0, cores_line: str) -> list[str]:
     import numba
 
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}", f"Numba {numba.__version__}"]
     for mod, name in (("jax", "JAX"), ("torch", "PyTorch"), ("sklearn", "scikit-learn")):
-        if wl.available(mod):
+        if common.available(mod):
             versions.append(f"{name} {__import__(mod).__version__}")
     load1 = os.getloadavg()
     # Before the run the load is other people's; at the end it includes this run's own threads.
-    busy = load0[0] > 0.5 * cores() or load1[0] - args.threads > 0.5 * cores()
-    warning = ([f"- **warning**: load average {load0[0]:.1f} / {load1[0]:.1f} on {cores()} cores: other processes "
+    busy = load0[0] > 0.5 * CORES or load1[0] - args.threads > 0.5 * CORES
+    warning = ([f"- **warning**: load average {load0[0]:.1f} / {load1[0]:.1f} on {CORES} cores: other processes "
                 "may have competed for the CPU during this run (see the CPU / wall column and the min – max "
                 "spread); the numbers may be noisy"]
                if busy else [])
     return ["# fastmlp beside other implementations", "",
-            f"- machine: {cpu_model()}, {cores()} cores available; {args.threads} threads for every "
-            f"implementation (threadpoolctl for BLAS/OpenMP, `torch.set_num_threads`)",
+            f"- machine: {cpu_model()}, {CORES} cores available; {args.threads} threads for every "
+            f"implementation (`limit_threads`, `torch.set_num_threads`, threadpoolctl for BLAS/OpenMP); {cores_line}",
             f"- {', '.join(versions)}",
-            f"- data: {data_desc}; float32; Adam lr {wl.LR:g}, betas ({wl.BETA1}, {wl.BETA2}), eps {wl.EPS:g}",
+            f"- data: {data_desc}; float32; Adam lr {common.LR:g}, betas ({common.BETA1}, {common.BETA2}), eps {common.EPS:g}",
             f"- {args.rounds} interleaved rounds{' (--quick)' if args.quick else ''}; medians; load average "
             f"{load0[0]:.2f} at start, {load1[0]:.2f} at end",
             f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}", *warning, ""]
@@ -702,12 +650,12 @@ def targets_section(args, results: dict, extras: Extras | None) -> list[str]:
     for cfg, want in SPEED_TARGETS.items():
         if cfg in results and results[cfg]["speedup"] is not None:
             got = results[cfg]["speedup"]
-            rows.append(f"| fastmlp >= {want:.1f}x PyTorch at {wl.config_name(*cfg)} | {got:.2f}x | "
+            rows.append(f"| fastmlp >= {want:.1f}x PyTorch at {common.config_name(*cfg)} | {got:.2f}x | "
                         f"{'yes' if got >= want else 'no'} |")
     for cfg, want in FLOOR_TARGETS.items():
         if cfg in results and results[cfg]["floor"] is not None:
             got = results[cfg]["floor"]
-            rows.append(f"| step <= {want:.2f}x its GEMMs alone (NumPy) at {wl.config_name(*cfg)} | {got:.2f}x | "
+            rows.append(f"| step <= {want:.2f}x its GEMMs alone (NumPy) at {common.config_name(*cfg)} | {got:.2f}x | "
                         f"{'yes' if got <= want else 'no'} |")
     if extras is not None and getattr(extras, "rss_fastmlp", None) is not None:
         got = extras.rss_fastmlp
@@ -726,13 +674,16 @@ def targets_section(args, results: dict, extras: Extras | None) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     load0 = os.getloadavg()
+    cores_line = common.limit_cores(args.threads)  # first, so that every thread started later keeps to it
+    if args.threads > CORES:
+        log(cores_line)
     import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before the limit, so it applies)
     limiter = threadpool_limits(limits=args.threads)
     body: list[str] = []
     results: dict = {}
     extras = None
     try:
-        images, labels, rows, data_desc = load_images(args.synthetic)
+        images, labels, rows, data_desc = common.load_images(args.synthetic)
         if not args.no_throughput:
             body += ["## Training throughput", ""]
             for cfg in args.config_list:
@@ -740,13 +691,13 @@ def main(argv=None) -> int:
         if args.inference:
             body += ["## Inference throughput", ""]
             for cfg in args.config_list:
-                log(f"inference {wl.config_name(*cfg)}")
+                log(f"inference {common.config_name(*cfg)}")
                 body += inference_section(cfg, args, images, labels, rows)
         if args.profile:
             body += ["## Where a fastmlp step spends its time", ""]
             for cfg in args.config_list:
-                log(f"profile {wl.config_name(*cfg)}")
-                body += profile_section(cfg, images, labels, rows, args.quick)
+                log(f"profile {common.config_name(*cfg)}")
+                body += profile_section(cfg, images, labels, rows, args.threads, args.quick)
         if args.rss or args.startup or args.tta:
             with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
                 extras = Extras(args, Path(tmp))
@@ -759,7 +710,7 @@ def main(argv=None) -> int:
                     body += extras.tta()
     finally:
         limiter.restore_original_limits()
-    report = "\n".join(header(args, data_desc, load0) + targets_section(args, results, extras) + body).rstrip() + "\n"
+    report = "\n".join(header(args, data_desc, load0, cores_line) + targets_section(args, results, extras) + body).rstrip() + "\n"
     print(report)
     if args.out:
         from fastmlp.atomic import write_text

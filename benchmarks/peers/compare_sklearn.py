@@ -1,9 +1,10 @@
 """fastmlp.MLPClassifier against scikit-learn's MLPClassifier: fit wall time and accuracy.
 
 Both get the same hyperparameters (scikit-learn's defaults but for the ones named below), the
-same number of epochs (``max_iter``, no early stop: ``n_iter_no_change`` is set past it) and 2
-threads each (threadpoolctl for scikit-learn's BLAS; fastmlp's own threads, its BLAS pool
-starting single-threaded as in the ``fastmlp`` command). scikit-learn trains in float32 when
+same number of epochs (``max_iter``, no early stop: ``n_iter_no_change`` is set past it) and
+``--threads`` threads each (default 2: threadpoolctl for scikit-learn's BLAS; fastmlp's
+``limit_threads`` for its own threads, its BLAS pool starting single-threaded as in the ``fastmlp``
+command). scikit-learn trains in float32 when
 given float32, so both fit the same float32 matrix. Runs alternate between the two (the order
 flips every round) and the medians of the fit times are reported; round r uses
 ``random_state=r`` for both, and the accuracies are means over the rounds.
@@ -22,8 +23,8 @@ Beside the two fit times, ``gemm floor`` is the time of the same matrix products
 preallocated outputs, the same BLAS threads) for the same epochs: no implementation of these
 steps in float32 can take less, so ``sklearn / floor`` bounds any speed-up.
 
-    .venv/bin/python benchmarks/compare_sklearn.py                       # all workloads, 3 rounds
-    .venv/bin/python benchmarks/compare_sklearn.py --rounds 1 --workloads synthetic,small
+    .venv/bin/python benchmarks/peers/compare_sklearn.py                       # all workloads, 3 rounds
+    .venv/bin/python benchmarks/peers/compare_sklearn.py --rounds 1 --workloads synthetic,small
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import sys
 import time
 import warnings
 
-from fastmlp.threads import single_threaded_blas
+from fastmlp.threads import limit_threads, single_threaded_blas
 
 single_threaded_blas()  # before NumPy loads, as the fastmlp command does (threadpoolctl raises it for scikit-learn)
 
@@ -56,10 +57,11 @@ def estimators(**params):
     return [("fastmlp", FastMLP(**common)), ("sklearn", SklearnMLP(**common))]
 
 
-def fit_seconds(clf, X, y) -> float:
+def fit_seconds(clf, X, y, threads: int | None = None) -> float:
+    """Seconds of ``clf.fit(X, y)``; ``threads``: fastmlp's thread count fixed for the fit (None: as it chooses)."""
     from sklearn.exceptions import ConvergenceWarning
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), limit_threads(threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
         t0 = time.perf_counter()
         clf.fit(X, y)
@@ -87,16 +89,16 @@ def gemm_floor_seconds(n_rows: int, sizes: list[int], batch: int, epochs: int) -
     return time.perf_counter() - t0
 
 
-def timed_workload(name, X, y, Xt, yt, rounds: int) -> dict:
+def timed_workload(name, X, y, Xt, yt, rounds: int, threads: int) -> dict:
     """Alternating fits of both, medians of the fit times, mean accuracy over the rounds (seeds 0, 1, ...)."""
     times = {"fastmlp": [], "sklearn": []}
     accs = {"fastmlp": [], "sklearn": []}
-    fit_seconds(estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1)[0][1], X[:2000], y[:2000])
+    fit_seconds(estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1)[0][1], X[:2000], y[:2000], threads)
     for r in range(rounds):
         pairs = estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=EPOCHS)
         for label, clf in (pairs if r % 2 == 0 else pairs[::-1]):
             clf.set_params(random_state=r)
-            times[label].append(fit_seconds(clf, X, y))
+            times[label].append(fit_seconds(clf, X, y, threads if label == "fastmlp" else None))
             accs[label].append(clf.score(Xt, yt))
             print(f"  {name} round {r + 1}: {label} {times[label][-1]:.2f} s, test accuracy {accs[label][-1]:.4f}",
                   file=sys.stderr)
@@ -125,7 +127,7 @@ def synthetic_workload():
     return X[:180_000], y[:180_000], X[180_000:], y[180_000:]
 
 
-def small_workloads(seeds=range(5), epochs: int = 200) -> list[dict]:
+def small_workloads(threads: int, seeds=range(5), epochs: int = 200) -> list[dict]:
     """Test accuracy of both after the same epochs on digits, breast cancer and wine (mean over seeds)."""
     from sklearn.datasets import load_breast_cancer, load_digits, load_wine
     from sklearn.model_selection import train_test_split
@@ -141,7 +143,7 @@ def small_workloads(seeds=range(5), epochs: int = 200) -> list[dict]:
             Xa, Xb = scaler.transform(Xa).astype(np.float32), scaler.transform(Xb).astype(np.float32)
             for label, clf in estimators(max_iter=epochs):
                 clf.set_params(random_state=seed)
-                fit_seconds(clf, Xa, ya)
+                fit_seconds(clf, Xa, ya, threads if label == "fastmlp" else None)
                 acc[label].append(clf.score(Xb, yb))
         rows.append({"workload": name, "rows": len(X), "epochs": epochs,
                      "fastmlp_acc": float(np.mean(acc["fastmlp"])), "sklearn_acc": float(np.mean(acc["sklearn"]))})
@@ -150,11 +152,11 @@ def small_workloads(seeds=range(5), epochs: int = 200) -> list[dict]:
     return rows
 
 
-def markdown(timed: list[dict], small: list[dict], rounds: int) -> str:
+def markdown(timed: list[dict], small: list[dict], rounds: int, threads: int) -> str:
     import sklearn
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"`compare_sklearn.py`, {stamp}, scikit-learn {sklearn.__version__}, 2 threads each, "
+    out = [f"`compare_sklearn.py`, {stamp}, scikit-learn {sklearn.__version__}, {threads} threads each, "
            f"{rounds} alternating round(s), medians:", ""]
     if timed:
         out += ["| workload (hidden (256, 128), batch 128, 3 epochs) | fastmlp fit | scikit-learn fit | speed-up "
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--workloads", default="mnist,synthetic,small", help="comma-separated: mnist, synthetic, small")
     p.add_argument("--rounds", type=int, default=3, help="alternating fits of each implementation (default 3)")
     p.add_argument("--data-dir", default=os.environ.get("FASTMLP_DATA_DIR", "data"), help="where mnist/ is")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="threads for each implementation (default 2)")
     p.add_argument("--out", help="also write the Markdown tables to this file")
     args = p.parse_args(argv)
     want = set(args.workloads.split(","))
@@ -190,12 +192,12 @@ def main(argv=None) -> int:
     timed, small = [], []
     with threadpool_limits(args.threads):
         if "mnist" in want:
-            timed.append(timed_workload("MNIST floats", *mnist_workload(args.data_dir), args.rounds))
+            timed.append(timed_workload("MNIST floats", *mnist_workload(args.data_dir), args.rounds, args.threads))
         if "synthetic" in want:
-            timed.append(timed_workload("make_classification", *synthetic_workload(), args.rounds))
+            timed.append(timed_workload("make_classification", *synthetic_workload(), args.rounds, args.threads))
         if "small" in want:
-            small = small_workloads()
-    text = markdown(timed, small, args.rounds)
+            small = small_workloads(args.threads)
+    text = markdown(timed, small, args.rounds, args.threads)
     print(text)
     if args.out:
         from fastmlp.atomic import write_text

@@ -10,7 +10,7 @@ one-cycle eta per step (``OneCycleLR``, cosine, momentum not cycled), label smoo
 exponential moving average of the parameters (decay ``min(ema, (1 + t) / (10 + t))``) that is
 evaluated. Its random numbers are torch's, not fastmlp's, so the runs are alike, not equal.
 
-    python benchmarks/torch_recipe.py --data-dir DIR [--epochs 40] [--threads 2] [--val-size 0] \\
+    python benchmarks/peers/torch_recipe.py --data-dir DIR [--epochs 40] [--threads 2] [--val-size 0] \\
         [--hidden 1024,1024] [--dataset mnist] [--seed 0]
 
 Defaults are the ``best`` preset's (:data:`fastmlp.config.PRESETS`); every option of the preset
@@ -28,10 +28,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fastmlp.config import RULES, TrainConfig
 from fastmlp.data import load_dataset, validation_split
+from torch_model import build_model, torch_threads
 
 THRESHOLDS = (0.990, 0.993)
 
@@ -93,24 +93,9 @@ class Warp:
                              align_corners=True).view(B, -1)
 
 
-def build_model(sizes: list[int], dropout_input: float = 0.0, dropout: float = 0.0) -> nn.Sequential:
-    """Linear/ReLU layers initialised like fastmlp's (``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``), with
-    optional dropout on the input and after every hidden ReLU."""
-    layers: list[nn.Module] = [nn.Dropout(dropout_input)] if dropout_input else []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        lin = nn.Linear(n_in, n_out)
-        with torch.no_grad():
-            lin.weight.normal_(0.0, 1.0 / math.sqrt(n_in))
-            lin.bias.zero_()
-        layers.append(lin)
-        if i < len(sizes) - 2:
-            layers += [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
-    return nn.Sequential(*layers)
-
-
 def main() -> None:
     c, args = parse_args()
-    torch.set_num_threads(args.threads)
+    torch_threads(args.threads)
     torch.manual_seed(c.seed)
     gen = torch.Generator().manual_seed(c.seed)
     ds = load_dataset(c.dataset, args.data_dir)

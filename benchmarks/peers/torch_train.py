@@ -1,13 +1,14 @@
 """The PyTorch twin of ``fastmlp train``: same data, hold-out, model, initialisation, Adam settings,
-per-epoch evaluation of the validation and test sets, and the same epoch line.
+per-epoch evaluation of the validation and test sets, and the same epoch line. It imports torch
+and ``torch_model.py`` alone (``compare_peers.py --rss`` measures its memory beside ``fastmlp train``'s).
 
-    python benchmarks/torch_train.py --data DIR/mnist [--epochs 8] [--threads 1] [--hidden 1024] ...
+    python benchmarks/peers/torch_train.py --data DIR/mnist [--epochs 8] [--threads 1] [--hidden 1024] ...
 """
 
 import gzip, math, os, struct, sys, time
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch_model import build_model, torch_threads
 
 def arg(name, default=None):
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
@@ -18,7 +19,7 @@ B, lr, lr_decay = int(arg("--batch-size", "64")), float(arg("--lr", "1e-3")), fl
 betas, eps = (float(arg("--beta1", "0.9")), float(arg("--beta2", "0.999"))), float(arg("--eps", "1e-8"))
 val_size, seed = int(arg("--val-size", "5000")), int(arg("--seed", "0"))
 exit_at_first_step = "--exit-at-first-step" in sys.argv
-torch.set_num_threads(threads)
+torch_threads(threads)
 torch.manual_seed(seed)
 
 def read_idx(stem):
@@ -42,17 +43,7 @@ g = torch.Generator().manual_seed(seed)
 perm = torch.randperm(len(train_x), generator=g)
 val_idx, fit_idx = perm[:val_size], perm[val_size:]
 
-sizes = [train_x.shape[1], *hidden, 10]
-layers = []
-for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-    lin = nn.Linear(n_in, n_out)
-    with torch.no_grad():
-        lin.weight.normal_(0.0, 1.0 / math.sqrt(n_in))
-        lin.bias.zero_()
-    layers.append(lin)
-    if i < len(sizes) - 2:
-        layers.append(nn.ReLU())
-model = nn.Sequential(*layers)
+model = build_model([train_x.shape[1], *hidden, 10])
 opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps)
 
 def evaluate(images, labels, rows):

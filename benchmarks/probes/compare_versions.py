@@ -2,20 +2,28 @@
 """Two or more versions of fastmlp side by side in one process: training steps, alternating calls.
 
 Each argument is a checkout of the project (for an earlier commit: ``git worktree add DIR COMMIT``).
-Its ``fastmlp`` package is copied under a name of its own into a temporary folder and imported,
-so every version trains its own trainer in the same process, on the same random uint8 images and
-thread pool, and the calls take turns (the order rotating every round). A machine's slow episodes
-then fall on all versions alike, and the table compares the medians, each version's median ratio
-to the first version's call of the same round, and the slowest calls' percentiles.
+Its ``fastmlp`` package is copied under a name of its own and imported, so every version trains its
+own trainer in the same process, on the same random uint8 images, and the calls take turns (the
+order rotating every round). A machine's slow episodes then fall on all versions alike, and the
+table compares the medians, each version's median ratio to the first version's call of the same
+round, and the slowest calls' percentiles. The copies stay in ``COPIES`` (under the temporary
+folder), one per checkout and place, so that the next run finds their kernels in Numba's cache.
 
-    git worktree add /tmp/before HEAD~1
-    python benchmarks/compare_versions.py /tmp/before . --shape 1024,1024/128 --rounds 200
+Versions differ inside, so only what every version has is used: ``Trainer(config, images, labels,
+num_classes=10)``, ``Trainer.steps(order, 0, n, lr)``, ``Trainer.model.sizes`` and each version's
+own ``threads.limit_threads`` (which fixes its trainer's thread count, and Numba's where a version
+runs on Numba's threads).
+
+    git worktree add /tmp/before 021480b
+    python benchmarks/probes/compare_versions.py /tmp/before . --shape 1024,1024/128 --rounds 200
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import hashlib
 import importlib
 import shutil
 import statistics
@@ -24,26 +32,46 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastmlp.threads import limit_threads, single_threaded_blas
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
+from fastmlp.threads import single_threaded_blas  # noqa: E402
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 
 import numpy as np  # noqa: E402
 
-from bench_workloads import parse_shape, step_flops  # noqa: E402
+import common  # noqa: E402
+
+COPIES = Path(tempfile.gettempdir()) / "fastmlp-compare-versions"
 
 
-def load_versions(checkouts: list[str], folder: Path) -> list[str]:
-    """Copy each checkout's package to ``folder/fastmlp_vN`` and return the package names."""
+def copy_package(source: Path, target: Path) -> None:
+    """``source`` copied to ``target`` (modification times kept), its old files removed but not its
+    ``__pycache__`` folders, where Numba's cache of the unchanged files stays valid."""
+    if target.exists():
+        for path in sorted(target.rglob("*"), reverse=True):
+            if "__pycache__" in path.relative_to(target).parts:
+                continue
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            else:
+                path.unlink()
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+
+
+def load_versions(checkouts: list[str]) -> list[str]:
+    """Copy checkout i's package to ``COPIES/<its path's hash>-i/fastmlp_vi``; the package names."""
     names = []
     for i, checkout in enumerate(checkouts):
-        source = Path(checkout) / "fastmlp"
+        source = Path(checkout).resolve() / "fastmlp"
         if not (source / "train.py").is_file():
             raise SystemExit(f"compare_versions: {checkout} has no fastmlp package")
+        folder = COPIES / f"{hashlib.sha1(str(source).encode()).hexdigest()[:12]}-{i}"
         name = f"fastmlp_v{i}"
-        shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_package(source, folder / name)
+        sys.path.insert(0, str(folder))
         names.append(name)
-    sys.path.insert(0, str(folder))
     return names
 
 
@@ -57,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a TrainConfig field for every version, e.g. weight_decay=1e-4 (repeatable)")
     args = ap.parse_args(argv)
-    hidden, batch = parse_shape(args.shape, "compare_versions")
+    hidden, batch = common.parse_shape(args.shape, "compare_versions")
     fields = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -67,13 +95,12 @@ def main(argv=None) -> int:
             fields[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             fields[key] = value  # a string, e.g. schedule=cosine
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
-    labels = rng.integers(0, 10, 8192).astype(np.uint8)
-    with tempfile.TemporaryDirectory() as tmp, limit_threads(args.threads):
-        names = load_versions(args.checkouts, Path(tmp))
+    images, labels = common.synthetic_data(8192)
+    names = load_versions(args.checkouts)
+    with contextlib.ExitStack() as limits:
         trainers = []
         for name in names:
+            limits.enter_context(importlib.import_module(f"{name}.threads").limit_threads(args.threads))
             train, config = importlib.import_module(f"{name}.train"), importlib.import_module(f"{name}.config")
             try:
                 cfg = config.TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0, **fields)
@@ -81,7 +108,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"compare_versions: {name}: {e}") from None
             trainers.append(train.Trainer(cfg, images, labels, num_classes=10))
         # about ``seconds`` per call at 100 GFLOP/s
-        n = max(4, int(args.seconds * 100e9 / step_flops(trainers[0].model.sizes, batch)))
+        n = max(4, int(args.seconds * 100e9 / common.step_flops(trainers[0].model.sizes, batch)))
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
         for tr in trainers:
             tr.steps(order, 0, 2, 1e-4)

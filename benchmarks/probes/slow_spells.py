@@ -8,7 +8,7 @@ in cache: the cores' arithmetic); and a copy of a large array on each of two thr
 the table compares every probe's median in slow and in other rounds. A probe that falls with the
 step shares its cause; one that holds up does not.
 
-    python benchmarks/slow_spells.py --seconds 300 --shape 1024,1024/128
+    python benchmarks/probes/slow_spells.py --seconds 300 --shape 1024,1024/128
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ import argparse
 import sys
 import threading
 import time
+from pathlib import Path
 
-from fastmlp.threads import limit_threads, single_threaded_blas
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
+from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
 
 single_threaded_blas()  # GEMMs below run one per thread, as in fastmlp's own kernels
 
 import numpy as np  # noqa: E402
 
-from bench_workloads import parse_shape  # noqa: E402
+import common  # noqa: E402
 from fastmlp.config import TrainConfig  # noqa: E402
 from fastmlp.train import Trainer  # noqa: E402
 
@@ -85,10 +88,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.seconds <= 0 or args.window <= 0 or args.copy_mib <= 0:
         raise SystemExit("slow_spells: --seconds, --window and --copy-mib must be positive")
-    hidden, batch = parse_shape(args.shape, "slow_spells")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8192, 784), dtype=np.uint8)
-    labels = rng.integers(0, 10, 8192).astype(np.uint8)
+    hidden, batch = common.parse_shape(args.shape, "slow_spells")
+    images, labels = common.synthetic_data(8192)
     with limit_threads(2):
         trainer = Trainer(TrainConfig(hidden_sizes=hidden, batch_size=batch, val_size=0), images, labels,
                           num_classes=10)

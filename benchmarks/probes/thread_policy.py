@@ -11,8 +11,8 @@ the fraction of its idle throughput each choice keeps when the neighbour runs.
 Back-to-back (``--repeat N``): N separate ``fastmlp train`` processes, one after the other, each
 one epoch of the given configuration; samples/s as each run's history reports it.
 
-    python benchmarks/thread_policy.py                    # busy-neighbour table, all configurations
-    python benchmarks/thread_policy.py --repeat 5 --configs 1024,1024/128 --no-neighbour
+    python benchmarks/probes/thread_policy.py                    # busy-neighbour table, all configurations
+    python benchmarks/probes/thread_policy.py --repeat 5 --configs 1024,1024/128 --no-neighbour
 """
 
 from __future__ import annotations
@@ -27,18 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.threads import available_cores, limit_threads, single_threaded_blas  # noqa: E402
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 
-import numpy as np  # noqa: E402
-
-import bench_workloads as wl  # noqa: E402
-from compare_peers import STEPS, load_images, log  # noqa: E402
+import common  # noqa: E402
 
 CHOICES = {"default": None, "--threads 1": 1, "--threads 2": 2}
 KEEP_TARGET = 0.40  # the default keeps at least this fraction of its idle throughput beside a busy neighbour
@@ -61,11 +56,11 @@ def measure_phase(cfg, images, labels, rows, n_steps: int, rounds: int) -> dict[
     """Median samples/s of each choice over ``rounds`` rounds, fresh trainers, interleaved."""
     hidden, batch = cfg
     n = n_steps * batch
-    orders = [wl.sample_order(rows, n, seed=r) for r in range(rounds + 1)]
+    orders = [common.sample_order(rows, n, seed=r) for r in range(rounds + 1)]
     trainers = {}
     for name, threads in CHOICES.items():
         with limit_threads(threads):
-            t = wl.FastmlpTrainer(hidden, batch, images, labels)
+            t = common.FastmlpTrainer(hidden, batch, images, labels)
             t.steps(orders[0], 0, min(4, n_steps))
         trainers[name] = (t, threads)
     rates: dict[str, list[float]] = {name: [] for name in CHOICES}
@@ -83,14 +78,14 @@ ROUND_LENGTH = 4  # rounds of 4x compare_peers' samples: one to two seconds each
 
 
 def neighbour_section(cfg, images, labels, rows, rounds: int, quick: bool) -> list[str]:
-    n_steps = max(2, STEPS[cfg] * ROUND_LENGTH // (16 if quick else 1))
-    name = wl.config_name(*cfg)
-    log(f"{name}: idle")
+    n_steps = max(2, common.STEPS[cfg] * ROUND_LENGTH // (16 if quick else 1))
+    name = common.config_name(*cfg)
+    common.log(f"{name}: idle")
     idle = measure_phase(cfg, images, labels, rows, n_steps, rounds)
-    log(f"{name}: beside a busy neighbour")
+    common.log(f"{name}: beside a busy neighbour")
     with Neighbour():
         busy = measure_phase(cfg, images, labels, rows, n_steps, rounds)
-    log(f"{name}: idle again")
+    common.log(f"{name}: idle again")
     idle2 = measure_phase(cfg, images, labels, rows, n_steps, rounds)
     lines = [f"### {name}", "",
              "| threads | idle (samples/s) | idle again | one core busy | kept | best idle choice within |",
@@ -108,8 +103,7 @@ def neighbour_section(cfg, images, labels, rows, rounds: int, quick: bool) -> li
 
 def repeat_section(cfg, repeat: int, data_dir: str | None) -> list[str]:
     hidden, batch = cfg
-    exe = Path(sys.executable).with_name("fastmlp")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
+    cmd = common.fastmlp_command()
     rates = []
     with tempfile.TemporaryDirectory(prefix="fastmlp-repeat-") as tmp:
         for i in range(repeat):
@@ -123,10 +117,10 @@ def repeat_section(cfg, repeat: int, data_dir: str | None) -> list[str]:
                 raise SystemExit(f"fastmlp train failed: {proc.stderr.strip()[-500:]}")
             rate = json.loads((out / "history.json").read_text())["epochs"][0]["samples_per_s"]
             rates.append(rate)
-            log(f"  run {i + 1}: {rate:,.0f} samples/s")
+            common.log(f"  run {i + 1}: {rate:,.0f} samples/s")
     med = statistics.median(rates)
     worst = max(abs(r / med - 1) for r in rates)
-    return [f"### {repeat} back-to-back `fastmlp train` runs, {wl.config_name(*cfg)}, one epoch each", "",
+    return [f"### {repeat} back-to-back `fastmlp train` runs, {common.config_name(*cfg)}, one epoch each", "",
             "| run | samples/s |", "|---|---:|", *[f"| {i + 1} | {r:,.0f} |" for i, r in enumerate(rates)],
             f"| median | {med:,.0f} |", "",
             f"Largest distance from the median: {worst:.1%} (target: within 10%).", ""]
@@ -143,14 +137,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the markdown here")
     args = p.parse_args(argv)
     try:
-        configs = wl.select_configs(args.configs)
+        configs = common.select_configs(args.configs)
     except ValueError as err:
         p.error(str(err))
     lines = ["# fastmlp's thread policy", "",
-             f"- {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start; "
+             f"- {available_cores()} cores; load average {os.getloadavg()[0]:.2f} at start; "
              f"{time.strftime('%Y-%m-%d %H:%M %Z')}", ""]
     if not args.no_neighbour:
-        images, labels, rows, desc = load_images(False)
+        images, labels, rows, desc = common.load_images(False)
         lines += ["## Beside a busy neighbour", "", f"Data: {desc}. {args.rounds} rounds per phase, medians.", ""]
         for cfg in configs:
             lines += neighbour_section(cfg, images, labels, rows, args.rounds, args.quick)

@@ -7,10 +7,15 @@ cache) never lands in a timed round.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import sys
+from pathlib import Path
 
-from bench_workloads import synthetic_data
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from common import synthetic_data  # noqa: E402
 
 _THROUGHPUT: list[tuple[str, int, float, float]] = []
 

@@ -1,4 +1,5 @@
-"""Each Numba kernel beside its NumPy reference, at the shapes training uses.
+"""Each Numba kernel of a row shard's step (``fastmlp.engine.layers``) and Adam (``fastmlp.engine.update``)
+beside its NumPy reference, at the shapes training uses.
 
 One ``benchmark.group`` per (operation, shape), so pytest-benchmark prints each pair side by
 side. Inputs are synthetic (random uint8 images, random float32 activations). Every pair is
@@ -10,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastmlp import kernels, reference
+from common import layer_sizes, numba_dot
+from fastmlp import reference
+from fastmlp.engine import layers, update
 from fastmlp.model import MLP
-
-from bench_workloads import layer_sizes, numba_dot
 
 # Kernels take microseconds: half a second of rounds per benchmark is plenty and keeps `make bench` short.
 pytestmark = pytest.mark.benchmark(max_time=0.5)
@@ -39,12 +40,12 @@ def test_gather_batch(benchmark, synthetic, m, impl):
     idx = np.random.default_rng(m).choice(len(images), m, replace=False).astype(np.int64)
     x = np.empty((m, images.shape[1]), F32)
     y = np.empty(m, np.int32)
-    kernels.gather_batch(images, labels, idx, x, y)
+    layers.gather_batch(images, labels, idx, x, y)
     np.testing.assert_allclose(x, reference.gather_batch(images, idx), rtol=1e-6)
     benchmark.group = f"gather_batch {m}x784 uint8 -> float32"
     benchmark.extra_info["shape"] = [m, images.shape[1]]
     if impl == "fastmlp":
-        benchmark(kernels.gather_batch, images, labels, idx, x, y)
+        benchmark(layers.gather_batch, images, labels, idx, x, y)
     else:
         benchmark(lambda: (reference.gather_batch(images, idx), labels[idx]))
 
@@ -60,14 +61,14 @@ def test_linear_relu_forward(benchmark, m, n_in, n_out, impl):
     x = RNG.random((m, n_in), dtype=F32)
     W, b = rand(n_out, n_in, scale=n_in ** -0.5), rand(n_out, scale=0.1)
     z, h = np.empty((m, n_out), F32), np.empty((m, n_out), F32)
-    kernels.linear_relu_forward(x, W, b, z, h)
+    layers.linear_relu_forward(x, W, b, z, h)
     z_ref, _ = reference.linear_forward(x, W, b)
     h_ref, _ = reference.relu(z_ref)
     np.testing.assert_allclose(h, h_ref, rtol=1e-4, atol=1e-5)
     benchmark.group = f"linear_relu_forward {shape_name(m, n_in, n_out)}"
     benchmark.extra_info["gflop"] = 2 * m * n_in * n_out / 1e9
     if impl == "fastmlp":
-        benchmark(kernels.linear_relu_forward, x, W, b, z, h)
+        benchmark(layers.linear_relu_forward, x, W, b, z, h)
     elif impl == "reference":
         benchmark(lambda: reference.relu(reference.linear_forward(x, W, b)[0])[0])
     elif impl == "gemm only (numba np.dot)":
@@ -102,9 +103,9 @@ def test_linear_backward(benchmark, m, n_in, n_out, impl):
     _, relu_back = reference.relu(z)
 
     def fast():
-        kernels.relu_backward_bias_grad(d, z, db)
-        kernels.linear_backward_weights(d, x, dW)
-        kernels.linear_backward_input(d, W, dx)
+        layers.relu_backward_bias_grad(d, z, db)
+        layers.linear_backward_weights(d, x, dW)
+        layers.linear_backward_input(d, W, dx)
 
     def ref():
         return reference.linear_backward(relu_back(dh), x, W, None)
@@ -134,15 +135,15 @@ def test_backward_pieces(benchmark, m, n_in, n_out, piece, impl):
         def numpy_fn():
             np.multiply(d, z >= 0, out=mask)
             mask.sum(axis=0, out=db)
-        fast = (kernels.relu_backward_bias_grad, d, z, db)
+        fast = (layers.relu_backward_bias_grad, d, z, db)
     elif piece == PIECES[1]:
         def numpy_fn():
             np.dot(d.T, x, out=dW)
-        fast = (kernels.linear_backward_weights, d, x, dW)
+        fast = (layers.linear_backward_weights, d, x, dW)
     else:
         def numpy_fn():
             np.dot(d, W, out=dx)
-        fast = (kernels.linear_backward_input, d, W, dx)
+        fast = (layers.linear_backward_input, d, W, dx)
     fast[0](*fast[1:])
     benchmark.group = f"backward piece {shape_name(m, n_in, n_out)}: {piece}"
     if impl == "fastmlp":
@@ -159,13 +160,13 @@ def test_softmax_cross_entropy(benchmark, m, impl):
     logits = rand(m, 10, scale=3.0)
     labels = np.random.default_rng(m).integers(0, 10, m).astype(np.int32)
     dlogits = np.empty_like(logits)
-    loss, _ = kernels.softmax_cross_entropy(logits, labels, dlogits)
+    loss, _ = layers.softmax_cross_entropy(logits, labels, dlogits)
     loss_ref, d_ref = reference.softmax_cross_entropy(logits, labels)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(dlogits, d_ref, rtol=1e-4, atol=1e-7)
     benchmark.group = f"softmax_cross_entropy {m}x10"
     if impl == "fastmlp":
-        benchmark(kernels.softmax_cross_entropy, logits, labels, dlogits)
+        benchmark(layers.softmax_cross_entropy, logits, labels, dlogits)
     else:
         benchmark(reference.softmax_cross_entropy, logits, labels)
 
@@ -185,12 +186,12 @@ def test_adam_update(benchmark, hidden, impl):
     ref_arrays = [a for pair in model.views(p_ref) for a in pair]
     grad_arrays = [a for pair in model.views(grads) for a in pair]
     opt = reference.Adam(ref_arrays, 1e-3, 0.9, 0.999, 1e-8)
-    kernels.adam_update(params, grads, m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
+    update.adam_update(params, grads, m, v, 1e-3, 0.9, 0.999, 1e-8, 1)
     opt.step(grad_arrays)
     np.testing.assert_allclose(params, p_ref, rtol=1e-5, atol=1e-7)
     benchmark.group = f"adam_update {n:,} parameters ({','.join(map(str, hidden))})"
     benchmark.extra_info["parameters"] = n
     if impl == "fastmlp":
-        benchmark(kernels.adam_update, params, grads, m, v, 1e-3, 0.9, 0.999, 1e-8, 10)
+        benchmark(update.adam_update, params, grads, m, v, 1e-3, 0.9, 0.999, 1e-8, 10)
     else:
         benchmark(opt.step, grad_arrays)

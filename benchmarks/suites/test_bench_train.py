@@ -1,8 +1,9 @@
 """Whole training steps and training throughput.
 
 * ``test_train_step``: one step (gather, forward, loss, backward, Adam) as one
-  ``Trainer.steps(n_steps=1)`` call (one ``step_kernels.train_steps`` call), beside the NumPy reference's step and beside the
-  step's GEMMs alone (the BLAS floor, in NumPy and through Numba's ``np.dot``), on synthetic data.
+  ``Trainer.steps(n_steps=1)`` call (one ``engine.step.run_call``, in the split the shape takes),
+  beside the NumPy reference's step and beside the step's GEMMs alone (the BLAS floor, in NumPy and
+  through Numba's ``np.dot``), on synthetic data.
 * ``test_epoch_throughput``: training on real MNIST as ``fastmlp train`` drives it (about 20
   kernel calls per epoch), reported in samples/s through ``benchmark.extra_info``. A full epoch
   (55,000 images) for the small models, a fixed 100 steps for [1024,1024].
@@ -10,11 +11,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from bench_workloads import (CONFIGS, FastmlpTrainer, GemmFloor, GemmFloorNumba, ReferenceTrainer,
-                             config_name, sample_order)
+from common import CONFIGS, FastmlpTrainer, GemmFloor, GemmFloorNumba, ReferenceTrainer, config_name, sample_order
 
 IMPLS = ["fastmlp", "reference", "gemms numpy", "gemms numba"]
 
