@@ -12,22 +12,26 @@ import-linter contract, checked by the tests, keeps it so):
 5. ``report``
 6. ``cli`` and ``__main__``: every parser, every exit code
 
-``fastmlp.MLPClassifier`` (scikit-learn's estimator API, :mod:`fastmlp.estimator`) is loaded on
-first use, so ``import fastmlp`` imports neither scikit-learn nor the engine.
+``fastmlp.MLPClassifier``, ``fastmlp.MLPRegressor`` (scikit-learn's estimator API) and
+``fastmlp.load`` (a model file as a fitted estimator) are loaded on first use, so ``import
+fastmlp`` imports neither scikit-learn nor the engine.
 """
 
-from .version import __version__  # noqa: F401
+from .version import __version__
 
-__all__ = ["MLPClassifier", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "__version__"]
+
+_LAZY = {"MLPClassifier": "classifier", "MLPRegressor": "regressor", "load": "persist"}
 
 
 def __getattr__(name):
-    if name == "MLPClassifier":
+    if name in _LAZY:
+        import importlib
         try:
-            from .estimator import MLPClassifier
+            module = importlib.import_module(f".{_LAZY[name]}", __name__)
         except ModuleNotFoundError as err:
             if err.name is None or not err.name.startswith("sklearn"):
                 raise
-            raise ImportError("fastmlp.MLPClassifier needs scikit-learn: pip install 'fastmlp[sklearn]'") from err
-        return MLPClassifier
+            raise ImportError(f"fastmlp.{name} needs scikit-learn: pip install 'fastmlp[sklearn]'") from err
+        return getattr(module, name)
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -1,37 +1,25 @@
-"""scikit-learn's ``MLPClassifier`` on fastmlp's engine: the same parameters, attributes and methods.
+"""scikit-learn's multi-layer perceptrons on fastmlp's engine: what ``MLPClassifier`` and ``MLPRegressor`` share.
 
-``fastmlp.MLPClassifier`` is a drop-in for ``sklearn.neural_network.MLPClassifier`` with
-``solver="adam"`` and ``activation="relu"`` (the engine's only optimizer and hidden activation).
-Training runs in :class:`fastmlp.train.Trainer`'s fused Numba kernels, so a step allocates
-nothing and ``fit`` spends its time in the GEMMs. It needs scikit-learn (``pip install
-'fastmlp[sklearn]'``); ``import fastmlp`` alone does not import it.
+:class:`MLPBase` holds scikit-learn's parameters (the same names, defaults and meanings), its
+epoch loop (``tol``, ``n_iter_no_change``, ``early_stopping``, ``warm_start``, ``partial_fit``,
+the ``ConvergenceWarning``), sample weights, and the model's one file format and ONNX export.
+:mod:`fastmlp.classifier` and :mod:`fastmlp.regressor` add what differs: the targets, the output
+(softmax or identity), the validation score. Training runs in :class:`fastmlp.train.Trainer`'s
+kernels, so a step allocates nothing and ``fit`` spends its time in the GEMMs. It needs
+scikit-learn (``pip install 'fastmlp[sklearn]'``); ``import fastmlp`` alone does not import it.
 
-The network, for ``X`` (n, d) and ``K`` classes (``K = 2`` for a binary problem: a softmax over
-two outputs, where scikit-learn uses one logistic output; the probabilities are the same
-kind)::
+The network, for ``X`` (n, d) and K outputs::
 
-    h_0 = X,   h_l = max(h_{l-1} @ coefs_[l-1] + intercepts_[l-1], 0)     (hidden layers)
-    p   = softmax(h_{L-1} @ coefs_[L-1] + intercepts_[L-1])              (n, K)
+    h_0 = X s,   h_l = max(h_{l-1} @ coefs_[l-1] + intercepts_[l-1], 0)     (hidden layers)
+    out = h_{L-1} @ coefs_[L-1] + intercepts_[L-1]                          (n, K)
 
-``coefs_[l]`` is (n_l, n_{l+1}) as in scikit-learn: the transpose of the engine's ``W``
-(n_{l+1}, n_l). Both ``coefs_`` and ``intercepts_`` are views into the one float32 parameter
-buffer the engine trains and predicts with.
-
-Each mini-batch of m rows minimises scikit-learn's loss::
-
-    loss = -(1/m) sum_i ln p[i, y_i]  +  alpha / (2 m) * sum_l ||coefs_[l]||^2
-
-whose weight gradient gains ``alpha / m * W`` (biases carry no penalty), then one Adam step
-(Kingma & Ba, bias-corrected) with ``learning_rate_init * lr_decay ** (epoch - 1)``.
-``loss_curve_`` holds each epoch's batch losses averaged over its rows, penalty included, as
-scikit-learn's does; ``tol``, ``n_iter_no_change``, ``early_stopping`` and the
-``ConvergenceWarning`` follow scikit-learn's rules exactly.
-
-Data: ``X`` is converted once to a C-ordered float32 matrix (no copy when it already is one:
-keep a float32 copy yourself to fit repeatedly without the conversion); the engine reads its
-rows by index, so shuffling and the early-stopping split copy nothing. Labels may be any
-sortable values (strings, non-contiguous integers): ``classes_`` holds them sorted, and the
-engine sees their positions in it.
+``s`` is the model's input scale: 1 for a model fitted here, 1/255 for one trained by ``fastmlp
+train`` on pixels (:func:`fastmlp.persist.load`). ``coefs_[l]`` is (n_l, n_{l+1}) as in scikit-learn: the
+transpose of the engine's ``W``; ``coefs_`` and ``intercepts_`` are views into the one float32
+parameter buffer the engine trains and predicts with. Each mini-batch of m rows with weights
+``w_i`` (1 without ``sample_weight``) minimises scikit-learn's loss, ``sum_i w_i l_i / sum w +
+alpha / (2 sum w) * sum_l ||coefs_[l]||^2``, then takes one Adam step with
+``learning_rate_init * lr_decay ** (epoch - 1)``.
 """
 
 from __future__ import annotations
@@ -41,23 +29,25 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .config import RULES, TrainConfig
 from .errors import ConfigError
-from .model import MLP, log_softmax
-from .train import EvalSet, Trainer, TrainingDiverged
+from .model import MLP
+from .train import Trainer, TrainingDiverged
 
 #: scikit-learn's name of each value the engine checks against :data:`fastmlp.config.RULES`.
 _ENGINE_NAMES = {"learning_rate_init": "lr", "beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps",
                  "alpha": "alpha", "lr_decay": "lr_decay"}
+
+#: The fitted attributes a model file keeps besides the parameters (:meth:`MLPBase.save`).
+_SAVED_ATTRIBUTES = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
+                     "best_validation_score_")
+
 
 def glorot_init(model: MLP, rng: np.random.Generator) -> None:
     """scikit-learn's initialisation for ReLU networks (Glorot & Bengio 2010, uniform), in place:
@@ -70,60 +60,9 @@ def glorot_init(model: MLP, rng: np.random.Generator) -> None:
         b[...] = rng.uniform(-bound, bound, fan_out)
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """Multi-layer perceptron classifier trained with Adam on fastmlp's Numba engine.
-
-    Parameters have scikit-learn's names, defaults and meanings.
-
-    hidden_layer_sizes : int or sequence of int, default=(100,)
-        Width of each hidden layer (at least one).
-    activation : {'relu'}, default='relu'
-        Hidden activation. The engine has ReLU only; scikit-learn's other values raise ValueError.
-    solver : {'adam'}, default='adam'
-        The engine trains with Adam only; 'sgd' and 'lbfgs' raise ValueError.
-    alpha : float >= 0, default=1e-4
-        L2 penalty: ``alpha / (2 m) * sum ||W||^2`` per batch of m rows (weights, not biases).
-    batch_size : int or 'auto', default='auto'
-        Rows per mini-batch; 'auto' is ``min(200, n_samples)``. Larger than the training set:
-        clipped to it, with a warning (as scikit-learn).
-    learning_rate_init : float > 0, default=1e-3
-        Adam's step size eta.
-    max_iter : int >= 1, default=200
-        Epochs (passes over the training rows) at most.
-    shuffle : bool, default=True
-        A fresh permutation of the training rows every epoch; False keeps their order.
-    random_state : int, RandomState or None, default=None
-        Seeds the initial weights, the permutations and the early-stopping split. An int gives
-        the same fitted model, bit for bit, every time (for a given BLAS thread count).
-    tol : float >= 0, default=1e-4
-        Improvement below which an epoch counts as not improving (training loss, or validation
-        accuracy with ``early_stopping``).
-    verbose : bool, default=False
-        Print the loss (and validation score) of every epoch.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights (with a fresh Adam state, as scikit-learn).
-    early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the rows and stop when its accuracy has
-        not improved by ``tol`` for ``n_iter_no_change`` epochs; the best weights are kept.
-    validation_fraction : float in [0, 1), default=0.1
-    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
-        Adam's moment decay rates.
-    epsilon : float > 0, default=1e-8
-        Adam's epsilon.
-    n_iter_no_change : int >= 1 or inf, default=10
-    lr_decay : float in (0, 1], default=1.0
-        fastmlp's own: eta is multiplied by it after every epoch (1 keeps it constant).
-    learning_rate, power_t, momentum, nesterovs_momentum, max_fun
-        Accepted so that scikit-learn code runs unchanged; as in scikit-learn they have no
-        effect with ``solver='adam'``.
-
-    Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``feature_names_in_`` (for
-    DataFrames with string column names), ``coefs_``, ``intercepts_``, ``n_layers_``,
-    ``n_outputs_`` (output units: the number of classes), ``out_activation_`` ('softmax'),
-    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-    ``best_validation_score_``, ``n_iter_`` (epochs of the last fit), ``t_`` (training rows
-    seen by the optimizer).
-    """
+class MLPBase(BaseEstimator):
+    """The parameters and the training loop of :class:`~fastmlp.classifier.MLPClassifier` and
+    :class:`~fastmlp.regressor.MLPRegressor` (see their docstrings for the parameters)."""
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -151,6 +90,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
     }
+
+    #: the output layer's activation, as scikit-learn names it (set by the subclasses)
+    _out_activation = ""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
@@ -182,57 +124,59 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.max_fun = max_fun
         self.lr_decay = lr_decay
 
+    # ------------------------------------------------------------------ what the subclasses say
+
+    def _validate_xy(self, X, y, reset: bool):
+        """``(X, y)`` validated by scikit-learn's rules for this kind of estimator (X float32, C order)."""
+        raise NotImplementedError
+
+    def _engine_targets(self, y, first_pass: bool, incremental: bool, classes) -> tuple[np.ndarray, dict]:
+        """The engine's targets for ``y`` (class codes, or float32 rows) and the attributes they fix."""
+        raise NotImplementedError
+
+    def _split(self, rows: np.ndarray, targets: np.ndarray, seed: int):
+        """``(train rows, validation rows)`` for early stopping."""
+        raise NotImplementedError
+
+    def _validation_score(self, out: np.ndarray, targets: np.ndarray, weights) -> float:
+        """The score of outputs ``out`` (logits) against the engine's ``targets``, weighted."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ fitting
-
-    def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,); returns self.
-
-        Up to ``max_iter`` epochs; stops earlier when the training loss (or, with
-        ``early_stopping``, the validation accuracy) has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs, and warns ``ConvergenceWarning`` when ``max_iter`` ends
-        the run instead. ``warm_start=True`` continues from the current weights.
-        """
-        return self._fit(X, y, incremental=False)
 
     def _partial_fit_available(self) -> bool:
         if self.early_stopping:
             raise AttributeError("partial_fit does not support early_stopping=True")
         return True
 
-    @available_if(_partial_fit_available)
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over ``X``, ``y``, continuing the weights and the Adam state; returns self.
-
-        ``classes`` (every label that will ever be seen) is required on the first call, as in
-        scikit-learn. With ``early_stopping=True`` there is no ``partial_fit`` (scikit-learn
-        refuses the call; here ``hasattr(clf, "partial_fit")`` says so up front).
-        """
-        return self._fit(X, y, incremental=True, classes=classes)
-
-    def _fit(self, X, y, *, incremental: bool, classes=None):
+    def _fit(self, X, y, *, incremental: bool, sample_weight=None, classes=None):
         self._validate_params()
         self._check_engine_support()
         hidden = self._hidden_sizes()
         fitted = hasattr(self, "_params")
         first_pass = not fitted or (not self.warm_start and not incremental)
-        if incremental and not fitted and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
-
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=first_pass)
-        check_classification_targets(y)
-        classes_ = self._target_classes(y, first_pass, incremental, classes)
-        y_codes = np.searchsorted(classes_, y).astype(np.int64)
-        sizes = [X.shape[1], *hidden, len(classes_)]
+        X, y = self._validate_xy(X, y, first_pass)
+        targets, fixed = self._engine_targets(y, first_pass, incremental, classes)
+        weights = None
+        if sample_weight is not None:
+            weights = np.ascontiguousarray(_check_sample_weight(sample_weight, X, dtype=np.float32,
+                                                                ensure_non_negative=True))
+        n_outputs = targets.shape[1] if targets.ndim == 2 else len(fixed["classes_"])
+        sizes = [X.shape[1], *hidden, n_outputs]
         if not first_pass and sizes != self._sizes:
             raise ValueError(f"hidden_layer_sizes {hidden} do not match the fitted network {self._sizes[1:-1]}: "
                              f"warm_start and partial_fit continue the same network")
+        if not first_pass and getattr(self, "_input_scale", 1.0) != 1.0:
+            X = X * np.float32(self._input_scale)  # a model trained on pixels goes on from pixels
 
         seed = self._seed()
-        rows = np.arange(len(y_codes), dtype=np.int64)
-        eval_sets = {}
+        rows = np.arange(len(targets), dtype=np.int64)
+        val_rows = None
         if self.early_stopping:
-            rows, val_rows = self._validation_split(rows, y_codes, seed)
-            eval_sets["val"] = EvalSet(X, y_codes, val_rows)
+            rows, val_rows = self._split(rows, targets, seed)
+            if len(val_rows) < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                                 "your dataset.")
         n_train = len(rows)
         if self.batch_size == "auto":
             batch_size = min(200, n_train)
@@ -243,11 +187,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         config = TrainConfig(hidden_sizes=tuple(hidden), batch_size=batch_size, lr=self.learning_rate_init,
                              beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon, epochs=self.max_iter,
                              lr_decay=self.lr_decay, seed=seed, val_size=0, alpha=self.alpha)
-        trainer = Trainer(config, X, y_codes, num_classes=len(classes_), fit_rows=rows, eval_sets=eval_sets)
+        trainer = Trainer(config, X, targets, num_classes=n_outputs, fit_rows=rows, sample_weight=weights)
 
         state = self._start_state(trainer, first_pass, incremental)
         try:
-            self._epochs(trainer, state, incremental)
+            self._epochs(trainer, state, incremental, X, targets, val_rows, weights)
         except TrainingDiverged as err:
             err.args = (f"loss became {err.loss} at epoch {err.epoch}, step {err.step}: training diverged "
                         f"(try a smaller learning_rate_init, or scale the features, e.g. with StandardScaler); "
@@ -261,16 +205,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             np.copyto(trainer.model.params, state.pop("best_params"))
         else:
             state.pop("best_params", None)
-        self.classes_ = classes_
+        for name, value in fixed.items():
+            setattr(self, name, value)
         self._sizes = sizes
         self._params = trainer.model.params
         self._adam_m, self._adam_v, self._adam_t = trainer.adam.m, trainer.adam.v, trainer.adam.t
         for name, value in state.items():
             setattr(self, name, value)
-        self.n_layers_ = len(sizes)
-        self.n_outputs_ = len(classes_)
-        self.out_activation_ = "softmax"
-        self._set_views()
+        self._set_fitted_shape()
         return self
 
     def _start_state(self, trainer: Trainer, first_pass: bool, incremental: bool) -> dict:
@@ -290,7 +232,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         else:
             np.copyto(trainer.model.params, self._params)
             state = {"t_": self.t_, "loss_curve_": list(self.loss_curve_),
-                     "_no_improvement_count": self._no_improvement_count, "_adam_epochs": 0,
+                     "_no_improvement_count": getattr(self, "_no_improvement_count", 0), "_adam_epochs": 0,
                      "best_loss_": self.best_loss_, "validation_scores_": self.validation_scores_,
                      "best_validation_score_": self.best_validation_score_}
             if self.early_stopping:
@@ -300,16 +242,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     state["validation_scores_"] = list(state["validation_scores_"])
             elif state["best_loss_"] is None:
                 state.update(best_loss_=np.inf, validation_scores_=None, best_validation_score_=None)
-            if incremental:
+            if incremental and hasattr(self, "_adam_m"):
                 np.copyto(trainer.adam.m, self._adam_m)
                 np.copyto(trainer.adam.v, self._adam_v)
                 trainer.adam.t = self._adam_t
-                state["_adam_epochs"] = self._adam_epochs
+                state["_adam_epochs"] = getattr(self, "_adam_epochs", 0)
         if self.early_stopping:
             state["best_params"] = trainer.model.params.copy()
         return state
 
-    def _epochs(self, trainer: Trainer, state: dict, incremental: bool) -> None:
+    def _epochs(self, trainer: Trainer, state: dict, incremental: bool, X, targets, val_rows, weights) -> None:
         """scikit-learn's epoch loop (``_fit_stochastic``) over the engine's fused steps."""
         n_train = len(trainer.sampler)
         state["n_iter_"] = 0
@@ -324,7 +266,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             state["loss_curve_"].append(state["loss_"])
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (state["n_iter_"], state["loss_"]))
-            self._update_no_improvement_count(trainer, state)
+            if self.early_stopping:
+                out = trainer.model.rows_logits(X, val_rows, trainer.threads.current)
+                score = self._validation_score(out, targets[val_rows], None if weights is None else weights[val_rows])
+                self._count_validation(score, trainer, state)
+            else:
+                self._count_loss(state)
             if state["_no_improvement_count"] > self.n_iter_no_change:
                 if self.verbose:
                     what = "Validation score" if self.early_stopping else "Training loss"
@@ -337,38 +284,40 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                               "hasn't converged yet." % self.max_iter, ConvergenceWarning)
 
-    def _update_no_improvement_count(self, trainer: Trainer, state: dict) -> None:
-        """scikit-learn's rule: an epoch improves when it beats the best so far by more than ``tol``."""
-        if self.early_stopping:
-            score = trainer.evaluate("val")[1]
-            state["validation_scores_"].append(score)
-            if self.verbose:
-                print("Validation score: %f" % score)
-            if score < state["best_validation_score_"] + self.tol:
-                state["_no_improvement_count"] += 1
-            else:
-                state["_no_improvement_count"] = 0
-            if score > state["best_validation_score_"]:
-                state["best_validation_score_"] = score
-                np.copyto(state["best_params"], trainer.model.params)
+    def _count_validation(self, score: float, trainer: Trainer, state: dict) -> None:
+        """scikit-learn's rule with early stopping: an epoch improves when its validation score beats the
+        best so far by more than ``tol``; the best epoch's weights are kept."""
+        state["validation_scores_"].append(score)
+        if self.verbose:
+            print("Validation score: %f" % score)
+        if score < state["best_validation_score_"] + self.tol:
+            state["_no_improvement_count"] += 1
         else:
-            loss = state["loss_curve_"][-1]
-            if loss > state["best_loss_"] - self.tol:
-                state["_no_improvement_count"] += 1
-            else:
-                state["_no_improvement_count"] = 0
-            if loss < state["best_loss_"]:
-                state["best_loss_"] = loss
+            state["_no_improvement_count"] = 0
+        if score > state["best_validation_score_"]:
+            state["best_validation_score_"] = score
+            np.copyto(state["best_params"], trainer.model.params)
+
+    def _count_loss(self, state: dict) -> None:
+        """scikit-learn's rule without: an epoch improves when its loss beats the best by more than ``tol``."""
+        loss = state["loss_curve_"][-1]
+        if loss > state["best_loss_"] - self.tol:
+            state["_no_improvement_count"] += 1
+        else:
+            state["_no_improvement_count"] = 0
+        if loss < state["best_loss_"]:
+            state["best_loss_"] = loss
 
     # ------------------------------------------------------------------ checks
 
     def _check_engine_support(self) -> None:
+        name = type(self).__name__
         if self.solver != "adam":
             raise ValueError(f"solver={self.solver!r} is not supported: fastmlp's engine trains with Adam only "
-                             f"(solver='adam'); use sklearn.neural_network.MLPClassifier for {self.solver!r}")
+                             f"(solver='adam'); use sklearn.neural_network.{name} for {self.solver!r}")
         if self.activation != "relu":
             raise ValueError(f"activation={self.activation!r} is not supported: fastmlp's engine has ReLU hidden "
-                             f"layers only (activation='relu'); use sklearn.neural_network.MLPClassifier for "
+                             f"layers only (activation='relu'); use sklearn.neural_network.{name} for "
                              f"{self.activation!r}")
         for sk_name, rule_name in _ENGINE_NAMES.items():
             value = getattr(self, sk_name)
@@ -387,25 +336,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
         return [int(s) for s in sizes]
 
-    def _target_classes(self, y: np.ndarray, first_pass: bool, incremental: bool, classes) -> np.ndarray:
-        """``classes_`` for this call; raises when ``y`` brings labels the network has no output for."""
-        if incremental:
-            if first_pass:
-                return unique_labels(classes)
-            if classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
-                raise ValueError(f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
-                                 f"was: {self.classes_!r}")
-            unseen = np.setdiff1d(y, self.classes_)
-            if unseen.size:
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                                 f"'y' has {unique_labels(y)}.")
-            return self.classes_
-        labels = unique_labels(y)
-        if not first_pass and not np.array_equal(labels, self.classes_):
-            raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous call "
-                             f"to fit. Previously got {self.classes_}, `y` has {labels}")
-        return labels
-
     def _seed(self) -> int:
         """The engine's seed: ``random_state`` itself when it is an int, else one drawn from it."""
         rs = check_random_state(self.random_state)  # also rejects ints outside [0, 2**32 - 1]
@@ -413,47 +343,75 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(rs.randint(0, np.iinfo(np.int32).max))
 
-    def _validation_split(self, rows: np.ndarray, y_codes: np.ndarray, seed: int):
-        """Stratified ``validation_fraction`` of the rows, as scikit-learn's early stopping holds out."""
-        train_rows, val_rows = train_test_split(rows, random_state=seed, test_size=self.validation_fraction,
-                                                stratify=y_codes)
-        if len(val_rows) < 2:
-            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your "
-                             "dataset.")
-        return np.sort(train_rows), np.sort(val_rows)
-
     # ------------------------------------------------------------------ predicting
 
-    def predict(self, X) -> np.ndarray:
-        """The most probable class of each row of ``X`` (n_samples, n_features): (n_samples,)."""
-        codes = self._logits(X).argmax(axis=1)
-        return self.classes_[codes]
-
-    def predict_proba(self, X) -> np.ndarray:
-        """``softmax`` of the output layer: (n_samples, n_classes) float64, columns in ``classes_`` order."""
-        return np.exp(self.predict_log_proba(X))
-
-    def predict_log_proba(self, X) -> np.ndarray:
-        """``ln predict_proba(X)``, computed as a log-softmax (finite where the probability underflows)."""
-        return log_softmax(self._logits(X))
-
     def _logits(self, X) -> np.ndarray:
-        """The output layer's logits (n_samples, n_classes) float32 of the validated ``X``; each row's
-        the same bits wherever it sits in ``X`` (:mod:`fastmlp.engine.infer`)."""
+        """The output layer (n_samples, n_outputs) float32 of the validated ``X``; each row's the same
+        bits wherever it sits in ``X`` (:mod:`fastmlp.engine.infer`)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, order="C", reset=False)
-        return MLP(self._sizes, self._params).rows_logits(X)
+        if self._input_scale != 1.0:
+            X = X * np.float32(self._input_scale)
+        return self.network_.rows_logits(X)
+
+    @property
+    def network_(self) -> MLP:
+        """The fitted network as the engine holds it (its parameters are ``coefs_`` and ``intercepts_``)."""
+        check_is_fitted(self)
+        return MLP(self._sizes, self._params)
+
+    # ------------------------------------------------------------------ the model file, ONNX
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` in fastmlp's one model format (``model.npz``, as
+        ``fastmlp train`` writes it): the parameters, and the estimator's kind, parameters and
+        fitted attributes as metadata. :func:`fastmlp.persist.load` reads it back; ``fastmlp evaluate``,
+        ``predict`` and ``export`` read it too."""
+        check_is_fitted(self)
+        attrs = {name: _json_value(getattr(self, name, None)) for name in _SAVED_ATTRIBUTES}
+        estimator = {"kind": self._out_activation, "class": type(self).__name__,
+                     "params": {k: _json_value(v) for k, v in self.get_params().items()},
+                     "input_scale": self._input_scale, "attributes": attrs, **self._saved_targets()}
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            estimator["feature_names_in"] = [str(n) for n in names]
+        self.network_.save(path, estimator=estimator, input_scale=self._input_scale)
+
+    def _saved_targets(self) -> dict:
+        """What the subclass keeps of its targets in a model file (the classes, the targets' shape)."""
+        raise NotImplementedError
+
+    def _restore_targets(self, saved: dict) -> None:
+        """Set what :meth:`_saved_targets` kept."""
+        raise NotImplementedError
+
+    def to_onnx(self, path=None):
+        """The fitted model as ONNX (:func:`fastmlp.export.to_onnx`): input ``x`` float32
+        (N, n_features) times the input scale (1 for a model fitted here), outputs the logits and,
+        for a classifier, the probabilities. Written to ``path`` when given; returns the
+        ``onnx.ModelProto``."""
+        from .export import save_onnx, to_onnx
+        meta = {"estimator": type(self).__name__, "input_scale": self._input_scale}
+        probabilities = self._out_activation == "softmax"
+        if path is not None:
+            save_onnx(self.network_, path, meta, probabilities=probabilities)
+        return to_onnx(self.network_, meta, probabilities=probabilities)
 
     # ------------------------------------------------------------------ state
 
-    def _set_views(self) -> None:
+    def _set_fitted_shape(self) -> None:
+        """The views and shape attributes that follow from ``_sizes`` and ``_params``."""
         layers = MLP(self._sizes, self._params).layers()
         self.coefs_ = [W.T for W, _ in layers]
         self.intercepts_ = [b for _, b in layers]
+        self.n_layers_ = len(self._sizes)
+        self.n_outputs_ = self._sizes[-1]
+        self.out_activation_ = self._out_activation
+        if not hasattr(self, "_input_scale"):
+            self._input_scale = 1.0
 
     def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("coefs_", None)  # views into _params: rebuilt on load, so they stay views
         state.pop("intercepts_", None)
         return state
@@ -461,9 +419,31 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_params" in state:
-            self._set_views()
+            self._set_fitted_shape()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         return tags
+
+
+def _json_value(value):
+    """``value`` as JSON can hold it (NumPy scalars and arrays, tuples, infinities as strings)."""
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)  # a RandomState or the like: kept for the record, not restored
+
+
+def from_json(value):
+    """A value :func:`_json_value` wrote, read back (infinities and NaN from their strings)."""
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value

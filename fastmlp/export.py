@@ -38,11 +38,12 @@ def _onnx():
     return onnx
 
 
-def to_onnx(model: MLP, metadata: dict | None = None):
+def to_onnx(model: MLP, metadata: dict | None = None, probabilities: bool = True):
     """The :class:`onnx.ModelProto` of ``model`` (see the module's docstring), checked by ``onnx.checker``.
 
     ``metadata`` (e.g. the training configuration from ``model.npz``) is kept in the model's
-    ``metadata_props`` as JSON, with the layer sizes and fastmlp's version.
+    ``metadata_props`` as JSON, with the layer sizes and fastmlp's version. Without
+    ``probabilities`` (a regressor's identity output) the graph ends at the logits.
     """
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
@@ -60,13 +61,15 @@ def to_onnx(model: MLP, metadata: dict | None = None):
         if not last:
             nodes.append(helper.make_node("Relu", [z], [f"h{l}"], name=f"relu{l}"))
             inp = f"h{l}"
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", sizes[-1]])]
+    if probabilities:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
+        outputs.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", sizes[-1]]))
 
     graph = helper.make_graph(
         nodes, "fastmlp_mlp",
         inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", sizes[-1]]),
-                 helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", sizes[-1]])],
+        outputs=outputs,
         initializer=initializers,
         doc_string=f"fastmlp MLP {sizes}: x float32 [N, {sizes[0]}] scaled to [0, 1]",
     )
@@ -79,10 +82,10 @@ def to_onnx(model: MLP, metadata: dict | None = None):
     return proto
 
 
-def save_onnx(model: MLP, path: str | os.PathLike, metadata: dict | None = None) -> None:
+def save_onnx(model: MLP, path: str | os.PathLike, metadata: dict | None = None, probabilities: bool = True) -> None:
     """Write :func:`to_onnx` of ``model`` to ``path`` atomically (a reader never sees half a file)."""
     onnx = _onnx()
-    proto = to_onnx(model, metadata)
+    proto = to_onnx(model, metadata, probabilities)
     try:
         with atomic_path(path) as tmp:
             onnx.save_model(proto, os.fspath(tmp))

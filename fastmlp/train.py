@@ -46,6 +46,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset, validation_split
 from .engine import augment
 from .engine.blas import blas_threads, small_gemm_limit, start_blas_threads
+from .engine.layers import input_scale as input_scale_of
 from .engine.parts import column_split
 from .engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
 from .engine.step import run_call, useful_threads
@@ -505,6 +506,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         if log is not None:
             log(f"resuming {out} after epoch {trainer.epoch}")
     model = trainer.eval_model
+    input_scale = float(input_scale_of(trainer.images))  # what a model file's reader scales inputs by
 
     def save(status: str, message: str = "", checkpoint: bool = False) -> None:
         history.status, history.message = status, message
@@ -518,7 +520,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
             if history.epochs:
                 model.save(out / "model.npz", config=config.to_dict(), dataset=history.dataset,
                            epoch=history.epochs[-1]["epoch"], status=status,
-                           weights="ema" if config.ema > 0 else "last")
+                           weights="ema" if config.ema > 0 else "last", input_scale=input_scale)
         except OSError as exc:
             raise UsageError(f"{out}: cannot write the run's files ({describe_os_error(exc)}); the last complete "
                              f"epoch's files are intact") from None
