@@ -232,15 +232,16 @@ def test_markdown_and_latex_render_the_same_document(study_db, tmp_path):
     assert md_sections(md) == tex_sections(tex) == ["The search", "The best hyperparameters",
                                                      "Training with the best hyperparameters", "Every trial"]
     mt, tt = md_tables(md), tex_tables(tex)
-    assert len(mt) == len(tt) == 3  # the space, the best hyperparameters, every trial
+    assert len(mt) == len(tt) == 4  # the space, the best hyperparameters, their recipe, every trial
     assert [len(t) for t in mt] == [len(t) for t in tt]
-    assert mt[2] == tt[2] == [str(t.number) for t in best_of(study_db)[1]]
+    assert mt[2] == [RULES["lr_decay"].md] and tt[2] == [RULES["lr_decay"].tex]  # the plain space's one option
+    assert mt[3] == tt[3] == [str(t.number) for t in best_of(study_db)[1]]
     # the space's rows are RULES' labels, each in its format
     assert mt[0][:2] == [RULES["batch_size"].md, RULES["layers"].md] and tt[0][:2] == [RULES["batch_size"].tex,
                                                                                         RULES["layers"].tex]
     # every figure is referred to before it stands: "Figure N" / Figure~\ref{fig:...}
     labels = re.findall(r"\\label\{(fig:[a-z]+)\}", tex)
-    assert labels == ["fig:history", "fig:params", "fig:epochs"]
+    assert labels == ["fig:history", "fig:params", "fig:importance", "fig:epochs"]
     for n, label in enumerate(labels, 1):
         assert tex.index(rf"Figure~\ref{{{label}}}") < tex.index(rf"\label{{{label}}}")
         assert md.index(f"Figure {n} ") < md.index(f"![Figure {n}:") < md.index(f"*Figure {n}:")
@@ -301,9 +302,9 @@ def test_a_hyperparameter_the_search_space_lacks_gets_a_column_once_it_varies():
     same = [row(0), row(1)]
     assert report.hyperparameter_names(same) == ["batch_size", "lr", "beta1", "beta2", "eps"]
     assert report.hyperparameter_names(same + [row(2, alpha=1e-4)])[-1] == "alpha"
-    table = report.trial_table(same + [row(2, alpha=1e-4)], report.hyperparameter_names(same + [row(2, alpha=1e-4)]),
-                               "s")
-    assert RULES["alpha"].md in [doc.plain(h) for h in table.header]
+    rows = same + [row(2, alpha=1e-4)]
+    tables = report.trial_tables(rows, report.hyperparameter_names(rows), "s")
+    assert [RULES["alpha"].md in [doc.plain(h) for h in t.header] for t in tables] == [False, True]  # the recipe's
 
 
 def test_the_subset_sentence_says_the_subset_comes_after_the_hold_out(small_dataset, tmp_path):
