@@ -144,15 +144,17 @@ def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log=prin
         dashboard = Dashboard(url, host, port)
     log(f"fastmlp: {dashboard.describe()} (Ctrl-C stops it)")
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a shell starts a background command with SIGINT ignored, and Ctrl-C must still stop it
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         dashboard.serve_forever()
     except KeyboardInterrupt:
         log("fastmlp: dashboard stopped")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

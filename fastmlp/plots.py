@@ -324,6 +324,5 @@ def plot_importances(study, path: Path, evaluator) -> Path:
         warnings.simplefilter("ignore")
         ax = plot_param_importances(study, evaluator=evaluator, target_name="validation accuracy")
         ax.set_yticks(ax.get_yticks(), [param_label(t.get_text()) for t in ax.get_yticklabels()])
-        ax.set_title("Hyperparameter importances")
         ax.figure.set_size_inches(SEARCH_FIGSIZE[0], max(SEARCH_FIGSIZE[1], 0.35 * len(ax.get_yticks()) + 1))
         return _save(ax.figure, path)

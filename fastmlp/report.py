@@ -4,19 +4,22 @@
 (:mod:`fastmlp.document`), written into ``--out`` as ``report.md`` and ``report.tex`` (and
 ``report.pdf`` when ``pdflatex`` is installed):
 
-1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`),
-   and its plots, each where the text discusses it: ``history.png`` (validation accuracy per
-   trial and the best so far), ``params.png`` (validation accuracy against each hyperparameter
-   that varied) and ``epochs.png`` (validation accuracy per epoch of every trial);
+1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`,
+   and when each conditional option was drawn), and its plots, each where the text discusses it:
+   ``history.png`` (validation accuracy per trial and the best so far), ``params.png``
+   (validation accuracy against each hyperparameter that varied), ``importance.png`` (Optuna's
+   plot of their importances, when two trials or more completed) and ``epochs.png`` (validation
+   accuracy per epoch of every trial);
 2. the best hyperparameters in the homework's table (Batch Size, Hidden Sizes, eta, beta1,
-   beta2, epsilon, num epochs);
+   beta2, epsilon, num epochs), and the options of its training recipe in another;
 3. the best configuration trained again from scratch with its seed on the whole training
    set (the validation hold-out excepted) for the epochs the trial ran: ``best/curves.png``,
    ``best/history.json``, ``best/model.npz``; its test accuracy is measured once, after the
    last epoch. A second report of the same study reuses that run (``best/result.json``);
 
 and, in an appendix, every trial in a table: state, validation accuracy, epochs run, every
-hyperparameter that varied, time, and why it ended as it did.
+hyperparameter that varied, time, and why it ended as it did (the recipe's options in tables
+of their own, as many as the page's width holds).
 
 Every file is written atomically. The test set is used nowhere else.
 """
@@ -248,8 +251,8 @@ def trial_tables(rows: list[TrialRow], names: list[str], study_name: str, space:
         tables.append(Table(("#", *(label(n) for n in part)),
                             [(str(r.number), *(cell(n, r.config, space) for n in part)) for r in rows],
                             ("r",) * (1 + len(part)), label=f"tab:trials-{k}", long=True, small=True,
-                            caption=("The training recipe of every trial of study ", Code(study_name), " (–: not "
-                                     "drawn, the option was off).")))
+                            caption=("The training recipe of every trial of study ", Code(study_name),
+                                     " (continued)" if k > 2 else " (–: not drawn, the option was off)", ".")))
     return tables
 
 
