@@ -27,7 +27,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,sklearn,onnx,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sklearn,onnx,postgres,dashboard]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: train, evaluate, gradcheck, data, search, report."""
+"""The ``fastmlp`` command: train, evaluate, gradcheck, data, search, dashboard, report."""
 
 from __future__ import annotations
 
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     _add_search_parser(sub)
+    _add_dashboard_parser(sub)
     _add_report_parser(sub)
     _add_predict_export_parsers(sub)
     return parser
@@ -295,13 +296,15 @@ def _at_least_one(args, *names: str) -> None:
 
 
 def _add_search_parser(sub) -> None:
-    from .space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, Space
+    from .dashboard import DEFAULT_PORT
+    from .space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, SPACES, flag_help
     from .study import DEFAULT_PRUNER, DEFAULT_STORAGE, PRUNERS
     p = sub.add_parser(
         "search", help="hyperparameter search (Optuna) for the best validation accuracy",
-        description="Search batch size, hidden sizes, eta, beta1, beta2 and epsilon for the best validation "
-                    "accuracy, with epochs as the budget a pruner cuts. Trials are stored in an Optuna RDB "
-                    "storage; running the same command again resumes the study.")
+        description="Search batch size, hidden sizes, eta, beta1, beta2, epsilon, or the whole training recipe too "
+                    "(--space recipe), for the best validation accuracy, with epochs as the budget a pruner cuts; an "
+                    "option that does nothing unless another has some value is drawn only then (in a space file: "
+                    "when = { P = V }). The same command again resumes the study; --dashboard shows it in a browser.")
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL",
                    help=f"Optuna RDB URL or SQLite file (default {DEFAULT_STORAGE}); e.g. "
                         "postgresql://user@host/db to share one study between machines")
@@ -320,11 +323,12 @@ def _add_search_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads per worker (default: cores // jobs)")
     g = p.add_argument_group("the space (over the default, or the study's own when resuming)")
-    g.add_argument("--space", default=None, metavar="FILE", help="a TOML or JSON file of space entries")
-    default = Space.default()
-    for name, rule in PARAMS.items():
+    g.add_argument("--space", default=None, metavar="NAME|FILE",
+                   help=f"a built-in space ({', '.join(SPACES)}: the default) or a TOML or JSON file of space "
+                        f"entries over the default (its base = \"recipe\" starts from the recipe space)")
+    for name in PARAMS:
         g.add_argument("--" + name.replace("_", "-"), dest=f"space_{name}", default=None, metavar="SPEC",
-                       help=f"{rule.help}: VALUE, A,B,C or LO:HI (default {default.params[name].describe()})")
+                       help=flag_help(name).replace("%", "%%"))
     g.add_argument("--epochs", dest="space_epochs", type=int, default=None, metavar="N",
                    help=f"the most epochs a trial runs (default {DEFAULT_SPACE['epochs']})")
     g.add_argument("--min-epochs", dest="space_min_epochs", type=int, default=None, metavar="N",
@@ -337,8 +341,21 @@ def _add_search_parser(sub) -> None:
                    help="train each trial on the first N training images only (for quick checks)")
     g.add_argument("--val-size", type=int, default=None, metavar="N",
                    help="training images held out for validation (default 5000)")
+    g.add_argument("--dashboard", nargs="?", type=int, const=DEFAULT_PORT, default=None, metavar="PORT",
+                   help=f"serve fastmlp dashboard on 127.0.0.1:PORT while the search runs (default {DEFAULT_PORT})")
     _add_data_args(p)
     p.set_defaults(func=cmd_search, space_keys=(*PARAMS, *BUDGET_KEYS))
+
+
+def _add_dashboard_parser(sub) -> None:
+    from .dashboard import DEFAULT_HOST, DEFAULT_PORT
+    from .study import DEFAULT_STORAGE
+    p = sub.add_parser("dashboard", help="watch a search in the browser (optuna-dashboard)", description=(
+        "Serve optuna-dashboard on a search's storage until Ctrl-C (pip install 'fastmlp[dashboard]')."))
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL", help=f"default {DEFAULT_STORAGE}")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="P", help=f"default {DEFAULT_PORT}; 0: a free one")
+    p.set_defaults(func=cmd_dashboard)
 
 
 def _add_report_parser(sub) -> None:
@@ -364,6 +381,10 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
     p.set_defaults(func=cmd_report)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _search_settings(args):
@@ -402,17 +423,27 @@ def cmd_search(args) -> int:
         return 0
     with storage_errors(args.storage):
         settings = _search_settings(args)
+    from .dashboard import start
+    dashboard = None if args.dashboard is None else start(args.storage, port=args.dashboard, log=_say)
     from .search import run_search
     try:
         with storage_errors(args.storage):
             result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
-                                max_trials=args.max_trials, timeout=args.timeout,
-                                log=lambda line: print(line, flush=True))
+                                max_trials=args.max_trials, timeout=args.timeout, log=_say)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if dashboard is not None:
+            dashboard.close()
     for line in result.crashed:
         print(f"fastmlp: error: {line}", file=sys.stderr)
     return 1 if result.crashed else 0
+
+
+def cmd_dashboard(args) -> int:
+    """``fastmlp dashboard``: serve optuna-dashboard on the storage until Ctrl-C (or SIGTERM)."""
+    from .dashboard import serve
+    return serve(args.storage, args.host, args.port, log=_say)
 
 
 def cmd_report(args) -> int:

@@ -2,8 +2,13 @@
 
 Training: :func:`plot_curves`, loss and accuracy per epoch. The search (for the report):
 :func:`plot_history` (validation accuracy per trial and the best so far), :func:`plot_params`
-(validation accuracy against each hyperparameter) and :func:`plot_epochs` (validation accuracy
-per epoch of every trial, where the pruner cut).
+(validation accuracy against each hyperparameter), :func:`plot_epochs` (validation accuracy
+per epoch of every trial, where the pruner cut), and :func:`plot_importances` (Optuna's plot of
+the hyperparameters' importances, with the labels of :data:`~fastmlp.config.RULES`).
+
+Optuna draws the same three search plots (``plot_optimization_history``, ``plot_slice``,
+``plot_intermediate_values``) from the completed trials alone; with a pruner most trials are
+pruned, so ours are drawn here from every trial, each point marked with how its trial ended.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ STYLE = {
 }
 
 
+# Ours, not Optuna's plot_optimization_history: that one leaves out the pruned and failed trials.
 def plot_history(rows: list, path: Path) -> Path:
     """Validation accuracy of each trial, in the order they ran, and the best so far."""
     plt = _pyplot()
@@ -165,26 +171,32 @@ def plot_history(rows: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _param_panels(rows: list, names: list[str] | None = None) -> list[tuple[str, Any, str]]:
+def _param_panels(rows: list, names: list[str] | None = None, active=None) -> list[tuple[str, Any, Any]]:
     """(label, value of a config, x scale) for each hyperparameter that varied.
 
     ``names``: the hyperparameters to consider, in order (default: every rule of RULES); labels
     are RULES' LaTeX ones (matplotlib's mathtext draws them). ``layers`` stands for the hidden
-    sizes: their number and their total.
+    sizes: their number and their total. ``active(name, config)``: False where the trial did not
+    draw ``name`` (its value is then a default that did nothing, and is not plotted). A word's
+    scale is its rule's choices, plotted at 0, 1, 2...
     """
     panels = []
+    drawn = active or (lambda name, config: True)
     for name in names if names is not None else list(RULES):
         rule = RULES[name]
         if name == "layers":
             panels += [(rule.tex, lambda c: len(c["hidden_sizes"]), "int"),
                        ("Hidden units (total)", lambda c: sum(c["hidden_sizes"]), "log2")]
         elif name not in ("width", "epochs", "seed", "val_size"):
-            scale = ("log2" if rule.scale == "log" and rule.type is int else
+            scale = (rule.choices if rule.choices else "log2" if rule.scale == "log" and rule.type is int else
                      "log" if rule.scale in ("log", "log1m") else "linear")
-            if rule.scale == "log1m":
-                panels.append((f"1 − {rule.tex}", lambda c, n=name: None if c.get(n) is None else 1.0 - c[n], scale))
-            else:
-                panels.append((rule.tex, lambda c, n=name: c.get(n), scale))
+
+            def value(c, n=name, rule=rule):
+                v = c.get(n) if drawn(n, c) else None
+                if v is None:
+                    return None
+                return rule.choices.index(v) if rule.choices else 1.0 - v if rule.scale == "log1m" else v
+            panels.append((f"1 − {rule.tex}" if rule.scale == "log1m" else rule.tex, value, scale))
     panels.append(("epochs run", None, "int"))
     configs = [r.config for r in rows if r.config]
     out = []
@@ -196,11 +208,12 @@ def _param_panels(rows: list, names: list[str] | None = None) -> list[tuple[str,
     return out
 
 
-def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
-    """Validation accuracy against each hyperparameter that varied (one panel each; ``names`` as
-    :func:`_param_panels` takes them)."""
+# Ours, not Optuna's plot_slice: that one leaves out the pruned trials, and the hidden sizes' total.
+def plot_params(rows: list, path: Path, names: list[str] | None = None, active=None) -> Path:
+    """Validation accuracy against each hyperparameter that varied (one panel each; ``names`` and
+    ``active`` as :func:`_param_panels` takes them)."""
     plt = _pyplot()
-    panels = _param_panels(rows, names) or [("epochs run", None, "int")]
+    panels = _param_panels(rows, names, active) or [("epochs run", None, "int")]
     lo, hi = _acc_limits(rows)
     cols = 4 if len(panels) > 6 else min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
@@ -218,7 +231,10 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
             if any(below):
                 ax.plot([x for x, b in zip(xs, below) if b], [lo] * sum(below), marker="v", ls="none",
                         color=style["color"], ms=5, clip_on=False)
-        if scale == "log":
+        if isinstance(scale, tuple):
+            ax.set_xticks(range(len(scale)), scale)
+            ax.set_xlim(-0.5, len(scale) - 0.5)
+        elif scale == "log":
             ax.set_xscale("log")
             from matplotlib.ticker import NullFormatter
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -248,6 +264,7 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None) -> Path:
     return _save(fig, path)
 
 
+# Ours, not Optuna's plot_intermediate_values: that one marks neither the best trial nor the pruned ones.
 def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
     """Validation accuracy after each epoch of every trial: where the pruner cut.
 
@@ -283,3 +300,29 @@ def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     _legend_below(ax)
     return _save(fig, path)
+
+
+def param_label(name: str) -> str:
+    """RULES' LaTeX label of a parameter of the search as Optuna names it (``width_2`` and
+    ``one_minus_beta2`` included)."""
+    if name.startswith("one_minus_"):
+        return f"1 − {param_label(name[len('one_minus_'):])}"
+    base, _, index = name.rpartition("_")
+    if base == "width" and index.isdigit():
+        return f"{RULES['width'].tex} {index}"
+    return RULES[name].tex if name in RULES else name
+
+
+def plot_importances(study, path: Path, evaluator) -> Path:
+    """Optuna's plot of the importance of each parameter of ``study`` by ``evaluator``, labelled by
+    :func:`param_label` (Optuna's own plot: it says what ours would)."""
+    import warnings
+    import matplotlib
+    from optuna.visualization.matplotlib import plot_param_importances
+    _pyplot()
+    with matplotlib.rc_context(), warnings.catch_warnings():  # its ggplot style, and its notes on few trials
+        warnings.simplefilter("ignore")
+        ax = plot_param_importances(study, evaluator=evaluator, target_name="validation accuracy")
+        ax.set_yticks(ax.get_yticks(), [param_label(t.get_text()) for t in ax.get_yticklabels()])
+        ax.figure.set_size_inches(SEARCH_FIGSIZE[0], max(SEARCH_FIGSIZE[1], 0.35 * len(ax.get_yticks()) + 1))
+        return _save(ax.figure, path)

@@ -4,19 +4,22 @@
 (:mod:`fastmlp.document`), written into ``--out`` as ``report.md`` and ``report.tex`` (and
 ``report.pdf`` when ``pdflatex`` is installed):
 
-1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`),
-   and its plots, each where the text discusses it: ``history.png`` (validation accuracy per
-   trial and the best so far), ``params.png`` (validation accuracy against each hyperparameter
-   that varied) and ``epochs.png`` (validation accuracy per epoch of every trial);
+1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`,
+   and when each conditional option was drawn), and its plots, each where the text discusses it:
+   ``history.png`` (validation accuracy per trial and the best so far), ``params.png``
+   (validation accuracy against each hyperparameter that varied), ``importance.png`` (Optuna's
+   plot of their importances, when two trials or more completed) and ``epochs.png`` (validation
+   accuracy per epoch of every trial);
 2. the best hyperparameters in the homework's table (Batch Size, Hidden Sizes, eta, beta1,
-   beta2, epsilon, num epochs);
+   beta2, epsilon, num epochs), and the options of its training recipe in another;
 3. the best configuration trained again from scratch with its seed on the whole training
    set (the validation hold-out excepted) for the epochs the trial ran: ``best/curves.png``,
    ``best/history.json``, ``best/model.npz``; its test accuracy is measured once, after the
    last epoch. A second report of the same study reuses that run (``best/result.json``);
 
 and, in an appendix, every trial in a table: state, validation accuracy, epochs run, every
-hyperparameter that varied, time, and why it ended as it did.
+hyperparameter that varied, time, and why it ended as it did (the recipe's options in tables
+of their own, as many as the page's width holds).
 
 Every file is written atomically. The test set is used nowhere else.
 """
@@ -24,7 +27,6 @@ Every file is written atomically. The test set is used nowhere else.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -38,8 +40,8 @@ from .config import RULES, TrainConfig
 from .document import (Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count,
                        to_latex, to_markdown)
 from .errors import StorageError, UsageError
-from .plots import plot_epochs, plot_history, plot_params
-from .space import Space
+from .plots import plot_epochs, plot_history, plot_importances, plot_params
+from .space import RECIPE, Space, fmt_beta, fmt_value, values_text  # noqa: F401 (fmt_beta: the tables' format)
 from .study import (SETTINGS_ATTR, display_url, format_config, format_duration, load_study, open_storage,
                     pick_study, quiet_optuna, retried_number, trial_val_acc)
 
@@ -168,36 +170,8 @@ def fmt_acc(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
-def fmt_sci(v: float) -> str:
-    """``1.23e-03`` style, three significant digits."""
-    return f"{v:.2e}"
-
-
-def fmt_beta(v: float) -> str:
-    """Two significant digits of ``1 - v`` (at least three decimals): 0.923, 0.99985, 0.999999."""
-    if v >= 1 or v <= 0:
-        return f"{v:g}"
-    digits = max(3, 1 - math.floor(math.log10(1 - v)))
-    return f"{v:.{digits}f}"
-
-
 def fmt_seconds(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
-
-
-def fmt_value(name: str, v) -> str:
-    """A hyperparameter's value as the tables show it, by its rule: integers whole, log-scaled
-    values as ``1.23e-03``, values below 1 by the digits of ``1 - v`` (0.999, 0.99985)."""
-    if v is None:
-        return "–"
-    rule = RULES[name]
-    if not isinstance(v, (int, float)):
-        return str(v)
-    if rule.type is int:
-        return str(v)
-    if rule.scale == "log":
-        return fmt_sci(v)
-    return fmt_beta(v) if rule.high == 1 else f"{v:.3g}"
 
 
 def hidden_text(config: dict | None) -> str:
@@ -239,24 +213,47 @@ def homework_table(config: dict, epochs: int) -> Table:
                  label="tab:best")
 
 
-def trial_table(rows: list[TrialRow], names: list[str], study_name: str) -> Table:
+RECIPE_COLUMNS = 8  # options of the recipe per table: as many as the page's width holds in small type
+
+
+def cell(name: str, config: dict | None, space: Space | None = None) -> str:
+    """The value of ``name`` in ``config`` as the tables show it; "–" where the space did not draw it
+    (its condition did not hold, so the option did nothing)."""
+    if not config:
+        return "–"
+    if name == "layers":
+        return hidden_text(config)
+    if space is not None and name in space.params and not space.active(name, config):
+        return "–"
+    return fmt_value(name, config.get(name))
+
+
+def trial_tables(rows: list[TrialRow], names: list[str], study_name: str, space: Space | None = None) -> list[Table]:
     """Every trial: state, validation accuracy, epochs, the hyperparameters ``names``, time, and a
-    note where one says more than the state (no note column where none does)."""
-    hyper = _with_hidden(names)
+    note where one says more than the state (no note column where none does). The options of the
+    recipe among ``names`` follow in tables of their own, RECIPE_COLUMNS at most each, so that no
+    table runs past the margin."""
+    hyper = _with_hidden([n for n in names if n not in RECIPE])
+    recipe = [n for n in names if n in RECIPE]
     notes = [table_note(r) for r in rows]
     header = ("#", "state", "val. acc. (%)", "epochs",
               *(HIDDEN_SIZES if n == "layers" else label(n) for n in hyper), "time (s)")
-    body = []
-    for r in rows:
-        c = r.config or {}
-        values = [hidden_text(r.config) if n == "layers" else fmt_value(n, c.get(n)) for n in hyper]
-        body.append((str(r.number), r.state, fmt_acc(r.val_acc), str(r.epochs), *values, fmt_seconds(r.seconds)))
+    body = [(str(r.number), r.state, fmt_acc(r.val_acc), str(r.epochs), *(cell(n, r.config, space) for n in hyper),
+             fmt_seconds(r.seconds)) for r in rows]
     align = ("r", "l", "r", "r", *("l" if n == "layers" else "r" for n in hyper), "r")
     if any(notes):
         header, align = (*header, "note"), (*align, "*")
         body = [(*row, note) for row, note in zip(body, notes)]
-    return Table(header, body, align, caption=("Every trial of study ", Code(study_name), "."), label="tab:trials",
-                 long=True, small=True)
+    tables = [Table(header, body, align, caption=("Every trial of study ", Code(study_name), "."), label="tab:trials",
+                    long=True, small=True)]
+    for k, first in enumerate(range(0, len(recipe), RECIPE_COLUMNS), 2):
+        part = recipe[first:first + RECIPE_COLUMNS]
+        tables.append(Table(("#", *(label(n) for n in part)),
+                            [(str(r.number), *(cell(n, r.config, space) for n in part)) for r in rows],
+                            ("r",) * (1 + len(part)), label=f"tab:trials-{k}", long=True, small=True,
+                            caption=("The training recipe of every trial of study ", Code(study_name),
+                                     " (continued)" if k > 2 else " (–: not drawn, the option was off)", ".")))
+    return tables
 
 
 def table_note(r: TrialRow) -> str:
@@ -287,6 +284,7 @@ class ReportData:
     created: str
     title: str | None = None
     author: str = ""
+    importance: str | None = None       # why there is no plot of the importances; None when there is
 
     @property
     def space(self) -> Space | None:
@@ -314,10 +312,22 @@ class ReportData:
 
 
 def space_table(space: Space) -> Table:
-    rows = [(label(n), p.describe()) for n, p in space.params.items()]
-    rows.append((label("epochs"), f"at most {space.epochs}, at least {space.min_epochs} before pruning"))
-    return Table(("hyperparameter", "values tried"), rows, ("l", "l"), caption="The search space.",
+    """Each hyperparameter and the values tried; where the space draws some only in some trials, when."""
+    conditional = [n for n in space.params if space.shows_when(n) and space.params[n].when]
+    rows = [(label(n), p.describe(), *([_when(p.when)] if conditional else [])) for n, p in space.params.items()]
+    rows.append((label("epochs"), f"at most {space.epochs}, at least {space.min_epochs} before pruning",
+                 *([""] if conditional else [])))
+    header = ("hyperparameter", "values tried", *(["drawn when"] if conditional else []))
+    return Table(header, rows, ("l", "l", *(["*"] if conditional else [])), caption="The search space.",
                  label="tab:space")
+
+
+def _when(when) -> tuple:
+    """``augmentation is elastic`` with RULES' labels; "always" for no condition."""
+    parts: list = []
+    for parent, values in when:
+        parts += [" and " if parts else "", label(parent), f" is {values_text(values)}"]
+    return tuple(parts) or "always"
 
 
 def search_section(d: ReportData) -> Section:
@@ -349,11 +359,43 @@ def search_section(d: ReportData) -> Section:
                Paragraph((Ref("fig:params"), " plots the validation accuracy of the trials against each "
                           "hyperparameter that varied.")),
                Figure(d.plots["params"], "Validation accuracy against each hyperparameter.", "fig:params"),
+               *importance_blocks(d),
                Paragraph(epochs_paragraph(d)),
                Figure(d.plots["epochs"], epochs_caption(d), "fig:epochs", width=0.8),
                Paragraph((Ref("tab:trials"), " in ", Ref("app:trials"), " lists every trial with its "
                           "hyperparameters, validation accuracy, epochs run and time."))]
     return Section("The search", blocks, label="sec:search")
+
+
+def importance_evaluator():
+    """PED-ANOVA, Optuna's default evaluator since 4.x, named so that older Optuna does not pick
+    fANOVA (which needs scikit-learn); it also weighs parameters that only some trials drew."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+    return PedAnovaImportanceEvaluator()
+
+
+def importance_note(study) -> str | None:
+    """Why the importances of the study's hyperparameters cannot be told, or None when they can."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    names = {name for t in complete for name in t.params}
+    varied = [n for n in names if len({repr(t.params.get(n)) for t in complete}) > 1]
+    if len(complete) < 2 or not varied:
+        return (f"The importance of each hyperparameter needs at least two completed trials whose hyperparameters "
+                f"differ; this study has {count(len(complete), 'completed trial')}"
+                + ("." if len(complete) < 2 else ", all with the same hyperparameters."))
+    return None
+
+
+def importance_blocks(d: ReportData) -> list:
+    if d.importance is not None:
+        return [Paragraph(d.importance)]
+    n = sum(r.state == "complete" for r in d.rows)
+    return [Paragraph((Ref("fig:importance"), " ranks the hyperparameters by their importance to the best trials: "
+                       "how differently each was distributed among the best tenth of the "
+                       f"{count(n, 'completed trial')} than among all of them (Optuna's PED-ANOVA; a hyperparameter "
+                       "that only some trials drew is weighed over those).")),
+            Figure(d.plots["importance"], "Importance of each hyperparameter to the best validation accuracies.",
+                   "fig:importance", width=0.8)]
 
 
 def epochs_paragraph(d: ReportData) -> tuple:
@@ -378,17 +420,29 @@ def best_section(d: ReportData) -> Section:
     blocks = [Paragraph((f"Trial {best.number} reached the best validation accuracy, {100 * best.val_acc:.2f}% "
                          f"after {count(best.epochs, 'epoch')}, with the hyperparameters of ", Ref("tab:best"), ".")),
               homework_table(c, best.epochs)]
-    extra = [n for n in hyperparameter_names(d.rows, d.space) if n not in HOMEWORK]
-    if c.get("lr_decay", 1.0) != 1.0 and "lr_decay" not in extra:
-        extra.insert(0, "lr_decay")
-    parts: list = []
-    for n in extra:
-        parts += [", " if parts else "", label(n), f" {fmt_value(n, c.get(n))}"]
-    if parts:
-        blocks.append(Paragraph(("Beyond the homework's hyperparameters, it used ", *parts,
-                                 (" (", label("lr"), " was multiplied by its decay after every epoch)")
-                                 if "lr_decay" in extra else "", ".")))
+    names = recipe_names(d)
+    if names:
+        blocks += [Paragraph(("Beyond the homework's hyperparameters, it trained with the recipe of ", Ref("tab:recipe"),
+                              "; the options of ", Code("fastmlp train"), " not listed there were off.")),
+                   Table(("option", "value"), [(label(n), cell(n, c, d.space)) for n in names], ("l", "r"),
+                         caption="The training recipe of the best trial, beyond the homework's hyperparameters.",
+                         label="tab:recipe")]
     return Section("The best hyperparameters", blocks, label="sec:best")
+
+
+def recipe_names(d: ReportData) -> list[str]:
+    """The options of the best trial beyond the homework's that its table lists: each one the search
+    drew or varied, and each one that is on; none that the trial did not draw."""
+    c, defaults = d.best.config, TrainConfig().to_dict()
+    varied = hyperparameter_names(d.rows, d.space)
+    names = []
+    for n in RULES:
+        if n in HOMEWORK or n in RUN_FIELDS or n in ("layers", "width") or n not in c:
+            continue
+        on = c[n] != defaults.get(n) and not (n == "lr_decay" and c[n] == 1.0)
+        if (n in varied or on) and cell(n, c, d.space) != "–":
+            names.append(n)
+    return names
 
 
 def retrain_section(d: ReportData) -> Section:
@@ -430,7 +484,8 @@ def report_document(d: ReportData) -> Document:
     trials = Section("Every trial", [
         Paragraph("Validation accuracy is the one after a trial's last epoch (for a trial stopped early, the last "
                   "one it reported); time is the trial's own, in seconds."),
-        trial_table(d.rows, hyperparameter_names(d.rows, d.space), d.study_name)], label="app:trials", appendix=True)
+        *trial_tables(d.rows, hyperparameter_names(d.rows, d.space), d.study_name, d.space)], label="app:trials",
+        appendix=True)
     title = d.title or f"Hyperparameter search for a multi-layer perceptron on {d.dataset_name}"
     return Document(title, [intro, search_section(d), best_section(d), retrain_section(d), trials],
                     author=d.author, date=d.created)
@@ -505,10 +560,14 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
                       settings=study.user_attrs.get(SETTINGS_ATTR, {}), rows=rows, best=best, plots={},
                       retrained=None, curves=None, created=time.strftime("%Y-%m-%d %H:%M"), title=title,
                       author=author or "")
-    names = hyperparameter_names(rows, data.space)
+    names, space = hyperparameter_names(rows, data.space), data.space
+    active = (lambda name, config: name not in space.params or space.active(name, config)) if space else None
     written = {"history": plot_history(rows, out / "history.png"),
-               "params": plot_params(rows, out / "params.png", _with_hidden(names)),
+               "params": plot_params(rows, out / "params.png", _with_hidden(names), active),
                "epochs": plot_epochs(rows, best, out / "epochs.png")}
+    data.importance = importance_note(study)
+    if data.importance is None:
+        written["importance"] = plot_importances(study, out / "importance.png", importance_evaluator())
     data.plots = {k: p.name for k, p in written.items()}
     if retrain:
         data.retrained = retrain_best(best, out / "best", data_dir=data_dir, verify=verify, dataset=dataset, log=log)

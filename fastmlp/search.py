@@ -32,12 +32,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from .errors import ConfigError, UserError
-from .space import Space
+from .space import Space, labelled
 from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, counts, display_url, fail_stale_trials, format_config,
                     format_duration, frozen, heartbeat_settings, load_study, make_pruner, make_sampler, open_storage,
                     origin_number, process_token, quiet_optuna, recover_lost_trials, requeue, storage_lock,
                     study_names, summary, trial_seed, trial_val_acc, worker_name)
 from .threads import available_cores, child_thread_env, limit_threads, thread_env
+
+
+OBJECTIVE_NAME = "validation accuracy"
 
 
 class TrialCut(Exception):
@@ -120,6 +123,8 @@ class Objective:
         trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("process", process_token())
         trial.set_user_attr("config", config.to_dict())
+        # by the homework's names, for the dashboard (Optuna's parameter names are the space's keys)
+        trial.set_user_attr("hyperparameters", labelled(config.to_dict(), self.space))
         record = None
         try:
             trainer = Trainer.for_dataset(config, self.dataset, train_rows=self.train_rows, evaluate_test=False)
@@ -447,6 +452,7 @@ def create_study(storage, settings: SearchSettings):
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ConfigError(f"study {settings.study_name!r} minimizes its objective; it is not a fastmlp search")
     study.set_user_attr(SETTINGS_ATTR, settings.stored())
+    study.set_metric_names([OBJECTIVE_NAME])  # the dashboard's name for the objective
     return study
 
 

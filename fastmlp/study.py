@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .config import RULES, TrainConfig
 from .errors import ConfigError, StorageError
-from .space import Space
+from .space import RECIPE, Space, fmt_value
 
 DEFAULT_STORAGE = "sqlite:///runs/search.db"
 PRUNERS = ("hyperband", "halving", "median", "none")
@@ -513,11 +514,16 @@ def format_duration(seconds: float) -> str:
 
 
 def format_config(config: dict) -> str:
-    """``batch 64, hidden [512, 256], eta 1.2e-03, beta1 0.912, beta2 0.99912, eps 3.1e-08``."""
+    """``batch 64, hidden [512, 256], eta 1.2e-03, beta1 0.912, beta2 0.99912, eps 3.1e-08``, then each
+    option of the recipe that is on (``, dropout 0.300, augmentation elastic, ...``)."""
     text = (f"batch {config['batch_size']}, hidden {list(config['hidden_sizes'])}, eta {config['lr']:.2e}, "
             f"beta1 {config['beta1']:.3f}, beta2 {config['beta2']:.5f}, eps {config['eps']:.1e}")
     if config.get("lr_decay", 1.0) != 1.0:
         text += f", decay {config['lr_decay']:.3f}"
+    defaults = TrainConfig().to_dict()
+    for name in RECIPE:
+        if config.get(name, defaults[name]) != defaults[name]:
+            text += f", {RULES[name].label} {fmt_value(name, config[name])}"
     return text
 
 

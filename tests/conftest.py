@@ -31,6 +31,12 @@ Optional extras
 SciPy's array-API mode is switched on before anything imports SciPy, so that scikit-learn's
 estimator checks run their array-API input check (NumPy namespace) instead of skipping it.
 
+Browser
+    ``browser``: a factory of Selenium drivers of Debian's headless Chromium (``/usr/bin/chromium``
+    driven by ``/usr/bin/chromedriver``: nothing is downloaded), each with a fresh profile and
+    quit at the end of the test. Without them, or without Selenium, the tests that use it skip,
+    unless ``FASTMLP_REQUIRE_EXTRAS=1`` (CI, whose ``.ci/run`` installs them), where they fail.
+
 PostgreSQL
     ``postgres``: a throwaway server for the session; ``postgres_url``: a new database on it
     (see ``tests/postgres_server.py``; ``FASTMLP_REQUIRE_POSTGRES=1`` makes its absence a failure).
@@ -122,10 +128,43 @@ def import_extra(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        reason = f"{module} is not installed (pip install 'fastmlp[{extra}]')"
-        if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
-            pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
-        pytest.skip(reason)
+        missing_extra(f"{module} is not installed (pip install 'fastmlp[{extra}]')")
+
+
+def missing_extra(reason: str):
+    """Skip with ``reason``, or fail under ``FASTMLP_REQUIRE_EXTRAS=1``."""
+    if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
+    pytest.skip(reason)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Headless, and quiet: without the background-networking flags Chromium keeps calling home, and a
+# closed network refuses it.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1280,1100")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """``open_browser()``: a new Selenium driver of headless Chromium; every one is quit after the test."""
+    webdriver = import_extra("selenium.webdriver", "dev")
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        missing_extra(f"{CHROMIUM} and {CHROMEDRIVER} are needed (Debian: apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+    drivers = []
+
+    def open_browser():
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'chromium-{len(drivers)}'}"):
+            options.add_argument(flag)
+        drivers.append(webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options))
+        return drivers[-1]
+    yield open_browser
+    for driver in drivers:
+        driver.quit()
 
 
 @pytest.fixture(scope="session")

@@ -156,9 +156,10 @@ def test_the_latex_escapes_awkward_names_and_compiles(study_db, tmp_path, pdflat
     assert not list(out.glob("latex-tmp-*"))
 
 
-def test_the_pdf_has_every_reference_resolved_and_nothing_past_the_margins(study_db, tmp_path, pdflatex):
+@pytest.mark.parametrize("search", ["study_db", "recipe_db"])  # the plain space's, the recipe's (wider tables)
+def test_the_pdf_has_every_reference_resolved_and_nothing_past_the_margins(search, request, tmp_path, pdflatex):
     out = tmp_path / "report"
-    assert run_report(study_db, out, "--no-retrain", "--no-pdf") == 0
+    assert run_report(request.getfixturevalue(search), out, "--no-retrain", "--no-pdf") == 0
     for _ in range(2):
         proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=out,
                               capture_output=True, text=True, errors="replace", timeout=180)
@@ -232,15 +233,16 @@ def test_markdown_and_latex_render_the_same_document(study_db, tmp_path):
     assert md_sections(md) == tex_sections(tex) == ["The search", "The best hyperparameters",
                                                      "Training with the best hyperparameters", "Every trial"]
     mt, tt = md_tables(md), tex_tables(tex)
-    assert len(mt) == len(tt) == 3  # the space, the best hyperparameters, every trial
+    assert len(mt) == len(tt) == 4  # the space, the best hyperparameters, their recipe, every trial
     assert [len(t) for t in mt] == [len(t) for t in tt]
-    assert mt[2] == tt[2] == [str(t.number) for t in best_of(study_db)[1]]
+    assert mt[2] == [RULES["lr_decay"].md] and tt[2] == [RULES["lr_decay"].tex]  # the plain space's one option
+    assert mt[3] == tt[3] == [str(t.number) for t in best_of(study_db)[1]]
     # the space's rows are RULES' labels, each in its format
     assert mt[0][:2] == [RULES["batch_size"].md, RULES["layers"].md] and tt[0][:2] == [RULES["batch_size"].tex,
                                                                                         RULES["layers"].tex]
     # every figure is referred to before it stands: "Figure N" / Figure~\ref{fig:...}
     labels = re.findall(r"\\label\{(fig:[a-z]+)\}", tex)
-    assert labels == ["fig:history", "fig:params", "fig:epochs"]
+    assert labels == ["fig:history", "fig:params", "fig:importance", "fig:epochs"]
     for n, label in enumerate(labels, 1):
         assert tex.index(rf"Figure~\ref{{{label}}}") < tex.index(rf"\label{{{label}}}")
         assert md.index(f"Figure {n} ") < md.index(f"![Figure {n}:") < md.index(f"*Figure {n}:")
@@ -301,9 +303,9 @@ def test_a_hyperparameter_the_search_space_lacks_gets_a_column_once_it_varies():
     same = [row(0), row(1)]
     assert report.hyperparameter_names(same) == ["batch_size", "lr", "beta1", "beta2", "eps"]
     assert report.hyperparameter_names(same + [row(2, alpha=1e-4)])[-1] == "alpha"
-    table = report.trial_table(same + [row(2, alpha=1e-4)], report.hyperparameter_names(same + [row(2, alpha=1e-4)]),
-                               "s")
-    assert RULES["alpha"].md in [doc.plain(h) for h in table.header]
+    rows = same + [row(2, alpha=1e-4)]
+    tables = report.trial_tables(rows, report.hyperparameter_names(rows), "s")
+    assert [RULES["alpha"].md in [doc.plain(h) for h in t.header] for t in tables] == [False, True]  # the recipe's
 
 
 def test_the_subset_sentence_says_the_subset_comes_after_the_hold_out(small_dataset, tmp_path):
@@ -372,3 +374,59 @@ def test_the_command_gives_every_flag_whose_value_is_not_the_default():
     assert not any(p.startswith(("--alpha", "--val-size", "--augment")) for p in parts)  # defaults stay implicit
     old = {k: v for k, v in config.items() if k != "lr_decay"}  # a study from before eta's decay existed
     assert "--lr-decay 1.0" in report.train_command_parts(old)
+
+
+# ----------------------------------------------------------------------------- a search of the recipe
+
+@pytest.fixture(scope="module")
+def recipe_db(small_dataset, tmp_path_factory):
+    """A finished small search of the recipe space: six trials, none pruned."""
+    db = tmp_path_factory.mktemp("recipe") / "search.db"
+    settings = resolve_settings(None, storage=str(db), study_name="mnist", space_file="recipe", val_size=100,
+                                space_flags={"width": "16,32", "batch_size": "25,50", "epochs": "2"},
+                                dataset="small", pruner="none")
+    run_search(settings, trials=6, dataset=small_dataset, log=lambda line: None)
+    return db
+
+
+def test_the_report_of_a_recipe_search_ranks_the_hyperparameters_and_lists_the_best_trials_recipe(recipe_db,
+                                                                                                  tmp_path):
+    out = tmp_path / "report"
+    assert run_report(recipe_db, out, "--no-retrain", "--no-pdf") == 0
+    md = (out / "report.md").read_text()
+    assert (out / "importance.png").read_bytes()[:8] == PNG and "](importance.png)" in md
+    assert "ranks the hyperparameters by their importance" in md and "of the 6 completed trials" in md
+    best, trials = best_of(recipe_db)
+    c = best.user_attrs["config"]
+    recipe = dict(table_after(md, "| option | value |"))
+    for name in ("schedule", "warmup", "weight_decay", "dropout_input", "dropout", "label_smoothing", "ema",
+                 "augment", "aug_rotate", "aug_scale", "aug_shear", "aug_shift"):
+        assert recipe[RULES[name].md] == report.fmt_value(name, c[name]), name
+    elastic = c["augment"] == "elastic"  # the elastic strengths only where the trial drew them
+    assert (RULES["elastic_alpha"].md in recipe) == elastic == (RULES["elastic_sigma"].md in recipe)
+    assert RULES["lr_decay"].md not in recipe and RULES["max_norm"].md not in recipe  # not drawn; off
+    space = dict((row[0], row[2]) for row in table_after(md, "| hyperparameter | values tried | drawn when |"))
+    assert space[RULES["elastic_alpha"].md] == f"{RULES['augment'].md} is elastic"
+    assert space[RULES["dropout"].md] == "always"
+    # every trial's recipe, in tables that fit the page: – where a trial did not draw the option
+    alphas = [r[0:1] + r[-2:] for r in table_after(md, f"| # | {RULES['aug_rotate'].md} |")]
+    assert [a[0] for a in alphas] == [str(t.number) for t in trials]
+    for row, t in zip(alphas, trials):
+        assert (row[1] == "–") == (t.params["augment"] == "affine")
+
+
+def test_the_importance_plot_names_each_hyperparameter_by_its_label():
+    assert plots.param_label("lr") == RULES["lr"].tex and plots.param_label("width_2") == f"{RULES['width'].tex} 2"
+    assert plots.param_label("one_minus_beta2") == f"1 − {RULES['beta2'].tex}"
+    assert plots.param_label("elastic_alpha") == r"elastic $\alpha$"
+
+
+def test_with_fewer_than_two_completed_trials_the_report_says_why_it_ranks_nothing(small_dataset, tmp_path):
+    db = tmp_path / "s.db"
+    small_search(db, small_dataset, 1)
+    out = tmp_path / "report"
+    assert run_report(db, out, "--no-retrain", "--no-pdf") == 0
+    md = (out / "report.md").read_text()
+    assert "needs at least two completed trials whose hyperparameters differ; this study has 1 completed trial." in md
+    assert not (out / "importance.png").exists() and "fig:importance" not in (out / "report.tex").read_text()
+

@@ -65,6 +65,19 @@ def test_a_small_search_trains_each_trial_and_never_looks_at_the_test_set(small_
     assert "3 done" in out and "best: trial" in result.summary and not result.crashed
 
 
+def test_trials_name_their_hyperparameters_as_the_homework_does_and_the_study_names_its_objective(
+        small_dataset, tmp_path):
+    """What the dashboard shows: the objective by its name, each trial's hyperparameters by the homework's."""
+    run(settings_for(tmp_path), small_dataset, trials=1)
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert study.metric_names == ["validation accuracy"]
+    (trial,) = study.trials
+    c = trial.user_attrs["config"]
+    assert trial.user_attrs["hyperparameters"].startswith(
+        f"Batch Size {c['batch_size']}, Hidden Sizes {c['hidden_sizes']}, η {c['lr']:.2e}, β1 ")
+    assert ", num epochs 2" in trial.user_attrs["hyperparameters"]
+
+
 def test_the_same_seed_gives_the_same_trials(small_dataset, tmp_path):
     run(settings_for(tmp_path / "a"), small_dataset, trials=2)
     run(settings_for(tmp_path / "b"), small_dataset, trials=2)
@@ -262,6 +275,26 @@ def test_print_space_writes_toml_that_reads_back(tmp_path):
     space = read_space_file(tmp_path / "space.toml", Space.default())
     assert space.params["lr"].value == 1e-3 and space.params["batch_size"].choices == (64, 128)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_recipe_search_runs_trials_with_dropout_weight_decay_and_warping(tmp_path):
+    from conftest import SyntheticDataset, learnable_arrays
+    SyntheticDataset("mnist", arrays=learnable_arrays(300, 100)).write(tmp_path / "data" / "mnist")
+    proc = run_cli("search", "--space", "recipe", "--trials", "4", "--storage", "s.db", "--data-dir", "data",
+                   "--no-verify", "--val-size", "100", "--width", "16,32", "--batch-size", "25,50", "--epochs", "2",
+                   "--min-epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trials = trials_of(tmp_path, "mnist")
+    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for t in trials:
+        c = t.user_attrs["config"]
+        for name in ("dropout", "dropout_input", "weight_decay", "label_smoothing", "warmup"):
+            assert c[name] == t.params[name]
+        assert c["augment"] == t.params["augment"] in ("affine", "elastic") and c["aug_rotate"] == t.params["aug_rotate"]
+        assert ("elastic_alpha" in t.params) == (c["augment"] == "elastic")  # drawn only where it warps
+        assert c["ema"] == pytest.approx(1 - t.params["one_minus_ema"]) and c["lr_decay"] == 1.0
+        assert "hidden dropout" in t.user_attrs["hyperparameters"]
+    assert "elastic_alpha 8 to 34 when augment is elastic" in proc.stdout  # the space, as the search says it
 
 
 TINY = ["--subset", "2000", "--epochs", "1", "--layers", "1", "--width", "16,32", "--batch-size", "25,50",

@@ -161,3 +161,119 @@ def test_a_space_draws_a_train_config_per_layer_and_beta2_in_one_minus():
 def test_the_space_module_does_not_import_optuna():
     code = "import sys, fastmlp.space; print('optuna' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- the recipe, and conditions
+
+class RecordingTrial:
+    """The ``suggest_*`` methods of an Optuna trial: records each call, answers from ``answers`` (else the
+    low end, or the first choice)."""
+
+    def __init__(self, **answers):
+        self.calls, self.params, self.answers = [], {}, answers
+
+    def suggest_categorical(self, name, choices):
+        self.calls.append(("categorical", name, tuple(choices)))
+        return self.params.setdefault(name, self.answers.get(name, choices[0]))
+
+    def suggest_int(self, name, low, high, log=False):
+        self.calls.append(("int", name, low, high, log))
+        return self.params.setdefault(name, self.answers.get(name, low))
+
+    def suggest_float(self, name, low, high, log=False):
+        self.calls.append(("float", name, pytest.approx(low), pytest.approx(high), log))
+        return self.params.setdefault(name, self.answers.get(name, low))
+
+
+def test_the_plain_space_asks_optuna_for_the_same_parameters_in_the_same_order_as_it_always_did():
+    """The same questions in the same order: so a seed draws the plain space's trials as it always did."""
+    trial = RecordingTrial(layers=2)
+    fields = Space.default().suggest(trial)
+    assert trial.calls == [("categorical", "batch_size", (32, 64, 128, 256)), ("int", "layers", 1, 3, False),
+                           ("categorical", "width_1", (128, 256, 512, 1024)),
+                           ("categorical", "width_2", (128, 256, 512, 1024)),
+                           ("float", "lr", 1e-4, 3e-3, True), ("float", "beta1", 0.8, 0.99, False),
+                           ("float", "one_minus_beta2", 1e-4, 1e-2, True), ("float", "eps", 1e-9, 1e-6, True),
+                           ("float", "lr_decay", 0.7, 1.0, False)]
+    assert set(fields) == {"batch_size", "hidden_sizes", "lr", "beta1", "beta2", "eps", "lr_decay", "epochs"}
+
+
+def test_the_recipe_space_searches_dropout_weight_decay_the_warp_and_the_schedule():
+    space = build_space(Space.default(), "recipe")
+    assert space == Space.named("recipe")
+    assert {"dropout", "dropout_input", "weight_decay", "label_smoothing", "ema", "augment", "schedule", "warmup",
+            "elastic_alpha", "elastic_sigma", "aug_rotate"} <= set(space.searched())
+    assert space.params["augment"].choices == ("affine", "elastic")
+    assert space.params["ema"].scale == "log1m" and space.params["weight_decay"].scale == "log"
+    assert Space.from_mapping(space.to_dict()) == space  # what the study stores reads back the same
+
+
+@pytest.mark.parametrize("answers,drawn,not_drawn", [
+    ({"augment": "elastic", "schedule": "onecycle"}, {"elastic_alpha", "elastic_sigma", "aug_rotate", "warmup"},
+     {"lr_decay"}),
+    ({"augment": "affine", "schedule": "cosine"}, {"aug_rotate", "aug_shift", "warmup"},
+     {"elastic_alpha", "elastic_sigma", "lr_decay"}),
+])
+def test_an_option_is_drawn_only_in_trials_where_it_does_something(answers, drawn, not_drawn):
+    space = build_space(Space.named("recipe"), flags={"schedule": "decay,cosine,onecycle", "lr_decay": "0.7:1"})
+    trial = RecordingTrial(**answers)
+    fields = space.suggest(trial)
+    assert drawn <= set(trial.params) and not not_drawn & set(trial.params)
+    assert ("elastic_alpha" in fields) == ("elastic_alpha" in drawn)  # else TrainConfig's default, unused
+    assert fields["lr_decay"] == 1.0  # eta's decay, not drawn, is off
+    asked = [call[1] for call in trial.calls]
+    assert asked.index("schedule") < asked.index("warmup") and asked.index("augment") < asked.index("aug_rotate")
+
+
+def test_a_warp_left_off_draws_none_of_its_strengths():
+    trial = RecordingTrial()
+    fields = build_space(Space.named("recipe"), flags={"augment": "none"}).suggest(trial)
+    assert fields["augment"] == "none" and not {n for n in trial.params if n.startswith(("aug_", "elastic_"))}
+
+
+def test_a_space_file_states_its_own_conditions_over_a_built_in_base(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('base = "recipe"\naugment = ["none", "elastic"]\n'
+                    'dropout = { low = 0.1, high = 0.5, when = { augment = "elastic" } }\n'
+                    'label_smoothing = { choices = [0.0, 0.1], when = {} }\n')
+    space = read_space_file(path, Space.default())
+    assert space.params["dropout"].when == (("augment", ("elastic",)),)
+    assert space.params["label_smoothing"].when == () and space.params["width"].choices == (768, 1024, 1536)
+    assert read_space_file_text(space.to_toml(), tmp_path) == space  # --print-space's TOML says it all
+    off, on = RecordingTrial(augment="none"), RecordingTrial(augment="elastic")
+    space.suggest(off), space.suggest(on)
+    assert "dropout" not in off.params and on.params["dropout"] == 0.1
+
+
+def read_space_file_text(text: str, folder) -> Space:
+    (folder / "printed.toml").write_text(text)
+    return read_space_file(folder / "printed.toml", Space.default())
+
+
+@pytest.mark.parametrize("text,message", [
+    ('lr = { low = 1e-3, high = 2e-3, when = { augment = "elastic" } }', "lr: is drawn in every trial"),
+    ('dropout = { low = 0.1, high = 0.2, when = "elastic" }', "when must be a table"),
+    ('dropout = { low = 0.1, high = 0.2, when = { momentum = 1 } }', "when names 'momentum'"),
+    ('dropout = { low = 0.1, high = 0.2, when = { augment = "wavy" } }', "dropout: when: augment must be one of"),
+    ('dropout = { low = 0.1, high = 0.2, when = { lr = 1e-3 } }', "when tests lr, which is a range"),
+    ('dropout = { low = 0.1, high = 0.2, when = { augment = "elastic" } }', "when augment is elastic never holds"),
+    ('dropout = { low = 0.1, high = 0.2, when = { augment = [] } }', "the list of values is empty"),
+    ('dropout = { when = { augment = "none" } }', "'when' needs a value, choices, or low/high"),
+    ('dropout = { choices = [0.1, 0.2], when = { dropout_input = 0.1 } }\n'
+     'dropout_input = { choices = [0.1, 0.2], when = { dropout = 0.2 } }', "wait on each other"),
+    ('augment = "0:1"', "augment: is one of none, affine, elastic, not a range"),
+    ('schedule = "warm"', "schedule must be one of decay, cosine, onecycle"),
+    ('base = "fancy"', "base must be one of plain, recipe"),
+])
+def test_a_bad_condition_or_option_is_a_one_line_error_naming_it(tmp_path, text, message):
+    path = tmp_path / "space.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as err:
+        read_space_file(path, Space.default())
+    assert str(err.value).startswith(str(path)) and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_word_options_take_their_rules_choices():
+    assert parse_param("augment", "affine,elastic").choices == ("affine", "elastic")
+    assert parse_param("schedule", ["cosine"]).value == "cosine"
+    assert parse_param("warmup", "1:8").when == (("schedule", ("cosine", "onecycle")),)

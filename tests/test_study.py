@@ -211,3 +211,14 @@ def test_searches_started_together_on_a_new_postgresql_database_create_it_once(p
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(postgres_url))] == ["x"]
+
+
+def test_a_trials_line_names_the_options_of_the_recipe_it_turned_on():
+    from fastmlp.config import TrainConfig
+    plain = TrainConfig(lr_decay=1.0).to_dict()
+    assert studymod.format_config(plain) == ("batch 64, hidden [1024], eta 1.50e-03, beta1 0.900, beta2 0.99900, "
+                                             "eps 1.0e-08")
+    recipe = {**plain, "schedule": "onecycle", "warmup": 4.0, "dropout": 0.25, "augment": "elastic",
+              "elastic_alpha": 16.0}
+    assert studymod.format_config(recipe).endswith(", eps 1.0e-08, eta schedule onecycle, warm-up epochs 4, "
+                                                   "dropout 0.250, augmentation elastic, elastic alpha 16")
