@@ -222,8 +222,8 @@ def timed_call(trainer: Trainer, columns: bool, threads: int, work, order: np.nd
     losses = np.empty(n_steps)
     with blas_threads(1):
         t0 = time.perf_counter()
-        run_call(columns, threads, trainer.net, Data(trainer.images, trainer.labels, order), work, trainer.optim,
-                 trainer.aug, trainer.recipe, call, losses)
+        run_call(columns, threads, trainer.net, Data(trainer.images, trainer.labels, order, trainer.weights), work,
+                 trainer.optim, trainer.aug, trainer.recipe, call, losses)
         seconds = time.perf_counter() - t0
     adam.advance(n_steps)
     return seconds
@@ -254,6 +254,7 @@ def column_pieces(tr: Trainer, idx: np.ndarray) -> list[Piece]:
     g, x, y, z, h, d, off = w.grads[0], w.x, w.y, w.z, w.h, w.d, w.act_off
     m, small, L, k, n0 = len(idx), tr.small_gemm, len(sizes) - 1, sizes[-1], sizes[0]
     shards = [shard_bounds(m, row_parts(m), s) for s in range(row_parts(m))]
+    norm = float(m if tr.weights is None else np.sum(tr.weights[idx], dtype=np.float64))  # the batch's weight
 
     def units(n):  # the bounds of n units' parts (computed here, not in the timed calls)
         parts = unit_parts(n)
@@ -276,7 +277,8 @@ def column_pieces(tr: Trainer, idx: np.ndarray) -> list[Piece]:
 
     def logits(r0, r1):
         columns.output_rows(p, lay, h, z, off, m, r0, r1)
-        layers.cross_entropy_rows(rows(z, off[L - 1], k, r0, r1), y[r0:r1], rows(d, off[L - 1], k, r0, r1), 0.0, m)
+        layers.loss_rows(rows(z, off[L - 1], k, r0, r1), y[r0:r1], rows(d, off[L - 1], k, r0, r1), 0.0, norm,
+                         tr.weights, idx[r0:r1])
     out.append(piece(f"layer {L} logits + loss (row shards)", 2e-6 * m * sizes[-2] * k, logits, shards))
     for l in range(L - 1, 0, -1):
         parts = unit_parts(sizes[l])

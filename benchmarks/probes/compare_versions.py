@@ -110,8 +110,8 @@ def main(argv=None) -> int:
         # about ``seconds`` per call at 100 GFLOP/s
         n = max(4, int(args.seconds * 100e9 / common.step_flops(trainers[0].model.sizes, batch)))
         order = np.resize(np.arange(len(images), dtype=np.int64), n * batch)
-        for tr in trainers:
-            tr.steps(order, 0, 2, 1e-4)
+        for tr in trainers:  # a whole call each: a version's first call of many steps may start threads
+            tr.steps(order, 0, n, 1e-4)
         rates: list[list[float]] = [[] for _ in trainers]
         for r in range(args.rounds):
             for i in [(r + j) % len(trainers) for j in range(len(trainers))]:
