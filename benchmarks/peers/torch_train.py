@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch_model import build_model, torch_threads
 
+if "-h" in sys.argv or "--help" in sys.argv:
+    sys.exit(print(__doc__.strip()))
+
 def arg(name, default=None):
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
