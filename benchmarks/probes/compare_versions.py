@@ -60,14 +60,24 @@ def copy_package(source: Path, target: Path) -> None:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
 
 
+def source_hash(package: Path) -> str:
+    """A hash of every source file of ``package``: Numba's cache knows when a kernel's own file
+    changed, not when a kernel it calls did, so a changed package gets a fresh cache."""
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def load_versions(checkouts: list[str]) -> list[str]:
-    """Copy checkout i's package to ``COPIES/<its path's hash>-i/fastmlp_vi``; the package names."""
+    """Copy checkout i's package to ``COPIES/<its sources' hash>-i/fastmlp_vi``; the package names."""
     names = []
     for i, checkout in enumerate(checkouts):
         source = Path(checkout).resolve() / "fastmlp"
         if not (source / "train.py").is_file():
             raise SystemExit(f"compare_versions: {checkout} has no fastmlp package")
-        folder = COPIES / f"{hashlib.sha1(str(source).encode()).hexdigest()[:12]}-{i}"
+        folder = COPIES / f"{source_hash(source)}-{i}"
         name = f"fastmlp_v{i}"
         copy_package(source, folder / name)
         sys.path.insert(0, str(folder))

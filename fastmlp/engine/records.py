@@ -156,15 +156,15 @@ def update_parts(layout: np.ndarray, columns: bool) -> np.ndarray:
     The row split's are :func:`fastmlp.engine.parts.update_blocks` (weight rows and their biases).
     The column split's follow the parts that computed the gradient: a hidden layer's units by
     :func:`~fastmlp.engine.parts.unit_parts` (first, end: the part's number and the count), the last
-    layer's columns by the parts of the layer below it (its biases cut the same way).
+    layer's columns by the parts of the layer below it (its biases cut the same way); listed part
+    by part (every layer's part 0, then every layer's part 1, ...), so that the threads claiming
+    from the two ends of the list update what they computed, in their own caches.
     """
     if not columns:
         return np.array(update_blocks(layout), dtype=np.int64).reshape(-1, 3)
     L = layout.shape[0]
-    rows = []
-    for l in range(L):
-        count = unit_parts(int(layout[l, N_OUT] if l < L - 1 else layout[l, N_IN]))
-        rows += [(l, p, count) for p in range(count)]
+    counts = [unit_parts(int(layout[l, N_OUT] if l < L - 1 else layout[l, N_IN])) for l in range(L)]
+    rows = [(l, p, counts[l]) for p in range(max(counts)) for l in range(L) if p < counts[l]]
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 

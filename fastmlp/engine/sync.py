@@ -16,6 +16,7 @@ cores stay correct, only slower.
 
 from __future__ import annotations
 
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -85,6 +86,27 @@ def sched_yield(typingctx):
     return types.int32(), codegen
 
 
+@intrinsic
+def spin_pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``, Arm ``yield``): a waiting thread leaves the core's
+    resources to the work beside it and does not flood the memory system with reads. Nothing on
+    other targets."""
+    def codegen(context, builder, signature, args):
+        triple = builder.module.triple.lower() or _PROCESS_TRIPLE
+        if triple.startswith(("x86_64", "i686", "i386")):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, ())
+        elif triple.startswith(("aarch64", "arm64")):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                                                "llvm.aarch64.hint")
+            builder.call(fn, (ir.Constant(ir.IntType(32), 1),))
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+_PROCESS_TRIPLE = llvm_binding.get_process_triple().lower()
 _BACK = 1 << 32  # a claim from the back counts in the high half of the slot
 
 
@@ -141,4 +163,6 @@ def barrier(sync, threads, counters):
             spins += 1
             if spins > SPINS_BEFORE_YIELD:
                 sched_yield()
+            else:
+                spin_pause()
     return atomic_load(sync, ABORT) == 0
