@@ -1,4 +1,4 @@
-"""fastmlp.MLPClassifier against scikit-learn's MLPClassifier: fit wall time and accuracy.
+"""fastmlp's MLPClassifier and MLPRegressor against scikit-learn's: fit wall time, accuracy, the GEMM floor.
 
 Both get the same hyperparameters (scikit-learn's defaults but for the ones named below), the
 same number of epochs (``max_iter``, no early stop: ``n_iter_no_change`` is set past it) and
@@ -15,9 +15,16 @@ Workloads:
   10,000 test rows for accuracy; hidden (256, 128), batch 128, 3 epochs.
 * ``synthetic``: ``make_classification(n_samples=200_000, n_features=100, n_informative=60,
   n_classes=10)``, 180,000 rows to fit and 20,000 to test; hidden (256, 128), batch 128, 3 epochs.
+* ``regression``: ``make_regression(n_samples=200_000, n_features=100, n_informative=60,
+  n_targets=1, noise=10)`` with the target standardised, 180,000 rows to fit and 20,000 to test
+  (R^2); ``MLPRegressor``, hidden (256, 128), batch 128, 3 epochs.
 * ``small``: scikit-learn's bundled digits, breast cancer and wine, each standardised
   (``StandardScaler`` fitted on the training part of a stratified 75/25 split), scikit-learn's
   default network (100,) and batch ('auto'), 200 epochs; test accuracy averaged over 5 seeds.
+* ``first-contact``: the same three datasets as a user first hands them over (the raw features,
+  all rows) to ``MLPClassifier()`` with its defaults, and with ``max_iter=20``: warm fit times,
+  medians of 5 alternating seeds (the defaults stop by scikit-learn's ``tol`` rule, so each
+  implementation's epochs are given too).
 
 Beside the two fit times, ``gemm floor`` is the time of the same matrix products alone (NumPy,
 preallocated outputs, the same BLAS threads) for the same epochs: no implementation of these
@@ -47,14 +54,16 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 HIDDEN, BATCH, EPOCHS = (256, 128), 128, 3
 
 
-def estimators(**params):
-    """The two classifiers with identical parameters: (name, instance) pairs."""
-    from sklearn.neural_network import MLPClassifier as SklearnMLP
+def estimators(regression: bool = False, **params):
+    """The two classifiers (or regressors) with identical parameters: (name, instance) pairs; no early
+    stop unless ``params`` set ``n_iter_no_change``."""
+    from sklearn import neural_network
 
-    from fastmlp import MLPClassifier as FastMLP
+    import fastmlp
 
-    common = dict(solver="adam", activation="relu", random_state=0, n_iter_no_change=10 ** 6, **params)
-    return [("fastmlp", FastMLP(**common)), ("sklearn", SklearnMLP(**common))]
+    kind = "MLPRegressor" if regression else "MLPClassifier"
+    common = dict(solver="adam", activation="relu", random_state=0, **{"n_iter_no_change": 10 ** 6, **params})
+    return [("fastmlp", getattr(fastmlp, kind)(**common)), ("sklearn", getattr(neural_network, kind)(**common))]
 
 
 def fit_seconds(clf, X, y, threads: int | None = None) -> float:
@@ -89,24 +98,27 @@ def gemm_floor_seconds(n_rows: int, sizes: list[int], batch: int, epochs: int) -
     return time.perf_counter() - t0
 
 
-def timed_workload(name, X, y, Xt, yt, rounds: int, threads: int) -> dict:
-    """Alternating fits of both, medians of the fit times, mean accuracy over the rounds (seeds 0, 1, ...)."""
+def timed_workload(name, X, y, Xt, yt, rounds: int, threads: int, regression: bool = False) -> dict:
+    """Alternating fits of both, medians of the fit times, mean accuracy (R^2 for regression) over the
+    rounds (seeds 0, 1, ...)."""
     times = {"fastmlp": [], "sklearn": []}
     accs = {"fastmlp": [], "sklearn": []}
-    fit_seconds(estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1)[0][1], X[:2000], y[:2000], threads)
+    fit_seconds(estimators(regression, hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1)[0][1], X[:2000],
+                y[:2000], threads)
     for r in range(rounds):
-        pairs = estimators(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=EPOCHS)
+        pairs = estimators(regression, hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=EPOCHS)
         for label, clf in (pairs if r % 2 == 0 else pairs[::-1]):
             clf.set_params(random_state=r)
             times[label].append(fit_seconds(clf, X, y, threads if label == "fastmlp" else None))
             accs[label].append(clf.score(Xt, yt))
             print(f"  {name} round {r + 1}: {label} {times[label][-1]:.2f} s, test accuracy {accs[label][-1]:.4f}",
                   file=sys.stderr)
-    floor = gemm_floor_seconds(len(X), [X.shape[1], *HIDDEN, len(np.unique(y))], BATCH, EPOCHS)
+    outputs = 1 if regression else len(np.unique(y))
+    floor = gemm_floor_seconds(len(X), [X.shape[1], *HIDDEN, outputs], BATCH, EPOCHS)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"workload": name, "rows": len(X), "fastmlp_s": med["fastmlp"], "sklearn_s": med["sklearn"],
             "floor_s": floor, "fastmlp_acc": statistics.mean(accs["fastmlp"]),
-            "sklearn_acc": statistics.mean(accs["sklearn"]), "seeds": rounds}
+            "sklearn_acc": statistics.mean(accs["sklearn"]), "seeds": rounds, "regression": regression}
 
 
 def mnist_workload(data_dir: str):
@@ -125,6 +137,41 @@ def synthetic_workload():
     X, y = make_classification(n_samples=200_000, n_features=100, n_informative=60, n_classes=10, random_state=0)
     X = X.astype(np.float32)
     return X[:180_000], y[:180_000], X[180_000:], y[180_000:]
+
+
+def regression_workload():
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(n_samples=200_000, n_features=100, n_informative=60, noise=10.0, random_state=0)
+    X, y = X.astype(np.float32), ((y - y.mean()) / y.std()).astype(np.float32)
+    return X[:180_000], y[:180_000], X[180_000:], y[180_000:]
+
+
+def first_contact(threads: int, seeds=range(5)) -> list[dict]:
+    """Warm fit times of both on the small datasets as given (raw features, all rows), scikit-learn's
+    defaults and ``max_iter=20``: medians over alternating seeds, with the epochs each ran."""
+    from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+
+    rows = []
+    for name, load in (("digits", load_digits), ("breast cancer", load_breast_cancer), ("wine", load_wine)):
+        X, y = load(return_X_y=True)
+        X = X.astype(np.float32)
+        for params in ({}, {"max_iter": 20}):
+            fit_seconds(estimators(n_iter_no_change=10, max_iter=1)[0][1], X, y, threads)  # compiled, warm
+            times, epochs = {"fastmlp": [], "sklearn": []}, {"fastmlp": [], "sklearn": []}
+            for seed in seeds:
+                pairs = estimators(n_iter_no_change=10, **params)
+                for label, clf in (pairs if seed % 2 == 0 else pairs[::-1]):
+                    clf.set_params(random_state=seed)
+                    times[label].append(fit_seconds(clf, X, y, threads if label == "fastmlp" else None))
+                    epochs[label].append(clf.n_iter_)
+            rows.append({"workload": name, "rows": len(X), "params": "max_iter=20" if params else "defaults",
+                         **{f"{k}_s": statistics.median(v) for k, v in times.items()},
+                         **{f"{k}_epochs": statistics.median(v) for k, v in epochs.items()}})
+            r = rows[-1]
+            print(f"  {name} {r['params']}: fastmlp {r['fastmlp_s']:.3f} s ({r['fastmlp_epochs']:.0f} epochs), "
+                  f"sklearn {r['sklearn_s']:.3f} s ({r['sklearn_epochs']:.0f} epochs)", file=sys.stderr)
+    return rows
 
 
 def small_workloads(threads: int, seeds=range(5), epochs: int = 200) -> list[dict]:
@@ -152,7 +199,7 @@ def small_workloads(threads: int, seeds=range(5), epochs: int = 200) -> list[dic
     return rows
 
 
-def markdown(timed: list[dict], small: list[dict], rounds: int, threads: int) -> str:
+def markdown(timed: list[dict], small: list[dict], rounds: int, threads: int, contact: list[dict] = ()) -> str:
     import sklearn
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -160,13 +207,23 @@ def markdown(timed: list[dict], small: list[dict], rounds: int, threads: int) ->
            f"{rounds} alternating round(s), medians:", ""]
     if timed:
         out += ["| workload (hidden (256, 128), batch 128, 3 epochs) | fastmlp fit | scikit-learn fit | speed-up "
-                "| GEMM floor | sklearn / floor | accuracy fastmlp (mean of seeds) | accuracy scikit-learn |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| GEMM floor | fastmlp / floor | sklearn / floor | fastmlp accuracy or R^2 (mean of seeds) "
+                "| scikit-learn's |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in timed:
+            score = (lambda v: f"{v:.4f}") if r["regression"] else (lambda v: f"{100 * v:.2f}%")
             out.append(f"| {r['workload']} ({r['rows']:,} rows) | {r['fastmlp_s']:.2f} s | {r['sklearn_s']:.2f} s "
                        f"| **{r['sklearn_s'] / r['fastmlp_s']:.2f}x** | {r['floor_s']:.2f} s "
-                       f"| {r['sklearn_s'] / r['floor_s']:.2f}x | {100 * r['fastmlp_acc']:.2f}% "
-                       f"| {100 * r['sklearn_acc']:.2f}% |")
+                       f"| {r['fastmlp_s'] / r['floor_s']:.2f}x | {r['sklearn_s'] / r['floor_s']:.2f}x "
+                       f"| {score(r['fastmlp_acc'])} | {score(r['sklearn_acc'])} |")
+        out.append("")
+    if contact:
+        out += ["| first contact: dataset as given, MLPClassifier(...) | fastmlp fit (epochs) "
+                "| scikit-learn fit (epochs) | speed-up |", "|---|---:|---:|---:|"]
+        for r in contact:
+            out.append(f"| {r['workload']} ({r['rows']} rows), {r['params']} | {r['fastmlp_s']:.3f} s "
+                       f"({r['fastmlp_epochs']:.0f}) | {r['sklearn_s']:.3f} s ({r['sklearn_epochs']:.0f}) "
+                       f"| **{r['sklearn_s'] / r['fastmlp_s']:.2f}x** |")
         out.append("")
     if small:
         out += ["| dataset (StandardScaler, (100,), batch 'auto') | epochs | test accuracy fastmlp "
@@ -179,25 +236,31 @@ def markdown(timed: list[dict], small: list[dict], rounds: int, threads: int) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workloads", default="mnist,synthetic,small", help="comma-separated: mnist, synthetic, small")
+    p.add_argument("--workloads", default="mnist,synthetic,regression,small,first-contact",
+                   help="comma-separated: mnist, synthetic, regression, small, first-contact")
     p.add_argument("--rounds", type=int, default=3, help="alternating fits of each implementation (default 3)")
     p.add_argument("--data-dir", default=os.environ.get("FASTMLP_DATA_DIR", "data"), help="where mnist/ is")
     p.add_argument("--threads", type=int, default=2, help="threads for each implementation (default 2)")
     p.add_argument("--out", help="also write the Markdown tables to this file")
     args = p.parse_args(argv)
     want = set(args.workloads.split(","))
-    unknown = want - {"mnist", "synthetic", "small"}
+    unknown = want - {"mnist", "synthetic", "regression", "small", "first-contact"}
     if unknown or args.rounds < 1:
         p.error(f"unknown workloads {sorted(unknown)}" if unknown else "--rounds must be >= 1")
-    timed, small = [], []
+    timed, small, contact = [], [], []
     with threadpool_limits(args.threads):
         if "mnist" in want:
             timed.append(timed_workload("MNIST floats", *mnist_workload(args.data_dir), args.rounds, args.threads))
         if "synthetic" in want:
             timed.append(timed_workload("make_classification", *synthetic_workload(), args.rounds, args.threads))
+        if "regression" in want:
+            timed.append(timed_workload("make_regression", *regression_workload(), args.rounds, args.threads,
+                                        regression=True))
         if "small" in want:
             small = small_workloads(args.threads)
-    text = markdown(timed, small, args.rounds, args.threads)
+        if "first-contact" in want:
+            contact = first_contact(args.threads)
+    text = markdown(timed, small, args.rounds, args.threads, contact)
     print(text)
     if args.out:
         from fastmlp.atomic import write_text
