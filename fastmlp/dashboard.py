@@ -23,9 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import socketserver
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from .errors import UsageError
 from .study import display_url, open_storage, redact, storage_errors
@@ -58,14 +56,17 @@ class RedactingStream(io.TextIOBase):
         self.target.flush()
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    """The standard library's WSGI server, a thread per request (the page asks for several things at once)."""
-
-    daemon_threads = True
-
-
 def _server_class(host: str) -> type:
-    return type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
+    """The standard library's WSGI server, a thread per request (the page asks for several things at
+    once), for an IPv4 or IPv6 ``host``. (The server's modules load here, not with the command.)"""
+    import socketserver
+    from wsgiref.simple_server import WSGIServer
+
+    class _Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return _Server
 
 
 class Dashboard:
@@ -88,6 +89,8 @@ class Dashboard:
         log.propagate = False
         app = optuna_dashboard.wsgi(storage)
         stream = self.stderr
+
+        from wsgiref.simple_server import WSGIRequestHandler
 
         class Handler(WSGIRequestHandler):
             def log_message(self, format, *args) -> None:  # no request log: the console is the search's

@@ -35,11 +35,23 @@ def _pyplot():
     return plt
 
 
+def _subplots(*args, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` makes them, on an Agg canvas of its own: no pyplot
+    (whose import costs a command a third of a second) and no figure left open."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def save_figure(fig, path: str | os.PathLike) -> None:
-    """Save a figure as PNG atomically and close it."""
+    """Save a figure as PNG atomically (a pyplot figure is closed after)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    import sys
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
 
 
 def _epoch_axis(ax, last: int) -> None:
@@ -53,10 +65,9 @@ def _epoch_axis(ax, last: int) -> None:
 
 def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> Path:
     """Loss and accuracy per epoch for train, validation and test, side by side."""
-    plt = _pyplot()
     epochs = history.column("epoch")
     ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = _subplots(1, 2, figsize=(10, 4))
     train_on = history.epochs[-1].get("train_on", "plain") if history.epochs else "plain"
     for name, color in SERIES:
         loss, acc = history.column(f"{name}_loss"), history.column(f"{name}_acc")
@@ -135,9 +146,8 @@ STYLE = {
 # Ours, not Optuna's plot_optimization_history: that one leaves out the pruned and failed trials.
 def plot_history(rows: list, path: Path) -> Path:
     """Validation accuracy of each trial, in the order they ran, and the best so far."""
-    plt = _pyplot()
     lo, hi = _acc_limits(rows)
-    fig, ax = plt.subplots(figsize=SEARCH_FIGSIZE)
+    fig, ax = _subplots(figsize=SEARCH_FIGSIZE)
     below_any = False
     for state, style in STYLE.items():
         pts = [(r.number, 100 * r.val_acc) for r in rows if r.state == state and r.val_acc is not None]
@@ -212,12 +222,11 @@ def _param_panels(rows: list, names: list[str] | None = None, active=None) -> li
 def plot_params(rows: list, path: Path, names: list[str] | None = None, active=None) -> Path:
     """Validation accuracy against each hyperparameter that varied (one panel each; ``names`` and
     ``active`` as :func:`_param_panels` takes them)."""
-    plt = _pyplot()
     panels = _param_panels(rows, names, active) or [("epochs run", None, "int")]
     lo, hi = _acc_limits(rows)
     cols = 4 if len(panels) > 6 else min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
+    fig, axes = _subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
     for ax, (label, fn, scale) in zip(axes.flat, panels):
         for state, style in STYLE.items():
             pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
@@ -271,13 +280,12 @@ def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
     When every trial ran one epoch, the trials' points are spread a little across the epoch's
     tick (in trial order), so that they do not hide each other.
     """
-    plt = _pyplot()
     lo, hi = _acc_limits(rows)
     last = max((max(r.curve) for r in rows if r.curve), default=1)
     shown = [r for r in rows if r.curve]
     spread = {r.number: 0.3 * (i / (len(shown) - 1) - 0.5) if last == 1 and len(shown) > 1 else 0.0
               for i, r in enumerate(shown)}
-    fig, ax = plt.subplots(figsize=SEARCH_FIGSIZE)
+    fig, ax = _subplots(figsize=SEARCH_FIGSIZE)
     labelled = set()
     ms = 6 if last <= 3 else 3
     for r in shown:
