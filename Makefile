@@ -37,7 +37,7 @@ train: $(STAMP)
 	$(BIN)/fastmlp train --out runs/default $(TRAIN_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
