@@ -36,6 +36,7 @@ from numba.extending import overload
 
 from . import pool
 from .columns import input_grad_columns, layer_columns, output_rows, output_weight_grad_columns, weight_grad_rows
+from .fpenv import flush_subnormals, restore_fp_mode
 from .jit import kernel
 from .layers import backward_rows, forward_rows, gather_batch, gather_train, loss_rows
 from .layout import B_OFF, N_IN, N_OUT, rows_view
@@ -194,10 +195,19 @@ def shard_step(net, g, work, data, idx, norm, r0, r1, recipe, call):
 
 @kernel(nogil=True)
 def row_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
-    """Thread t of ``threads``: ``call.n_steps`` steps as row shards (see the module). Thread 0
-    writes ``losses[s]``, each step's mean loss (with the L2 penalty), and returns the number of
-    examples classified correctly; at a non-finite loss the call stops, ``losses`` NaN from
-    there on and that step not applied."""
+    """Thread t of ``threads``: ``call.n_steps`` steps as row shards (see the module), subnormals
+    flushed to zero (:mod:`fastmlp.engine.fpenv`). Thread 0 writes ``losses[s]``, each step's mean
+    loss (with the L2 penalty), and returns the number of examples classified correctly; at a
+    non-finite loss the call stops, ``losses`` NaN from there on and that step not applied."""
+    mode = flush_subnormals()
+    correct = row_steps(t, threads, net, data, work, optim, aug, recipe, call, losses)
+    restore_fp_mode(mode)
+    return correct
+
+
+@kernel(inline=True)
+def row_steps(t, threads, net, data, work, optim, aug, recipe, call, losses):
+    """:func:`row_worker`'s steps."""
     layout = net.layout
     last = layout.shape[0] - 1
     end = t % 2
@@ -300,7 +310,16 @@ def update_part(net, work, optim, q, max_norm, factors, decay, ema_a, coef):
 @kernel(nogil=True)
 def column_worker(t, threads, net, data, work, optim, aug, recipe, call, losses):
     """Thread t of ``threads``: ``call.n_steps`` steps in the column split (see the module), with
-    :func:`row_worker`'s results. The network has at least one hidden layer."""
+    :func:`row_worker`'s results and floating-point mode. The network has at least one hidden layer."""
+    mode = flush_subnormals()
+    correct = column_steps(t, threads, net, data, work, optim, aug, recipe, call, losses)
+    restore_fp_mode(mode)
+    return correct
+
+
+@kernel(inline=True)
+def column_steps(t, threads, net, data, work, optim, aug, recipe, call, losses):
+    """:func:`column_worker`'s steps."""
     params, layout = net.params, net.layout
     L = layout.shape[0]
     end = t % 2
