@@ -259,8 +259,9 @@ class Trainer:
         self.progress = progress or Progress(enabled=False)
         rng = np.random.default_rng(config.seed)
         self.model = MLP.initialized([images.shape[1], *config.hidden_sizes, num_classes], rng)
-        #: the split of each step's work (see :mod:`fastmlp.engine.step`): by the shape, never the machine
-        self.columns = column_split(self.model.sizes, config.batch_size)
+        #: the split of each step's work (see :mod:`fastmlp.engine.step`): by the shape and the BLAS's kernel
+        #: family (whether it has small-matrix kernels), never the thread count
+        self.columns = column_split(self.model.sizes, config.batch_size, small_gemm_limit() > 0)
         #: the column split's products in blocks for BLAS's small-matrix kernels where it has them (else 0)
         self.small_gemm = small_gemm_limit() if self.columns else 0
         self.adam = Adam(self.model.num_parameters, config.lr, config.beta1, config.beta2, config.eps,

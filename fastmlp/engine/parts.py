@@ -63,27 +63,36 @@ def split_bounds(n, parts, p):
     return min(n, p * tiles // parts * COLUMN_TILE), min(n, (p + 1) * tiles // parts * COLUMN_TILE)
 
 
-def column_split(sizes, batch_size) -> bool:
+def column_split(sizes, batch_size, small_kernels: bool = True) -> bool:
     """Whether a network of these layer sizes trains in the column split rather than as row shards.
 
     Row shards of many rows are efficient products; few rows are not, while a column part keeps
-    every row. So the column split takes a first hidden layer wider than one tile, and at least
-    half as wide as the batch is long up to COLUMN_SPLIT_BLOCK_ROWS rows, as wide beyond, when
-    there are at least COLUMN_SPLIT_WIDE_INPUTS inputs; as wide as the batch from
-    COLUMN_SPLIT_INPUTS inputs; never with fewer (the first product is where the split gains).
-    The measurements behind each bound are in docs/tuning.md.
+    every row. So the column split takes a first hidden layer at least half as wide as the batch
+    is long and at least COLUMN_SPLIT_UNITS wide, when there are at least
+    COLUMN_SPLIT_WIDE_INPUTS inputs (the first product is where the split gains); from
+    COLUMN_SPLIT_INPUTS inputs the layer must be as wide as the batch; never with fewer inputs.
+    Without the BLAS's small-matrix kernels (``small_kernels`` False:
+    :func:`fastmlp.engine.blas.small_gemm_limit` is 0) narrow parts are slower, and a layer
+    narrower than COLUMN_SPLIT_PLAIN_UNITS splits only batches of at most COLUMN_SPLIT_PLAIN_ROWS
+    rows. The measurements behind each bound, for both kernel families, are in docs/tuning.md.
     """
     sizes = list(sizes)
     hidden = sizes[1:-1]
     if not hidden or hidden[0] <= COLUMN_TILE or sizes[0] < COLUMN_SPLIT_INPUTS:
         return False
-    wide = sizes[0] >= COLUMN_SPLIT_WIDE_INPUTS and batch_size <= COLUMN_SPLIT_BLOCK_ROWS
-    return hidden[0] >= (0.5 if wide else 1.0) * batch_size
+    width = hidden[0]
+    if sizes[0] < COLUMN_SPLIT_WIDE_INPUTS:
+        return width >= batch_size
+    if width < COLUMN_SPLIT_UNITS or width < 0.5 * batch_size:
+        return False
+    return small_kernels or width >= COLUMN_SPLIT_PLAIN_UNITS or batch_size <= COLUMN_SPLIT_PLAIN_ROWS
 
 
 COLUMN_SPLIT_INPUTS = 256
 COLUMN_SPLIT_WIDE_INPUTS = 512
-COLUMN_SPLIT_BLOCK_ROWS = 160
+COLUMN_SPLIT_UNITS = 64
+COLUMN_SPLIT_PLAIN_UNITS = 128
+COLUMN_SPLIT_PLAIN_ROWS = 64
 
 # Inference runs chunks of INFER_ROWS rows through the whole network, each chunk a part
 # (:mod:`fastmlp.engine.infer`); a row's logits do not depend on the chunk it falls in.

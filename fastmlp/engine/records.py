@@ -24,6 +24,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from .blas import small_gemm_limit
 from .layout import N_IN, N_OUT, aligned_zeros
 from .parts import MAX_PARTS, column_split, row_parts, unit_parts, update_blocks
 from .sync import SYNC_SLOTS
@@ -178,7 +179,7 @@ def allocate_work(sizes, batch_size: int, threads: int, scratch_size: int = 1, c
     batch's float32 targets (B, n_L) rather than its int32 labels (B,)."""
     from .layout import make_layout
     layout = make_layout(sizes)
-    columns = column_split(sizes, batch_size) if columns is None else columns
+    columns = column_split(sizes, batch_size, small_gemm_limit() > 0) if columns is None else columns
     n_params = int(layout[-1, 3] + layout[-1, N_OUT])
     total = batch_size * sum(sizes[1:])
     parts = update_parts(layout, columns)
