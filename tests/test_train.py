@@ -309,15 +309,16 @@ def test_augmentation_needs_square_images():
         train(small_config(augment="affine"), data)
 
 
-@pytest.mark.parametrize("batch,columns", [(25, True), (128, False)], ids=["column split", "row shards"])
-def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(batch, columns):
+@pytest.mark.parametrize("hidden,batch,columns", [((64, 16), 25, True), ((32, 16), 128, False)],
+                         ids=["column split", "row shards"])
+def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(hidden, batch, columns):
     """Random numbers are keyed by (seed, epoch, example), and every batch is cut into the same parts
     (by the shape: units for 25 rows, rows for 128) whichever thread runs each: the same seed gives
     the same history, bit for bit, on one thread as on two (``--threads 1`` and ``--threads 2``) and
     when the trainer picks the count itself."""
     from fastmlp.threads import limit_threads
     data = synthetic_dataset()
-    config = small_config(augment="elastic", batch_size=batch, **RECIPE)
+    config = small_config(augment="elastic", hidden_sizes=hidden, batch_size=batch, **RECIPE)
     assert Trainer.for_dataset(config, data).columns is columns
     first = train(config, data)
     assert without_timings(train(config, data).history) == without_timings(first.history)
