@@ -7,9 +7,9 @@ from fastmlp.engine import parts
 from fastmlp.engine.layout import make_layout
 
 
-@pytest.mark.parametrize("m,expected", [(1, 1), (2, 2), (31, 2), (64, 2), (127, 2), (191, 2), (256, 4), (300, 4),
-                                        (512, 8), (1024, 16), (100_000, 16)])
-def test_a_batch_is_cut_into_a_power_of_two_of_row_shards_of_at_least_64_rows(m, expected):
+@pytest.mark.parametrize("m,expected", [(1, 1), (2, 2), (31, 2), (64, 2), (256, 2), (383, 2), (512, 4), (600, 4),
+                                        (1024, 8), (2048, 16), (100_000, 16)])
+def test_a_batch_is_cut_into_a_power_of_two_of_row_shards_of_at_least_128_rows(m, expected):
     assert parts.row_parts(m) == expected
 
 
@@ -54,3 +54,29 @@ def test_the_split_is_chosen_by_the_shape_and_the_blas_kernel_family(sizes, batc
     rounding."""
     assert parts.column_split(sizes, batch, small_kernels=True) is with_small_kernels
     assert parts.column_split(sizes, batch, small_kernels=False) is without
+
+
+def test_a_changed_engine_source_drops_every_cached_kernel_of_the_engine(tmp_path):
+    """Numba's cache of a kernel notices a change in its own file only; the engine keeps a hash of all
+    its sources beside the caches and drops them all when it changes (here: a stale stamp)."""
+    import os
+    import subprocess
+    import sys
+
+    from numba.core.caching import _CacheLocator
+
+    from fastmlp.engine import jit
+    folder = tmp_path / _CacheLocator.get_suitable_cache_subpath(str(jit.ENGINE / "jit.py"))
+    folder.mkdir(parents=True)
+    stale = folder / "step.row_worker-1.py311.nbi"
+    stale.write_text("compiled from other sources")
+    (folder / jit.STAMP).write_text("another hash")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "import fastmlp.engine"], env=env, check=True, timeout=120)
+    assert not stale.exists()
+    current = (folder / jit.STAMP).read_text()
+    assert len(current) == 40 and current != "another hash"
+    kept = folder / "step.row_worker-1.py311.nbi"
+    kept.write_text("compiled from these sources")
+    subprocess.run([sys.executable, "-c", "import fastmlp.engine"], env=env, check=True, timeout=120)
+    assert kept.exists()

@@ -13,3 +13,7 @@ Floors, bottom up (a module imports only from those below it):
 Everything here is nopython Numba or the thin Python that calls it; nothing knows about files,
 datasets or the command line.
 """
+
+from .jit import drop_stale_caches
+
+drop_stale_caches()

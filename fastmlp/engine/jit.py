@@ -15,7 +15,11 @@ a few: the pieces of a single caller are ``inline`` (merged into it before typin
 
 from __future__ import annotations
 
-from numba import njit, types
+import hashlib
+import os
+from pathlib import Path
+
+from numba import config, njit, types
 
 
 def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False):
@@ -41,3 +45,41 @@ def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False
         return dispatcher
 
     return wrap(fn) if fn is not None else wrap
+
+
+ENGINE = Path(__file__).resolve().parent
+STAMP = "fastmlp-engine-sources.sha1"
+
+
+def drop_stale_caches() -> None:
+    """Drop the engine's compiled kernels cached on disk when any engine source file changed.
+
+    Numba's cache of a kernel notices a change in the kernel's own file only, but the engine's
+    kernels inline and link each other across files: a constant changed in one file would leave
+    another file's cached kernel running the old one (buffers sized by the new rule, indexed by
+    the old: a crash). So a hash of every source file of the engine is kept beside its caches (in
+    ``__pycache__``, or under ``NUMBA_CACHE_DIR``), and the caches go when it changes. An installed
+    release never hits this (every file is new); editing the engine does."""
+    digest = hashlib.sha1()
+    for path in sorted(ENGINE.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    stamp = digest.hexdigest()
+    folder = ENGINE / "__pycache__"
+    if config.CACHE_DIR:
+        from numba.core.caching import _CacheLocator
+        folder = Path(config.CACHE_DIR) / _CacheLocator.get_suitable_cache_subpath(str(ENGINE / "jit.py"))
+    try:
+        if (folder / STAMP).read_text() == stamp:
+            return
+    except OSError:
+        pass
+    try:
+        for cached in list(folder.glob("*.nbi")) + list(folder.glob("*.nbc")):
+            cached.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{STAMP}.{os.getpid()}"
+        tmp.write_text(stamp)
+        os.replace(tmp, folder / STAMP)
+    except OSError:  # a read-only install: Numba will not cache there either
+        pass

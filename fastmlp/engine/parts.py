@@ -18,7 +18,7 @@ from .jit import kernel
 
 MIN_PARTS = 2
 MAX_PARTS = 16
-ROWS_PER_SHARD = 64
+ROWS_PER_SHARD = 128
 UNITS_PER_PART = 512
 
 # The column split cuts a layer's units on multiples of COLUMN_TILE: OpenBLAS computes a
