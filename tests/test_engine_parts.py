@@ -42,16 +42,16 @@ def test_the_update_blocks_cover_every_parameter_once_in_whole_rows():
     ((784, 100, 10), 32, True, True), ((784, 256, 128, 10), 128, True, True), ((784, 1024, 1024, 10), 128, True, True),
     ((784, 1024, 10), 256, True, True), ((784, 100, 10), 64, True, True), ((784, 100, 10), 128, True, False),
     ((784, 64, 10), 128, True, False), ((784, 64, 10), 64, True, True), ((784, 100, 10), 256, False, False),
-    ((784, 128, 10), 256, True, True), ((784, 256, 10), 512, True, True), ((784, 192, 10), 512, False, False),
-    ((784, 1024, 1024, 10), 512, True, True), ((784, 100, 10), 512, False, False),
+    ((784, 128, 10), 256, False, False), ((784, 192, 10), 256, True, True), ((784, 256, 10), 512, False, False),
+    ((784, 384, 10), 512, True, True), ((784, 1024, 1024, 10), 512, True, True), ((784, 100, 10), 512, False, False),
     ((784, 32, 10), 32, False, False), ((784, 16, 10), 32, False, False), ((784, 10), 8, False, False),
     ((256, 100, 10), 100, True, True), ((256, 100, 10), 200, False, False), ((100, 256, 128, 10), 32, False, False)])
 def test_the_split_is_chosen_by_the_shape_and_the_blas_kernel_family(sizes, batch, with_small_kernels, without):
     """With 512 inputs or more, units are split when the first hidden layer is at least 64 units
-    wide and half as wide as the batch is long (without the BLAS's small-matrix kernels, a layer
-    under 128 units only for batches of 64 rows or fewer); with 256 to 511 inputs it must be as
-    wide as the batch; never with fewer inputs. Never the thread count: the split decides the
-    rounding."""
+    wide and half as wide as the batch is long up to 128 rows, three quarters beyond (without the
+    BLAS's small-matrix kernels, a layer under 128 units only for batches of 64 rows or fewer);
+    with 256 to 511 inputs it must be as wide as the batch; never with fewer inputs. Never the
+    thread count: the split decides the rounding."""
     assert parts.column_split(sizes, batch, small_kernels=True) is with_small_kernels
     assert parts.column_split(sizes, batch, small_kernels=False) is without
 

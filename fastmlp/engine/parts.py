@@ -67,12 +67,12 @@ def column_split(sizes, batch_size, small_kernels: bool = True) -> bool:
     """Whether a network of these layer sizes trains in the column split rather than as row shards.
 
     Row shards of many rows are efficient products; few rows are not, while a column part keeps
-    every row. So the column split takes a first hidden layer at least half as wide as the batch
-    is long and at least COLUMN_SPLIT_UNITS wide, when there are at least
-    COLUMN_SPLIT_WIDE_INPUTS inputs (the first product is where the split gains); from
-    COLUMN_SPLIT_INPUTS inputs the layer must be as wide as the batch; never with fewer inputs.
-    Without the BLAS's small-matrix kernels (``small_kernels`` False:
-    :func:`fastmlp.engine.blas.small_gemm_limit` is 0) narrow parts are slower, and a layer
+    every row. So, with at least COLUMN_SPLIT_WIDE_INPUTS inputs (the first product is where the
+    split gains), the column split takes a first hidden layer at least COLUMN_SPLIT_UNITS wide
+    and at least half as wide as the batch is long, up to COLUMN_SPLIT_BLOCK_ROWS rows; three
+    quarters as wide beyond. From COLUMN_SPLIT_INPUTS inputs the layer must be as wide as the
+    batch; never with fewer inputs. Without the BLAS's small-matrix kernels (``small_kernels``
+    False: :func:`fastmlp.engine.blas.small_gemm_limit` is 0) narrow parts are slower, and a layer
     narrower than COLUMN_SPLIT_PLAIN_UNITS splits only batches of at most COLUMN_SPLIT_PLAIN_ROWS
     rows. The measurements behind each bound, for both kernel families, are in docs/tuning.md.
     """
@@ -83,13 +83,15 @@ def column_split(sizes, batch_size, small_kernels: bool = True) -> bool:
     width = hidden[0]
     if sizes[0] < COLUMN_SPLIT_WIDE_INPUTS:
         return width >= batch_size
-    if width < COLUMN_SPLIT_UNITS or width < 0.5 * batch_size:
+    share = 0.5 if batch_size <= COLUMN_SPLIT_BLOCK_ROWS else 0.75
+    if width < COLUMN_SPLIT_UNITS or width < share * batch_size:
         return False
     return small_kernels or width >= COLUMN_SPLIT_PLAIN_UNITS or batch_size <= COLUMN_SPLIT_PLAIN_ROWS
 
 
 COLUMN_SPLIT_INPUTS = 256
 COLUMN_SPLIT_WIDE_INPUTS = 512
+COLUMN_SPLIT_BLOCK_ROWS = 128
 COLUMN_SPLIT_UNITS = 64
 COLUMN_SPLIT_PLAIN_UNITS = 128
 COLUMN_SPLIT_PLAIN_ROWS = 64
