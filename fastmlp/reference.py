@@ -470,6 +470,32 @@ def augment_image(image: np.ndarray, seed: int, epoch: int, index: int, rotate=0
     return ndimage.map_coordinates(img, [sy, sx], order=1, mode="grid-constant")
 
 
+def transform_image(image: np.ndarray, seed: int, epoch: int, index: int, flip: float = 0.0, crop: int = 0,
+                    erase: float = 0.0, stream: int = 1 << 20) -> np.ndarray:
+    """One (side, side) image (float, already in [0, 1]) flipped, cropped and erased as the training
+    gather does it (``fastmlp.engine.augment.transform_image``): a horizontal flip with chance
+    ``flip``, a shift by whole pixels of at most ``crop`` with zeros shifted in, and with chance
+    ``erase`` a zeroed rectangle of 2% to 40% of the image with aspect 0.3 to 1/0.3 (Zhong et al.
+    2017; one try, skipped when it does not fit), from the example's own random numbers."""
+    side = image.shape[0]
+    u = random_uniform(stream_key(seed, epoch, index, stream), np.arange(8))
+    out = np.array(image, dtype=np.float64)
+    if flip > 0 and u[0] < flip:
+        out = out[:, ::-1].copy()
+    if crop > 0:
+        dx, dy = int(np.floor(u[1] * (2 * crop + 1))) - crop, int(np.floor(u[2] * (2 * crop + 1))) - crop
+        padded = np.pad(out, crop)
+        out = padded[crop - dy:crop - dy + side, crop - dx:crop - dx + side].copy()
+    if erase > 0 and u[3] < erase:
+        area = (0.02 + 0.38 * u[4]) * side * side
+        aspect = np.exp(np.log(0.3) + (np.log(1 / 0.3) - np.log(0.3)) * u[5])
+        h, w = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if h < side and w < side:
+            top, left = int(np.floor(u[6] * (side - h + 1))), int(np.floor(u[7] * (side - w + 1)))
+            out[top:top + h, left:left + w] = 0.0
+    return out
+
+
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch's mini-batches: a fresh permutation of ``range(n)`` cut into ``batch_size`` pieces.
 

@@ -24,10 +24,12 @@ def random_images(rng, n, n_in=784):
     return rng.integers(0, 256, (n, n_in), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
 
 
-def warp_record(side=28, **warp) -> Aug:
-    """The kernels' :class:`~fastmlp.engine.records.Aug` for a warp (default :data:`WARP`)."""
+def warp_record(side=28, flip=0.0, crop=0, erase=0.0, **warp) -> Aug:
+    """The kernels' :class:`~fastmlp.engine.records.Aug` for a warp (default :data:`WARP`), with the
+    clothes-photo transforms' chances (none by default)."""
     w = {**WARP, **warp}
-    return Aug(*augment.aug_params(w["rotate"], w["scale"], w["shear"], w["shift"], w["alpha"], w["sigma"], side))
+    return Aug(*augment.aug_params(w["rotate"], w["scale"], w["shear"], w["shift"], w["alpha"], w["sigma"], side,
+                                   flip, crop, erase))
 
 
 def engine_and_reference(sizes, seed=0):

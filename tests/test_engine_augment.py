@@ -119,3 +119,47 @@ def test_gather_train_warps_and_drops_each_example_by_its_own_key():
     ink = np.array([ref.augment_image(images[i].reshape(28, 28), 4, 6, i, **AFFINE, **ELASTIC)
                     for i in [3, 7, 1, 10]]).reshape(4, -1) > 0
     assert 0.2 < ((x == 0) & ink).sum() / ink.sum() < 0.3  # about a quarter of the ink dropped
+
+
+# ----------------------------------------------------------------------------- flips, crops, erasing
+
+def test_the_clothes_transforms_match_the_numpy_twin_image_by_image():
+    """Flip, crop with padding and random erasing, each image by its own random numbers, as the
+    reference computes them; every transform shows up at these chances."""
+    from fastmlp.engine.records import Aug
+    rng = np.random.default_rng(3)
+    images = np.array([digit_like(rng).reshape(-1) for _ in range(40)])
+    labels = np.zeros(40, np.uint8)
+    aug, taps = augment.aug_params(0, 0, 0, 0, 0, 4, 28, flip=0.5, crop=3, erase=0.5)
+    assert aug[augment.AUG_WARP] == 0
+    x, y = np.zeros((40, 784), np.float32), np.zeros(40, np.int32)
+    idx = np.arange(40, dtype=np.int64)
+    layers.gather_train(images, labels, idx, x, y, 7, 2, Aug(aug, taps), np.zeros(augment.scratch_size(28)), None)
+    changed = 0
+    for i in range(40):
+        want = ref.transform_image(images[i].reshape(28, 28) / np.float32(255), 7, 2, i, flip=0.5, crop=3, erase=0.5)
+        np.testing.assert_allclose(x[i].reshape(28, 28), want, atol=1e-6)
+        changed += not np.allclose(want, images[i].reshape(28, 28) / 255.0)
+    assert changed > 30
+    flipped = ref.transform_image(images[0].reshape(28, 28) / 255.0, 7, 2, 0, flip=1.0)
+    np.testing.assert_array_equal(flipped, images[0].reshape(28, 28)[:, ::-1] / 255.0)
+
+
+def test_the_transforms_follow_the_warp_and_depend_on_the_example_alone():
+    from fastmlp.engine.records import Aug
+    rng = np.random.default_rng(4)
+    images = np.array([digit_like(rng).reshape(-1) for _ in range(6)])
+    labels = np.zeros(6, np.uint8)
+    aug, taps = augment.aug_params(12, 0.1, 0.15, 2.5, 0, 4, 28, flip=0.5, crop=2, erase=0.5)
+    scratch = np.zeros(augment.scratch_size(28))
+
+    def gather(idx):
+        x, y = np.zeros((len(idx), 784), np.float32), np.zeros(len(idx), np.int32)
+        layers.gather_train(images, labels, np.asarray(idx, np.int64), x, y, 1, 3, Aug(aug, taps), scratch, None)
+        return x
+
+    both = gather([5, 2, 0])
+    np.testing.assert_array_equal(gather([0, 5])[[1, 0]], both[[0, 2]])
+    for row, i in zip(both, [5, 2, 0]):
+        warped = ref.augment_image(images[i].reshape(28, 28), 1, 3, i, **AFFINE)
+        np.testing.assert_allclose(row.reshape(28, 28), ref.transform_image(warped, 1, 3, i, 0.5, 2, 0.5), atol=4e-6)

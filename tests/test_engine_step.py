@@ -128,7 +128,8 @@ def thread_runs(recipe, sizes, batch, columns, rows=75, seed=21):
         model = MLP.initialized(list(sizes), np.random.default_rng(3))
         adam = fresh_adam(model, ema_decay=0.9 if full else 0.0)
         losses, correct = run_steps(model, adam, images, labels, order[:rows], -(-rows // b), b,
-                                    recipe=FULL_RECIPE if full else None, aug=warp_record() if full else None,
+                                    recipe=FULL_RECIPE if full else None,
+                                    aug=warp_record(flip=0.5, crop=2, erase=0.5) if full else None,
                                     seed=4, epoch=1, threads=threads, columns=columns, alpha=1e-3 if full else 0.0)
         return losses, correct, model.params, adam.m, adam.v, adam.ema
     return run

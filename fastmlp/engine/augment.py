@@ -28,7 +28,12 @@ from .rng import uniform
 
 # Indices into the ``aug`` parameter array (float64) of the kernels.
 AUG_ROTATE, AUG_SCALE, AUG_SHEAR, AUG_SHIFT, AUG_ALPHA, AUG_SIGMA, AUG_GRID, AUG_RADIUS = range(8)
-AUG_LEN = 8
+AUG_WARP, AUG_FLIP, AUG_CROP, AUG_ERASE = range(8, 12)  # warp on (0/1); flip and erase chances; crop's pixels
+AUG_LEN = 12
+
+# Random erasing (Zhong et al. 2017): a rectangle of 2% to 40% of the image, aspect ratio 0.3 to 1/0.3.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 1 / 0.3)
 
 N_AFFINE = 5            # counters 0..4 of the augment stream: angle, scale, shear, shift x, shift y
 NOISE_FIRST = 8         # counters 8.. : the elastic noise, x field then y field, row-major
@@ -43,10 +48,14 @@ def elastic_grid(side: int, sigma: float) -> tuple[int, int, np.ndarray]:
 
 
 def aug_params(rotate: float, scale: float, shear: float, shift: float, alpha: float, sigma: float,
-               side: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``aug`` array and the Gaussian ``taps`` the kernels take (alpha 0: no elastic field)."""
+               side: int, flip: float = 0.0, crop: int = 0, erase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``aug`` array and the Gaussian ``taps`` the kernels take (alpha 0: no elastic field; no
+    rotation, scaling, shear, shift or alpha: no warp, the image copied), with the chances of a
+    horizontal flip and of random erasing and the crop's largest shift (:func:`transform_image`)."""
     aug = np.zeros(AUG_LEN, np.float64)
     aug[:AUG_GRID] = rotate, scale, shear, shift, alpha, sigma
+    aug[AUG_WARP] = 1.0 if any((rotate, scale, shear, shift, alpha)) else 0.0
+    aug[AUG_FLIP], aug[AUG_CROP], aug[AUG_ERASE] = flip, crop, erase
     taps = np.ones(1, np.float64)
     if alpha > 0:
         K, radius, taps = elastic_grid(side, sigma)
@@ -166,3 +175,45 @@ def warp_image(row, scale, out, key, aug, taps, scratch):
                    + w11 * scratch[gy + o + K + 1])
             px, py = j + dxp - cen - tx, i + dyp - cen - ty
             out[i * side + j] = _sample(row, scale, side, a * px + b * py + cen, c * px + d * py + cen)
+
+
+@kernel
+def transform_image(x, side, key, aug, scratch):
+    """The clothes-photo transforms, in place on one image ``x`` (side^2 float32), with random numbers
+    of the example's :data:`~fastmlp.engine.rng.STREAM_TRANSFORM` key (counters 0 to 7):
+
+    * a horizontal flip with chance ``aug[AUG_FLIP]`` (``u0 < p``);
+    * a crop with padding: the image shifted by ``dx, dy`` whole pixels, each ``floor(u (2c + 1)) - c``
+      for ``c = aug[AUG_CROP]`` (u1 for x, u2 for y), zeros shifted in;
+    * random erasing with chance ``aug[AUG_ERASE]`` (u3; Zhong et al. 2017, set to zero, one try):
+      area ``s = a0 + (a1 - a0) u4`` of the image (ERASE_AREA), aspect ``r = exp(ln r0 + (ln r1 -
+      ln r0) u5)`` (ERASE_ASPECT), ``h = round(sqrt(s side^2 r))`` rows by ``w = round(sqrt(s
+      side^2 / r))`` columns when both fit, at row ``floor(u6 (side - h + 1))`` and column
+      ``floor(u7 (side - w + 1))``.
+    """
+    if aug[AUG_FLIP] > 0 and uniform(key, 0) < aug[AUG_FLIP]:
+        for i in range(side):
+            row = x[i * side:(i + 1) * side]
+            for j in range(side // 2):
+                row[j], row[side - 1 - j] = row[side - 1 - j], row[j]
+    c = int(aug[AUG_CROP])
+    if c > 0:
+        dx = int(math.floor(uniform(key, 1) * (2 * c + 1))) - c
+        dy = int(math.floor(uniform(key, 2) * (2 * c + 1))) - c
+        for k in range(side * side):
+            scratch[k] = x[k]
+        for i in range(side):
+            for j in range(side):
+                si, sj = i - dy, j - dx
+                x[i * side + j] = scratch[si * side + sj] if 0 <= si < side and 0 <= sj < side else 0.0
+    if aug[AUG_ERASE] > 0 and uniform(key, 3) < aug[AUG_ERASE]:
+        area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * uniform(key, 4)) * side * side
+        lo, hi = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+        aspect = math.exp(lo + (hi - lo) * uniform(key, 5))
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if h < side and w < side:
+            top = int(math.floor(uniform(key, 6) * (side - h + 1)))
+            left = int(math.floor(uniform(key, 7) * (side - w + 1)))
+            for i in range(top, top + h):
+                for j in range(left, left + w):
+                    x[i * side + j] = 0.0

@@ -19,10 +19,10 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .augment import warp_image
+from .augment import AUG_CROP, AUG_ERASE, AUG_FLIP, AUG_WARP, transform_image, warp_image
 from .jit import kernel
 from .layout import N_IN, N_OUT, bias_view, rows_view, weight_view
-from .rng import STREAM_AUGMENT, STREAM_DROPOUT, bits24, drop_threshold, example_key
+from .rng import STREAM_AUGMENT, STREAM_DROPOUT, STREAM_TRANSFORM, bits24, drop_threshold, example_key
 
 # ----------------------------------------------------------------------------- batch
 
@@ -57,11 +57,12 @@ def gather_batch(images, labels, idx, x, y):
 
 @kernel
 def gather_train(images, labels, idx, x, y, seed, epoch, aug, scratch, p_in):
-    """:func:`gather_batch`, each image warped (when ``aug``, a :class:`fastmlp.engine.records.Aug`,
-    is not None) and its inputs dropped.
+    """:func:`gather_batch`, each image warped and transformed (when ``aug``, a
+    :class:`fastmlp.engine.records.Aug`, is not None and asks for them) and its inputs dropped.
 
     Image ``idx[i]`` is warped by :func:`fastmlp.engine.augment.warp_image` with its own key, then
-    each input is zeroed with probability ``p_in`` and the rest multiplied by ``1 / (1 - p_in)``
+    flipped, cropped and erased by :func:`fastmlp.engine.augment.transform_image` with another,
+    then each input is zeroed with probability ``p_in`` and the rest multiplied by ``1 / (1 - p_in)``
     (inverted dropout): random numbers keyed by (seed, epoch, idx[i]). ``p_in`` None: no dropout
     (and no dropout code compiled).
     """
@@ -71,13 +72,16 @@ def gather_train(images, labels, idx, x, y, seed, epoch, aug, scratch, p_in):
         ex = idx[i]
         y[i] = labels[ex]
         xi = x[i]
-        if aug is not None:
+        if aug is not None and aug.params[AUG_WARP] > 0:
             warp_image(images[ex], scale, xi, example_key(seed, epoch, ex, STREAM_AUGMENT), aug.params, aug.taps,
                        scratch)
         else:
             row = images[ex]
             for j in range(n):
                 xi[j] = np.float32(row[j]) * scale
+        if aug is not None and (aug.params[AUG_FLIP] > 0 or aug.params[AUG_CROP] > 0 or aug.params[AUG_ERASE] > 0):
+            transform_image(xi, int(np.sqrt(n) + 0.5), example_key(seed, epoch, ex, STREAM_TRANSFORM), aug.params,
+                            scratch)
         if p_in is not None and p_in > 0:
             key = example_key(seed, epoch, ex, STREAM_DROPOUT)
             thr, keep = drop_threshold(p_in), np.float32(1.0 / (1.0 - p_in))

@@ -6,7 +6,8 @@ sees (its warp, its dropout masks) does not depend on the batch it falls in, on 
 on the part of the step that computes it, or on the thread count.
 
 Streams of one example: :data:`STREAM_AUGMENT` (the warp's parameters and the elastic noise),
-``STREAM_DROPOUT + l`` (the dropout mask of the input (l = 0) and of hidden layer l).
+``STREAM_DROPOUT + l`` (the dropout mask of the input (l = 0) and of hidden layer l),
+:data:`STREAM_TRANSFORM` (the flip, crop and erasing of :func:`fastmlp.engine.augment.transform_image`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .jit import kernel
 
 STREAM_AUGMENT = 0
 STREAM_DROPOUT = 1
+STREAM_TRANSFORM = 1 << 20  # the clothes-photo transforms (flip, crop, erasing): past every dropout stream
 
 _G = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
