@@ -8,6 +8,9 @@ BIN    := $(VENV)/bin
 KEY    := $(shell $(PYTHON) -c "import hashlib;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
 STAMP  := $(VENV)/.installed-$(KEY)
 
+# Every extra but the benchmarks' (make bench adds those): the tests of each must run, not skip.
+EXTRAS := dev,search,images,sklearn,onnx,postgres,dashboard
+
 TRAIN_ARGS  ?=
 SEARCH_ARGS ?= --timeout 600 --jobs 2
 REPORT_ARGS ?=
@@ -27,7 +30,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,sklearn,onnx,postgres,dashboard]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -9,68 +9,41 @@ import time
 from pathlib import Path
 
 from .version import __version__
+from .cli_train import add_data_args, add_data_dir_args, add_train_parser
 from .errors import UsageError, UserError
+from .extras import require
 
 T_LAUNCH = time.perf_counter()
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line like every other user error (exit status 2)."""
+    """argparse, with its errors as one line like every other user error (exit status 2), each pointing
+    to the help of the command it is about."""
+
+    #: the subcommands' parsers, by name (on the top-level parser)
+    commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str):
         self.exit(2, f"fastmlp: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown argument is reported by the subcommand's parser (its help)."""
+        known, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.commands.get(getattr(known, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return known
+
+
+def refusing(message: str) -> type[argparse.Action]:
+    """An argparse action that refuses its flag with ``message`` (a pointer to the right flag)."""
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(message)
+    return Refuse
+
 
 # ----------------------------------------------------------------------------- train, evaluate, gradcheck, data
-
-
-def _positive_int_list(text: str) -> tuple[int, ...]:
-    """``"512,256"`` -> (512, 256); one line naming the problem otherwise."""
-    parts = text.split(",")
-    try:
-        sizes = tuple(int(s) for s in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 512,256; got {text!r}") from None
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers; got {text!r}")
-    return sizes
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """``--preset``, ``--hidden`` and one flag per rule of :data:`fastmlp.config.RULES` that has one.
-
-    Every flag defaults to None (not given): the preset's value, else TrainConfig's, applies.
-    """
-    from .config import PRESETS, RULES, TrainConfig
-    d = TrainConfig()
-    p.add_argument("--preset", choices=list(PRESETS), default="fast",
-                   help="starting configuration: fast (the defaults: >= 98%% in seconds) or best (the most "
-                        "accurate recipe, minutes); the flags below override its values (default fast)")
-    p.add_argument("--hidden", type=_positive_int_list, default=None, metavar="H1,H2,...",
-                   help=f"hidden layer sizes (default {','.join(map(str, d.hidden_sizes))})")
-    for rule in RULES.values():
-        if rule.flag is None:
-            continue
-        default = getattr(d, rule.name)
-        shown = f"{default:g}" if rule.type in (int, float) else default
-        p.add_argument(rule.flag, dest=rule.name, type=rule.type, default=None,
-                       choices=rule.choices or None, metavar=None if rule.choices else "N" if rule.type is int else "X",
-                       help=f"{rule.help}{'' if rule.choices else ', ' + rule.range_text()} (default {shown})")
-
-
-def train_config_from_args(args):
-    """The :class:`TrainConfig` of ``args``: the preset, then every flag given explicitly."""
-    from .config import RULES, TrainConfig
-    given = {name: getattr(args, name) for name, rule in RULES.items()
-             if rule.flag is not None and getattr(args, name) is not None}
-    if args.hidden is not None:
-        given["hidden_sizes"] = args.hidden
-    return TrainConfig.preset(args.preset, dataset=args.dataset, **given)
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
-    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
 
 
 def _threads(n: int | None):
@@ -88,39 +61,13 @@ def _load(args):
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
-def _resumed_config(args):
-    """The configuration of the run in ``args.resume``; flags may only raise --epochs (or repeat the run's values)."""
-    from .config import RULES, TrainConfig
-    from .runs import CHECKPOINT, load_checkpoint
-    _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
-    try:
-        config = TrainConfig.from_dict(meta.get("config") or {})
-    except (TypeError, ValueError):
-        raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
-    given = {name: getattr(args, name) for name, rule in RULES.items()
-             if rule.flag is not None and getattr(args, name) is not None}
-    if args.hidden is not None:
-        given["hidden_sizes"] = tuple(args.hidden)
-    if args.preset != "fast":
-        raise UsageError("--preset cannot be given with --resume: the run keeps its own settings")
-    for name, value in given.items():
-        if name != "epochs" and value != getattr(config, name, None):
-            raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
-                             f"(it was {getattr(config, name, None)!r})")
-    if args.epochs is not None:
-        config.epochs = args.epochs
-    return config
-
-
 def cmd_train(args) -> int:
+    from .cli_train import end_lines, settle, start_lines
     from .data import BackgroundLoad, get_spec
-    if args.resume is not None:
-        config = _resumed_config(args)
-        out = Path(args.resume)
-    else:
-        config = train_config_from_args(args)
-        out = Path(args.out)
-    config.validate()
+    config, out, origin = settle(args)
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
     spec = get_spec(config.dataset)
     config.check_memory(spec.rows * spec.cols, spec.num_classes)
     from .runs import check_writable
@@ -128,9 +75,8 @@ def cmd_train(args) -> int:
     limiter = _threads(args.threads)
     data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
-    print(f"fastmlp: hidden {list(config.hidden_sizes)}, batch {config.batch_size}, "
-          f"lr {config.lr:g} ({_schedule_text(config)}), betas ({config.beta1:g}, {config.beta2:g}), "
-          f"eps {config.eps:g}, {config.epochs} epochs, seed {config.seed}{_recipe_text(config)}", flush=True)
+    for line in start_lines(config, origin, None if args.no_verify else spec.train_images.count):
+        print(line, flush=True)
 
     def log(line: str) -> None:
         stamp = f"  [{time.perf_counter() - T_LAUNCH:6.1f}s since launch]" if line.startswith("epoch") else ""
@@ -149,35 +95,9 @@ def cmd_train(args) -> int:
     finally:
         if limiter is not None:
             limiter.unregister()
-    last = result.history.epochs[-1] if result.history.epochs else {}
-    test = (f"test accuracy {100 * last['test_acc']:.2f}%{' (averaged weights)' if config.ema > 0 else ''}"
-            if last.get("test_acc") is not None else "no test set")
-    print(f"{test}; wrote {out / 'history.json'}, {out / 'model.npz'}, {out / 'curves.png'}")
+    for line in end_lines(result.history, config, out):
+        print(line)
     return 0
-
-
-def _schedule_text(c) -> str:
-    if c.schedule == "decay":
-        return f"x{c.lr_decay:g}/epoch"
-    return f"{c.schedule}, warm-up {c.warmup:g} epochs, floor {c.lr_floor:g}"
-
-
-def _recipe_text(c) -> str:
-    """The options beyond the homework that are on, e.g. ``; augment elastic, dropout 0.1/0.3``."""
-    parts = []
-    if c.augment != "none":
-        parts.append(f"augment {c.augment} (rotate {c.aug_rotate:g}, scale {c.aug_scale:g}, shear {c.aug_shear:g}, "
-                     f"shift {c.aug_shift:g}" + (f", alpha {c.elastic_alpha:g}, sigma {c.elastic_sigma:g})"
-                                                 if c.augment == "elastic" else ")"))
-    if c.dropout_input or c.dropout:
-        parts.append(f"dropout {c.dropout_input:g}/{c.dropout:g}")
-    for name, value in (("weight decay", c.weight_decay), ("max-norm", c.max_norm),
-                        ("label smoothing", c.label_smoothing), ("ema", c.ema)):
-        if value:
-            parts.append(f"{name} {value:g}")
-    if c.val_size == 0:
-        parts.append("no validation hold-out")
-    return "; " + ", ".join(parts) if parts else ""
 
 
 def cmd_evaluate(args) -> int:
@@ -195,7 +115,8 @@ def cmd_evaluate(args) -> int:
     rows = [("train", dataset.train_images, dataset.train_labels, fit_idx),
             ("validation", dataset.train_images, dataset.train_labels, val_idx),
             ("test", dataset.test_images, dataset.test_labels, None)]
-    print(f"{args.model}: sizes {model.sizes}, epoch {meta.get('epoch')}")
+    chosen = f" ({meta['chosen']})" if meta.get("chosen") else ""
+    print(f"{args.model}: sizes {model.sizes}, epoch {meta.get('epoch')}{chosen}")
     for name, images, labels, idx in rows:
         if idx is not None and len(idx) == 0:
             continue
@@ -247,36 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastmlp", description="Train MLPs on MNIST-like data, fast, on the CPU.")
     parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
+    parser.commands = sub.choices
+    parser.set_defaults(func=lambda args: _print_help(parser))
 
-    p = sub.add_parser("train", help="train a model; writes history.json, model.npz, curves.png")
-    _add_train_args(p)
-    _add_data_args(p)
-    p.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last completed epoch (with its own settings; "
-                        "--epochs may raise the total)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads (default: all cores or one, whichever trains faster as the run goes; "
-                        "the results are the same either way)")
-    p.set_defaults(func=cmd_train)
+    add_train_parser(sub).set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved model")
-    p.add_argument("model", help="a model.npz written by fastmlp train")
-    p.add_argument("--dataset", default=None, help="dataset (default: the one the model was trained on)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
+    p.add_argument("--dataset", default=None, metavar="NAME",
+                   help="dataset (default: the one the model was trained on)")
+    add_data_dir_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("gradcheck", help="finite-difference check of the reference gradients")
     p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("data", help="download or inspect datasets")
-    p.add_argument("action", choices=["download", "info"])
-    p.add_argument("names", nargs="*", help="dataset names (default mnist for download, all for info)")
-    p.add_argument("--data-dir", default=None, help="base folder (default $FASTMLP_DATA_DIR, then ./data)")
+    p.add_argument("action", choices=["download", "info"], help="download: fetch and verify; info: what is "
+                                                                "found where")
+    p.add_argument("names", nargs="*", metavar="DATASET",
+                   help="optional: the datasets (default mnist for download, every known one for info)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="base folder (default $FASTMLP_DATA_DIR, then ./data)")
     p.add_argument("--force", action="store_true", help="download even when the files are present")
-    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
     p.set_defaults(func=cmd_data)
 
     _add_search_parser(sub)
@@ -309,8 +224,8 @@ def _add_search_parser(sub) -> None:
                    help=f"Optuna RDB URL or SQLite file (default {DEFAULT_STORAGE}); e.g. "
                         "postgresql://user@host/db to share one study between machines")
     p.add_argument("--study-name", default=None, metavar="NAME", help="study to create or resume (default: the dataset name)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="stop after this long; a trial still running is stopped after its current epoch "
+    p.add_argument("--timeout", type=float, default=None, metavar="X",
+                   help="stop after X seconds; a trial still running is stopped after its current epoch "
                         "and queued again (default: no limit)")
     p.add_argument("--trials", type=int, default=None, metavar="N",
                    help="run this many trials from this command, then stop (default: no limit)")
@@ -336,14 +251,17 @@ def _add_search_parser(sub) -> None:
     g.add_argument("--print-space", action="store_true", help="print the effective space as TOML and exit")
     g = p.add_argument_group("the search")
     g.add_argument("--pruner", choices=PRUNERS, default=None, help=f"default {DEFAULT_PRUNER}")
-    g.add_argument("--seed", type=int, default=None, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument("--hidden", nargs="?", help=argparse.SUPPRESS, action=refusing(
+        "a search has no --hidden: it draws the hidden sizes from --layers SPEC (how many) and --width SPEC "
+        "(each layer's width)"))
+    g.add_argument("--seed", type=int, default=None, metavar="N", help="seed of the sampler and of every trial (default 0)")
     g.add_argument("--subset", type=int, default=None, metavar="N",
                    help="train each trial on the first N training images only (for quick checks)")
     g.add_argument("--val-size", type=int, default=None, metavar="N",
                    help="training images held out for validation (default 5000)")
-    g.add_argument("--dashboard", nargs="?", type=int, const=DEFAULT_PORT, default=None, metavar="PORT",
-                   help=f"serve fastmlp dashboard on 127.0.0.1:PORT while the search runs (default {DEFAULT_PORT})")
-    _add_data_args(p)
+    g.add_argument("--dashboard", nargs="?", type=int, const=DEFAULT_PORT, default=None, metavar="N",
+                   help=f"serve fastmlp dashboard on 127.0.0.1, port N, while the search runs (default {DEFAULT_PORT})")
+    add_data_args(p)
     p.set_defaults(func=cmd_search, space_keys=(*PARAMS, *BUDGET_KEYS))
 
 
@@ -353,8 +271,8 @@ def _add_dashboard_parser(sub) -> None:
     p = sub.add_parser("dashboard", help="watch a search in the browser (optuna-dashboard)", description=(
         "Serve optuna-dashboard on a search's storage until Ctrl-C (pip install 'fastmlp[dashboard]')."))
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL", help=f"default {DEFAULT_STORAGE}")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="P", help=f"default {DEFAULT_PORT}; 0: a free one")
+    p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDRESS", help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="N", help=f"default {DEFAULT_PORT}; 0: a free one")
     p.set_defaults(func=cmd_dashboard)
 
 
@@ -368,7 +286,7 @@ def _add_report_parser(sub) -> None:
                    help=f"the search's Optuna storage (default {DEFAULT_STORAGE})")
     p.add_argument("--study-name", default=None, metavar="NAME",
                    help="the study (default: the only one in the storage, else mnist)")
-    p.add_argument("--out", default="report", help="output folder (default report)")
+    p.add_argument("--out", default="report", metavar="DIR", help="output folder (default report)")
     p.add_argument("--title", default=None, metavar="TEXT",
                    help="the report's title (default: Hyperparameter search for a multi-layer perceptron on "
                         "DATASET)")
@@ -378,9 +296,14 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--no-pdf", action="store_true", help="do not run pdflatex even when it is installed")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for the retraining (default: as fastmlp train)")
-    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (default $FASTMLP_DATA_DIR, ./data)")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
+    add_data_dir_args(p)
     p.set_defaults(func=cmd_report)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    """Bare ``fastmlp``: the full help on stdout, and success."""
+    parser.print_help()
+    return 0
 
 
 def _say(line: str) -> None:
@@ -412,6 +335,7 @@ def cmd_search(args) -> int:
         flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
         print(build_space(Space.default(), args.space, flags).to_toml(), end="")
         return 0
+    require("optuna", "search", "fastmlp search")
     if args.seed is not None:
         from .config import RULES
         RULES["seed"].check(args.seed)
@@ -442,6 +366,7 @@ def cmd_search(args) -> int:
 
 def cmd_dashboard(args) -> int:
     """``fastmlp dashboard``: serve optuna-dashboard on the storage until Ctrl-C (or SIGTERM)."""
+    require("optuna", "dashboard", "fastmlp dashboard")
     from .dashboard import serve
     return serve(args.storage, args.host, args.port, log=_say)
 
@@ -449,6 +374,7 @@ def cmd_dashboard(args) -> int:
 def cmd_report(args) -> int:
     """``fastmlp report``: read the study, write the report, say where it is."""
     _at_least_one(args, "threads")
+    require("optuna", "search", "fastmlp report")
     from .report import build_report
     from .study import storage_errors
     from .threads import limit_threads
@@ -500,6 +426,8 @@ def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def cmd_predict(args) -> int:
+    """``fastmlp predict``: the classes of image files; exit 1 when some could not be read, 2 when none could."""
+    require("PIL", "images", "fastmlp predict")
     import json
     import numpy as np
     from .errors import ModelError
@@ -536,7 +464,9 @@ def cmd_predict(args) -> int:
     else:
         for r in ok:
             print(f"{r['image']}: " + ", ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"]))
-    return 2 if errors else 0
+    if not errors:
+        return 0
+    return 1 if ok else 2  # some images read: the run did work (1); none: a bad input (2)
 
 
 def cmd_export(args) -> int:
@@ -551,16 +481,16 @@ def cmd_export(args) -> int:
 
 def _add_predict_export_parsers(sub) -> None:
     p = sub.add_parser("predict", help="read digits from image files (PNG, JPEG, BMP, ...)")
-    p.add_argument("model", help="a model.npz written by fastmlp train")
+    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
-    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
-                   help="print the K most probable classes (default 1)")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="N",
+                   help="print the N most probable classes (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a model for other inference engines (ONNX)")
-    p.add_argument("model", help="a model.npz written by fastmlp train")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="write an ONNX model here")
+    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="write an ONNX model to FILE (e.g. model.onnx)")
     p.set_defaults(func=cmd_export)
 
 

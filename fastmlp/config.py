@@ -11,9 +11,13 @@ Importing this module is cheap (no NumPy, no Numba), so a command can reject a b
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
+import os
 import struct
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -135,8 +139,8 @@ _RULES = [
     Rule("lr_decay", float, 0, 1, low_open=True, label="eta decay", tex=r"$\eta$ decay", md="η decay",
          flag="--lr-decay", float32=True, help="multiply eta by this after every epoch; 1 keeps it constant"),
     Rule("alpha", float, 0, None, label="L2 penalty", tex=r"$\alpha$", md="α", flag="--alpha", float32=True,
-         help="L2 penalty on the weights (scikit-learn's alpha): a batch of m rows adds alpha/(2m) sum ||W||^2 "
-              "to its loss; 0 turns it off"),
+         help="L2 penalty on the weights, for parity with scikit-learn's alpha (for Adam training use "
+              "--weight-decay): a batch of m rows adds alpha/(2m) sum ||W||^2 to its loss; 0 turns it off"),
     Rule("schedule", str, None, None, label="eta schedule", tex=r"$\eta$ schedule", md="η schedule",
          flag="--schedule", choices=("decay", "cosine", "onecycle"),
          help="eta per epoch times --lr-decay (decay), or per step: linear warm-up then a half cosine "
@@ -146,7 +150,9 @@ _RULES = [
     Rule("lr_floor", float, 0, 1, label="eta floor", tex=r"$\eta$ floor", md="η floor", flag="--lr-floor",
          help="where the cosine and onecycle schedules end, as a fraction of eta"),
     Rule("weight_decay", float, 0, None, label="weight decay", tex="weight decay", md="weight decay",
-         flag="--weight-decay", scale="log", help="decoupled weight decay of the weights, not the biases (AdamW)"),
+         flag="--weight-decay", scale="log", help="decoupled weight decay of the weights, not the biases (AdamW): "
+                                                   "the decay to use for Adam training (--alpha is scikit-learn's "
+                                                   "L2 penalty, for parity with it)"),
     Rule("max_norm", float, 0, None, label="max-norm", tex="max-norm", md="max-norm", flag="--max-norm",
          help="largest L2 norm of a hidden unit's incoming weights; 0 for none"),
     Rule("dropout_input", float, 0, 1, high_open=True, label="input dropout", tex="input dropout",
@@ -175,6 +181,12 @@ _RULES = [
          flag="--elastic-sigma", help="width of the Gaussian smoothing the elastic field, pixels"),
     Rule("epochs", int, 1, None, label="epochs", tex="num epochs", md="num epochs", flag="--epochs",
          help="passes over the training set"),
+    Rule("patience", int, 0, None, label="patience", tex="patience", md="patience", flag="--patience",
+         help="stop once the validation accuracy has not risen above its best by more than --min-delta for this "
+              "many epochs; 0 turns early stopping off"),
+    Rule("min_delta", float, 0, None, label="min. improvement", tex="min.\\ improvement", md="min. improvement",
+         flag="--min-delta", help="the least rise of the validation accuracy, as a fraction (0.001 is 0.1 "
+                                  "point), that counts as an improvement for --patience"),
     Rule("seed", int, 0, None, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
     Rule("val_size", int, 0, None, label="validation size", tex="validation images", md="validation images",
          flag="--val-size", help="training images held out for validation"),
@@ -224,6 +236,9 @@ class TrainConfig:
     aug_shift: float = 2.5
     elastic_alpha: float = 34.0
     elastic_sigma: float = 4.0
+    # Early stopping on the validation accuracy: off by default.
+    patience: int = 0            # epochs without an improvement before the run stops; 0: never
+    min_delta: float = 0.0       # the least rise of the validation accuracy that counts
 
     def __post_init__(self):
         try:
@@ -241,6 +256,8 @@ class TrainConfig:
         for name, rule in RULES.items():
             if hasattr(self, name):
                 setattr(self, name, rule.check(getattr(self, name)))
+        if self.patience and self.val_size == 0:
+            raise ConfigError(f"patience {self.patience} needs a validation hold-out, but val_size is 0")
         if n_train is not None:
             if self.val_size >= n_train:
                 raise ConfigError(f"val_size {self.val_size} leaves no training images out of {n_train}")
@@ -284,10 +301,108 @@ class TrainConfig:
         d["hidden_sizes"] = list(self.hidden_sizes)
         return d
 
+    def to_toml(self) -> str:
+        """Every field as TOML, which :func:`read_config_file` reads back into this configuration."""
+        lines = ["# fastmlp train --config FILE: a training configuration (fastmlp train --print-config)"]
+        lines += [f"{name} = {toml_value(value)}" for name, value in self.to_dict().items()]
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+#: The settings of when a run stops: a resumed run may change them (and only them).
+STOPPING = ("epochs", "patience", "min_delta")
+
+
+# ----------------------------------------------------------------------------- configuration files
+
+def toml_value(v) -> str:
+    """``v`` (a number, string, list or table of them) as a TOML value."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        text = repr(v)
+        return text if any(c in text for c in ".en") else text + ".0"
+    return str(v)
+
+
+def read_table(path: str | os.PathLike, what: str) -> dict:
+    """The table of a TOML file, or the object of a JSON one (``.json``), read as UTF-8 text.
+
+    ``what`` names the kind of file in the messages: every problem (no such file, not UTF-8,
+    not valid TOML or JSON, not a table) is one :class:`ConfigError` line naming the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib
+        try:
+            mapping = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{path}: the {what} must be a table of keys and values; got {type(mapping).__name__}")
+    return mapping
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The :class:`TrainConfig` fields a TOML or JSON file sets, each checked against :data:`RULES`.
+
+    The file is a table of fields (as ``--print-config`` writes it), or a run's ``history.json``
+    (its ``config`` object is read), or that object alone. An unknown key, a value of the wrong
+    type or out of range is one :class:`ConfigError` line naming the file and the key.
+    """
+    mapping = read_table(path, "configuration file")
+    if isinstance(mapping.get("config"), dict):  # a whole history.json
+        mapping = mapping["config"]
+    fields = list(TrainConfig.__dataclass_fields__)
+    values = {}
+    for key, value in mapping.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "fastmlp train --print-config lists the keys"
+            raise ConfigError(f"{path}: unknown key {key!r} ({hint})")
+        values[key] = _checked_field(key, value, str(path))
+    return values
+
+
+def _checked_field(key: str, value: Any, where: str) -> Any:
+    """One field of a configuration file as :class:`TrainConfig` holds it; ConfigError otherwise."""
+    if key == "hidden_sizes":
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value)):
+            raise ConfigError(f"{where}: hidden_sizes must be a list of positive integers like [512, 256]; "
+                              f"got {value!r}")
+        return tuple(value)
+    if key == "dataset":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: dataset must be a dataset's name like \"mnist\"; got {value!r}")
+        return value
+    return RULES[key].check(value, where)
 
 
 #: Named configurations for ``fastmlp train --preset NAME``; explicit flags override them.

@@ -26,6 +26,7 @@ import socket
 import threading
 
 from .errors import UsageError
+from .extras import require
 from .study import display_url, open_storage, redact, storage_errors
 
 DEFAULT_HOST = "127.0.0.1"
@@ -35,11 +36,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def require_optuna_dashboard():
     """The ``optuna_dashboard`` module, or a one-line :class:`UsageError` naming the extra to install."""
-    try:
-        import optuna_dashboard
-    except ImportError:
-        raise UsageError("the dashboard needs optuna-dashboard: pip install 'fastmlp[dashboard]'") from None
-    return optuna_dashboard
+    return require("optuna_dashboard", "dashboard", "the dashboard")
 
 
 class RedactingStream(io.TextIOBase):

@@ -24,6 +24,7 @@ import numpy as np
 from .version import __version__
 from .atomic import atomic_path
 from .errors import UsageError
+from .extras import require
 from .model import MLP
 
 OPSET = 17
@@ -31,11 +32,7 @@ IR_VERSION = 8  # the IR of opset 17 (onnx 1.12); newer onnx packages would writ
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise UsageError("exporting to ONNX needs the onnx package: pip install 'fastmlp[onnx]'") from None
-    return onnx
+    return require("onnx", "onnx", "exporting to ONNX")
 
 
 def to_onnx(model: MLP, metadata: dict | None = None, probabilities: bool = True):

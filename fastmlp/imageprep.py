@@ -23,7 +23,8 @@ bright (1) on a black (0) background. :func:`mnist_like` does the same to any pi
    at (14, 14), in whole pixels (MNIST's test digits: mean 13.99, 14.01; sd 0.29), the digit
    kept whole inside the field.
 
-Everything but :func:`read_image` works on NumPy arrays and needs no file.
+Everything but :func:`read_image` works on NumPy arrays and needs no file; the scaling, and
+reading files, need Pillow (``pip install 'fastmlp[images]'``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .extras import require
 
 SIDE = 28          # MNIST's field, pixels
 BOX = 20           # the box the digit is scaled to fit
@@ -192,6 +194,7 @@ def thicken(ink: np.ndarray) -> np.ndarray:
 
 def resize_area(a: np.ndarray, height: int, width: int) -> np.ndarray:
     """``a`` (H, W) resampled to (height, width) by area averaging (Pillow's BOX filter), float64."""
+    require("PIL", "images", "scaling a picture of a digit")
     from PIL import Image
     img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
     method = Image.Resampling.BOX if height <= a.shape[0] else Image.Resampling.BILINEAR
@@ -241,6 +244,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     the smallest whole factor that brings it within (each output pixel the mean of a k x k
     block). One-line :class:`DataError` naming the file for anything else.
     """
+    require("PIL", "images", "reading image files")
     from PIL import Image, ImageOps, UnidentifiedImageError
     path = Path(path)
     try:

@@ -25,7 +25,7 @@ from .config import RULES
 # that their text reads at the size of the page's own.
 SEARCH_FIGSIZE = (6.4, 3.3)
 SERIES = (("train", "C0"), ("val", "C1"), ("test", "C2"))
-LABELS = {"train": "train (running mean)", "val": "validation", "test": "test"}
+LABELS = {"train": "train (running mean)", "val": "validation", "test": "test (reported, not used to choose)"}
 
 
 def _pyplot():
@@ -64,7 +64,8 @@ def _epoch_axis(ax, last: int) -> None:
 
 
 def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Loss and accuracy per epoch for train, validation and test, side by side."""
+    """Loss and accuracy per epoch for train, validation and test, side by side; a dotted line marks
+    the epoch whose model the run kept (when that is not simply the last)."""
     epochs = history.column("epoch")
     ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
     fig, (ax_loss, ax_acc) = _subplots(1, 2, figsize=(10, 4))
@@ -80,6 +81,10 @@ def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> P
             label += " (averaged weights)"
         ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=ms)
         ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=ms)
+    best = getattr(history, "best_epoch", None)
+    if best is not None and best != epochs[-1]:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best, color="0.4", ls=":", lw=1, label=f"model.npz (epoch {best})")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -128,20 +128,26 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
     result = train(config, dataset, out_dir=out, evaluate_test=False,
                    log=lambda line: log("  " + line) if line.startswith("epoch") else None)
     seconds = time.perf_counter() - t0
-    test_loss, test_acc = result.model.evaluate(dataset.test_images, dataset.test_labels)
-    last = result.history.epochs[-1]
+    test_loss, test_acc = result.model.evaluate(dataset.test_images, dataset.test_labels)  # the kept model's
+    last, kept = result.history.epochs[-1], result.history.best_epoch
     data = {"key": key, "trial": best.number, "config": config.to_dict(), "epochs": config.epochs,
             "train_rows": result.history.dataset.get("train_rows"), "val_rows": result.history.dataset.get("val_rows"),
             "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
-            "val_acc": last["val_acc"], "test_loss": test_loss, "test_acc": test_acc,
+            "val_acc": last["val_acc"], "kept_epoch": kept, "test_loss": test_loss, "test_acc": test_acc,
             "test_rows": int(len(dataset.test_images)), "seconds": seconds}
     write_text(result_path, json.dumps(data, indent=2) + "\n")
     from .plots import plot_curves
     plot_curves(result.history, out / "curves.png",
                 title=f"best configuration (trial {best.number}) trained again: hidden {list(config.hidden_sizes)}, "
-                      f"batch {config.batch_size}; test accuracy {100 * test_acc:.2f}% after epoch {config.epochs}")
-    log(f"report: test accuracy {100 * test_acc:.2f}% (measured once, after epoch {config.epochs})")
+                      f"batch {config.batch_size}; test accuracy {100 * test_acc:.2f}% (epoch {kept}'s model)")
+    log(f"report: test accuracy {100 * test_acc:.2f}% (measured once, on the model of epoch {kept}, "
+        f"{_kept_text(data)})")
     return data
+
+
+def _kept_text(r: dict) -> str:
+    """Why the retrained run kept the model it tested: the best validation accuracy, or the last epoch."""
+    return "the best validation accuracy" if r.get("val_rows") and "kept_epoch" in r else "the last epoch"
 
 
 #: Flags the command always gives: the homework's hyperparameters, eta's decay, the epochs and the seed.
@@ -186,7 +192,7 @@ def label(name: str) -> Alt:
 #: The homework's hyperparameters, in the homework's order; every trial table shows them.
 HOMEWORK = ("batch_size", "lr", "beta1", "beta2", "eps")
 #: Fields of a configuration that belong to the run, not to what a search compares.
-RUN_FIELDS = ("epochs", "seed", "val_size")
+RUN_FIELDS = ("epochs", "seed", "val_size", "patience", "min_delta")
 HIDDEN_SIZES = "Hidden Sizes"   # the list of hidden widths (RULES has its parts: layers, width)
 
 
@@ -462,9 +468,10 @@ def retrain_section(d: ReportData) -> Section:
         if subset:
             blocks.append(Paragraph(f"The trials trained on {subset} images only; this run uses the whole training "
                                     f"set, so its figures differ from the trial's."))
+        kept = r.get("kept_epoch", r["epochs"])
         blocks.append(Paragraph((Strong(f"Test accuracy: {100 * r['test_acc']:.2f}%"),
                                  f" (test loss {r['test_loss']:.4f}), on the {r['test_rows']} test images, measured "
-                                 f"once, after the last epoch.")))
+                                 f"once, on the model of epoch {kept} ({_kept_text(r)}).")))
         if d.curves:
             blocks += [Paragraph((Ref("fig:curves"), " shows its loss and accuracy after each epoch.")),
                        Figure(d.curves, "Loss and accuracy per epoch of the best configuration, trained again.",

@@ -1,6 +1,7 @@
 """A run's folder: checked before training, never mixing two runs, and a checkpoint to resume from.
 
-A run folder holds :data:`RUN_FILES`: ``history.json``, ``model.npz``, ``curves.png`` and
+A run folder holds :data:`RUN_FILES`: ``history.json``, ``metrics.csv``, ``model.npz`` (the best
+epoch's model), ``last.npz`` (the last epoch's, while it differs), ``curves.png`` and
 ``checkpoint.npz``. Every file is written atomically (temporary file, fsync, rename), so a
 kill at any moment leaves each file either old and whole or new and whole; the checkpoint is
 the one a resumed run trusts.
@@ -25,7 +26,7 @@ import numpy as np
 from .atomic import atomic_path, ensure_writable_folder, remove_stale_temporaries
 from .errors import UsageError
 
-RUN_FILES = ("history.json", "model.npz", "curves.png", "checkpoint.npz")
+RUN_FILES = ("history.json", "metrics.csv", "model.npz", "last.npz", "curves.png", "checkpoint.npz")
 CHECKPOINT = "checkpoint.npz"
 
 

@@ -41,14 +41,13 @@ Optuna: :meth:`Space.suggest` draws from any object with Optuna's ``suggest_*`` 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RULES, Rule, TrainConfig
+from .config import RULES, Rule, TrainConfig, read_table, toml_value
 from .errors import ConfigError
 
 #: The hyperparameters a search may draw, in the order it draws them (every condition's parameter
@@ -466,7 +465,7 @@ class Space:
                  "# keeps its default). Options left out keep fastmlp train's defaults."]
         for name, v in self.to_dict().items():
             if name not in BUDGET:
-                lines.append(f"{name} = {_toml_value(v)}")
+                lines.append(f"{name} = {toml_value(v)}")
         lines.append(f"epochs = {self.epochs}        # the most epochs a trial runs (the pruner's budget)")
         lines.append(f"min_epochs = {self.min_epochs}    # epochs every trial runs before it may be pruned")
         return "\n".join(lines) + "\n"
@@ -531,46 +530,12 @@ def flag_help(name: str) -> str:
     return f"{rule.help}: VALUE, A,B,C{'' if rule.choices else ' or LO:HI'} (default {shown}){when}"
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, float):
-        text = repr(v)
-        return text if any(c in text for c in ".en") else text + ".0"
-    return str(v)
-
-
 def read_space_file(path: str | os.PathLike, base: Space) -> Space:
     """A TOML (``.toml``) or JSON file of space entries applied over ``base`` (or over the built-in
     space its ``base`` key names)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such space file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the space file ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the space file is not UTF-8 text (byte {exc.start})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            mapping = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    else:
-        try:
-            import tomllib
-        except ImportError:  # Python < 3.11
-            import tomli as tomllib
-        try:
-            mapping = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    if isinstance(mapping, dict) and "base" in mapping:
+    mapping = read_table(path, "space file")
+    if "base" in mapping:
         mapping = dict(mapping)
         name = mapping.pop("base")
         if name not in SPACES:

@@ -31,18 +31,18 @@ The loop a caller writes (the search's objective is exactly this)::
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from .atomic import write_text
-from .config import TrainConfig
+from .config import STOPPING, TrainConfig
 from .data import Dataset, load_dataset, validation_split
 from .engine import augment
 from .engine.blas import blas_threads, small_gemm_limit, start_blas_threads
@@ -51,9 +51,10 @@ from .engine.parts import column_split
 from .engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
 from .engine.step import run_call, useful_threads
 from .errors import ConfigError, DataError, UsageError
+from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left  # noqa: F401 (format_epoch: for callers)
 from .model import MLP
 from .optim import Adam, Schedule
-from .runs import CHECKPOINT, describe_os_error, json_safe, load_checkpoint, prepare_run_folder, save_checkpoint
+from .runs import CHECKPOINT, describe_os_error, load_checkpoint, prepare_run_folder, save_checkpoint
 from .threads import ThreadChooser, fixed_threads, usable_cores
 
 
@@ -72,49 +73,9 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class EpochRecord:
-    """What one epoch did. Accuracies are fractions in [0, 1]; losses are mean cross-entropies."""
-
-    epoch: int
-    lr: float
-    train_loss: float
-    train_acc: float
-    val_loss: float | None
-    val_acc: float | None
-    test_loss: float | None
-    test_acc: float | None
-    train_seconds: float
-    samples_per_s: float
-    elapsed_s: float
-    train_on: str = "plain"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class History:
-    """What a run did: its configuration, one record per epoch, and how it ended."""
-
-    config: dict
-    epochs: list[dict] = field(default_factory=list)
-    status: str = "running"          # running, completed, diverged, interrupted
-    dataset: dict = field(default_factory=dict)
-    message: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> "History":
-        return cls(**json.loads(text))
-
-    def column(self, key: str) -> list[float]:
-        return [e.get(key, float("nan")) for e in self.epochs]
-
-
-@dataclass
 class TrainResult:
+    """A run's history and the model it kept: that of its best epoch (as ``model.npz``)."""
+
     model: MLP
     history: History
 
@@ -139,20 +100,6 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * 79 + "\r")
             self.stream.flush()
-
-
-def format_epoch(rec: dict) -> str:
-    """One line per epoch, as printed by ``fastmlp train`` (``train*``: on augmented/dropout batches)."""
-    star = "" if rec.get("train_on", "plain") == "plain" else "*"
-    parts = [f"epoch {rec['epoch']:>3}", f"loss{star} {rec['train_loss']:.4f}",
-             f"train{star} {100 * rec['train_acc']:6.2f}%"]
-    if rec.get("val_acc") is not None:
-        parts.append(f"val {100 * rec['val_acc']:6.2f}%")
-    if rec.get("test_acc") is not None:
-        parts.append(f"test {100 * rec['test_acc']:6.2f}%")
-    parts += [f"{rec['samples_per_s']:8.0f} samples/s",
-              f"{rec['elapsed_s']:6.1f}s"]
-    return "  ".join(parts)
 
 
 def steps_per_call(n_steps: int, calls: int = 20) -> int:
@@ -270,6 +217,8 @@ class Trainer:
         #: the parameters evaluated and saved: the average when config.ema is on, else the model's own
         self.eval_model = MLP(self.model.sizes, self.adam.ema) if config.ema > 0 else self.model
         self.sampler = EpochSampler(fit_rows, rng)
+        #: the best epoch so far by the validation accuracy, and when to stop early (config.patience)
+        self.best = BestEpoch(config.patience, config.min_delta)
         self.schedule = Schedule(config.schedule, config.lr, config.lr_decay, config.warmup, config.lr_floor,
                                  config.epochs, self.steps_per_epoch)
         self.aug = self._augmentation(images.shape[1])
@@ -401,14 +350,14 @@ class Trainer:
         """Eta of the last step of ``epoch`` (from 1): ``lr * lr_decay ** (epoch - 1)`` for the decay schedule."""
         return self.schedule.at_step(epoch * self.steps_per_epoch - 1, epoch)
 
-    def evaluate(self, name: str) -> tuple[float, float]:
-        """Mean loss and accuracy on the evaluation set ``name`` with the current (averaged) parameters,
-        on the thread count training runs on now (results do not depend on it)."""
+    def evaluate(self, name: str, model: MLP | None = None) -> tuple[float, float]:
+        """Mean loss and accuracy on the evaluation set ``name`` of ``model`` (default: the current, or
+        averaged, parameters), on the thread count training runs on now (results do not depend on it)."""
         s = self.eval_sets[name]
-        return self.eval_model.evaluate(s.images, s.labels, s.rows, self.threads.current)
+        return (model or self.eval_model).evaluate(s.images, s.labels, s.rows, self.threads.current)
 
     def run_epoch(self) -> EpochRecord:
-        """Train one more epoch, then evaluate; returns its record."""
+        """Train one more epoch, then evaluate (and count it in :attr:`best`); returns its record."""
         epoch = self.epoch + 1
         t_epoch = time.perf_counter()
         order = self.sampler.epoch_order()
@@ -420,6 +369,7 @@ class Trainer:
         self.epoch = epoch
         measured = {name: self.evaluate(name) if name in self.eval_sets else (None, None) for name in ("val", "test")}
         self.progress.clear()
+        self.best.observe(epoch, measured["val"][1])
         return EpochRecord(epoch=epoch, lr=self.lr_at(epoch), train_loss=loss_sum / n, train_acc=correct / n,
                            val_loss=measured["val"][0], val_acc=measured["val"][1],
                            test_loss=measured["test"][0], test_acc=measured["test"][1],
@@ -441,7 +391,8 @@ class Trainer:
         return arrays, meta
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Continue from a :meth:`state` of a trainer with the same configuration and data."""
+        """Continue from a :meth:`state` of a trainer with the same configuration and data (:attr:`best`
+        is the caller's to rebuild from the run's records: :meth:`BestEpoch.replay`)."""
         if list(meta.get("sizes", [])) != self.model.sizes:
             raise ConfigError(f"the checkpoint's layer sizes {meta.get('sizes')} differ from {self.model.sizes}")
         for name, buf in (("params", self.model.params), ("adam_m", self.adam.m), ("adam_v", self.adam.v),
@@ -455,8 +406,9 @@ class Trainer:
         self.sampler.rng.bit_generator.state = meta["rng"]
 
     def epochs(self) -> Iterator[EpochRecord]:
-        """Run the remaining epochs up to ``config.epochs``, yielding each record as it ends."""
-        while self.epoch < self.config.epochs:
+        """Run the remaining epochs up to ``config.epochs``, yielding each record as it ends; with
+        ``config.patience``, stop early once :attr:`best` says so."""
+        while self.epoch < self.config.epochs and not self.best.stop:
             yield self.run_epoch()
 
 
@@ -471,12 +423,17 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     called for the dataset. Either way train() then owns the arrays and frees them before the
     final plot, which keeps the peak memory down.
 
+    The run keeps the model of its best epoch (:class:`~fastmlp.history.BestEpoch`: the highest
+    validation accuracy; the last epoch without a validation hold-out), stops early with
+    ``config.patience``, and measures the kept model on the test set once, at the end.
+
     ``train_rows`` restricts training to a subset of the training rows (after the validation
     split). With ``out_dir`` (see :mod:`fastmlp.runs`): the folder is checked and cleared of a
-    previous run before anything else; after every epoch ``checkpoint.npz``, ``history.json``
-    and ``model.npz`` are written, and ``curves.png`` at the end, each atomically. ``resume``
+    previous run before anything else; after every epoch ``checkpoint.npz``, ``history.json``,
+    ``metrics.csv`` and ``model.npz`` (the best epoch's; ``last.npz``, the last epoch's, while
+    it differs) are written, and ``curves.png`` at the end, each atomically. ``resume``
     continues the run in ``out_dir`` from its checkpoint, number for number as if it had never
-    stopped (``config`` must be the run's own, with ``epochs`` as large or larger). Raises
+    stopped (``config`` must be the run's own but for :data:`~fastmlp.config.STOPPING`). Raises
     :class:`TrainingDiverged` when the loss stops being finite, after saving the history so far.
     """
     config.validate()
@@ -501,70 +458,135 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     history = History(config=config.to_dict(), dataset={"name": dataset.name, "source": str(dataset.source),
                                                         "checksums": dataset.checksums,
                                                         "train_rows": len(trainer.sampler),
-                                                        "val_rows": val_rows})
+                                                        "val_rows": val_rows}, notes=list(NOTES))
+    files = RunFiles(out, trainer, history, float(input_scale_of(trainer.images)))
     if checkpoint is not None:
-        _resume(trainer, history, *checkpoint, out)
+        _resume(trainer, history, files.best, *checkpoint, out)
         if log is not None:
             log(f"resuming {out} after epoch {trainer.epoch}")
-    model = trainer.eval_model
-    input_scale = float(input_scale_of(trainer.images))  # what a model file's reader scales inputs by
-
-    def save(status: str, message: str = "", checkpoint: bool = False) -> None:
-        history.status, history.message = status, message
-        if out is None:
-            return
-        try:
-            if checkpoint:
-                arrays, meta = trainer.state()
-                save_checkpoint(out / CHECKPOINT, arrays, {**meta, "history": asdict(history)})
-            write_text(out / "history.json", history.to_json())
-            if history.epochs:
-                model.save(out / "model.npz", config=config.to_dict(), dataset=history.dataset,
-                           epoch=history.epochs[-1]["epoch"], status=status,
-                           weights="ema" if config.ema > 0 else "last", input_scale=input_scale)
-        except OSError as exc:
-            raise UsageError(f"{out}: cannot write the run's files ({describe_os_error(exc)}); the last complete "
-                             f"epoch's files are intact") from None
-
     if log is not None:
         log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
             f"{config.batch_size}")
     try:
         for record in trainer.epochs():
             history.epochs.append(record.as_dict())
-            save("running", checkpoint=True)
+            files.epoch_done()
             if log is not None:
                 log(format_epoch(history.epochs[-1]))
     except TrainingDiverged as err:
         err.history = history
-        save("diverged", str(err))
+        files.finish("diverged", str(err))
         raise
     except KeyboardInterrupt:
         trainer.progress.clear()
-        save("interrupted", "interrupted by the user")
+        files.finish("interrupted", "interrupted by the user")
         raise
-    save("completed")
+    if "test" in trainer.eval_sets:  # once, on the kept model: the test set chooses nothing
+        history.test_loss, history.test_acc = trainer.evaluate("test", files.best)
+    stopped = trainer.epoch < config.epochs
+    if stopped and log is not None:
+        log(f"stopped early after epoch {trainer.epoch}: {trainer.best.reason()}")
+    files.finish("stopped early" if stopped else "completed", trainer.best.reason() if stopped else "")
     if out is not None:
         if owns_dataset:  # free ~55 MB of images before matplotlib loads
             del dataset, trainer
         from .plots import plot_curves
         plot_curves(history, out / "curves.png")
-    return TrainResult(model, history)
+    return TrainResult(files.best, history)
 
 
-def _resume(trainer: Trainer, history: History, arrays: dict, meta: dict, out: Path) -> None:
-    """Put the checkpoint's state into ``trainer`` and its epochs into ``history``, after checking they belong."""
+class RunFiles:
+    """The files of a run in ``out`` (none when ``out`` is None), and the model of its best epoch.
+
+    After every epoch: ``checkpoint.npz`` (with the best epoch's parameters while they differ
+    from the last), ``history.json``, ``metrics.csv``, then ``model.npz`` when the epoch is the
+    best so far (and ``last.npz`` is removed), else ``last.npz``. A write that fails is one
+    :class:`UsageError` line; the files of the last complete epoch stay whole.
+    """
+
+    def __init__(self, out: Path | None, trainer: Trainer, history: History, input_scale: float):
+        self.out, self.trainer, self.history, self.input_scale = out, trainer, history, input_scale
+        #: the parameters of the best epoch (a copy of the evaluated ones, taken when it ended)
+        self.best = MLP(trainer.eval_model.sizes, trainer.eval_model.params.copy())
+
+    def epoch_done(self) -> None:
+        """Keep the epoch's parameters if it is the best so far, then write every file."""
+        trainer = self.trainer
+        is_best = trainer.best.epoch == trainer.epoch
+        if is_best:
+            self.best.params[...] = trainer.eval_model.params
+        self.history.best_epoch = trainer.best.epoch
+        self.history.status = "running"
+        if self.out is None:
+            return
+        with self._writing():
+            arrays, meta = trainer.state()
+            if not is_best:
+                arrays["best_params"] = self.best.params
+            save_checkpoint(self.out / CHECKPOINT, arrays, {**meta, "history": asdict(self.history)})
+            write_text(self.out / "history.json", self.history.to_json())
+            write_text(self.out / "metrics.csv", self.history.metrics_csv())
+            if is_best:
+                self._save_model(self.best, "model.npz")
+                (self.out / "last.npz").unlink(missing_ok=True)
+            else:
+                self._save_model(trainer.eval_model, "last.npz")
+
+    def finish(self, status: str, message: str = "") -> None:
+        """Write ``history.json`` with how the run ended."""
+        self.history.status, self.history.message = status, message
+        if self.out is not None:
+            with self._writing():
+                write_text(self.out / "history.json", self.history.to_json())
+
+    def _save_model(self, model: MLP, name: str) -> None:
+        """``model`` as ``name``, saying which epoch it is and why it was kept (``chosen``)."""
+        trainer, config = self.trainer, self.trainer.config
+        chosen = "best validation accuracy" if name == "model.npz" and "val" in trainer.eval_sets else "last epoch"
+        model.save(self.out / name, config=config.to_dict(), dataset=self.history.dataset, epoch=trainer.epoch,
+                   chosen=chosen, weights="ema" if config.ema > 0 else "last", input_scale=self.input_scale)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except OSError as exc:
+            raise UsageError(f"{self.out}: cannot write the run's files ({describe_os_error(exc)}); the last "
+                             f"complete epoch's files are intact") from None
+
+
+def _resume(trainer: Trainer, history: History, best: MLP, arrays: dict, meta: dict, out: Path) -> None:
+    """Put the checkpoint's state into ``trainer``, ``best`` and ``history``, after checking they belong and
+    that the run has epochs left to train."""
     saved = meta.get("history") or {}
-    want = {k: v for k, v in trainer.config.to_dict().items() if k != "epochs"}
-    have = {k: v for k, v in (meta.get("config") or {}).items() if k != "epochs"}
+    config = trainer.config
+    want = {k: v for k, v in config.to_dict().items() if k not in STOPPING}
+    have = {k: v for k, v in _as_config(meta.get("config"), out).to_dict().items() if k not in STOPPING}
     if want != have:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise UsageError(f"{out}: the run was trained with other settings ({', '.join(diff)}); resume it "
                          f"with its own, or start a new run in another folder")
     if saved.get("dataset", {}).get("checksums") != history.dataset["checksums"]:
         raise UsageError(f"{out}: the run was trained on other data files (checksums differ)")
-    if int(meta.get("epoch", 0)) > trainer.config.epochs:
-        raise UsageError(f"{out}: the run already has {meta['epoch']} epochs; --epochs {trainer.config.epochs} "
+    if int(meta.get("epoch", 0)) > config.epochs:
+        raise UsageError(f"{out}: the run already has {meta['epoch']} epochs; --epochs {config.epochs} "
                          f"is fewer")
     trainer.restore(arrays, meta)
     history.epochs = list(saved.get("epochs", []))[:trainer.epoch]
+    trainer.best = BestEpoch.replay(config.patience, config.min_delta, history.epochs)
+    history.best_epoch = trainer.best.epoch or None
+    kept = arrays.get("best_params", trainer.eval_model.params)
+    if kept.shape != best.params.shape or kept.dtype != best.params.dtype:
+        raise UsageError(f"{out}: the checkpoint's best_params do not fit the model")
+    best.params[...] = kept
+    refusal = nothing_left(out, config, history.epochs)
+    if refusal is not None:
+        raise UsageError(refusal)
+
+
+def _as_config(d, out: Path) -> TrainConfig:
+    """A checkpoint's configuration, its fields added since at their defaults; one line if unreadable."""
+    try:
+        return TrainConfig.from_dict(d or {})
+    except (TypeError, ValueError):
+        raise UsageError(f"{out}: the checkpoint's configuration is not readable") from None

@@ -18,7 +18,8 @@ Synthetic data
     ``make_synthetic`` is the class itself, for other sizes, names or arrays.
     ``small_dataset``: a learnable in-memory :class:`fastmlp.data.Dataset` (300 training and
     100 test images of 28x28, each class a bright block in its own place, plus noise), on which
-    a search or a report runs in a second or two.
+    a search or a report runs in a second or two. ``small_data_dir``: the same arrays as files,
+    under MNIST's names, for the command (``--data-dir DIR --no-verify``).
 
     ``no_data_env``: no ``$FASTMLP_DATA_DIR`` and an empty current directory (so no ``./data``):
     dataset look-ups see only what the test puts in place.
@@ -26,7 +27,8 @@ Synthetic data
 Optional extras
     ``onnxruntime``: the ``onnxruntime`` module (with ``onnx`` importable), from the ``onnx``
     extra. Without it the tests that use it are skipped, unless ``FASTMLP_REQUIRE_EXTRAS=1``
-    (CI), where they fail instead. ``import_extra(module, extra)`` does the same for any module.
+    (CI), where they fail instead. ``helpers.import_extra(module, extra)`` does the same for any
+    module, also at a test module's top (the search's tests need the ``search`` extra).
 
 SciPy's array-API mode is switched on before anything imports SciPy, so that scikit-learn's
 estimator checks run their array-API input check (NumPy namespace) instead of skipping it.
@@ -50,7 +52,6 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import gzip
 import hashlib
-import importlib
 import struct
 from pathlib import Path
 
@@ -123,21 +124,6 @@ def pytest_collection_modifyitems(config, items):
 
 # ----------------------------------------------------------------------------- optional extras
 
-def import_extra(module: str, extra: str):
-    """``import module``, or skip (fail under ``FASTMLP_REQUIRE_EXTRAS=1``) naming the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        missing_extra(f"{module} is not installed (pip install 'fastmlp[{extra}]')")
-
-
-def missing_extra(reason: str):
-    """Skip with ``reason``, or fail under ``FASTMLP_REQUIRE_EXTRAS=1``."""
-    if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
-        pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
-    pytest.skip(reason)
-
-
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # Headless, and quiet: without the background-networking flags Chromium keeps calling home, and a
 # closed network refuses it.
@@ -149,6 +135,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture
 def browser(tmp_path):
     """``open_browser()``: a new Selenium driver of headless Chromium; every one is quit after the test."""
+    from helpers import import_extra, missing_extra  # here: this file also serves alone (test_data's probe)
     webdriver = import_extra("selenium.webdriver", "dev")
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         missing_extra(f"{CHROMIUM} and {CHROMEDRIVER} are needed (Debian: apt-get install chromium chromium-driver)")
@@ -170,6 +157,7 @@ def browser(tmp_path):
 @pytest.fixture(scope="session")
 def onnxruntime():
     """The ``onnxruntime`` module; ``onnx`` is importable too."""
+    from helpers import import_extra
     import_extra("onnx", "onnx")
     return import_extra("onnxruntime", "onnx")
 
@@ -320,6 +308,15 @@ def learnable_arrays(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.n
 def small_dataset() -> data.Dataset:
     """A learnable in-memory dataset named ``small``: 300 training and 100 test images."""
     return SyntheticDataset("small", arrays=learnable_arrays(300, 100)).dataset()
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> Path:
+    """A data folder holding ``small_dataset``'s arrays under MNIST's file names (read with --no-verify):
+    what ``fastmlp train --data-dir DIR --no-verify`` trains on in a second or two."""
+    folder = tmp_path_factory.mktemp("small_data")
+    SyntheticDataset("mnist", arrays=learnable_arrays(300, 100)).write(folder / "mnist", "gz")
+    return folder
 
 
 @pytest.fixture

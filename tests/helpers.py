@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from fastmlp import reference as ref
+from fastmlp.config import TrainConfig
+from fastmlp.data import Dataset, validation_split
 from fastmlp.engine import augment
 from fastmlp.engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
 from fastmlp.engine.step import run_call
 from fastmlp.model import MLP
 from fastmlp.optim import Adam
+from fastmlp.train import History
+
+# ----------------------------------------------------------------------------- optional extras
+
+def import_extra(module: str, extra: str):
+    """``import module``, or skip (fail under ``FASTMLP_REQUIRE_EXTRAS=1``) naming the extra to install;
+    at a test module's top it skips (or fails) the whole module."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing_extra(f"{module} is not installed (pip install 'fastmlp[{extra}]')")
+
+
+def missing_extra(reason: str):
+    """Skip with ``reason``, or fail under ``FASTMLP_REQUIRE_EXTRAS=1``."""
+    if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+# ----------------------------------------------------------------------------- the engine
 
 #: Every option of the recipe on: one-cycle over 40 steps (8 of warm-up) to a floor of 0.01, weight
 #: decay 0.01, max-norm 3, average 0.9, label smoothing 0.1, input dropout 0.2, hidden dropout 0.3.
@@ -68,3 +99,64 @@ def activations(sizes, batch):
     """``(x, y, z, h, d, act_off)``: a workspace's activation buffers for batches of ``batch`` rows."""
     work = allocate_work(sizes, batch, 1)
     return work.x, work.y, work.z, work.h, work.d, work.act_off
+
+
+# ----------------------------------------------------------------------------- training runs
+
+#: The keys of an epoch record that are timings (they differ from run to run).
+TIMING_KEYS = {"train_seconds", "samples_per_s", "elapsed_s"}
+
+
+def synthetic_dataset(n_train=600, n_test=200, n_in=784, seed=0) -> Dataset:
+    """Random images whose label is the brightest of ten fixed pixel groups: learnable."""
+    rng = np.random.default_rng(seed)
+    groups = rng.permutation(n_in)[:10 * 8].reshape(10, 8)
+
+    def make(n):
+        images = rng.integers(0, 40, (n, n_in), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        for i, y in enumerate(labels):
+            images[i, groups[y]] = 255
+        return images, labels
+
+    (tri, trl), (tei, tel) = make(n_train), make(n_test)
+    return Dataset("synthetic", tri, trl, tei, tel, source=Path("memory"), checksums={})
+
+
+def unlearnable_validation(val_size=100) -> Dataset:
+    """:func:`synthetic_dataset` with its validation hold-out's labels shuffled: the validation accuracy
+    wanders around chance from epoch to epoch, so its best epoch is seldom the last, and it stalls."""
+    data = synthetic_dataset()
+    labels = data.train_labels.copy()
+    _, val_idx = validation_split(len(labels), val_size)
+    labels[val_idx] = np.random.default_rng(1).permutation(labels[val_idx])
+    return replace(data, train_labels=labels)
+
+
+def small_config(**kw) -> TrainConfig:
+    """A configuration that trains :func:`synthetic_dataset` in a fraction of a second (``kw`` overrides it)."""
+    base = TrainConfig(hidden_sizes=(32, 16), batch_size=50, lr=1e-3, lr_decay=1.0, epochs=2, val_size=100, seed=3)
+    return replace(base, **kw)
+
+
+def without_timings(history: History) -> list[dict]:
+    """A history's epoch records without their timings: what two runs of one configuration share."""
+    return [{k: v for k, v in e.items() if k not in TIMING_KEYS} for e in history.epochs]
+
+
+# ----------------------------------------------------------------------------- the command
+
+def run(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """``python -m fastmlp ARGS`` in its own process, with ``env`` over this one's environment."""
+    return subprocess.run([sys.executable, "-m", "fastmlp", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc, *fragments, status=2):
+    """The command failed with ``status`` and one ``fastmlp: error:`` line holding every fragment."""
+    assert proc.returncode == status, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

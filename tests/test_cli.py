@@ -1,25 +1,14 @@
 """The ``fastmlp`` command: its subcommands work, and every user error is one line, not a traceback."""
 
 import gzip
-import os
-import subprocess
-import sys
+import json
 
 import pytest
 
-
-def run(*args, cwd=None, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "fastmlp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from fastmlp.cli import build_parser
+from fastmlp.cli_train import train_config_from_args
+from fastmlp.config import PRESETS, TrainConfig, read_config_file
+from helpers import assert_one_line_error, run
 
 
 def test_gradcheck_passes_and_lists_every_gradient():
@@ -50,13 +39,12 @@ def test_train_rejects_bad_hyperparameters_in_one_line(args, fragment):
     assert_one_line_error(run("train", *args), fragment)
 
 
+def config(*argv) -> TrainConfig:
+    """The configuration ``fastmlp train ARGV`` would train."""
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+
 def test_a_preset_gives_the_defaults_and_explicit_flags_override_it():
-    from fastmlp.cli import build_parser, train_config_from_args
-    from fastmlp.config import PRESETS, TrainConfig
-
-    def config(*argv):
-        return train_config_from_args(build_parser().parse_args(["train", *argv]))
-
     assert config() == TrainConfig() == config("--preset", "fast")
     best = config("--preset", "best")
     assert best == TrainConfig.preset("best") and best.augment == PRESETS["best"]["augment"]
@@ -94,7 +82,8 @@ def test_train_then_evaluate_on_mnist(mnist, tmp_path):
     proc = run("train", "--hidden", "64", "--batch-size", "256", "--epochs", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1" in proc.stdout and "test accuracy" in proc.stdout
-    assert {p.name for p in out.iterdir()} == {"history.json", "model.npz", "curves.png", "checkpoint.npz"}
+    assert {p.name for p in out.iterdir()} == {"history.json", "metrics.csv", "model.npz", "curves.png",
+                                               "checkpoint.npz"}
     proc = run("evaluate", str(out / "model.npz"))
     assert proc.returncode == 0, proc.stderr
     assert "test" in proc.stdout and "validation" in proc.stdout
@@ -107,3 +96,148 @@ def test_version_prints_the_installed_distribution_version():
     proc = run("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"fastmlp {version('fastmlp')}"
+
+
+# ----------------------------------------------------------------------------- configuration files
+
+def test_the_configuration_is_the_preset_then_the_file_then_the_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('lr = 0.01\nepochs = 3\nhidden_sizes = [64, 32]\naugment = "affine"\n')
+    from_file = config("--config", str(path))
+    assert (from_file.lr, from_file.epochs, from_file.hidden_sizes, from_file.augment) == (0.01, 3, (64, 32), "affine")
+    assert from_file.batch_size == TrainConfig().batch_size  # the rest stays the preset's
+    over_best = config("--preset", "best", "--config", str(path), "--epochs", "5", "--hidden", "128")
+    assert (over_best.lr, over_best.epochs, over_best.hidden_sizes) == (0.01, 5, (128,))
+    assert over_best.ema == PRESETS["best"]["ema"] and over_best.val_size == 0
+
+
+def test_print_config_writes_toml_that_config_reads_back_to_the_same_configuration(tmp_path):
+    proc = run("train", "--preset", "best", "--epochs", "3", "--patience", "0", "--print-config")
+    assert proc.returncode == 0 and proc.stderr == ""
+    (tmp_path / "printed.toml").write_text(proc.stdout)
+    values = read_config_file(tmp_path / "printed.toml")
+    assert TrainConfig(**values) == config("--preset", "best", "--epochs", "3")
+    assert set(values) == set(TrainConfig.__dataclass_fields__)  # every field, so nothing depends on defaults
+
+
+def test_a_history_json_or_its_config_object_is_read_as_a_configuration(tmp_path):
+    wanted = TrainConfig(hidden_sizes=(48,), lr=2e-3, epochs=2, patience=2, min_delta=0.001)
+    (tmp_path / "history.json").write_text(json.dumps({"config": wanted.to_dict(), "epochs": [], "status": "done"}))
+    (tmp_path / "config.json").write_text(json.dumps(wanted.to_dict()))
+    assert config("--config", str(tmp_path / "history.json")) == wanted
+    assert config("--config", str(tmp_path / "config.json")) == wanted
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("lrr = 0.01\n", "unknown key 'lrr' (did you mean 'lr'?)"),
+    ('lr = "fast"\n', "lr must be a number > 0; got 'fast'"),
+    ("epochs = 0\n", "epochs must be >= 1; got 0"),
+    ("epochs = 2.5\n", "epochs must be an integer >= 1; got 2.5"),
+    ("patience = -1\n", "patience must be >= 0"),
+    ("min_delta = true\n", "min_delta must be a number >= 0; got True"),
+    ('hidden_sizes = "512,256"\n', "hidden_sizes must be a list of positive integers"),
+    ('augment = "rotate"\n', "augment must be one of none, affine, elastic"),
+    ("lr = \n", "not valid TOML"),
+])
+def test_a_bad_configuration_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, fragment):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    assert_one_line_error(run("train", "--config", path, "--print-config"), f"{path}: ", fragment)
+
+
+def test_a_missing_configuration_file_is_one_line(tmp_path):
+    assert_one_line_error(run("train", "--config", tmp_path / "none.toml"), "none.toml: no such configuration file")
+
+
+# ----------------------------------------------------------------------------- early stopping and what a run prints
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--preset", "best", "--patience", "3"], "--patience needs a validation hold-out, and --preset best leaves none"),
+    (["--val-size", "0", "--patience", "2"], "and --val-size 0 leaves none; give --val-size N"),
+    (["--min-delta", "-0.1"], "min_delta must be >= 0"),
+])
+def test_patience_without_a_validation_hold_out_is_one_line(args, fragment):
+    assert_one_line_error(run("train", *args, "--print-config"), fragment)
+
+
+SMALL = ["--hidden", "32", "--batch-size", "50", "--threads", "1", "--no-verify", "--lr", "0.003"]
+
+
+def test_a_run_prints_validation_figures_each_epoch_and_the_test_accuracy_once(small_data_dir, tmp_path):
+    proc = run("train", *SMALL, "--data-dir", small_data_dir, "--val-size", "100", "--epochs", "40",
+               "--patience", "2", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch")]
+    assert 2 < len(epoch_lines) < 40 and all("val loss" in line and "test" not in line for line in epoch_lines)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "stopped early"
+    assert f"stopped early after epoch {len(epoch_lines)}: the validation accuracy has not improved" in proc.stdout
+    tested = [line for line in proc.stdout.splitlines() if "test accuracy" in line]
+    assert tested == [f"test accuracy of the best-validation model (epoch {history['best_epoch']}): "
+                      f"{100 * history['test_acc']:.2f}%"]
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 1 + len(epoch_lines)
+
+
+def test_a_run_without_a_hold_out_says_at_the_start_that_it_keeps_the_last_epoch(small_data_dir, tmp_path):
+    proc = run("train", *SMALL, "--data-dir", small_data_dir, "--preset", "best", "--augment", "none", "--epochs",
+               "1", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    assert ("--preset best trains on all its training images: no validation hold-out, the last epoch is kept"
+            in proc.stdout.splitlines()[1])
+    assert "test accuracy of the last epoch's model (epoch 1): " in proc.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--preset", "best"], "--preset cannot be given with --resume"),
+    (["--lr", "0.5"], "lr cannot change (it was 0.003; --epochs, --patience and --min-delta may)"),
+    ([], "the run has trained all its 2 epochs; give --epochs above 2 to continue it"),
+])
+def test_resume_keeps_the_runs_settings_and_refuses_a_run_with_nothing_left(small_data_dir, tmp_path, args,
+                                                                             fragment):
+    out = tmp_path / "run"
+    assert run("train", *SMALL, "--data-dir", small_data_dir, "--val-size", "100", "--epochs", "2",
+               "--out", out).returncode == 0
+    assert_one_line_error(run("train", "--resume", out, "--data-dir", small_data_dir, "--no-verify", *args),
+                          fragment)
+
+
+# ----------------------------------------------------------------------------- the parsers
+
+def test_bare_fastmlp_prints_the_full_help_and_succeeds():
+    proc = run()
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: fastmlp") and "train" in proc.stdout and "predict" in proc.stdout
+
+
+def test_the_dataset_names_of_data_are_optional_in_its_help():
+    proc = run("data", "--help")
+    assert proc.returncode == 0
+    assert "{download,info} [DATASET ...]" in proc.stdout and "optional" in proc.stdout
+
+
+@pytest.mark.parametrize("args,help_of", [(["train", "--bogus", "3"], "fastmlp train"),
+                                          (["evaluate", "m.npz", "--what"], "fastmlp evaluate"),
+                                          (["search", "--hiden", "64"], "fastmlp search")])
+def test_an_unknown_argument_points_to_the_help_of_its_command(args, help_of):
+    assert_one_line_error(run(*args), "unrecognized arguments", f"(see {help_of} --help)")
+
+
+def test_search_refuses_hidden_and_points_to_its_own_flags():
+    assert_one_line_error(run("search", "--hidden", "512,256", "--print-space"), "a search has no --hidden",
+                          "--layers SPEC", "--width SPEC", "(see fastmlp search --help)")
+
+
+def test_the_help_says_when_to_use_alpha_and_when_weight_decay():
+    from fastmlp.config import RULES
+    assert "for parity with scikit-learn's alpha (for Adam training use --weight-decay)" in RULES["alpha"].help
+    assert "the decay to use for Adam training" in RULES["weight_decay"].help
+    text = " ".join(run("train", "--help").stdout.split())
+    assert "(for Adam training use --weight-decay)" in text and "the decay to use for Adam training" in text
+
+
+def test_every_option_names_its_value_by_kind():
+    """N for counts, X for numbers, FILE, DIR, URL for places; never argparse's upper-cased dest."""
+    for command in ("train", "evaluate", "data", "search", "dashboard", "report", "predict", "export"):
+        usage = run(command, "--help").stdout.split("\n\n")[0]
+        for dest in ("DATA_DIR", "OUT", "RESUME", "THREADS", "PORT", "HOST", "TOP", "SEED", "TIMEOUT", "RUN_DIR"):
+            assert f" {dest}" not in usage, (command, dest)

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SyntheticDataset, import_extra, learnable_arrays
-from fastmlp.search import run_search
-from fastmlp.study import open_storage, quiet_optuna, resolve_settings
+from conftest import SyntheticDataset, learnable_arrays
+from helpers import import_extra
+
+import_extra("optuna", "search")  # the search extra: without it this module skips
+from fastmlp.search import run_search  # noqa: E402
+from fastmlp.study import open_storage, quiet_optuna, resolve_settings  # noqa: E402
 
 quiet_optuna()
 

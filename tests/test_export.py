@@ -86,7 +86,7 @@ def test_without_the_onnx_package_export_says_what_to_install(monkeypatch):
 
 
 def test_without_an_extra_its_tests_skip_and_under_require_extras_they_fail(monkeypatch):
-    from conftest import import_extra
+    from helpers import import_extra
     monkeypatch.delenv("FASTMLP_REQUIRE_EXTRAS", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"pip install 'fastmlp\[onnx\]'"):
         import_extra("fastmlp_absent_module", "onnx")

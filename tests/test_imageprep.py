@@ -4,10 +4,14 @@ by Pillow, and a file that is not an image is one clear error naming it."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from fastmlp import imageprep as ip
-from fastmlp.errors import DataError
+from helpers import import_extra
+
+import_extra("PIL", "images")  # the images extra: without it this module skips
+from PIL import Image  # noqa: E402
+
+from fastmlp import imageprep as ip  # noqa: E402
+from fastmlp.errors import DataError  # noqa: E402
 
 
 def rectangle(canvas=(60, 80), top_left=(10, 20), size=(30, 12), ink=1.0, background=0.0) -> np.ndarray:

@@ -8,15 +8,18 @@ import re
 import shutil
 import subprocess
 
-import optuna
 import pytest
 
-from fastmlp import document as doc
-from fastmlp import plots, report
-from fastmlp.cli import main
-from fastmlp.config import RULES
-from fastmlp.search import run_search
-from fastmlp.study import quiet_optuna, resolve_settings
+from helpers import import_extra
+
+optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
+
+from fastmlp import document as doc  # noqa: E402
+from fastmlp import plots, report  # noqa: E402
+from fastmlp.cli import main  # noqa: E402
+from fastmlp.config import RULES  # noqa: E402
+from fastmlp.search import run_search  # noqa: E402
+from fastmlp.study import quiet_optuna, resolve_settings  # noqa: E402
 
 quiet_optuna()
 

@@ -16,7 +16,7 @@ from fastmlp.errors import ConfigError, UsageError
 from fastmlp.runs import prepare_run_folder
 from fastmlp.train import History, TrainingDiverged, train
 
-from test_train import small_config, synthetic_dataset, without_timings
+from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
 
 
 def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
@@ -80,6 +80,28 @@ def test_resuming_with_other_settings_or_without_a_checkpoint_is_refused(tmp_pat
     train(small_config(epochs=1), data, out_dir=tmp_path / "run")
     with pytest.raises(UsageError, match="other settings .*lr"):
         train(small_config(epochs=2, lr=5e-3), data, out_dir=tmp_path / "run", resume=True)
+
+
+def test_a_run_that_stopped_early_resumes_only_when_a_larger_patience_allows_more(tmp_path):
+    data = unlearnable_validation()
+    config = small_config(epochs=30, lr=3e-3, patience=1)
+    stopped = train(config, data, out_dir=tmp_path)
+    assert stopped.history.status == "stopped early"
+    with pytest.raises(UsageError, match=r"--patience 1 stops the run after epoch \d+: .*; give --patience above 1 \(or 0: off\)"):
+        train(config, data, out_dir=tmp_path, resume=True)
+    resumed = train(replace(config, patience=3), data, out_dir=tmp_path, resume=True)
+    straight = train(replace(config, patience=3), data)
+    assert without_timings(resumed.history) == without_timings(straight.history)
+    assert resumed.history.best_epoch == straight.history.best_epoch
+    np.testing.assert_array_equal(resumed.model.params, straight.model.params)  # the best epoch's, restored
+
+
+def test_a_completed_run_resumes_only_with_more_epochs(tmp_path):
+    data = synthetic_dataset()
+    train(small_config(epochs=2), data, out_dir=tmp_path)
+    with pytest.raises(UsageError, match="has trained all its 2 epochs; give --epochs above 2 to continue it"):
+        train(small_config(epochs=2), data, out_dir=tmp_path, resume=True)
+    assert len(train(small_config(epochs=3), data, out_dir=tmp_path, resume=True).history.epochs) == 3
 
 
 # ----------------------------------------------------------------------------- through the command line

@@ -8,13 +8,16 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 
-from fastmlp import search, study as studymod
-from fastmlp.cli import main
-from fastmlp.study import open_storage, quiet_optuna, resolve_settings, stored_settings, trial_seed
-from fastmlp.train import Trainer
+from helpers import import_extra
+
+optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
+
+from fastmlp import search, study as studymod  # noqa: E402
+from fastmlp.cli import main  # noqa: E402
+from fastmlp.study import open_storage, quiet_optuna, resolve_settings, stored_settings, trial_seed  # noqa: E402
+from fastmlp.train import Trainer  # noqa: E402
 
 quiet_optuna()
 

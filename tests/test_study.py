@@ -9,12 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 
-from fastmlp import study as studymod
-from fastmlp.errors import StorageError
-from fastmlp.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url
+from helpers import import_extra
+
+optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
+
+from fastmlp import study as studymod  # noqa: E402
+from fastmlp.errors import StorageError  # noqa: E402
+from fastmlp.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
 
 quiet_optuna()
 

@@ -3,43 +3,16 @@ outputs on disk, divergence and early stops, and the default configuration on re
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastmlp import reference as ref
-from fastmlp.data import Dataset, validation_split
+from fastmlp.data import validation_split
 from fastmlp.model import MLP
 from fastmlp.errors import ConfigError, DataError
 from fastmlp.train import History, TrainConfig, Trainer, TrainingDiverged, format_epoch, train
-
-TIMING_KEYS = {"train_seconds", "samples_per_s", "elapsed_s"}
-
-
-def synthetic_dataset(n_train=600, n_test=200, n_in=784, seed=0) -> Dataset:
-    """Random images whose label is the brightest of ten fixed pixel groups: learnable."""
-    rng = np.random.default_rng(seed)
-    groups = rng.permutation(n_in)[:10 * 8].reshape(10, 8)
-
-    def make(n):
-        images = rng.integers(0, 40, (n, n_in), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        for i, y in enumerate(labels):
-            images[i, groups[y]] = 255
-        return images, labels
-
-    (tri, trl), (tei, tel) = make(n_train), make(n_test)
-    return Dataset("synthetic", tri, trl, tei, tel, source=Path("memory"), checksums={})
-
-
-def small_config(**kw) -> TrainConfig:
-    base = TrainConfig(hidden_sizes=(32, 16), batch_size=50, lr=1e-3, lr_decay=1.0, epochs=2, val_size=100, seed=3)
-    return replace(base, **kw)
-
-
-def without_timings(history: History) -> list[dict]:
-    return [{k: v for k, v in e.items() if k not in TIMING_KEYS} for e in history.epochs]
+from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -169,13 +142,14 @@ def test_trials_of_a_thread_count_are_short_calls_and_the_incumbent_runs_whole_o
 def test_outputs_are_written_atomically_into_the_run_folder(tmp_path):
     out = tmp_path / "runs" / "demo"
     result = train(small_config(), synthetic_dataset(), out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "history.json", "model.npz"]
+    names = sorted(p.name for p in out.iterdir())
+    assert set(names) - {"last.npz"} == {"checkpoint.npz", "curves.png", "history.json", "metrics.csv", "model.npz"}
     saved = History.from_json((out / "history.json").read_text())
     assert saved.status == "completed" and len(saved.epochs) == 2
     assert saved.config["hidden_sizes"] == [32, 16]
     model, meta = MLP.load(out / "model.npz")
     np.testing.assert_array_equal(model.params, result.model.params)
-    assert meta["config"]["seed"] == 3 and meta["epoch"] == 2
+    assert meta["config"]["seed"] == 3 and meta["epoch"] == saved.best_epoch
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -189,7 +163,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_history(tmp_path
 
 def test_the_trainer_yields_one_record_per_epoch_and_a_caller_may_stop_between_them():
     data = synthetic_dataset()
-    trainer = Trainer.for_dataset(small_config(epochs=5), data)
+    trainer = Trainer.for_dataset(small_config(epochs=5, val_size=0), data)
     seen = []
     for record in trainer.epochs():
         seen.append(record.epoch)
@@ -197,8 +171,8 @@ def test_the_trainer_yields_one_record_per_epoch_and_a_caller_may_stop_between_t
             break
     assert seen == [1, 2] and trainer.epoch == 2
     assert trainer.adam.t == 2 * trainer.steps_per_epoch  # Adam counts the fused kernel's updates
-    # the same two epochs through train() give the same numbers
-    whole = train(small_config(epochs=2), data)
+    # the same two epochs through train() give the same numbers (without a hold-out it keeps the last epoch)
+    whole = train(small_config(epochs=2, val_size=0), data)
     np.testing.assert_array_equal(trainer.model.params, whole.model.params)
 
 
@@ -328,3 +302,70 @@ def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(h
         assert without_timings(run.history) == without_timings(first.history), threads
         np.testing.assert_array_equal(run.model.params, first.model.params)
     assert first.history.epochs[0]["train_on"] == "augmented+dropout"
+
+
+# ----------------------------------------------------------------------------- the kept model and early stopping
+
+def first_best(history) -> int:
+    accs = [e["val_acc"] for e in history.epochs]
+    return accs.index(max(accs)) + 1
+
+
+def test_model_npz_holds_the_best_validation_epoch_and_last_npz_the_last(tmp_path):
+    result = train(small_config(epochs=6, lr=3e-3), unlearnable_validation(), out_dir=tmp_path)
+    history = History.from_json((tmp_path / "history.json").read_text())
+    assert history.best_epoch == first_best(history) < 6  # the highest validation accuracy, the first of equals
+    best, meta = MLP.load(tmp_path / "model.npz")
+    assert meta["epoch"] == history.best_epoch and meta["chosen"] == "best validation accuracy"
+    np.testing.assert_array_equal(best.params, result.model.params)
+    last, meta = MLP.load(tmp_path / "last.npz")
+    assert meta["epoch"] == 6 and meta["chosen"] == "last epoch"
+    assert not np.array_equal(last.params, best.params)
+    assert history.status == "completed" and result.history.best_epoch == history.best_epoch
+
+
+def test_the_test_set_is_measured_once_on_the_kept_model(tmp_path):
+    data = unlearnable_validation()
+    result = train(small_config(epochs=6, lr=3e-3), data, out_dir=tmp_path)
+    h = result.history
+    assert (h.test_loss, h.test_acc) == result.model.evaluate(data.test_images, data.test_labels)
+    assert h.test_acc == h.epochs[h.best_epoch - 1]["test_acc"]  # the same model as that epoch's
+    assert any("nothing is chosen by them" in note for note in h.notes)
+
+
+def test_without_a_validation_hold_out_the_last_epoch_is_kept_and_there_is_no_last_npz(tmp_path):
+    result = train(small_config(epochs=3, val_size=0), synthetic_dataset(), out_dir=tmp_path)
+    assert result.history.best_epoch == 3 and not (tmp_path / "last.npz").exists()
+    model, meta = MLP.load(tmp_path / "model.npz")
+    assert meta["epoch"] == 3 and meta["chosen"] == "last epoch"
+
+
+def test_patience_stops_the_run_once_the_validation_accuracy_stalls(tmp_path):
+    result = train(small_config(epochs=30, lr=3e-3, patience=2), unlearnable_validation(), out_dir=tmp_path)
+    h = History.from_json((tmp_path / "history.json").read_text())
+    assert h.status == "stopped early" and len(h.epochs) < 30
+    assert len(h.epochs) == h.best_epoch + 2 and "has not improved for 2 epochs" in h.message
+    assert h.best_epoch == first_best(h) and result.history.best_epoch == h.best_epoch
+
+
+def test_an_improvement_smaller_than_min_delta_does_not_count():
+    result = train(small_config(epochs=10, lr=3e-3, patience=1, min_delta=0.5), synthetic_dataset())
+    assert len(result.history.epochs) == 2  # epoch 1 sets the mark; no epoch beats it by 50 points
+    assert "by more than 0.5" in result.history.message
+
+
+def test_patience_without_a_validation_hold_out_is_refused():
+    with pytest.raises(ConfigError, match="patience 3 needs a validation hold-out, but val_size is 0"):
+        train(small_config(patience=3, val_size=0), synthetic_dataset())
+
+
+def test_metrics_csv_has_one_row_per_epoch_with_the_training_and_validation_figures(tmp_path):
+    import csv
+    result = train(small_config(epochs=3), synthetic_dataset(), out_dir=tmp_path)
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s",
+                             "elapsed_s"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for row, record in zip(rows, result.history.epochs):
+        assert {k: float(v) for k, v in row.items()} == {k: record[k] for k in row}  # every digit kept
