@@ -64,9 +64,9 @@ def _load(args):
 def cmd_train(args) -> int:
     from .cli_train import end_lines, settle, start_lines
     from .data import BackgroundLoad, get_spec
-    config, out, origin = settle(args)
+    config, out, origin, note = settle(args)
     if args.print_config:
-        print(config.to_toml(), end="")
+        print("".join(f"# {line}\n" for line in [note] if line) + config.to_toml(), end="")
         return 0
     spec = get_spec(config.dataset)
     config.check_memory(spec.rows * spec.cols, spec.num_classes)
@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
     limiter = _threads(args.threads)
     data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
     from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
-    for line in start_lines(config, origin, None if args.no_verify else spec.train_images.count):
+    for line in start_lines(config, origin, None if args.no_verify else spec.train_images.count) + [note] * bool(note):
         print(line, flush=True)
 
     def log(line: str) -> None:

@@ -98,15 +98,17 @@ def train_config_from_args(args):
 
 
 def resolve(args):
-    """``(config, origin)``: the :class:`TrainConfig` of a new run, and what set its ``val_size`` (a flag, the
-    file or the preset), for the messages about the validation hold-out."""
-    from .config import PRESETS, TrainConfig, read_config_file
+    """``(config, origin, note)``: the :class:`TrainConfig` of a new run, what set its ``val_size`` (a flag,
+    the file or the preset), for the messages about the validation hold-out, and the preset's line
+    about a dataset without a recipe of its own ("" otherwise)."""
+    from .config import TrainConfig, preset_settings, read_config_file
     preset = args.preset or "fast"
     from_file = read_config_file(args.config) if args.config is not None else {}
     given = given_flags(args)
+    settings, note = preset_settings(preset, given.get("dataset", from_file.get("dataset", "mnist")))
     origin = ("--val-size 0" if "val_size" in given else f"{args.config} (val_size 0)" if "val_size" in from_file
-              else f"--preset {preset}" if "val_size" in PRESETS[preset] else "val_size 0")
-    return TrainConfig.preset(preset, **{**from_file, **given}), origin
+              else f"--preset {preset}" if "val_size" in settings else "val_size 0")
+    return TrainConfig(**{**settings, **from_file, **given}), origin, note
 
 
 def resumed_config(args):
@@ -136,16 +138,17 @@ def resumed_config(args):
 
 
 def settle(args):
-    """``(config, out, origin)`` of the run ``args`` ask for, checked: one line for any bad value."""
+    """``(config, out, origin, note)`` of the run ``args`` ask for (:func:`resolve`), checked: one line for
+    any bad value."""
     if args.resume is not None:
-        config, out, origin = resumed_config(args), Path(args.resume), "the run"
+        config, out, origin, note = resumed_config(args), Path(args.resume), "the run", ""
     else:
-        (config, origin), out = resolve(args), Path(args.out)
+        (config, origin, note), out = resolve(args), Path(args.out)
     if config.patience and config.val_size == 0:
         raise UsageError(f"--patience needs a validation hold-out, and {origin} leaves none; give --val-size N "
                          f"(e.g. 5000)")
     config.validate()
-    return config, out, origin
+    return config, out, origin, note
 
 
 # ----------------------------------------------------------------------------- what a run prints
@@ -189,6 +192,9 @@ def _recipe_text(c) -> str:
         parts.append(f"augment {c.augment} (rotate {c.aug_rotate:g}, scale {c.aug_scale:g}, shear {c.aug_shear:g}, "
                      f"shift {c.aug_shift:g}" + (f", alpha {c.elastic_alpha:g}, sigma {c.elastic_sigma:g})"
                                                  if c.augment == "elastic" else ")"))
+    for name, value in (("flip", c.flip), ("crop", c.crop), ("erase", c.erase)):
+        if value:
+            parts.append(f"{name} {value:g}")
     if c.dropout_input or c.dropout:
         parts.append(f"dropout {c.dropout_input:g}/{c.dropout:g}")
     for name, value in (("weight decay", c.weight_decay), ("max-norm", c.max_norm),

@@ -55,7 +55,7 @@ from .errors import ConfigError
 PARAMS: dict[str, Rule] = {name: RULES[name] for name in (
     "batch_size", "layers", "width", "lr", "beta1", "beta2", "eps", "schedule", "lr_decay", "warmup", "lr_floor",
     "alpha", "weight_decay", "max_norm", "dropout_input", "dropout", "label_smoothing", "ema", "augment",
-    "aug_rotate", "aug_scale", "aug_shear", "aug_shift", "elastic_alpha", "elastic_sigma")}
+    "aug_rotate", "aug_scale", "aug_shear", "aug_shift", "elastic_alpha", "elastic_sigma", "flip", "crop", "erase")}
 #: The plain search's hyperparameters: the homework's, and eta's decay per epoch.
 PLAIN = ("batch_size", "layers", "width", "lr", "beta1", "beta2", "eps", "lr_decay")
 #: The options of the training recipe beyond those.

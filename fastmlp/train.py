@@ -242,22 +242,25 @@ class Trainer:
         self.steps(fit_rows, 0, 0, config.lr)  # zero steps: loads the compiled kernel before timing starts
 
     def _augmentation(self, n_in: int) -> Aug | None:
-        """The warp's parameters and taps (:mod:`fastmlp.engine.augment`), or None without augmentation."""
+        """The warp's and transforms' parameters and taps (:mod:`fastmlp.engine.augment`), or None
+        without augmentation."""
         c = self.config
         self.side = int(round(math.sqrt(n_in)))
-        if c.augment == "none":
+        if not c.augmented:
             return None
         if self.side * self.side != n_in or self.side < 2:
-            raise ConfigError(f"augment {c.augment!r} needs square images; the inputs have {n_in} features")
+            raise ConfigError(f"augmentation needs square images; the inputs have {n_in} features")
+        warped = c.augment != "none"
         alpha = c.elastic_alpha if c.augment == "elastic" else 0.0
-        return Aug(*augment.aug_params(c.aug_rotate, c.aug_scale, c.aug_shear, c.aug_shift, alpha, c.elastic_sigma,
-                                       self.side))
+        return Aug(*augment.aug_params(c.aug_rotate if warped else 0.0, c.aug_scale if warped else 0.0,
+                                       c.aug_shear if warped else 0.0, c.aug_shift if warped else 0.0, alpha,
+                                       c.elastic_sigma, self.side, c.flip, c.crop, c.erase))
 
     @property
     def train_on(self) -> str:
         """What the training accuracy is measured on: plain, augmented, dropout or augmented+dropout batches."""
         c = self.config
-        kinds = [k for k, on in (("augmented", c.augment != "none"),
+        kinds = [k for k, on in (("augmented", c.augmented),
                                  ("dropout", c.dropout_input > 0 or c.dropout > 0)) if on]
         return "+".join(kinds) or "plain"
 

@@ -47,7 +47,7 @@ def config(*argv) -> TrainConfig:
 def test_a_preset_gives_the_defaults_and_explicit_flags_override_it():
     assert config() == TrainConfig() == config("--preset", "fast")
     best = config("--preset", "best")
-    assert best == TrainConfig.preset("best") and best.augment == PRESETS["best"]["augment"]
+    assert best == TrainConfig.preset("best") and best.augment == PRESETS["best"]["mnist"]["augment"]
     tuned = config("--preset", "best", "--epochs", "3", "--hidden", "64", "--augment", "none", "--dropout", "0")
     assert (tuned.epochs, tuned.hidden_sizes, tuned.augment, tuned.dropout) == (3, (64,), "none", 0.0)
     assert tuned.schedule == best.schedule and tuned.ema == best.ema  # the rest stays the preset's
@@ -108,7 +108,7 @@ def test_the_configuration_is_the_preset_then_the_file_then_the_flags(tmp_path):
     assert from_file.batch_size == TrainConfig().batch_size  # the rest stays the preset's
     over_best = config("--preset", "best", "--config", str(path), "--epochs", "5", "--hidden", "128")
     assert (over_best.lr, over_best.epochs, over_best.hidden_sizes) == (0.01, 5, (128,))
-    assert over_best.ema == PRESETS["best"]["ema"] and over_best.val_size == 0
+    assert over_best.ema == PRESETS["best"]["mnist"]["ema"] and over_best.val_size == 0
 
 
 def test_print_config_writes_toml_that_config_reads_back_to_the_same_configuration(tmp_path):
@@ -241,3 +241,20 @@ def test_every_option_names_its_value_by_kind():
         usage = run(command, "--help").stdout.split("\n\n")[0]
         for dest in ("DATA_DIR", "OUT", "RESUME", "THREADS", "PORT", "HOST", "TOP", "SEED", "TIMEOUT", "RUN_DIR"):
             assert f" {dest}" not in usage, (command, dest)
+
+
+def test_the_best_preset_is_each_datasets_own_and_says_when_a_dataset_has_none(tmp_path, capsys):
+    """MNIST's recipe warps the digits; Fashion-MNIST's flips, crops and erases the clothes instead; any
+    other dataset gets the recipe without image-specific transforms, and --print-config says so."""
+    from fastmlp.cli import main
+    mnist, fashion = TrainConfig.preset("best"), TrainConfig.preset("best", dataset="fashion-mnist")
+    assert mnist.augment == "elastic" and mnist.flip == 0
+    assert fashion.augment == "none" and fashion.flip > 0 and fashion.crop > 0 and fashion.erase > 0
+    other = TrainConfig.preset("best", dataset="kmnist")
+    assert other.augment == "none" and not other.augmented and other.hidden_sizes == mnist.hidden_sizes
+    assert main(["train", "--preset", "best", "--dataset", "kmnist", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# --preset best has no recipe chosen for kmnist")
+    config = tmp_path / "run.toml"
+    config.write_text(out)
+    assert read_config_file(config)["dataset"] == "kmnist"
