@@ -4,7 +4,7 @@ reference and the GEMM floor, the pieces of a column-split step, timing, threads
 The training step is the same MLP everywhere (784 -> hidden... -> 10, ReLU, softmax cross-entropy,
 Adam lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
 
-* :class:`FastmlpTrainer`: ``fastmlp.train.Trainer``, as ``fastmlp train`` drives the engine;
+* :class:`FastmlpTrainer`: ``fastmlp.training.train.Trainer``, as ``fastmlp train`` drives the engine;
 * :class:`ReferenceTrainer`: the plain NumPy reference (``fastmlp.reference``) in float32;
 * :class:`GemmFloor` / :class:`GemmFloorNumba`: the step's GEMMs alone, nothing else (the BLAS
   floor): per layer the forward ``x @ W.T``, the weight gradient ``dz.T @ x`` and, for every layer
@@ -35,8 +35,8 @@ from fastmlp.engine.blas import blas_threads, small_gemm_limit
 from fastmlp.engine.layout import rows_view, weight_view
 from fastmlp.engine.records import Data, allocate_work, make_call
 from fastmlp.engine.step import run_call
-from fastmlp.model import MLP
-from fastmlp.train import Trainer
+from fastmlp.training.model import MLP
+from fastmlp.training.train import Trainer
 
 BENCHMARKS = Path(__file__).resolve().parent
 PROBES = BENCHMARKS / "probes"
@@ -122,7 +122,7 @@ def sample_order(rows: np.ndarray | int, n_samples: int, seed: int = 0) -> np.nd
 def load_images(synthetic: bool):
     """(images, labels, training rows, description): MNIST's training rows when found, else random."""
     if not synthetic:
-        from fastmlp.data import DataError, load_dataset, validation_split
+        from fastmlp.data.datasets import DataError, load_dataset, validation_split
         try:
             ds = load_dataset("mnist", download=False)
             fit, _ = validation_split(len(ds.train_images), 5000)
@@ -188,7 +188,7 @@ def per_call(fn, budget: float, reset=None) -> float:
 # ----------------------------------------------------------------------------- fastmlp
 
 class FastmlpTrainer:
-    """The fast path as ``fastmlp train`` drives it: a :class:`fastmlp.train.Trainer` on these arrays."""
+    """The fast path as ``fastmlp train`` drives it: a :class:`fastmlp.training.train.Trainer` on these arrays."""
 
     label = "fastmlp"
 
@@ -317,7 +317,8 @@ def column_pieces(tr: Trainer, idx: np.ndarray) -> list[Piece]:
     calls = []
     for l, part, parts in (tuple(int(v) for v in row) for row in w.blocks):
         if l < L - 1:
-            calls.append(lambda l=l, b=split_bounds(sizes[l + 1], parts, part): hidden_rows(l, *b))
+            b = split_bounds(sizes[l + 1], parts, part)
+            calls.append(lambda l=l, b=b: hidden_rows(l, *b))
         else:
             b = (*split_bounds(sizes[l], parts, part), *split_bounds(k, parts, part))
             calls.append(lambda b=b: last_columns(*b))

@@ -1,16 +1,15 @@
 """fastmlp: multi-layer perceptrons on MNIST-like data, trained fast on the CPU.
 
-Floors, bottom up (a module imports only from floors below its own; pyproject.toml's
-import-linter contract, checked by the tests, keeps it so):
+Packages, bottom up (a module imports only from floors below its own; pyproject.toml's
+import-linter contracts, checked by the tests, keep it so):
 
-1. ``errors``, ``version``; ``layout``, ``config``, ``atomic``, ``threads``, ``document``; ``update_kernels``,
-   ``augment``, ``idxfile``; ``kernels``, ``reference``, ``data``, ``runs``
-2. ``model``, ``optim``, ``plots``, ``step_kernels`` (the parallel training step)
-3. ``train`` (the ``Trainer``); beside it, using it: ``estimator`` (``MLPClassifier``),
-   ``imageprep`` (pictures to MNIST's input), ``export`` (ONNX)
-4. the search: ``space``, ``study``, ``search``
-5. ``report``
-6. ``cli`` and ``__main__``: every parser, every exit code
+1. ``errors``, ``version``; ``config`` (the one table of hyperparameter rules), ``atomic``, ``extras``
+2. ``engine`` (the Numba kernels), ``reference`` (the homework in plain NumPy), ``figures``
+3. ``data``: datasets, IDX files, pictures of digits
+4. ``training``: the model, Adam, the ``Trainer`` and a run's files
+5. ``interop`` (scikit-learn estimators, model files, ONNX) beside ``search`` (Optuna)
+6. ``report``: the search report
+7. ``cli_train``, ``cli`` and ``__main__``: every parser, every exit code
 
 ``fastmlp.MLPClassifier``, ``fastmlp.MLPRegressor`` (scikit-learn's estimator API) and
 ``fastmlp.load`` (a model file as a fitted estimator) are loaded on first use, so ``import
@@ -21,7 +20,7 @@ from .version import __version__
 
 __all__ = ["MLPClassifier", "MLPRegressor", "load", "__version__"]
 
-_LAZY = {"MLPClassifier": "classifier", "MLPRegressor": "regressor", "load": "persist"}
+_LAZY = {"MLPClassifier": "interop.classifier", "MLPRegressor": "interop.regressor", "load": "interop.persist"}
 
 
 def __getattr__(name):

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from .version import __version__
 from .cli_train import add_data_args, add_data_dir_args, add_train_parser
 from .errors import UsageError, UserError
 from .extras import require
+from .version import __version__
 
 T_LAUNCH = time.perf_counter()
 
@@ -47,34 +47,34 @@ def refusing(message: str) -> type[argparse.Action]:
 
 
 def _threads(n: int | None):
-    """Fix the run's thread count (None: the trainer chooses; see fastmlp.threads)."""
+    """Fix the run's thread count (None: the trainer chooses; see fastmlp.training.threads)."""
     if n is None:
         return None
     if n < 1:
         raise UsageError(f"--threads must be >= 1; got {n}")
-    from .threads import limit_threads
+    from .training.threads import limit_threads
     return limit_threads(n)
 
 
 def _load(args):
-    from .data import load_dataset
+    from .data.datasets import load_dataset
     return load_dataset(args.dataset, args.data_dir, verify=not args.no_verify, download=True)
 
 
 def cmd_train(args) -> int:
     from .cli_train import end_lines, settle, start_lines
-    from .data import BackgroundLoad, get_spec
+    from .data.datasets import BackgroundLoad, get_spec
     config, out, origin, note = settle(args)
     if args.print_config:
         print("".join(f"# {line}\n" for line in [note] if line) + config.to_toml(), end="")
         return 0
     spec = get_spec(config.dataset)
     config.check_memory(spec.rows * spec.cols, spec.num_classes)
-    from .runs import check_writable
+    from .training.runs import check_writable
     check_writable(out)  # at once, not after an epoch of training
     limiter = _threads(args.threads)
     data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
-    from .train import TrainingDiverged, train, Progress  # imports Numba while the data load
+    from .training.train import Progress, TrainingDiverged, train  # imports Numba while the data load
     for line in start_lines(config, origin, None if args.no_verify else spec.train_images.count) + [note] * bool(note):
         print(line, flush=True)
 
@@ -101,8 +101,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import validation_split
-    from .model import MLP
+    from .data.datasets import validation_split
+    from .training.model import MLP
     model, meta = MLP.load(args.model)
     if args.dataset is None:
         args.dataset = meta.get("config", {}).get("dataset", "mnist")
@@ -138,7 +138,7 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data import DATASETS, download_dataset, find_dataset_dir, get_spec, load_dataset
+    from .data.datasets import DATASETS, download_dataset, find_dataset_dir, get_spec, load_dataset
     if args.action == "download":
         names = args.names or ["mnist"]
         for name in names:
@@ -211,9 +211,9 @@ def _at_least_one(args, *names: str) -> None:
 
 
 def _add_search_parser(sub) -> None:
-    from .dashboard import DEFAULT_PORT
-    from .space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, SPACES, flag_help
-    from .study import DEFAULT_PRUNER, DEFAULT_STORAGE, PRUNERS
+    from .search.dashboard import DEFAULT_PORT
+    from .search.space import BUDGET_KEYS, DEFAULT_SPACE, PARAMS, SPACES, flag_help
+    from .search.study import DEFAULT_PRUNER, DEFAULT_STORAGE, PRUNERS
     p = sub.add_parser(
         "search", help="hyperparameter search (Optuna) for the best validation accuracy",
         description="Search batch size, hidden sizes, eta, beta1, beta2, epsilon, or the whole training recipe too "
@@ -266,18 +266,19 @@ def _add_search_parser(sub) -> None:
 
 
 def _add_dashboard_parser(sub) -> None:
-    from .dashboard import DEFAULT_HOST, DEFAULT_PORT
-    from .study import DEFAULT_STORAGE
+    from .search.dashboard import DEFAULT_HOST, DEFAULT_PORT
+    from .search.study import DEFAULT_STORAGE
     p = sub.add_parser("dashboard", help="watch a search in the browser (optuna-dashboard)", description=(
         "Serve optuna-dashboard on a search's storage until Ctrl-C (pip install 'fastmlp[dashboard]')."))
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="URL", help=f"default {DEFAULT_STORAGE}")
-    p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDRESS", help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
+    p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDRESS",
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="N", help=f"default {DEFAULT_PORT}; 0: a free one")
     p.set_defaults(func=cmd_dashboard)
 
 
 def _add_report_parser(sub) -> None:
-    from .study import DEFAULT_STORAGE
+    from .search.study import DEFAULT_STORAGE
     p = sub.add_parser("report", help="report of a search: report.md, report.tex (and .pdf), plots",
                        description="Write the report of a search: every trial and plots of the search, the best "
                                    "hyperparameters, and the best configuration trained again with its test "
@@ -312,8 +313,8 @@ def _say(line: str) -> None:
 
 def _search_settings(args):
     """The search settings the flags ask for, over the study's stored ones (ConfigError on a bad value)."""
-    from .space import Space, build_space
-    from .study import open_storage, resolve_settings, stored_settings
+    from .search.space import Space, build_space
+    from .search.study import open_storage, resolve_settings, stored_settings
     flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
     build_space(Space.default(), args.space, flags)  # a bad file or flag is reported before any storage is touched
     stored = stored_settings(open_storage(args.storage), args.study_name)
@@ -331,7 +332,7 @@ def cmd_search(args) -> int:
     if args.study_name is None:
         args.study_name = args.dataset or "mnist"
     if args.print_space:
-        from .space import Space, build_space
+        from .search.space import Space, build_space
         flags = {name: getattr(args, f"space_{name}") for name in args.space_keys}
         print(build_space(Space.default(), args.space, flags).to_toml(), end="")
         return 0
@@ -339,17 +340,17 @@ def cmd_search(args) -> int:
     if args.seed is not None:
         from .config import RULES
         RULES["seed"].check(args.seed)
-    from .study import storage_errors
+    from .search.study import storage_errors
     if args.status:
-        from .study import load_study, open_storage, summary
+        from .search.study import load_study, open_storage, summary
         with storage_errors(args.storage):
             print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
         return 0
     with storage_errors(args.storage):
         settings = _search_settings(args)
-    from .dashboard import start
+    from .search.dashboard import start
     dashboard = None if args.dashboard is None else start(args.storage, port=args.dashboard, log=_say)
-    from .search import run_search
+    from .search.workers import run_search
     try:
         with storage_errors(args.storage):
             result = run_search(settings, jobs=args.jobs, threads=args.threads, trials=args.trials,
@@ -367,7 +368,7 @@ def cmd_search(args) -> int:
 def cmd_dashboard(args) -> int:
     """``fastmlp dashboard``: serve optuna-dashboard on the storage until Ctrl-C (or SIGTERM)."""
     require("optuna", "dashboard", "fastmlp dashboard")
-    from .dashboard import serve
+    from .search.dashboard import serve
     return serve(args.storage, args.host, args.port, log=_say)
 
 
@@ -375,9 +376,9 @@ def cmd_report(args) -> int:
     """``fastmlp report``: read the study, write the report, say where it is."""
     _at_least_one(args, "threads")
     require("optuna", "search", "fastmlp report")
-    from .report import build_report
-    from .study import storage_errors
-    from .threads import limit_threads
+    from .report.builder import build_report
+    from .search.study import storage_errors
+    from .training.threads import limit_threads
     with limit_threads(args.threads), storage_errors(args.storage):
         written = build_report(args.storage, args.study_name, args.out, retrain=not args.no_retrain,
                                pdf=not args.no_pdf, data_dir=args.data_dir, verify=not args.no_verify,
@@ -406,7 +407,8 @@ def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
     Returns ``(paths, errors)``; an argument that gives nothing is one error line.
     """
     import glob
-    from .imageprep import IMAGE_SUFFIXES, image_files
+
+    from .data.images import IMAGE_SUFFIXES, image_files
     paths, errors = [], []
     for name in names:
         path = Path(name)
@@ -429,10 +431,12 @@ def cmd_predict(args) -> int:
     """``fastmlp predict``: the classes of image files; exit 1 when some could not be read, 2 when none could."""
     require("PIL", "images", "fastmlp predict")
     import json
+
     import numpy as np
+
+    from .data.images import SIDE, load_digit
     from .errors import ModelError
-    from .imageprep import SIDE, load_digit
-    from .model import MLP
+    from .training.model import MLP
     model, _ = MLP.load(args.model)
     if model.sizes[0] != SIDE * SIDE:
         raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
@@ -470,8 +474,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import OPSET, save_onnx
-    from .model import MLP
+    from .interop.onnx import OPSET, save_onnx
+    from .training.model import MLP
     model, meta = MLP.load(args.model)
     save_onnx(model, args.onnx, meta)
     print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] scaled to [0, 1], "
@@ -506,7 +510,7 @@ def _check_environment() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if "numpy" not in sys.modules:  # a command of its own (not main() called by a program that has NumPy)
-        from .threads import single_threaded_blas
+        from .training.threads import single_threaded_blas
         single_threaded_blas()
     parser = build_parser()
     args = parser.parse_args(argv)

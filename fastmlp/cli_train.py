@@ -115,8 +115,8 @@ def resumed_config(args):
     """The configuration of the run in ``args.resume``; flags may change only its stopping settings
     (:data:`~fastmlp.config.STOPPING`), or repeat its values."""
     from .config import STOPPING, TrainConfig
-    from .history import nothing_left
-    from .runs import CHECKPOINT, load_checkpoint
+    from .training.history import nothing_left
+    from .training.runs import CHECKPOINT, load_checkpoint
     for flag, value in (("--preset", args.preset), ("--config", args.config)):
         if value is not None:
             raise UsageError(f"{flag} cannot be given with --resume: the run keeps its own settings")

@@ -255,7 +255,7 @@ class TrainConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"hidden_sizes must be a list of positive integers; got {self.hidden_sizes!r}") from None
 
-    def validate(self, n_train: int | None = None) -> "TrainConfig":
+    def validate(self, n_train: int | None = None) -> TrainConfig:
         """Check every field against :data:`RULES`; raise :class:`ConfigError` naming the first bad value."""
         if len(self.hidden_sizes) == 0:
             raise ConfigError("hidden_sizes must be one or more positive integers; got []")
@@ -304,7 +304,7 @@ class TrainConfig:
         return self.augment != "none" or self.flip > 0 or self.crop > 0 or self.erase > 0
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "TrainConfig":
+    def preset(cls, name: str, **overrides) -> TrainConfig:
         """The configuration of :data:`PRESETS` ``name`` for ``overrides["dataset"]`` (MNIST by
         default; :func:`preset_settings`), with ``overrides`` on top."""
         settings, _ = preset_settings(name, overrides.get("dataset", "mnist"))
@@ -322,7 +322,7 @@ class TrainConfig:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 

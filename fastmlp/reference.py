@@ -19,11 +19,10 @@ The loss is the mean cross-entropy of softmax(h) for logits ``h`` (m, k)::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
-
 
 # ----------------------------------------------------------------------------- layers
 

@@ -1,7 +1,7 @@
 """Shared fixtures for the whole test suite.
 
 Real data
-    ``mnist``: the real MNIST :class:`fastmlp.data.Dataset`, loaded (and verified) once per
+    ``mnist``: the real MNIST :class:`fastmlp.data.datasets.Dataset`, loaded (and verified) once per
     session from ``$FASTMLP_DATA_DIR/mnist/``. Without it the tests that use it are skipped,
     unless ``FASTMLP_REQUIRE_DATA=1`` (CI), where they fail instead. Its arrays are shared by
     every test and are read-only views: never modify them in place. Tests that use ``mnist``
@@ -12,11 +12,11 @@ Real data
 
 Synthetic data
     ``synthetic``: a tiny MNIST-shaped :class:`SyntheticDataset` (12 training and 7 test images
-    of 28x28) with a :class:`fastmlp.data.DatasetSpec` whose MD5s are computed here from the
+    of 28x28) with a :class:`fastmlp.data.datasets.DatasetSpec` whose MD5s are computed here from the
     IDX bytes, so ``load_dataset(spec=synthetic.spec, data_dir=...)`` verifies it like the real
     thing. ``synthetic.write(folder, form)`` writes it as gzipped IDX, raw IDX or ``.npy``.
     ``make_synthetic`` is the class itself, for other sizes, names or arrays.
-    ``small_dataset``: a learnable in-memory :class:`fastmlp.data.Dataset` (300 training and
+    ``small_dataset``: a learnable in-memory :class:`fastmlp.data.datasets.Dataset` (300 training and
     100 test images of 28x28, each class a bright block in its own place, plus noise), on which
     a search or a report runs in a second or two. ``small_data_dir``: the same arrays as files,
     under MNIST's names, for the command (``--data-dir DIR --no-verify``).
@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmlp import data
+from fastmlp.data import datasets as data
 
 try:  # the PostgreSQL fixtures live beside this file (absent where this file is copied alone)
     from postgres_server import postgres, postgres_url  # noqa: F401
@@ -67,7 +67,7 @@ except ImportError:
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
-# The IDX format, written out independently of fastmlp.data so that the tests check it.
+# The IDX format, written out independently of fastmlp.data.datasets so that the tests check it.
 IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
 
@@ -106,7 +106,8 @@ def mnist_model(mnist, tmp_path_factory):
     """
     import subprocess
     import sys
-    from fastmlp.model import MLP
+
+    from fastmlp.training.model import MLP
     out = tmp_path_factory.mktemp("mnist_model")
     proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--hidden", "256", "--batch-size", "128",
                            "--epochs", "3", "--val-size", "0", "--seed", "1", "--out", str(out)],
@@ -207,7 +208,7 @@ class SyntheticDataset:
                 arrays[f"{part}_images"] = rng.integers(0, 256, (n, rows * cols), dtype=np.uint8)
                 arrays[f"{part}_labels"] = rng.permutation(np.arange(n) % num_classes).astype(np.uint8)
         self.arrays = {k: np.ascontiguousarray(v, dtype=np.uint8) for k, v in arrays.items()}
-        # The MD5 of each decompressed IDX file, keyed as fastmlp.data._idx_files expects.
+        # The MD5 of each decompressed IDX file, keyed as fastmlp.data.datasets._idx_files expects.
         md5s = {name: md5(self.idx(key))
                 for key, name in zip(KEYS, ("train-images", "train-labels", "t10k-images", "t10k-labels"))}
         self.spec = data.DatasetSpec(
@@ -219,14 +220,14 @@ class SyntheticDataset:
     #: ``idx_bytes(array, kind, rows=28, cols=28)``: IDX bytes of any array (for hand-made bad files).
     idx_bytes = staticmethod(idx_bytes)
 
-    def replace(self, **arrays: np.ndarray) -> "SyntheticDataset":
+    def replace(self, **arrays: np.ndarray) -> SyntheticDataset:
         """The same dataset with some arrays replaced; its spec's MD5s match the new arrays."""
         return SyntheticDataset(self.name, rows=self.rows, cols=self.cols, num_classes=self.num_classes,
                                 mirrors=self.mirrors, system_dirs=self.system_dirs,
                                 arrays={**self.arrays, **arrays})
 
     def dataset(self) -> data.Dataset:
-        """The arrays as an in-memory :class:`fastmlp.data.Dataset` (as ``load_dataset`` returns it)."""
+        """The arrays as an in-memory :class:`fastmlp.data.datasets.Dataset` (as ``load_dataset`` returns it)."""
         a = self.arrays
         return data.Dataset(self.name, a["train_images"], a["train_labels"], a["test_images"], a["test_labels"],
                             source=Path("<memory>"), checksums={k: md5(self.idx(k)) for k in KEYS},

@@ -14,13 +14,13 @@ import pytest
 
 from fastmlp import reference as ref
 from fastmlp.config import TrainConfig
-from fastmlp.data import Dataset, validation_split
+from fastmlp.data.datasets import Dataset, validation_split
 from fastmlp.engine import augment
 from fastmlp.engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
 from fastmlp.engine.step import run_call
-from fastmlp.model import MLP
-from fastmlp.optim import Adam
-from fastmlp.train import History
+from fastmlp.training.model import MLP
+from fastmlp.training.optim import Adam
+from fastmlp.training.train import History
 
 # ----------------------------------------------------------------------------- optional extras
 
@@ -89,7 +89,7 @@ def run_steps(model, adam, images, labels, order, n_steps, batch, *, first=0, lr
 
 
 def fresh_adam(model, **kw) -> Adam:
-    """An :class:`~fastmlp.optim.Adam` for ``model`` whose average starts at its parameters."""
+    """An :class:`~fastmlp.training.optim.Adam` for ``model`` whose average starts at its parameters."""
     adam = Adam(model.num_parameters, **kw)
     adam.start_average(model.params)
     return adam

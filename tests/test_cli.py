@@ -4,11 +4,11 @@ import gzip
 import json
 
 import pytest
+from helpers import assert_one_line_error, run
 
 from fastmlp.cli import build_parser
 from fastmlp.cli_train import train_config_from_args
 from fastmlp.config import PRESETS, TrainConfig, read_config_file
-from helpers import assert_one_line_error, run
 
 
 def test_gradcheck_passes_and_lists_every_gradient():

@@ -16,13 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import SyntheticDataset, learnable_arrays
 from helpers import import_extra
 
 import_extra("optuna", "search")  # the search extra: without it this module skips
-from fastmlp.search import run_search  # noqa: E402
-from fastmlp.study import open_storage, quiet_optuna, resolve_settings  # noqa: E402
+from fastmlp.search.study import open_storage, quiet_optuna, resolve_settings  # noqa: E402
+from fastmlp.search.workers import run_search  # noqa: E402
 
 quiet_optuna()
 

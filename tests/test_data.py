@@ -1,4 +1,4 @@
-"""fastmlp.data: finding, verifying, reading, splitting and downloading MNIST-like datasets.
+"""fastmlp.data.datasets: finding, verifying, reading, splitting and downloading MNIST-like datasets.
 
 Synthetic datasets come from the ``synthetic`` fixture (tests/conftest.py); the real MNIST
 tests use ``mnist``. No test touches the network: ``urlopen`` is replaced for every test.
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmlp import data, idxfile
-from fastmlp.data import DataError, load_dataset
+from fastmlp.data import datasets as data
+from fastmlp.data import idxfile
+from fastmlp.data.datasets import DataError, load_dataset
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 

@@ -6,8 +6,8 @@ import pytest
 
 from fastmlp import reference as ref
 from fastmlp.engine import augment, layers
-from fastmlp.engine.rng import STREAM_AUGMENT, STREAM_DROPOUT, example_key, uniform
 from fastmlp.engine.records import Aug
+from fastmlp.engine.rng import STREAM_AUGMENT, STREAM_DROPOUT, example_key, uniform
 
 AFFINE = dict(rotate=12.0, scale=0.1, shear=0.15, shift=2.5)
 ELASTIC = dict(alpha=34.0, sigma=4.0)

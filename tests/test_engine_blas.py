@@ -4,8 +4,8 @@ the same product cut into blocks of rows (``gemm_blocks``), and when the blocks 
 import numpy as np
 import pytest
 
-from fastmlp.engine import blas
 from fastmlp import reference as ref
+from fastmlp.engine import blas
 from fastmlp.engine.blas import SMALL_GEMM_MIN_ROWS, SMALL_GEMM_MNK, gemm, gemm_blocks, small_gemm_limit
 
 

@@ -3,11 +3,11 @@ same bits wherever it sits among the rows and whatever the thread count."""
 
 import numpy as np
 import pytest
+from helpers import engine_and_reference, random_images
 
 from fastmlp import reference as ref
 from fastmlp.engine.infer import dense_feature_major
-from fastmlp.model import MLP, log_softmax
-from helpers import engine_and_reference, random_images
+from fastmlp.training.model import MLP, log_softmax
 
 
 @pytest.mark.parametrize("n_out,K,R", [(1, 1, 1), (3, 5, 7), (10, 100, 128), (37, 29, 33), (64, 784, 128)])

@@ -3,12 +3,12 @@ dense forward and backward, the loss, Adam and the recipe's pieces, the L2 penal
 
 import numpy as np
 import pytest
+from helpers import activations, engine_and_reference, random_images
 
 from fastmlp import reference as ref
 from fastmlp.engine import layers, update
-from fastmlp.model import MLP
-from fastmlp.optim import Adam
-from helpers import activations, engine_and_reference, random_images
+from fastmlp.training.model import MLP
+from fastmlp.training.optim import Adam
 
 RTOL = 1e-5
 ATOL = 1e-5

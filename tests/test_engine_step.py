@@ -7,17 +7,15 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import FULL_RECIPE, WARP, activations, engine_and_reference, fresh_adam, random_images, run_steps, warp_record
 
 from fastmlp import reference as ref
 from fastmlp.engine import parts, step, update
-from fastmlp.engine.columns import (input_grad_columns, layer_columns, output_rows, output_weight_grad_columns,
-                                    weight_grad_rows)
+from fastmlp.engine.columns import input_grad_columns, layer_columns, output_rows, output_weight_grad_columns, weight_grad_rows
 from fastmlp.engine.records import Recipe
 from fastmlp.engine.rng import STREAM_DROPOUT
-from fastmlp.model import MLP
-from fastmlp.optim import Adam
-from helpers import FULL_RECIPE, WARP, activations, engine_and_reference, fresh_adam, random_images, run_steps, \
-    warp_record
+from fastmlp.training.model import MLP
+from fastmlp.training.optim import Adam
 
 SPLITS = pytest.mark.parametrize("columns", [False, True], ids=["row shards", "column split"])
 
@@ -316,8 +314,8 @@ def test_a_train_step_allocates_nothing_inside_the_kernel():
         from fastmlp.engine import augment
         from fastmlp.engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
         from fastmlp.engine.step import run_call
-        from fastmlp.model import MLP
-        from fastmlp.optim import Adam
+        from fastmlp.training.model import MLP
+        from fastmlp.training.optim import Adam
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (300, 784), dtype=np.uint8)
         labels = rng.integers(0, 10, 300).astype(np.uint8)

@@ -114,7 +114,7 @@ def test_an_aborted_call_releases_the_threads_waiting_at_a_barrier():
 def test_an_error_in_a_pooled_thread_reaches_the_caller_and_the_pool_still_works():
     sync, counters = np.zeros(SYNC_SLOTS, np.int64), np.zeros(1, np.int64)
     owner, order = np.zeros(10, np.int64), np.zeros(10, np.int64)
-    with pytest.raises(Exception):  # a wrong argument type: the dispatcher raises in every thread
+    with pytest.raises(numba.core.errors.TypingError):  # a wrong argument type: the dispatcher raises in every thread
         pool.run(_claim_all, 2, sync, counters, owner, order, owner.size, "not a number")
     counters[:] = 0
     pool.run(_claim_all, 2, sync, counters, owner, order, owner.size, 10)

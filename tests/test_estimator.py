@@ -13,21 +13,21 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the estimator needs scikit-learn: pip install 'fastmlp[sklearn]'")
 
-import joblib  # noqa: E402
-from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import load_iris, make_classification  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+import joblib
+from sklearn.base import clone
+from sklearn.datasets import load_iris, make_classification
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastmlp import reference as ref  # noqa: E402
-from fastmlp.classifier import MLPClassifier  # noqa: E402
-from fastmlp.regressor import MLPRegressor  # noqa: E402
-from fastmlp.estimator import glorot_init  # noqa: E402
-from fastmlp.model import MLP  # noqa: E402
-from fastmlp.train import TrainingDiverged  # noqa: E402
+from fastmlp import reference as ref
+from fastmlp.interop.classifier import MLPClassifier
+from fastmlp.interop.estimator import glorot_init
+from fastmlp.interop.regressor import MLPRegressor
+from fastmlp.training.model import MLP
+from fastmlp.training.train import TrainingDiverged
 
 
 def check_instances():
@@ -482,8 +482,8 @@ def test_a_model_trained_by_the_command_is_a_classifier_of_pixels(tmp_path):
     (0 to 255) as features: it predicts what the model predicts, bit for bit."""
     import fastmlp
     from fastmlp.config import TrainConfig
-    from fastmlp.data import Dataset
-    from fastmlp.train import train
+    from fastmlp.data.datasets import Dataset
+    from fastmlp.training.train import train
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (300, 64), dtype=np.uint8)
     labels = (images[:, :8].sum(axis=1) % 10).astype(np.uint8)

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from fastmlp import export
 from fastmlp.errors import UsageError
-from fastmlp.model import MLP
+from fastmlp.interop import onnx as export
+from fastmlp.training.model import MLP
 
 
 def run_onnx(onnxruntime, path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-
-from fastmlp.model import MLP
 from helpers import assert_one_line_error, run
+
+from fastmlp.training.model import MLP
 
 BLOCKER = '''
 import sys

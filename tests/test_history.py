@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fastmlp.history import BestEpoch, History, format_epoch
+from fastmlp.training.history import BestEpoch, History, format_epoch
 
 
 def observed(accs, patience=0, min_delta=0.0) -> tuple[BestEpoch, list[bool]]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_model import MALFORMED
 
 TRAIN = ("train", "--epochs", "1", "--hidden", "16")

@@ -4,13 +4,12 @@ by Pillow, and a file that is not an image is one clear error naming it."""
 
 import numpy as np
 import pytest
-
 from helpers import import_extra
 
 import_extra("PIL", "images")  # the images extra: without it this module skips
 from PIL import Image  # noqa: E402
 
-from fastmlp import imageprep as ip  # noqa: E402
+from fastmlp.data import images as ip  # noqa: E402
 from fastmlp.errors import DataError  # noqa: E402
 
 

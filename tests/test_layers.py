@@ -25,6 +25,17 @@ def test_the_floors_contract_holds():
     assert " 0 broken" in proc.stdout and "kept" in proc.stdout
 
 
+def test_the_code_passes_ruff():
+    """pyproject.toml's ruff rules (pyflakes, pycodestyle, import order, bugbear, pyupgrade) on every
+    Python file of the project: package, tests and benchmarks."""
+    exe = Path(sys.executable).with_name("ruff")
+    if not exe.exists():
+        pytest.fail("ruff is not installed (pip install -e '.[dev]')", pytrace=False)
+    proc = subprocess.run([str(exe), "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("path", MODULES, ids=[p.relative_to(PACKAGE).as_posix() for p in MODULES])
 def test_every_module_is_small_and_says_what_it_owns(path):
     text = path.read_text(encoding="utf-8")
@@ -51,5 +62,5 @@ def imported_modules(*args: str) -> set[str]:
 def test_train_help_imports_neither_optuna_nor_the_search_nor_numba():
     mods = imported_modules("train", "--help")
     assert "fastmlp.cli" in mods
-    for heavy in ("optuna", "fastmlp.search", "fastmlp.report", "numba", "sklearn"):
+    for heavy in ("optuna", "fastmlp.search.workers", "fastmlp.report.builder", "numba", "sklearn"):
         assert heavy not in mods

@@ -11,7 +11,7 @@ import pytest
 
 from fastmlp import reference as ref
 from fastmlp.engine.layout import BUFFER_ALIGNMENT, aligned_zeros, make_layout
-from fastmlp.model import MLP, ModelError
+from fastmlp.training.model import MLP, ModelError
 
 
 def test_layout_places_each_weight_then_its_bias_back_to_back():
@@ -197,7 +197,8 @@ MALFORMED = {
     "sizes-one-value": (with_arrays(sizes=np.array([6], np.int64)), "at least 2 layer sizes"),
     "sizes-zero": (with_arrays(sizes=np.array([6, 0, 3], np.int64)), "positive"),
     "sizes-negative": (with_arrays(sizes=np.array([6, -5, 3], np.int64)), "positive"),
-    "sizes-huge": (with_arrays(sizes=np.array([10**9, 10**9, 10], np.int64)), "need 1000000011000000010 parameters, params holds 53"),
+    "sizes-huge": (with_arrays(sizes=np.array([10**9, 10**9, 10], np.int64)),
+                   "need 1000000011000000010 parameters, params holds 53"),
     "sizes-overflowing-int64": (with_arrays(sizes=np.array([2**63 - 1, 2**63 - 1], np.int64)), "parameters"),
     "sizes-huge-uint64": (with_arrays(sizes=np.array([2**64 - 1, 3], np.uint64)), "parameters"),
     "sizes-more-layers-than-params": (with_arrays(sizes=np.ones(1000, np.int64)), "1000 layer sizes"),

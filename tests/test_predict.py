@@ -13,15 +13,14 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import assert_one_line_error, import_extra, run
 
 import_extra("PIL", "images")  # the images extra: without it this module skips
+from handwriting import OTHER_STROKES, Hand, draw_digit  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fastmlp.imageprep import load_digit  # noqa: E402
-from fastmlp.model import MLP  # noqa: E402
-from handwriting import OTHER_STROKES, Hand, draw_digit  # noqa: E402
+from fastmlp.data.images import load_digit  # noqa: E402
+from fastmlp.training.model import MLP  # noqa: E402
 
 DIGITS_PER_STYLE = 300
 

@@ -9,17 +9,17 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import import_extra
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
-from fastmlp import document as doc  # noqa: E402
-from fastmlp import plots, report  # noqa: E402
 from fastmlp.cli import main  # noqa: E402
 from fastmlp.config import RULES  # noqa: E402
-from fastmlp.search import run_search  # noqa: E402
-from fastmlp.study import quiet_optuna, resolve_settings  # noqa: E402
+from fastmlp.report import builder as report  # noqa: E402
+from fastmlp.report import document as doc  # noqa: E402
+from fastmlp.report import plots  # noqa: E402
+from fastmlp.search.study import quiet_optuna, resolve_settings  # noqa: E402
+from fastmlp.search.workers import run_search  # noqa: E402
 
 quiet_optuna()
 

@@ -11,12 +11,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
 
 from fastmlp.errors import ConfigError, UsageError
-from fastmlp.runs import prepare_run_folder
-from fastmlp.train import History, TrainingDiverged, train
-
-from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
+from fastmlp.training.history import History
+from fastmlp.training.runs import prepare_run_folder
+from fastmlp.training.train import TrainingDiverged, train
 
 
 def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
@@ -87,7 +87,8 @@ def test_a_run_that_stopped_early_resumes_only_when_a_larger_patience_allows_mor
     config = small_config(epochs=30, lr=3e-3, patience=1)
     stopped = train(config, data, out_dir=tmp_path)
     assert stopped.history.status == "stopped early"
-    with pytest.raises(UsageError, match=r"--patience 1 stops the run after epoch \d+: .*; give --patience above 1 \(or 0: off\)"):
+    expected = r"--patience 1 stops the run after epoch \d+: .*; give --patience above 1 \(or 0: off\)"
+    with pytest.raises(UsageError, match=expected):
         train(config, data, out_dir=tmp_path, resume=True)
     resumed = train(replace(config, patience=3), data, out_dir=tmp_path, resume=True)
     straight = train(replace(config, patience=3), data)
@@ -167,7 +168,7 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
 def test_a_full_disk_mid_run_is_one_error_and_the_last_complete_epoch_stays(tmp_path, monkeypatch):
     import errno
 
-    import fastmlp.train as train_module
+    import fastmlp.training.train as train_module
     data = synthetic_dataset()
     real_write = train_module.write_text
     calls = {"n": 0}

@@ -9,15 +9,15 @@ import sys
 import time
 
 import pytest
-
 from helpers import import_extra
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
-from fastmlp import search, study as studymod  # noqa: E402
 from fastmlp.cli import main  # noqa: E402
-from fastmlp.study import open_storage, quiet_optuna, resolve_settings, stored_settings, trial_seed  # noqa: E402
-from fastmlp.train import Trainer  # noqa: E402
+from fastmlp.search import study as studymod  # noqa: E402
+from fastmlp.search import workers as search  # noqa: E402
+from fastmlp.search.study import open_storage, quiet_optuna, resolve_settings, stored_settings, trial_seed  # noqa: E402
+from fastmlp.training.train import Trainer  # noqa: E402
 
 quiet_optuna()
 
@@ -274,7 +274,7 @@ def test_print_space_writes_toml_that_reads_back(tmp_path):
     proc = run_cli("search", "--print-space", "--lr", "1e-3", "--batch-size", "64,128", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "space.toml").write_text(proc.stdout)
-    from fastmlp.space import Space, read_space_file
+    from fastmlp.search.space import Space, read_space_file
     space = read_space_file(tmp_path / "space.toml", Space.default())
     assert space.params["lr"].value == 1e-3 and space.params["batch_size"].choices == (64, 128)
     assert not (tmp_path / "runs").exists()

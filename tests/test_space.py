@@ -9,7 +9,7 @@ import pytest
 
 from fastmlp.config import RULES
 from fastmlp.errors import ConfigError
-from fastmlp.space import PARAMS, Space, build_space, parse_param, read_space_file
+from fastmlp.search.space import PARAMS, Space, build_space, parse_param, read_space_file
 
 
 def test_the_default_space_covers_the_homeworks_hyperparameters():
@@ -159,7 +159,7 @@ def test_a_space_draws_a_train_config_per_layer_and_beta2_in_one_minus():
 
 
 def test_the_space_module_does_not_import_optuna():
-    code = "import sys, fastmlp.space; print('optuna' in sys.modules)"
+    code = "import sys, fastmlp.search.space; print('optuna' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

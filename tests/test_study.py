@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import import_extra
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
-from fastmlp import study as studymod  # noqa: E402
 from fastmlp.errors import StorageError  # noqa: E402
-from fastmlp.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
+from fastmlp.search import study as studymod  # noqa: E402
+from fastmlp.search.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
 
 quiet_optuna()
 
@@ -107,7 +106,7 @@ def test_the_heartbeat_interval_for_tests_is_checked(monkeypatch):
 
 POP = """
 import sys, optuna
-from fastmlp.study import open_storage, quiet_optuna
+from fastmlp.search.study import open_storage, quiet_optuna
 quiet_optuna()
 study = optuna.load_study(storage=open_storage(sys.argv[1]), study_name="x")
 for _ in range(int(sys.argv[2])):
@@ -206,7 +205,7 @@ def test_a_wrong_password_or_a_missing_database_is_one_line_in_seconds(postgres,
 
 
 def test_searches_started_together_on_a_new_postgresql_database_create_it_once(postgres_url):
-    script = ("import sys; from fastmlp.study import open_storage; "
+    script = ("import sys; from fastmlp.search.study import open_storage; "
               "import optuna; optuna.create_study(storage=open_storage(sys.argv[1]), study_name='x', "
               "load_if_exists=True)")
     procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url], stderr=subprocess.PIPE, text=True,

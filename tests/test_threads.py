@@ -4,8 +4,15 @@ a fixed count never changes. The calls here are made up: their rates and duratio
 
 import os
 
-from fastmlp.threads import (ThreadChooser, available_cores, fixed_threads, limit_threads, single_threaded_blas,
-                             thread_env, usable_cores)
+from fastmlp.training.threads import (
+    ThreadChooser,
+    available_cores,
+    fixed_threads,
+    limit_threads,
+    single_threaded_blas,
+    thread_env,
+    usable_cores,
+)
 
 
 def run(chooser, rates, calls, seconds_per_call=0.1):

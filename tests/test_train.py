@@ -6,13 +6,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
 
 from fastmlp import reference as ref
-from fastmlp.data import validation_split
-from fastmlp.model import MLP
+from fastmlp.config import TrainConfig
+from fastmlp.data.datasets import validation_split
 from fastmlp.errors import ConfigError, DataError
-from fastmlp.train import History, TrainConfig, Trainer, TrainingDiverged, format_epoch, train
-from helpers import small_config, synthetic_dataset, unlearnable_validation, without_timings
+from fastmlp.training.history import History, format_epoch
+from fastmlp.training.model import MLP
+from fastmlp.training.train import Trainer, TrainingDiverged, train
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -121,7 +123,7 @@ def test_trials_of_a_thread_count_are_short_calls_and_the_incumbent_runs_whole_o
     """While the chooser tries a count (the start's turns, a probe) the trainer calls the kernel for a
     quarter of its usual steps, so trying the slower count costs little; the chosen count runs whole
     calls."""
-    from fastmlp.threads import ThreadChooser
+    from fastmlp.training.threads import ThreadChooser
     ds = synthetic_dataset(n_train=2000)
     trainer = Trainer(small_config(batch_size=10, val_size=0), ds.train_images, ds.train_labels, num_classes=10)
     trainer.threads = ThreadChooser(2, probe_seconds=1e9)  # two counts to choose from, no probe by time
@@ -290,7 +292,7 @@ def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(h
     (by the shape: units for 25 rows, rows for 128) whichever thread runs each: the same seed gives
     the same history, bit for bit, on one thread as on two (``--threads 1`` and ``--threads 2``) and
     when the trainer picks the count itself."""
-    from fastmlp.threads import limit_threads
+    from fastmlp.training.threads import limit_threads
     data = synthetic_dataset()
     config = small_config(augment="elastic", hidden_sizes=hidden, batch_size=batch, **RECIPE)
     assert Trainer.for_dataset(config, data).columns is columns

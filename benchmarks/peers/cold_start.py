@@ -102,7 +102,8 @@ def child(out_path: str, argv: list[str]) -> None:
 def digits_folder(folder: Path, count: int = 5) -> None:
     """A few MNIST test digits as PNG files, as a person would hand them to ``fastmlp predict``."""
     from PIL import Image
-    from fastmlp.data import load_dataset
+
+    from fastmlp.data.datasets import load_dataset
     folder.mkdir(parents=True, exist_ok=True)
     ds = load_dataset("mnist", verify=False)
     for i in range(count):
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
         child(args.child, rest[1:] if rest[:1] == ["--"] else rest)
         return 0
     if args.list:
-        for name, cmd, what in ENTRY_POINTS:
+        for name, _cmd, what in ENTRY_POINTS:
             print(f"{name:14s} {what}")
         return 0
     chosen = ENTRY_POINTS if args.only is None else [e for e in ENTRY_POINTS if e[0] in args.only.split(",")]

@@ -59,16 +59,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import available_cores, limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.training.threads import available_cores, limit_threads, single_threaded_blas  # noqa: E402
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads (the peers' limits raise it again)
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 import workloads  # noqa: E402
 from common import log  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
 from fastmlp.engine.blas import blas_threads  # noqa: E402
 
 REFERENCE_FRACTION = 4           # the reference trains on 1/4 of the samples
@@ -211,7 +211,7 @@ def run_rounds(peers: list[Peer], rounds: int, gap: float) -> None:
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             p.rates.append(p.samples / dt)
             p.cpu.append(dc / dt)
-        log("  round {}: ".format(r + 1) + ", ".join(f"{p.key} {p.rates[-1]:,.0f}/s" for p in peers))
+        log(f"  round {r + 1}: " + ", ".join(f"{p.key} {p.rates[-1]:,.0f}/s" for p in peers))
 
 
 INFERENCE_ROWS = 10_000
@@ -353,8 +353,8 @@ class Extras:
     """The subprocess measurements: peak RSS, start-up, time to accuracy."""
 
     def __init__(self, args, tmp: Path):
-        from fastmlp.data import find_dataset_dir, get_spec
         from fastmlp.config import TrainConfig
+        from fastmlp.data.datasets import find_dataset_dir, get_spec
 
         self.args, self.tmp = args, tmp
         self.data_dir = find_dataset_dir(get_spec("mnist"))
@@ -414,9 +414,10 @@ class Extras:
         probes = [("... `python -c pass` (the floor: launcher and interpreter)", [py, "-c", "pass"]),
                   ("... `python -c 'import numpy'`", [py, "-c", "import numpy"]),
                   ("... `python -c 'import numba'` (llvmlite's LLVM library included)", [py, "-c", "import numba"]),
-                  ("... `import fastmlp.train`", [py, "-c", "import fastmlp.train"]),
+                  ("... `import fastmlp.training.train`", [py, "-c", "import fastmlp.training.train"]),
                   ("... and MNIST loaded (`load_dataset`)",
-                   [py, "-c", "import fastmlp.train; from fastmlp.data import load_dataset; load_dataset('mnist')"]),
+                   [py, "-c", "import fastmlp.training.train; from fastmlp.data.datasets import load_dataset; "
+                    "load_dataset('mnist')"]),
                   ("... `fastmlp train` stopped after its first step",
                    [py, str(common.PROBES / "fastmlp_first_step.py"), "train", "--out", self.out_dir(),
                     *self.train_args(1)])]
@@ -455,8 +456,8 @@ class Extras:
 
         log("start-up: bare interpreter, imports")
         rows.append(("`python -c pass` (interpreter alone)", median_wall([sys.executable, "-c", "pass"])))
-        rows.append(("`python -c 'import fastmlp.train'` (NumPy, Numba, the engine's modules)",
-                     median_wall([sys.executable, "-c", "import fastmlp.train"])))
+        rows.append(("`python -c 'import fastmlp.training.train'` (NumPy, Numba, the engine's modules)",
+                     median_wall([sys.executable, "-c", "import fastmlp.training.train"])))
         if self.torch:
             rows.append(("`python -c 'import torch'`", median_wall([sys.executable, "-c", "import torch"])))
         if self.mnist_ok():
@@ -491,7 +492,7 @@ class Extras:
                     rows.append(("PyTorch script: launch -> first step starts", statistics.median(ts)))
         else:
             lines.append("fastmlp train / PyTorch script: skipped, MNIST not found.")
-        lines += ["| measurement | seconds (median of %d) |" % reps, "|---|---:|"]
+        lines += [f"| measurement | seconds (median of {reps}) |", "|---|---:|"]
         lines += [f"| {name} | {t:.2f} |" for name, t in rows]
         lines += ["", f"Target: first step <= {STARTUP_TARGET_S:.0f} s after launch. Start-up includes reading "
                       "and verifying MNIST. The first-step probe runs `fastmlp.cli.main` with "

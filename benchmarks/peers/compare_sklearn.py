@@ -44,7 +44,7 @@ import sys
 import time
 import warnings
 
-from fastmlp.threads import limit_threads, single_threaded_blas
+from fastmlp.training.threads import limit_threads, single_threaded_blas
 
 single_threaded_blas()  # before NumPy loads, as the fastmlp command does (threadpoolctl raises it for scikit-learn)
 
@@ -122,7 +122,7 @@ def timed_workload(name, X, y, Xt, yt, rounds: int, threads: int, regression: bo
 
 
 def mnist_workload(data_dir: str):
-    from fastmlp.data import load_dataset
+    from fastmlp.data.datasets import load_dataset
 
     ds = load_dataset("mnist", data_dir)
     scale = np.float32(1 / 255)

@@ -28,10 +28,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch_model import build_model, torch_threads
 
 from fastmlp.config import RULES, TrainConfig
-from fastmlp.data import load_dataset, validation_split
-from torch_model import build_model, torch_threads
+from fastmlp.data.datasets import load_dataset, validation_split
 
 THRESHOLDS = (0.990, 0.993)
 

@@ -5,7 +5,13 @@ and ``torch_model.py`` alone (``compare_peers.py --rss`` measures its memory bes
     python benchmarks/peers/torch_train.py --data DIR/mnist [--epochs 8] [--threads 1] [--hidden 1024] ...
 """
 
-import gzip, math, os, struct, sys, time
+import gzip
+import math
+import os
+import struct
+import sys
+import time
+
 import torch
 import torch.nn.functional as F
 from torch_model import build_model, torch_threads

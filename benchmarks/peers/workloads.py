@@ -21,10 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-import numpy as np  # noqa: E402
-
-from common import BETA1, BETA2, EPS, LR, layer_sizes  # noqa: E402
-
+import numpy as np
+from common import BETA1, BETA2, EPS, LR, layer_sizes
 
 # ----------------------------------------------------------------------------- PyTorch
 

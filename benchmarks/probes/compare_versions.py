@@ -34,13 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import single_threaded_blas  # noqa: E402
+from fastmlp.training.threads import single_threaded_blas
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 COPIES = Path(tempfile.gettempdir()) / "fastmlp-compare-versions"
 

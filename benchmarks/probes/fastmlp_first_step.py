@@ -2,7 +2,7 @@
 
 ``compare_peers.py --startup`` and ``--rss`` run it as a child process.
 
-``Trainer.steps`` is wrapped as soon as ``fastmlp.train`` is imported (where and when the CLI
+``Trainer.steps`` is wrapped as soon as ``fastmlp.training.train`` is imported (where and when the CLI
 imports it, so its start-up is not reordered): calls of zero steps (loading the compiled kernel)
 pass through and print when they are done; the first call with steps prints when it starts,
 runs that one step, prints when it is done, and exits.
@@ -30,7 +30,7 @@ def patch(train_module):
 
 class Hook:
     def find_spec(self, name, path=None, target=None):
-        if name != "fastmlp.train":
+        if name != "fastmlp.training.train":
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)

@@ -6,7 +6,10 @@ must be forked by a small process instead: this launcher, under ``python -S``, a
 (measured as the floor).
 """
 
-import os, signal, sys
+import os
+import signal
+import sys
+
 out, cmd = sys.argv[1], sys.argv[2:]
 pid = os.fork()
 if pid == 0:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.training.threads import limit_threads, single_threaded_blas
 
 single_threaded_blas()  # GEMMs below run one per thread, as in fastmlp's own kernels
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
 from fastmlp.config import TrainConfig  # noqa: E402
-from fastmlp.train import Trainer  # noqa: E402
+from fastmlp.training.train import Trainer  # noqa: E402
 
 
 def on_two_threads(works, seconds: float) -> float:

@@ -20,16 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.training.threads import limit_threads, single_threaded_blas
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
 from fastmlp.config import TrainConfig  # noqa: E402
 from fastmlp.engine.records import allocate_work  # noqa: E402
-from fastmlp.train import Trainer  # noqa: E402
+from fastmlp.training.train import Trainer  # noqa: E402
 
 SHAPES = ["100/32", "100/64", "100/128", "100/200", "100/512", "32/32", "32/128", "32/256", "16/32",
           "256,128/128", "256,128/256", "1024/512", "1024,1024/512"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-from fastmlp.threads import available_cores, limit_threads, single_threaded_blas  # noqa: E402
+from fastmlp.training.threads import available_cores, limit_threads, single_threaded_blas
 
 single_threaded_blas()  # as the fastmlp command does, before NumPy loads
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from common import synthetic_data  # noqa: E402
+import numpy as np
+import pytest
+from common import synthetic_data
 
 _THROUGHPUT: list[tuple[str, int, float, float]] = []
 
@@ -32,7 +31,7 @@ def mnist():
 
     Skipped when the data is not already on disk ($FASTMLP_DATA_DIR or ./data); never downloads.
     """
-    from fastmlp.data import DataError, load_dataset, validation_split
+    from fastmlp.data.datasets import DataError, load_dataset, validation_split
 
     try:
         ds = load_dataset("mnist", download=False)

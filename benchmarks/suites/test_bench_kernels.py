@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from common import layer_sizes, numba_dot
+
 from fastmlp import reference
 from fastmlp.engine import layers, update
-from fastmlp.model import MLP
+from fastmlp.training.model import MLP
 
 # Kernels take microseconds: half a second of rounds per benchmark is plenty and keeps `make bench` short.
 pytestmark = pytest.mark.benchmark(max_time=0.5)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import pytest
-
 from common import CONFIGS, FastmlpTrainer, GemmFloor, GemmFloorNumba, ReferenceTrainer, config_name, sample_order
 
 IMPLS = ["fastmlp", "reference", "gemms numpy", "gemms numba"]

@@ -98,7 +98,7 @@ SMALL_GEMM_MIN_ROWS = 8
 SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_gemm_limit() -> int:
     """SMALL_GEMM_MNK when the BLAS that the kernels call (SciPy's OpenBLAS, 0.3.16 or later) has
     the small-matrix kernels on this machine, else 0. Fixed for the process: the blocks it leads

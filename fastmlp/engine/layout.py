@@ -9,7 +9,7 @@ Activation blocks of a workspace are (B, n) row-major slices (the column split o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

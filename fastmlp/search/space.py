@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RULES, Rule, TrainConfig, read_table, toml_value
-from .errors import ConfigError
+from ..config import RULES, Rule, TrainConfig, read_table, toml_value
+from ..errors import ConfigError
 
 #: The hyperparameters a search may draw, in the order it draws them (every condition's parameter
 #: before the ones it rules); each is a rule of RULES.
@@ -370,18 +370,18 @@ class Space:
     min_epochs: int = 1
 
     @classmethod
-    def default(cls) -> "Space":
+    def default(cls) -> Space:
         return cls.from_mapping(DEFAULT_SPACE, where="default space")
 
     @classmethod
-    def named(cls, name: str) -> "Space":
+    def named(cls, name: str) -> Space:
         """The built-in space ``name`` (``plain`` or ``recipe``)."""
         if name not in SPACES:
             raise ConfigError(f"no built-in space named {name!r} (built in: {', '.join(SPACES)})")
         return cls.from_mapping(SPACES[name], where=f"the {name} space")
 
     @classmethod
-    def from_mapping(cls, mapping: dict, base: "Space | None" = None, where: str = "space") -> "Space":
+    def from_mapping(cls, mapping: dict, base: Space | None = None, where: str = "space") -> Space:
         """``base`` (or nothing) with the entries of ``mapping`` replacing its own."""
         if not isinstance(mapping, dict):
             raise ConfigError(f"{where}: expected a table of hyperparameters; got {type(mapping).__name__}")
@@ -481,7 +481,7 @@ class Space:
         return all(drawn.get(parent, _DEFAULTS.get(parent)) in values for parent, values in self.params[name].when)
 
     def suggest(self, trial) -> dict:
-        """The :class:`~fastmlp.train.TrainConfig` fields of one trial, drawn from the space."""
+        """The :class:`~fastmlp.training.train.TrainConfig` fields of one trial, drawn from the space."""
         drawn: dict[str, Any] = {}
         for name in self.order():
             if not self.active(name, drawn):

@@ -1,6 +1,4 @@
-"""Every plot (matplotlib, Agg backend; imported only when a plot is drawn).
-
-Training: :func:`plot_curves`, loss and accuracy per epoch. The search (for the report):
+"""The search's plots for the report (matplotlib, Agg backend; imported only when a plot is drawn):
 :func:`plot_history` (validation accuracy per trial and the best so far), :func:`plot_params`
 (validation accuracy against each hyperparameter), :func:`plot_epochs` (validation accuracy
 per epoch of every trial, where the pruner cut), and :func:`plot_importances` (Optuna's plot of
@@ -14,91 +12,16 @@ pruned, so ours are drawn here from every trial, each point marked with how its 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
-from .config import RULES
+from ..config import RULES
+from ..figures import epoch_axis, pyplot, save_figure, subplots
 
 # The search plots are drawn near the size a report page shows them (about 6 inches wide), so
 # that their text reads at the size of the page's own.
 SEARCH_FIGSIZE = (6.4, 3.3)
-SERIES = (("train", "C0"), ("val", "C1"), ("test", "C2"))
-LABELS = {"train": "train (running mean)", "val": "validation", "test": "test (reported, not used to choose)"}
 
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _subplots(*args, **kwargs):
-    """``(figure, axes)`` as ``pyplot.subplots`` makes them, on an Agg canvas of its own: no pyplot
-    (whose import costs a command a third of a second) and no figure left open."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=kwargs.pop("figsize", None))
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(*args, **kwargs)
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Save a figure as PNG atomically (a pyplot figure is closed after)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    import sys
-    if "matplotlib.pyplot" in sys.modules:
-        sys.modules["matplotlib.pyplot"].close(fig)
-
-
-def _epoch_axis(ax, last: int) -> None:
-    """Whole epochs on the x axis; with a few epochs (even one), every one ticked and room either side."""
-    if last <= 12:
-        ax.set_xticks(range(1, max(1, last) + 1))
-        ax.set_xlim(0.5, max(1, last) + 0.5)
-    else:
-        ax.xaxis.get_major_locator().set_params(integer=True)
-
-
-def plot_curves(history, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Loss and accuracy per epoch for train, validation and test, side by side; a dotted line marks
-    the epoch whose model the run kept (when that is not simply the last)."""
-    epochs = history.column("epoch")
-    ms = 6 if len(epochs) <= 3 else 3   # a run of one or two epochs is a few points: make them seen
-    fig, (ax_loss, ax_acc) = _subplots(1, 2, figsize=(10, 4))
-    train_on = history.epochs[-1].get("train_on", "plain") if history.epochs else "plain"
-    for name, color in SERIES:
-        loss, acc = history.column(f"{name}_loss"), history.column(f"{name}_acc")
-        if all(v is None for v in acc):
-            continue
-        label = LABELS[name]
-        if name == "train" and train_on != "plain":  # measured on warped / dropped-out batches
-            label = f"train (running mean on {train_on} batches)"
-        if name in ("val", "test") and history.config.get("ema"):
-            label += " (averaged weights)"
-        ax_loss.plot(epochs, loss, "o-", color=color, label=label, ms=ms)
-        ax_acc.plot(epochs, [None if a is None else 100 * a for a in acc], "o-", color=color, label=label, ms=ms)
-    best = getattr(history, "best_epoch", None)
-    if best is not None and best != epochs[-1]:
-        for ax in (ax_loss, ax_acc):
-            ax.axvline(best, color="0.4", ls=":", lw=1, label=f"model.npz (epoch {best})")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        _epoch_axis(ax, max((e for e in epochs if e is not None), default=1))
-    cfg = history.config
-    fig.suptitle(title or (f"hidden {cfg.get('hidden_sizes')}, batch {cfg.get('batch_size')}, "
-                           f"lr {cfg.get('lr'):g}, seed {cfg.get('seed')}"), y=1.02)
-    save_figure(fig, path)
-    return Path(path)
-
-
-# ----------------------------------------------------------------------------- search plots
 
 def _save(fig, path: Path) -> Path:
     save_figure(fig, path)
@@ -152,7 +75,7 @@ STYLE = {
 def plot_history(rows: list, path: Path) -> Path:
     """Validation accuracy of each trial, in the order they ran, and the best so far."""
     lo, hi = _acc_limits(rows)
-    fig, ax = _subplots(figsize=SEARCH_FIGSIZE)
+    fig, ax = subplots(figsize=SEARCH_FIGSIZE)
     below_any = False
     for state, style in STYLE.items():
         pts = [(r.number, 100 * r.val_acc) for r in rows if r.state == state and r.val_acc is not None]
@@ -231,7 +154,7 @@ def plot_params(rows: list, path: Path, names: list[str] | None = None, active=N
     lo, hi = _acc_limits(rows)
     cols = 4 if len(panels) > 6 else min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = _subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
+    fig, axes = subplots(nrows, cols, figsize=(2.25 * cols, 2.0 * nrows), squeeze=False, sharey=True)
     for ax, (label, fn, scale) in zip(axes.flat, panels):
         for state, style in STYLE.items():
             pts = [((r.epochs if fn is None else fn(r.config)), 100 * r.val_acc) for r in rows
@@ -290,7 +213,7 @@ def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
     shown = [r for r in rows if r.curve]
     spread = {r.number: 0.3 * (i / (len(shown) - 1) - 0.5) if last == 1 and len(shown) > 1 else 0.0
               for i, r in enumerate(shown)}
-    fig, ax = _subplots(figsize=SEARCH_FIGSIZE)
+    fig, ax = subplots(figsize=SEARCH_FIGSIZE)
     labelled = set()
     ms = 6 if last <= 3 else 3
     for r in shown:
@@ -309,7 +232,7 @@ def plot_epochs(rows: list, best: object | None, path: Path) -> Path:
                 "o-", color="C3", lw=2, ms=ms + 2, label=f"best (trial {best.number})", zorder=3)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", ylim=(lo, hi),
            title="Validation accuracy per epoch of every trial")
-    _epoch_axis(ax, last)
+    epoch_axis(ax, last)
     ax.grid(True, alpha=0.3)
     _legend_below(ax)
     return _save(fig, path)
@@ -330,9 +253,10 @@ def plot_importances(study, path: Path, evaluator) -> Path:
     """Optuna's plot of the importance of each parameter of ``study`` by ``evaluator``, labelled by
     :func:`param_label` (Optuna's own plot: it says what ours would)."""
     import warnings
+
     import matplotlib
     from optuna.visualization.matplotlib import plot_param_importances
-    _pyplot()
+    pyplot()
     with matplotlib.rc_context(), warnings.catch_warnings():  # its ggplot style, and its notes on few trials
         warnings.simplefilter("ignore")
         ax = plot_param_importances(study, evaluator=evaluator, target_name="validation accuracy")

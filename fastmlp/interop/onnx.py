@@ -1,7 +1,7 @@
 """Export a trained MLP to ONNX, for onnxruntime and other inference engines.
 
 The graph, for layers ``l = 1..L`` with ``W_l`` (n_l, n_{l-1}) and ``b_l`` (n_l,) as
-:mod:`fastmlp.model` stores them::
+:mod:`fastmlp.training.model` stores them::
 
     x          float32 [N, n_0]   input, pixels already scaled to [0, 1]
     h_l = Relu(Gemm(h_{l-1}, W_l, b_l, transB=1))      = max(h_{l-1} @ W_l.T + b_l, 0),  h_0 = x
@@ -21,11 +21,11 @@ import os
 
 import numpy as np
 
-from .version import __version__
-from .atomic import atomic_path
-from .errors import UsageError
-from .extras import require
-from .model import MLP
+from ..atomic import atomic_path
+from ..errors import UsageError
+from ..extras import require
+from ..training.model import MLP
+from ..version import __version__
 
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17 (onnx 1.12); newer onnx packages would write a newer one

@@ -74,7 +74,7 @@ class History:
         return json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "History":
+    def from_json(cls, text: str) -> History:
         return cls(**json.loads(text))
 
     def column(self, key: str) -> list[float]:
@@ -146,7 +146,7 @@ class BestEpoch:
                 f"(best {100 * self.val_acc:.2f}% at epoch {self.epoch})")
 
     @classmethod
-    def replay(cls, patience: int, min_delta: float, records: list[dict]) -> "BestEpoch":
+    def replay(cls, patience: int, min_delta: float, records: list[dict]) -> BestEpoch:
         """The state after ``records`` (a history's epochs), as if they had been observed one by one."""
         best = cls(patience, min_delta)
         for record in records:

@@ -17,18 +17,18 @@ import math
 import os
 import zipfile
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
-from .engine import pool
-from .engine.infer import allocate_infer_work, logits_worker
-from .engine.layout import aligned_zeros, make_layout, num_parameters
-from .engine.parts import INFER_ROWS
-from .errors import ModelError
-from .idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
-from .reference import init_weight
+from ..atomic import atomic_path
+from ..data.idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
+from ..engine import pool
+from ..engine.infer import allocate_infer_work, logits_worker
+from ..engine.layout import aligned_zeros, make_layout, num_parameters
+from ..engine.parts import INFER_ROWS
+from ..errors import ModelError
+from ..reference import init_weight
 from .threads import usable_cores
 
 
@@ -63,7 +63,7 @@ class MLP:
         self.params = params
 
     @classmethod
-    def initialized(cls, sizes: Sequence[int], rng: np.random.Generator) -> "MLP":
+    def initialized(cls, sizes: Sequence[int], rng: np.random.Generator) -> MLP:
         """``W ~ N(0, 1/sqrt(n_in))``, ``b = 0``, drawn layer by layer like the reference NN."""
         model = cls(sizes)
         for W, _ in model.layers():
@@ -158,7 +158,7 @@ class MLP:
                          metadata=np.array(json.dumps(metadata, sort_keys=True)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> tuple["MLP", dict]:
+    def load(cls, path: str | os.PathLike) -> tuple[MLP, dict]:
         """Read a file written by :meth:`save`; returns ``(model, metadata)``.
 
         Every claim the file makes (array shapes and dtypes, the parameter count its sizes

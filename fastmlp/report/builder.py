@@ -1,7 +1,7 @@
 """The report of a search: what was tried, the best hyperparameters, and training with them.
 
 ``fastmlp report`` reads a study from its storage and builds one document
-(:mod:`fastmlp.document`), written into ``--out`` as ``report.md`` and ``report.tex`` (and
+(:mod:`fastmlp.report.document`), written into ``--out`` as ``report.md`` and ``report.tex`` (and
 ``report.pdf`` when ``pdflatex`` is installed):
 
 1. the search: what each trial trained on, the space (labels from :data:`~fastmlp.config.RULES`,
@@ -35,15 +35,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_text
-from .config import RULES, TrainConfig
-from .document import (Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count,
-                       to_latex, to_markdown)
-from .errors import StorageError, UsageError
+from ..atomic import write_text
+from ..config import RULES, TrainConfig
+from ..errors import StorageError, UsageError
+from ..search.space import RECIPE, Space, fmt_beta, fmt_value, values_text  # noqa: F401 (fmt_beta: the tables' format)
+from ..search.study import (
+    SETTINGS_ATTR,
+    display_url,
+    format_config,
+    format_duration,
+    load_study,
+    open_storage,
+    pick_study,
+    quiet_optuna,
+    retried_number,
+    trial_val_acc,
+)
+from .document import Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count, to_latex, to_markdown
 from .plots import plot_epochs, plot_history, plot_importances, plot_params
-from .space import RECIPE, Space, fmt_beta, fmt_value, values_text  # noqa: F401 (fmt_beta: the tables' format)
-from .study import (SETTINGS_ATTR, display_url, format_config, format_duration, load_study, open_storage,
-                    pick_study, quiet_optuna, retried_number, trial_val_acc)
 
 PDFLATEX_TIMEOUT = 180  # seconds per pdflatex pass
 
@@ -106,8 +115,8 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
 
     Reuses ``out/result.json`` when it was written for the same configuration and data.
     """
-    from .data import load_dataset
-    from .train import train
+    from ..data.datasets import load_dataset
+    from ..training.train import train
 
     config = TrainConfig.from_dict({**best.config, "epochs": best.epochs})
     if dataset is None:
@@ -136,7 +145,7 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
             "val_acc": last["val_acc"], "kept_epoch": kept, "test_loss": test_loss, "test_acc": test_acc,
             "test_rows": int(len(dataset.test_images)), "seconds": seconds}
     write_text(result_path, json.dumps(data, indent=2) + "\n")
-    from .plots import plot_curves
+    from ..training.curves import plot_curves
     plot_curves(result.history, out / "curves.png",
                 title=f"best configuration (trial {best.number}) trained again: hidden {list(config.hidden_sizes)}, "
                       f"batch {config.batch_size}; test accuracy {100 * test_acc:.2f}% (epoch {kept}'s model)")
@@ -482,7 +491,7 @@ def retrain_section(d: ReportData) -> Section:
 
 
 def report_document(d: ReportData) -> Document:
-    """The whole report, once: :func:`~fastmlp.document.to_markdown` and ``to_latex`` render it."""
+    """The whole report, once: :func:`~fastmlp.report.document.to_markdown` and ``to_latex`` render it."""
     intro = Paragraph(("This report covers study ", Code(d.study_name), " in ", Code(d.storage), f": "
                        f"{d.counts_text()}, {format_duration(d.trial_seconds())} of training summed over the "
                        "trials. ", Ref("sec:search"), " describes the search, ", Ref("sec:best"), " gives the best "
@@ -545,7 +554,7 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
                  author: str = "", log=print) -> dict[str, Path]:
     """Write the report of a study into ``out``; returns the paths written, by kind.
 
-    ``dataset`` (a :class:`~fastmlp.data.Dataset`) is what the best configuration is trained
+    ``dataset`` (a :class:`~fastmlp.data.datasets.Dataset`) is what the best configuration is trained
     again on; by default the study's dataset is loaded from ``data_dir``. ``title`` and
     ``author`` head the document (by default a title naming the dataset, and no author).
     """

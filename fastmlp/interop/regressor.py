@@ -1,7 +1,7 @@
 """``MLPRegressor``: scikit-learn's multi-layer perceptron regressor on fastmlp's engine.
 
 A drop-in for ``sklearn.neural_network.MLPRegressor`` with ``solver="adam"`` and
-``activation="relu"``; the shared machinery is :class:`fastmlp.estimator.MLPBase`. The output
+``activation="relu"``; the shared machinery is :class:`fastmlp.interop.estimator.MLPBase`. The output
 layer is the identity over K targets (one or many), trained on scikit-learn's squared error::
 
     loss = 1/2 sum_i w_i ||out_i - y_i||^2 / (K sum w)  +  alpha / (2 sum w) * sum ||W||^2
@@ -25,7 +25,7 @@ from .estimator import MLPBase
 class MLPRegressor(RegressorMixin, MLPBase):
     """Multi-layer perceptron regressor trained with Adam on fastmlp's Numba engine.
 
-    The parameters are :class:`~fastmlp.classifier.MLPClassifier`'s (scikit-learn's names,
+    The parameters are :class:`~fastmlp.interop.classifier.MLPClassifier`'s (scikit-learn's names,
     defaults and meanings); ``early_stopping`` holds out a random ``validation_fraction`` and
     scores it by R^2, as scikit-learn does. ``fit(X, y, sample_weight=None)`` takes ``y`` of
     shape (n_samples,) or (n_samples, n_targets) and weighs each row's error.
@@ -40,7 +40,7 @@ class MLPRegressor(RegressorMixin, MLPBase):
 
     def fit(self, X, y, sample_weight=None):
         """Train on ``X`` (n_samples, n_features) and targets ``y``; returns self (see
-        :meth:`fastmlp.classifier.MLPClassifier.fit` for the stopping rules)."""
+        :meth:`fastmlp.interop.classifier.MLPClassifier.fit` for the stopping rules)."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @available_if(MLPBase._partial_fit_available)

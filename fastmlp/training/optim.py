@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import check_adam_hyperparameters
-from .engine import update
-from .engine.layout import aligned_zeros
+from ..config import check_adam_hyperparameters
+from ..engine import update
+from ..engine.layout import aligned_zeros
 
 SCHEDULE_CODES = {"decay": update.SCHED_CONSTANT, "cosine": update.SCHED_COSINE, "onecycle": update.SCHED_ONECYCLE}
 

@@ -2,7 +2,7 @@
 
 A drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver="adam"`` and
 ``activation="relu"`` (the engine's only optimizer and hidden activation); the shared machinery
-is :class:`fastmlp.estimator.MLPBase`. The output is a softmax over K classes (``K = 2`` for a
+is :class:`fastmlp.interop.estimator.MLPBase`. The output is a softmax over K classes (``K = 2`` for a
 binary problem: a softmax over two outputs, where scikit-learn uses one logistic output; the
 probabilities are the same kind)::
 
@@ -22,8 +22,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import validate_data
 
+from ..training.model import log_softmax
 from .estimator import MLPBase
-from .model import log_softmax
 
 
 class MLPClassifier(ClassifierMixin, MLPBase):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, ensure_writable_folder, remove_stale_temporaries
-from .errors import UsageError
+from ..atomic import atomic_path, ensure_writable_folder, remove_stale_temporaries
+from ..errors import UsageError
 
 RUN_FILES = ("history.json", "metrics.csv", "model.npz", "last.npz", "curves.png", "checkpoint.npz")
 CHECKPOINT = "checkpoint.npz"

@@ -4,7 +4,7 @@ A :class:`Trainer` holds everything one training run changes (llm.c's model stru
 picture): the model's flat parameter buffer, the gradient buffer, Adam's moments and step
 count, the workspace preallocated for the batch size, and the seeded sampler. It is the only
 caller of the training kernels (:func:`fastmlp.engine.step.run_call`), whose records it builds, and
-the one place that picks their thread count (:class:`fastmlp.threads.ThreadChooser`).
+the one place that picks their thread count (:class:`fastmlp.training.threads.ThreadChooser`).
 
 One epoch is a fresh permutation of the training rows (the validation hold-out excluded), cut
 into mini-batches of ``batch_size``; the last, shorter batch is kept, so every training image
@@ -35,28 +35,27 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
-from .atomic import write_text
-from .config import STOPPING, TrainConfig
-from .data import Dataset, load_dataset, validation_split
-from .engine import augment
-from .engine.blas import blas_threads, small_gemm_limit, start_blas_threads
-from .engine.layers import input_scale as input_scale_of
-from .engine.parts import column_split
-from .engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
-from .engine.step import run_call, useful_threads
-from .errors import ConfigError, DataError, UsageError
-from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left  # noqa: F401 (format_epoch: for callers)
+from ..atomic import write_text
+from ..config import STOPPING, TrainConfig
+from ..data.datasets import Dataset, load_dataset, validation_split
+from ..engine import augment
+from ..engine.blas import blas_threads, small_gemm_limit, start_blas_threads
+from ..engine.layers import input_scale as input_scale_of
+from ..engine.parts import column_split
+from ..engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
+from ..engine.step import run_call, useful_threads
+from ..errors import ConfigError, DataError, UsageError
+from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left
 from .model import MLP
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, load_checkpoint, prepare_run_folder, save_checkpoint
 from .threads import ThreadChooser, fixed_threads, usable_cores
-
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
 #: (ln k for k classes) has diverged even if every number is still finite (eta far too large).
@@ -66,7 +65,7 @@ EXPLODED_LOSS_FACTOR = 100.0
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite at ``epoch``, ``step`` (both from 1), or exploded over an epoch."""
 
-    def __init__(self, epoch: int, step: int | None, loss: float, history: "History | None" = None):
+    def __init__(self, epoch: int, step: int | None, loss: float, history: History | None = None):
         where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch} (mean over the epoch)"
         super().__init__(f"loss became {loss:.4g} at {where}: training diverged (try a smaller --lr)")
         self.epoch, self.step, self.loss, self.history = epoch, step, loss, history
@@ -266,7 +265,7 @@ class Trainer:
 
     @classmethod
     def for_dataset(cls, config: TrainConfig, dataset: Dataset, *, train_rows: np.ndarray | None = None,
-                    evaluate_test: bool = True, progress: Progress | None = None) -> "Trainer":
+                    evaluate_test: bool = True, progress: Progress | None = None) -> Trainer:
         """A trainer on ``dataset`` minus its validation hold-out (``config.val_size`` rows).
 
         ``train_rows`` restricts training to those positions among the remaining rows (a subset
@@ -422,16 +421,16 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     """Train an MLP on ``dataset`` with ``config``: a :class:`Trainer`, its epochs, and the files.
 
     When ``dataset`` is None, ``config.dataset`` is loaded from ``data_dir`` (downloaded on
-    first use); when it is a callable (e.g. :class:`fastmlp.data.BackgroundLoad`), it is
+    first use); when it is a callable (e.g. :class:`fastmlp.data.datasets.BackgroundLoad`), it is
     called for the dataset. Either way train() then owns the arrays and frees them before the
     final plot, which keeps the peak memory down.
 
-    The run keeps the model of its best epoch (:class:`~fastmlp.history.BestEpoch`: the highest
+    The run keeps the model of its best epoch (:class:`~fastmlp.training.history.BestEpoch`: the highest
     validation accuracy; the last epoch without a validation hold-out), stops early with
     ``config.patience``, and measures the kept model on the test set once, at the end.
 
     ``train_rows`` restricts training to a subset of the training rows (after the validation
-    split). With ``out_dir`` (see :mod:`fastmlp.runs`): the folder is checked and cleared of a
+    split). With ``out_dir`` (see :mod:`fastmlp.training.runs`): the folder is checked and cleared of a
     previous run before anything else; after every epoch ``checkpoint.npz``, ``history.json``,
     ``metrics.csv`` and ``model.npz`` (the best epoch's; ``last.npz``, the last epoch's, while
     it differs) are written, and ``curves.png`` at the end, each atomically. ``resume``
@@ -493,7 +492,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     if out is not None:
         if owns_dataset:  # free ~55 MB of images before matplotlib loads
             del dataset, trainer
-        from .plots import plot_curves
+        from .curves import plot_curves
         plot_curves(history, out / "curves.png")
     return TrainResult(files.best, history)
 

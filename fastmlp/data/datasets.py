@@ -43,10 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, ensure_writable_folder
-from .errors import DataError
+from ..atomic import atomic_path, ensure_writable_folder
+from ..errors import DataError
 from .idxfile import FileSpec, OpenedFile, kind_of_file, open_idx, open_npy, read_idx
-
 
 
 @dataclass(frozen=True)

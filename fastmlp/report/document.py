@@ -22,8 +22,6 @@ as LaTeX does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
-
 
 # ----------------------------------------------------------------------------- inline text
 
@@ -46,7 +44,7 @@ class Alt:
 class Strong:
     """Bold text."""
 
-    content: "Text"
+    content: Text
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,8 @@ class Ref:
     label: str
 
 
-Inline = Union[str, Code, Alt, Strong, Ref]
-Text = Union[Inline, tuple]
+Inline = str | Code | Alt | Strong | Ref
+Text = Inline | tuple
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

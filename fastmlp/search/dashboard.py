@@ -9,11 +9,11 @@ application (``optuna_dashboard.wsgi``) under the standard library's server, so 
 module chooses the address (127.0.0.1 by default; port 0 picks a free one), stops it cleanly,
 and keeps its output:
 
-* the storage is opened here (:func:`fastmlp.study.open_storage`) and handed over as an
+* the storage is opened here (:func:`fastmlp.search.study.open_storage`) and handed over as an
   object, so the dashboard never sees the URL, and the URL is printed only by
-  :func:`fastmlp.study.display_url` (password hidden);
+  :func:`fastmlp.search.study.display_url` (password hidden);
 * the server's request log is off, and whatever it or optuna-dashboard writes (an error's
-  traceback, a warning) passes through :func:`fastmlp.study.redact` first.
+  traceback, a warning) passes through :func:`fastmlp.search.study.redact` first.
 
 The ``dashboard`` extra installs it: ``pip install 'fastmlp[dashboard]'``.
 """
@@ -25,8 +25,8 @@ import logging
 import socket
 import threading
 
-from .errors import UsageError
-from .extras import require
+from ..errors import UsageError
+from ..extras import require
 from .study import display_url, open_storage, redact, storage_errors
 
 DEFAULT_HOST = "127.0.0.1"
@@ -123,7 +123,7 @@ class Dashboard:
         finally:
             self.server.server_close()
 
-    def start(self) -> "Dashboard":
+    def start(self) -> Dashboard:
         """Serve in a daemon thread (it never keeps the process alive); returns self."""
         self.thread = threading.Thread(target=self.serve_forever, name="fastmlp-dashboard", daemon=True)
         self.thread.start()

@@ -1,6 +1,6 @@
 """A model file as a fitted estimator: :func:`load`, fastmlp's one model format read back.
 
-``model.npz`` (:meth:`fastmlp.model.MLP.save`) is written by ``fastmlp train`` and by an
+``model.npz`` (:meth:`fastmlp.training.model.MLP.save`) is written by ``fastmlp train`` and by an
 estimator's ``save``; :func:`load` turns either into a fitted scikit-learn estimator, and
 ``fastmlp evaluate``, ``predict`` and ``export`` read either.
 """
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ModelError
+from ..training.model import MLP
 from .classifier import MLPClassifier
-from .errors import ModelError
 from .estimator import MLPBase, from_json
-from .model import MLP
 from .regressor import MLPRegressor
 
 
 def load(path) -> MLPBase:
     """The fitted estimator in a model file: one that :meth:`MLPBase.save` wrote (an
-    :class:`~fastmlp.classifier.MLPClassifier` or :class:`~fastmlp.regressor.MLPRegressor`, as it
+    :class:`~fastmlp.interop.classifier.MLPClassifier` or :class:`~fastmlp.interop.regressor.MLPRegressor`, as it
     was), or one that ``fastmlp train`` wrote (an ``MLPClassifier`` over classes 0..K-1 that takes
     the images' pixels, 0 to 255, as its features). Predictions are those of the engine, bit for bit."""
     model, meta = MLP.load(path)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .extras import require
+from ..errors import DataError
+from ..extras import require
 
 SIDE = 28          # MNIST's field, pixels
 BOX = 20           # the box the digit is scaled to fit

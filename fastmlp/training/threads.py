@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
+
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask on Linux)."""
@@ -94,7 +95,7 @@ class limit_threads:
             self._held.close()
             self._held = None
 
-    def __enter__(self) -> "limit_threads":
+    def __enter__(self) -> limit_threads:
         return self
 
     def __exit__(self, *exc) -> None:

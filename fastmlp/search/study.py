@@ -44,12 +44,13 @@ import os
 import re
 import socket
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .config import RULES, TrainConfig
-from .errors import ConfigError, StorageError
+from ..config import RULES, TrainConfig
+from ..errors import ConfigError, StorageError
 from .space import RECIPE, Space, fmt_value
 
 DEFAULT_STORAGE = "sqlite:///runs/search.db"
@@ -63,6 +64,7 @@ REDUCTION_FACTOR = 3        # Hyperband / successive halving keep 1 trial in 3 a
 def quiet_optuna():
     """Import Optuna with its INFO logging and experimental-feature warnings off; returns the module."""
     import warnings
+
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -569,6 +571,7 @@ def make_sampler(seed: int, worker: int, n_existing: int):
     several sharing a study) do not propose the same ones.
     """
     import zlib
+
     import numpy as np
     optuna = quiet_optuna()
     host = zlib.crc32(socket.gethostname().encode())

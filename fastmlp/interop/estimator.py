@@ -3,8 +3,8 @@
 :class:`MLPBase` holds scikit-learn's parameters (the same names, defaults and meanings), its
 epoch loop (``tol``, ``n_iter_no_change``, ``early_stopping``, ``warm_start``, ``partial_fit``,
 the ``ConvergenceWarning``), sample weights, and the model's one file format and ONNX export.
-:mod:`fastmlp.classifier` and :mod:`fastmlp.regressor` add what differs: the targets, the output
-(softmax or identity), the validation score. Training runs in :class:`fastmlp.train.Trainer`'s
+:mod:`fastmlp.interop.classifier` and :mod:`fastmlp.interop.regressor` add what differs: the targets, the output
+(softmax or identity), the validation score. Training runs in :class:`fastmlp.training.train.Trainer`'s
 kernels, so a step allocates nothing and ``fit`` spends its time in the GEMMs. It needs
 scikit-learn (``pip install 'fastmlp[sklearn]'``); ``import fastmlp`` alone does not import it.
 
@@ -14,7 +14,7 @@ The network, for ``X`` (n, d) and K outputs::
     out = h_{L-1} @ coefs_[L-1] + intercepts_[L-1]                          (n, K)
 
 ``s`` is the model's input scale: 1 for a model fitted here, 1/255 for one trained by ``fastmlp
-train`` on pixels (:func:`fastmlp.persist.load`). ``coefs_[l]`` is (n_l, n_{l+1}) as in scikit-learn: the
+train`` on pixels (:func:`fastmlp.interop.persist.load`). ``coefs_[l]`` is (n_l, n_{l+1}) as in scikit-learn: the
 transpose of the engine's ``W``; ``coefs_`` and ``intercepts_`` are views into the one float32
 parameter buffer the engine trains and predicts with. Each mini-batch of m rows with weights
 ``w_i`` (1 without ``sample_weight``) minimises scikit-learn's loss, ``sum_i w_i l_i / sum w +
@@ -35,10 +35,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .config import RULES, TrainConfig
-from .errors import ConfigError
-from .model import MLP
-from .train import Trainer, TrainingDiverged
+from ..config import RULES, TrainConfig
+from ..errors import ConfigError
+from ..training.model import MLP
+from ..training.train import Trainer, TrainingDiverged
 
 #: scikit-learn's name of each value the engine checks against :data:`fastmlp.config.RULES`.
 _ENGINE_NAMES = {"learning_rate_init": "lr", "beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps",
@@ -61,8 +61,8 @@ def glorot_init(model: MLP, rng: np.random.Generator) -> None:
 
 
 class MLPBase(BaseEstimator):
-    """The parameters and the training loop of :class:`~fastmlp.classifier.MLPClassifier` and
-    :class:`~fastmlp.regressor.MLPRegressor` (see their docstrings for the parameters)."""
+    """The parameters and the training loop of :class:`~fastmlp.interop.classifier.MLPClassifier` and
+    :class:`~fastmlp.interop.regressor.MLPRegressor` (see their docstrings for the parameters)."""
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -182,7 +182,8 @@ class MLPBase(BaseEstimator):
             batch_size = min(200, n_train)
         else:
             if self.batch_size > n_train:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                              stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_train))
         config = TrainConfig(hidden_sizes=tuple(hidden), batch_size=batch_size, lr=self.learning_rate_init,
                              beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon, epochs=self.max_iter,
@@ -198,7 +199,7 @@ class MLPBase(BaseEstimator):
                         f"the estimator is left as it was before this call",)
             raise
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=2)
 
         # Commit: everything above worked on the trainer and ``state``; the estimator changes here.
         if self.early_stopping:
@@ -265,7 +266,7 @@ class MLPBase(BaseEstimator):
             state["t_"] += n_train
             state["loss_curve_"].append(state["loss_"])
             if self.verbose:
-                print("Iteration %d, loss = %.8f" % (state["n_iter_"], state["loss_"]))
+                print(f"Iteration {state['n_iter_']}, loss = {state['loss_']:.8f}")
             if self.early_stopping:
                 out = trainer.model.rows_logits(X, val_rows, trainer.threads.current)
                 score = self._validation_score(out, targets[val_rows], None if weights is None else weights[val_rows])
@@ -281,15 +282,15 @@ class MLPBase(BaseEstimator):
             if incremental:
                 break
             if state["n_iter_"] == self.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                              "hasn't converged yet." % self.max_iter, ConvergenceWarning)
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                              "hasn't converged yet.", ConvergenceWarning, stacklevel=3)
 
     def _count_validation(self, score: float, trainer: Trainer, state: dict) -> None:
         """scikit-learn's rule with early stopping: an epoch improves when its validation score beats the
         best so far by more than ``tol``; the best epoch's weights are kept."""
         state["validation_scores_"].append(score)
         if self.verbose:
-            print("Validation score: %f" % score)
+            print(f"Validation score: {score:f}")
         if score < state["best_validation_score_"] + self.tol:
             state["_no_improvement_count"] += 1
         else:
@@ -365,7 +366,7 @@ class MLPBase(BaseEstimator):
     def save(self, path) -> None:
         """Write the fitted model to ``path`` in fastmlp's one model format (``model.npz``, as
         ``fastmlp train`` writes it): the parameters, and the estimator's kind, parameters and
-        fitted attributes as metadata. :func:`fastmlp.persist.load` reads it back; ``fastmlp evaluate``,
+        fitted attributes as metadata. :func:`fastmlp.interop.persist.load` reads it back; ``fastmlp evaluate``,
         ``predict`` and ``export`` read it too."""
         check_is_fitted(self)
         attrs = {name: _json_value(getattr(self, name, None)) for name in _SAVED_ATTRIBUTES}
@@ -386,11 +387,11 @@ class MLPBase(BaseEstimator):
         raise NotImplementedError
 
     def to_onnx(self, path=None):
-        """The fitted model as ONNX (:func:`fastmlp.export.to_onnx`): input ``x`` float32
+        """The fitted model as ONNX (:func:`fastmlp.interop.onnx.to_onnx`): input ``x`` float32
         (N, n_features) times the input scale (1 for a model fitted here), outputs the logits and,
         for a classifier, the probabilities. Written to ``path`` when given; returns the
         ``onnx.ModelProto``."""
-        from .export import save_onnx, to_onnx
+        from .onnx import save_onnx, to_onnx
         meta = {"estimator": type(self).__name__, "input_scale": self._input_scale}
         probabilities = self._out_activation == "softmax"
         if path is not None:

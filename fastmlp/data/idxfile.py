@@ -17,13 +17,14 @@ import math
 import os
 import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension

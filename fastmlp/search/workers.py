@@ -1,6 +1,6 @@
 """The search's objective and its workers: train one configuration per trial, many trials per worker.
 
-The objective is the loop Optuna's examples show, over :class:`fastmlp.train.Trainer`::
+The objective is the loop Optuna's examples show, over :class:`fastmlp.training.train.Trainer`::
 
     trainer = Trainer.for_dataset(config, dataset, train_rows=subset, evaluate_test=False)
     for record in trainer.epochs():
@@ -11,7 +11,7 @@ The objective is the loop Optuna's examples show, over :class:`fastmlp.train.Tra
 It looks for the best **validation** accuracy; the test set is never evaluated here. A trial
 whose loss becomes NaN or infinite is recorded as pruned, with the reason. Ctrl-C (or SIGTERM)
 and the ``--timeout`` budget stop the running trial after its current epoch, mark it FAIL with
-the reason and queue it again (:func:`fastmlp.study.requeue`); a worker that dies without a
+the reason and queue it again (:func:`fastmlp.search.study.requeue`); a worker that dies without a
 word is found by Optuna's heartbeat and its trial queued again the same way. A retried trial
 trains with the seed of the trial it repeats.
 
@@ -28,17 +28,39 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator
 
-from .errors import ConfigError, UserError
+from ..errors import ConfigError, UserError
+from ..training.threads import available_cores, child_thread_env, limit_threads, thread_env
 from .space import Space, labelled
-from .study import (MAX_RETRIES, SETTINGS_ATTR, SearchSettings, counts, display_url, fail_stale_trials, format_config,
-                    format_duration, frozen, heartbeat_settings, load_study, make_pruner, make_sampler, open_storage,
-                    origin_number, process_token, quiet_optuna, recover_lost_trials, requeue, storage_lock,
-                    study_names, summary, trial_seed, trial_val_acc, worker_name)
-from .threads import available_cores, child_thread_env, limit_threads, thread_env
-
+from .study import (
+    MAX_RETRIES,
+    SETTINGS_ATTR,
+    SearchSettings,
+    counts,
+    display_url,
+    fail_stale_trials,
+    format_config,
+    format_duration,
+    frozen,
+    heartbeat_settings,
+    load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    origin_number,
+    process_token,
+    quiet_optuna,
+    recover_lost_trials,
+    requeue,
+    storage_lock,
+    study_names,
+    summary,
+    trial_seed,
+    trial_val_acc,
+    worker_name,
+)
 
 OBJECTIVE_NAME = "validation accuracy"
 
@@ -108,13 +130,13 @@ class Objective:
 
     def config_for(self, trial):
         """The trial's :class:`~fastmlp.config.TrainConfig`: drawn from the space, seeded by its origin."""
-        from .config import TrainConfig
+        from ..config import TrainConfig
         return TrainConfig(**self.space.suggest(trial), seed=trial_seed(self.settings.seed, origin_number(frozen(trial))),
                            val_size=self.settings.val_size, dataset=self.settings.dataset)
 
     def __call__(self, trial) -> float:
         optuna = quiet_optuna()
-        from .train import Trainer, TrainingDiverged
+        from ..training.train import Trainer, TrainingDiverged
         if self.on_start is not None:
             self.on_start()
         self.gate.check()
@@ -225,7 +247,7 @@ def run_worker(settings: SearchSettings, *, worker: int = 0, n_trials: int | Non
     after the running trial has been marked and queued again.
     """
     quiet_optuna()
-    from .data import load_dataset
+    from ..data.datasets import load_dataset
     space = settings.space_obj()
     if dataset is None:
         dataset = load_dataset(settings.dataset, settings.data_dir, verify=settings.verify, download=True)
@@ -273,7 +295,7 @@ class StudyBudget:
 
     Optuna's ``MaxTrialsCallback`` stops a worker once N trials of the given states exist, but
     every worker still running a trial then adds one more. Here a worker asks for a trial only
-    while holding the study's lock (:func:`fastmlp.study.storage_lock`, released as the trial
+    while holding the study's lock (:func:`fastmlp.search.study.storage_lock`, released as the trial
     starts), and only when the trials finished, running and queued leave a place: so the study
     ends with exactly N. A queued trial (a retry) may always run: it replaces a failed one. When
     no place is left but some trials still run, the worker waits for them: one of them may have
@@ -366,7 +388,7 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
     """Spawn ``jobs`` worker processes on the study and wait for them.
 
     A worker that dies without a word (killed) has its trial marked and queued again at once
-    (:func:`fastmlp.study.recover_lost_trials`), for the other workers or the next search.
+    (:func:`fastmlp.search.study.recover_lost_trials`), for the other workers or the next search.
     """
     import multiprocessing as mp
     from multiprocessing.connection import wait
@@ -462,10 +484,10 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
     """Create or resume the study and run ``jobs`` workers on it until ``trials`` are done (by this call),
     the study holds ``max_trials`` finished trials (from every machine), or ``timeout`` seconds.
 
-    ``dataset`` (a :class:`~fastmlp.data.Dataset`) is used as given, else loaded from the
+    ``dataset`` (a :class:`~fastmlp.data.datasets.Dataset`) is used as given, else loaded from the
     settings. KeyboardInterrupt propagates once the running trials are marked and queued again.
     """
-    from .data import load_dataset
+    from ..data.datasets import load_dataset
     t0 = time.time()
     space = settings.space_obj()
     storage = open_storage(settings.storage)
