@@ -72,6 +72,31 @@ def test_evaluate_rejects_images_of_the_wrong_shape():
         model.evaluate(np.zeros((3, 100), np.uint8), np.zeros(3, np.uint8))
 
 
+@pytest.mark.parametrize("rows,message", [
+    (np.array([0, 3]), r"rows must be in \[0, 2\] \(the data has 3 rows\); found 0 to 3"),
+    (np.array([-1]), r"rows must be in \[0, 2\]"),
+    (np.array([0.5]), "rows must be a 1-D array of integer row indices"),
+])
+def test_evaluate_and_logits_refuse_rows_outside_the_images(rows, message):
+    model = MLP([784, 10, 10])
+    images, labels = np.zeros((3, 784), np.uint8), np.zeros(3, np.uint8)
+    with pytest.raises(ModelError, match=message):
+        model.evaluate(images, labels, rows)
+    with pytest.raises(ModelError, match=message):
+        model.rows_logits(images, rows)
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.array([0, 10, 2]), r"labels must be in \[0, 9\] for a model of 10 outputs; found 0 to 10"),
+    (np.array([0, -1, 2]), r"labels must be in \[0, 9\]"),
+    (np.array([0, 1]), "labels must be a 1-D integer array of 3 labels, one per image"),
+    (np.array([0.0, 1.0, 2.0]), "labels must be a 1-D integer array"),
+])
+def test_evaluate_refuses_labels_the_model_cannot_have(labels, message):
+    with pytest.raises(ModelError, match=message):
+        MLP([784, 10, 10]).evaluate(np.zeros((3, 784), np.uint8), labels)
+
+
 def test_logits_equal_the_reference_forward():
     rng = np.random.default_rng(2)
     model = MLP.initialized([12, 9, 4], rng)

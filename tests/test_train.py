@@ -306,6 +306,49 @@ def test_the_whole_recipe_is_reproducible_and_the_thread_count_changes_nothing(h
     assert first.history.epochs[0]["train_on"] == "augmented+dropout"
 
 
+@pytest.mark.parametrize("per_call", [1, 7, 1000])
+def test_the_epoch_loss_is_the_same_bits_however_the_steps_are_grouped_into_calls(monkeypatch, per_call):
+    """The thread policy and the machine's load decide how many steps each kernel call runs; the
+    epoch's loss sum must not show it, to the last bit: each step's loss is added in step order."""
+    import fastmlp.training.train as train_module
+    data = synthetic_dataset()
+    trainer = Trainer(small_config(batch_size=7, val_size=0), data.train_images, data.train_labels, num_classes=10)
+    step_losses = np.random.default_rng(0).uniform(0.01, 3.0, 100)  # full float64 mantissas: rounding shows
+
+    def fake_steps(order, first, n_steps, lr, epoch=0):
+        trainer.losses = step_losses[first:first + n_steps].copy()
+        return 0
+
+    monkeypatch.setattr(trainer, "steps", fake_steps)
+    order = np.arange(600)  # 86 steps of 7 rows, the last of 5
+    monkeypatch.setattr(train_module, "steps_per_call", lambda n_steps, calls=20: min(n_steps, per_call))
+    loss_sum, _ = trainer.train_order(order, 1e-3)
+    expected = 0.0
+    for i in range(86):
+        expected += step_losses[i] * (7 if i < 85 else 5)
+    assert loss_sum == expected
+
+
+@pytest.mark.parametrize("rows,message", [
+    (np.array([0, 1, 600]), r"fit_rows must be in \[0, 599\] \(the data has 600 rows\); found 0 to 600"),
+    (np.array([-1, 2, 3]), r"fit_rows must be in \[0, 599\]"),
+    (np.array([0.0, 1.0]), "fit_rows must be a 1-D array of integer row indices"),
+    (np.zeros((2, 2), np.int64), "fit_rows must be a 1-D array of integer row indices"),
+])
+def test_training_rows_outside_the_data_are_refused_where_they_enter(rows, message):
+    data = synthetic_dataset()
+    with pytest.raises(DataError, match=message):
+        Trainer(small_config(batch_size=2), data.train_images, data.train_labels, num_classes=10, fit_rows=rows)
+
+
+def test_evaluation_rows_outside_their_data_are_refused_where_they_enter():
+    from fastmlp.training.train import EvalSet
+    data = synthetic_dataset()
+    evals = {"val": EvalSet(data.test_images, data.test_labels, np.array([5, 200]))}
+    with pytest.raises(DataError, match=r"val rows must be in \[0, 199\]"):
+        Trainer(small_config(), data.train_images, data.train_labels, num_classes=10, eval_sets=evals)
+
+
 # ----------------------------------------------------------------------------- the kept model and early stopping
 
 def first_best(history) -> int:

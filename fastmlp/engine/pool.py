@@ -11,11 +11,13 @@ costs seconds of compilation each and loads slowly from its cache), and a thread
 argument like any other (no global setting, no recompilation).
 
 A call that finds the pool busy (another thread of the process is in a kernel call) runs on its
-own thread alone: the results are the same bits, only slower.
+own thread alone: the results are the same bits, only slower. A child made by ``fork`` starts
+with a new, empty pool: the parent's pooled threads do not exist in it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -90,6 +92,15 @@ class Pool:
 
 
 _POOL = Pool()
+
+
+def _new_pool_after_fork() -> None:
+    global _POOL
+    _POOL = Pool()  # the parent's workers (and the lock, perhaps held by one of its threads) stay behind
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_pool_after_fork)
 
 
 def run(kernel, threads: int, sync: np.ndarray, *args):

@@ -39,6 +39,18 @@ def check_sizes(sizes: Sequence[int]) -> list[int]:
     return sizes
 
 
+def check_rows(rows, n: int, what: str = "rows", error=ModelError) -> np.ndarray:
+    """``rows`` as a C-contiguous 1-D int64 array of indices in [0, n), or ``error``: the kernels
+    index the data with them unchecked, so they are checked once here, where they enter."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise error(f"{what} must be a 1-D array of integer row indices; got "
+                    f"{arr.dtype} {arr.shape}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
+        raise error(f"{what} must be in [0, {n - 1}] (the data has {n} rows); found {int(arr.min())} to {int(arr.max())}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """``ln softmax`` of each row of float32 logits, in float64: ``l - max - ln sum exp(l - max)``
     (finite for any finite logits)."""
@@ -106,7 +118,7 @@ class MLP:
         threads (default: the usable cores); a row's logits are the same bits wherever it sits
         and whatever the thread count (:mod:`fastmlp.engine.infer`)."""
         self._check_images(images)
-        rows = np.arange(len(images), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+        rows = np.arange(len(images), dtype=np.int64) if rows is None else check_rows(rows, len(images))
         out = np.empty((len(rows), self.sizes[-1]), np.float32)
         if len(rows):
             threads = max(1, min(threads or usable_cores(), -(-len(rows) // INFER_ROWS)))
@@ -116,12 +128,21 @@ class MLP:
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None,
                  threads: int | None = None) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default)."""
-        rows = np.arange(len(images), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        """Mean cross-entropy and accuracy over ``images[rows]`` (all rows by default); ``labels``
+        (len(images),) integers in [0, n_L)."""
+        self._check_images(images)
+        rows = np.arange(len(images), dtype=np.int64) if rows is None else check_rows(rows, len(images))
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or (labels.size and labels.dtype.kind not in "iu"):
+            raise ModelError(f"labels must be a 1-D integer array of {len(images)} labels, one per image; got "
+                             f"{labels.dtype} {labels.shape}")
         if len(rows) == 0:
             return float("nan"), float("nan")
+        y = labels[rows].astype(np.int64)
+        if int(y.min()) < 0 or int(y.max()) >= self.sizes[-1]:
+            raise ModelError(f"labels must be in [0, {self.sizes[-1] - 1}] for a model of {self.sizes[-1]} "
+                             f"outputs; found {int(y.min())} to {int(y.max())}")
         logits = self.rows_logits(images, rows, threads)
-        y = np.asarray(labels)[rows].astype(np.int64)
         logp = log_softmax(logits)
         loss = -float(logp[np.arange(len(rows)), y].sum()) / len(rows)
         return loss, float(np.count_nonzero(logits.argmax(axis=1) == y)) / len(rows)

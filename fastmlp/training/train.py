@@ -52,7 +52,7 @@ from ..engine.records import Aug, Data, Net, Optim, allocate_work, make_call, ma
 from ..engine.step import run_call, useful_threads
 from ..errors import ConfigError, DataError, UsageError
 from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left
-from .model import MLP
+from .model import MLP, check_rows
 from .optim import Adam, Schedule
 from .runs import CHECKPOINT, describe_os_error, load_checkpoint, prepare_run_folder, save_checkpoint
 from .threads import ThreadChooser, fixed_threads, usable_cores
@@ -194,7 +194,9 @@ class Trainer:
             check_training_arrays(s.images, s.labels, num_classes, what={"val": "validation"}.get(name, name))
             if s.images.shape[1] != images.shape[1]:
                 raise DataError(f"{name} images have {s.images.shape[1]} features, training images {images.shape[1]}")
-        fit_rows = np.arange(len(images), dtype=np.int64) if fit_rows is None else np.asarray(fit_rows, np.int64)
+            s.rows = check_rows(s.rows, len(s.images), f"{name} rows", DataError)
+        fit_rows = (np.arange(len(images), dtype=np.int64) if fit_rows is None
+                    else check_rows(fit_rows, len(images), "fit_rows", DataError))
         if config.batch_size > len(fit_rows):
             raise ConfigError(f"batch_size {config.batch_size} is larger than the training set ({len(fit_rows)} images)")
         self.config = config
@@ -323,7 +325,8 @@ class Trainer:
     def train_order(self, order: np.ndarray, lr: float, epoch: int = 0) -> tuple[float, int]:
         """Train on every mini-batch of ``order`` in about 20 kernel calls.
 
-        Returns ``(sum of per-example losses, correct)``. Raises :class:`TrainingDiverged` at the
+        Returns ``(sum of per-example losses, correct)``: the losses added step by step in order,
+        so the same bits however the steps were grouped into calls. Raises :class:`TrainingDiverged` at the
         first non-finite loss.
         """
         n, B = len(order), self.config.batch_size
@@ -338,8 +341,10 @@ class Trainer:
             if bad.size:
                 self.progress.clear()
                 raise TrainingDiverged(epoch, step + int(bad[0]) + 1, float(losses[bad[0]]))
-            sizes_k = np.minimum(B, n - (step + np.arange(k)) * B)
-            loss_sum += float(losses @ sizes_k)
+            # One step at a time, in step order: the sum's bits must not depend on how the steps
+            # were grouped into calls (the thread policy and the load decide that).
+            for i, loss in enumerate(losses.tolist()):
+                loss_sum += loss * min(B, n - (step + i) * B)
             step += k
             seen = min(step * B, n)
             self.progress.update(epoch, self.config.epochs, seen, n, seen / (time.perf_counter() - t0),
