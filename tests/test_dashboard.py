@@ -86,7 +86,7 @@ def wait_for_text(driver, *texts: str, timeout: float = 60) -> str:
 
 def screenshot(driver, tmp_path) -> Path:
     """A PNG of the page in ``tmp_path``; also as ``dashboard.png`` in ``$FASTMLP_SCREENSHOT_DIR`` when set
-    (the README's picture is made so)."""
+    (docs/search.md's picture is made so)."""
     path = tmp_path / "dashboard.png"
     assert driver.save_screenshot(str(path))
     if os.environ.get("FASTMLP_SCREENSHOT_DIR"):
