@@ -122,7 +122,8 @@ def sample_order(rows: np.ndarray | int, n_samples: int, seed: int = 0) -> np.nd
 def load_images(synthetic: bool):
     """(images, labels, training rows, description): MNIST's training rows when found, else random."""
     if not synthetic:
-        from fastmlp.data.datasets import DataError, load_dataset, validation_split
+        from fastmlp.data.datasets import load_dataset, validation_split
+        from fastmlp.errors import DataError
         try:
             ds = load_dataset("mnist", download=False)
             fit, _ = validation_split(len(ds.train_images), 5000)

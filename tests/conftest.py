@@ -59,6 +59,7 @@ import numpy as np
 import pytest
 
 from fastmlp.data import datasets as data
+from fastmlp.data.idxfile import FileSpec
 
 try:  # the PostgreSQL fixtures live beside this file (absent where this file is copied alone)
     from postgres_server import postgres, postgres_url  # noqa: F401
@@ -233,7 +234,7 @@ class SyntheticDataset:
                             source=Path("<memory>"), checksums={k: md5(self.idx(k)) for k in KEYS},
                             num_classes=self.num_classes)
 
-    def fspec(self, key: str) -> data.FileSpec:
+    def fspec(self, key: str) -> FileSpec:
         return getattr(self.spec, key)
 
     def idx(self, key: str) -> bytes:

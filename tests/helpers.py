@@ -18,9 +18,9 @@ from fastmlp.data.datasets import Dataset, validation_split
 from fastmlp.engine import augment
 from fastmlp.engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
 from fastmlp.engine.step import run_call
+from fastmlp.training.history import History
 from fastmlp.training.model import MLP
 from fastmlp.training.optim import Adam
-from fastmlp.training.train import History
 
 # ----------------------------------------------------------------------------- optional extras
 

@@ -28,7 +28,8 @@ import pytest
 
 from fastmlp.data import datasets as data
 from fastmlp.data import idxfile
-from fastmlp.data.datasets import DataError, load_dataset
+from fastmlp.data.datasets import load_dataset
+from fastmlp.errors import DataError
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 

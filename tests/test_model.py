@@ -11,7 +11,8 @@ import pytest
 
 from fastmlp import reference as ref
 from fastmlp.engine.layout import BUFFER_ALIGNMENT, aligned_zeros, make_layout
-from fastmlp.training.model import MLP, ModelError
+from fastmlp.errors import ModelError
+from fastmlp.training.model import MLP
 
 
 def test_layout_places_each_weight_then_its_bias_back_to_back():

@@ -18,6 +18,7 @@ from fastmlp.config import RULES  # noqa: E402
 from fastmlp.report import builder as report  # noqa: E402
 from fastmlp.report import document as doc  # noqa: E402
 from fastmlp.report import plots  # noqa: E402
+from fastmlp.search.space import fmt_beta, fmt_value  # noqa: E402
 from fastmlp.search.study import quiet_optuna, resolve_settings  # noqa: E402
 from fastmlp.search.workers import run_search  # noqa: E402
 
@@ -79,7 +80,7 @@ def test_the_report_has_every_trial_the_best_in_the_homework_table_and_the_plots
 
     homework = table_after(md, "| Batch Size | Hidden Sizes | η | β1 | β2 | ε | num epochs |")
     assert homework == [[str(c["batch_size"]), f"[{c['hidden_sizes'][0]}]", f"{c['lr']:.2e}",
-                         report.fmt_beta(c["beta1"]), report.fmt_beta(c["beta2"]), f"{c['eps']:.2e}", "1"]]
+                         fmt_beta(c["beta1"]), fmt_beta(c["beta2"]), f"{c['eps']:.2e}", "1"]]
     assert f"Trial {best.number} reached the best validation accuracy, {100 * best.value:.2f}% after 1 epoch," in md
 
     rows = table_after(md, "| # | state |")
@@ -295,7 +296,7 @@ def test_every_hyperparameter_that_varied_has_a_column(study_db, tmp_path):
     assert "Hidden Sizes" in columns
     rows = table_after(md, "| # | state |")
     decay = columns.index(RULES["lr_decay"].md)
-    assert [r[decay] for r in rows] == [report.fmt_value("lr_decay", c["lr_decay"]) for c in configs]
+    assert [r[decay] for r in rows] == [fmt_value("lr_decay", c["lr_decay"]) for c in configs]
 
 
 def test_a_hyperparameter_the_search_space_lacks_gets_a_column_once_it_varies():
@@ -404,7 +405,7 @@ def test_the_report_of_a_recipe_search_ranks_the_hyperparameters_and_lists_the_b
     recipe = dict(table_after(md, "| option | value |"))
     for name in ("schedule", "warmup", "weight_decay", "dropout_input", "dropout", "label_smoothing", "ema",
                  "augment", "aug_rotate", "aug_scale", "aug_shear", "aug_shift"):
-        assert recipe[RULES[name].md] == report.fmt_value(name, c[name]), name
+        assert recipe[RULES[name].md] == fmt_value(name, c[name]), name
     elastic = c["augment"] == "elastic"  # the elastic strengths only where the trial drew them
     assert (RULES["elastic_alpha"].md in recipe) == elastic == (RULES["elastic_sigma"].md in recipe)
     assert RULES["lr_decay"].md not in recipe and RULES["max_norm"].md not in recipe  # not drawn; off

@@ -14,6 +14,7 @@ from helpers import import_extra
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
 from fastmlp.cli import main  # noqa: E402
+from fastmlp.errors import ConfigError  # noqa: E402
 from fastmlp.search import study as studymod  # noqa: E402
 from fastmlp.search import workers as search  # noqa: E402
 from fastmlp.search.study import open_storage, quiet_optuna, resolve_settings, stored_settings, trial_seed  # noqa: E402
@@ -131,7 +132,7 @@ def test_resuming_adds_trials_with_the_studys_own_settings(small_dataset, tmp_pa
 
 def test_resuming_with_another_subset_is_refused(tmp_path):
     stored = {"subset": 2000, "val_size": 5000, "dataset": "mnist"}
-    with pytest.raises(studymod.ConfigError, match="was searched with subset 2000"):
+    with pytest.raises(ConfigError, match="was searched with subset 2000"):
         resolve_settings(stored, storage="x.db", study_name="mnist", subset=3000)
 
 

@@ -14,7 +14,7 @@ from helpers import import_extra
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
-from fastmlp.errors import StorageError  # noqa: E402
+from fastmlp.errors import ConfigError, StorageError  # noqa: E402
 from fastmlp.search import study as studymod  # noqa: E402
 from fastmlp.search.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
 
@@ -98,7 +98,7 @@ def test_the_heartbeat_interval_for_tests_is_checked(monkeypatch):
     monkeypatch.setenv("FASTMLP_HEARTBEAT_INTERVAL", "2")
     assert studymod.heartbeat_settings() == (2, 6)
     monkeypatch.setenv("FASTMLP_HEARTBEAT_INTERVAL", "soon")
-    with pytest.raises(studymod.ConfigError, match="FASTMLP_HEARTBEAT_INTERVAL must be"):
+    with pytest.raises(ConfigError, match="FASTMLP_HEARTBEAT_INTERVAL must be"):
         studymod.heartbeat_settings()
 
 

@@ -31,7 +31,8 @@ def mnist():
 
     Skipped when the data is not already on disk ($FASTMLP_DATA_DIR or ./data); never downloads.
     """
-    from fastmlp.data.datasets import DataError, load_dataset, validation_split
+    from fastmlp.data.datasets import load_dataset, validation_split
+    from fastmlp.errors import DataError
 
     try:
         ds = load_dataset("mnist", download=False)

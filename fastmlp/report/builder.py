@@ -38,7 +38,7 @@ from pathlib import Path
 from ..atomic import write_text
 from ..config import RULES, TrainConfig
 from ..errors import StorageError, UsageError
-from ..search.space import RECIPE, Space, fmt_beta, fmt_value, values_text  # noqa: F401 (fmt_beta: the tables' format)
+from ..search.space import RECIPE, Space, fmt_value, values_text
 from ..search.study import (
     SETTINGS_ATTR,
     display_url,
