@@ -20,7 +20,7 @@ REPORT_ARGS ?=
 help:
 	@echo "make train      train the default model on MNIST (writes runs/default/)"
 	@echo "make test       run the test suite"
-	@echo "make bench      run the benchmarks and the comparison with other implementations"
+	@echo "make bench      run the benchmarks and the comparisons; write benchmarks/results.md"
 	@echo "make data       fetch MNIST into ./data when it is not already found"
 	@echo "make gradcheck  finite-difference check of the reference gradients"
 	@echo "make search     hyperparameter search, about 10 minutes (runs/search.db)"
@@ -45,7 +45,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m pytest benchmarks/suites --benchmark-only --benchmark-columns=min,median,max,rounds
-	$(BIN)/python benchmarks/peers/compare_peers.py
+	$(BIN)/python benchmarks/results.py run
 
 data: $(STAMP)
 	$(BIN)/fastmlp data download mnist

@@ -12,15 +12,26 @@ Adam lr 1e-3, betas 0.9/0.999, eps 1e-8, float32), implemented by:
 
 The other implementations (PyTorch, JAX, scikit-learn) are in ``peers/workloads.py``.
 
+Provenance: :func:`run_metadata` is what a script's ``--json`` records about its run (dates,
+command line, commit, machine, the BLAS kernel family, versions), :func:`write_json` writes that
+file atomically; ``results.py`` composes ``results.md`` from those files alone.
+
 A script in ``benchmarks/suites``, ``peers`` or ``probes`` puts ``benchmarks/`` on ``sys.path``
 and imports this module; no script imports another script.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.metadata
 import importlib.util
+import json
+import math
 import os
+import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections import namedtuple
@@ -39,6 +50,7 @@ from fastmlp.training.model import MLP
 from fastmlp.training.train import Trainer
 
 BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
 PROBES = BENCHMARKS / "probes"
 
 N_FEATURES = 784
@@ -158,6 +170,148 @@ def limit_cores(threads: int) -> str:
 def fastmlp_command() -> list[str]:
     exe = Path(sys.executable).with_name("fastmlp")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "fastmlp"]
+
+
+# ----------------------------------------------------------------------------- provenance
+
+#: Bumped when the layout of a script's ``--json`` file changes.
+JSON_SCHEMA = 1
+# What results.py writes: they change while a run is in progress and change nothing that is
+# measured, so they do not make the tree count as having local changes.
+GENERATED_PATHS = ("benchmarks/results", "benchmarks/results.md", "README.md")
+VERSIONED = (("python", None), ("numpy", "numpy"), ("numba", "numba"), ("scipy", "scipy"),
+             ("scikit-learn", "scikit-learn"), ("torch", "torch"), ("jax", "jax"), ("optax", "optax"))
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """(``git rev-parse --short HEAD``, whether tracked files differ from it, ignoring
+    GENERATED_PATHS); (None, None) outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    *(f":(exclude){p}" for p in GENERATED_PATHS))
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(dirty)
+
+
+def blas_libraries() -> list[dict]:
+    """The BLAS libraries NumPy and SciPy (whose BLAS Numba's ``np.dot`` calls) have loaded, as
+    threadpoolctl reports them; ``architecture`` is OpenBLAS's kernel family."""
+    import numpy  # noqa: F401
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    libs = [{"library": "/".join(Path(i["filepath"]).parts[-2:]), "internal_api": i.get("internal_api"),
+             "version": i.get("version"), "architecture": i.get("architecture")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return sorted(libs, key=lambda lib: lib["library"])
+
+
+def kernel_family(libs: list[dict]) -> str:
+    """'OpenBLAS SkylakeX', or each library's when they differ."""
+    def name(lib):
+        api = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib["internal_api"], lib["internal_api"])
+        return f"{api} {lib['architecture'] or '(no kernel family reported)'}"
+    names = sorted({name(lib) for lib in libs})
+    if len(names) <= 1:
+        return names[0] if names else "no BLAS library found"
+    return ", ".join(f"{name(lib)} ({lib['library']})" for lib in libs)
+
+
+def versions() -> dict:
+    out = {}
+    for key, dist in VERSIONED:
+        if dist is None:
+            out[key] = platform.python_version()
+            continue
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command as typed from the repository root: the interpreter and the script
+    relative to it when they are inside it."""
+    argv = list(sys.argv if argv is None else argv)
+
+    def shown(path):
+        p = Path(path)
+        full = p if p.is_absolute() else Path.cwd() / p
+        try:
+            return full.relative_to(ROOT).as_posix()  # not resolved: .venv/bin/python is a symlink
+        except ValueError:
+            return str(path)
+    return shlex.join([shown(sys.executable), shown(argv[0]), *argv[1:]])
+
+
+def run_metadata(cores: int | None = None) -> dict:
+    """What a run's ``--json`` says about it, taken as it starts: date, command line, commit, machine
+    (``cores``: the cores usable, when the caller counted them before narrowing its affinity
+    mask), BLAS kernel family, versions. :func:`write_json` adds the end."""
+    commit, dirty = git_commit()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    libs = blas_libraries()
+    return {"started": utc_now(), "finished": None, "command": command_line(), "commit": commit, "dirty": dirty,
+            "machine": {"cpu": cpu_model(), "cores_usable": cores or usable, "cores_total": os.cpu_count(),
+                        "memory_bytes": memory_bytes()},
+            "blas": libs, "kernel_family": kernel_family(libs), "versions": versions(),
+            "load_average": [round(os.getloadavg()[0], 2), None]}
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path, script: str, meta: dict, settings: dict, results: dict) -> None:
+    """``{"schema", "script", "meta", "settings", "results"}`` to ``path``, atomically; ``meta``
+    from :func:`run_metadata`, completed here with the end of the run."""
+    from fastmlp.atomic import write_text
+
+    meta = {**meta, "finished": utc_now(), "load_average": [meta["load_average"][0], round(os.getloadavg()[0], 2)]}
+    payload = {"schema": JSON_SCHEMA, "script": script, "meta": meta, "settings": settings, "results": results}
+    write_text(path, json.dumps(_finite(payload), indent=1, allow_nan=False) + "\n")
+    log(f"wrote {path}")
 
 
 # ----------------------------------------------------------------------------- timing

@@ -8,6 +8,11 @@ compile events, ``numba.core.event``), the slowest functions, and the peers wher
     python benchmarks/peers/cold_start.py                      # every entry point
     python benchmarks/peers/cold_start.py --only train,estimator
     python benchmarks/peers/cold_start.py --list               # the entry points and their commands
+    python benchmarks/peers/cold_start.py --out FILE.md --json FILE.json   # the table also in files
+
+``--json`` writes the measurements (each entry point's cold and warm wall time, compile time,
+functions compiled and slowest functions; scikit-learn's fit) with the run's date, command line,
+commit, machine and BLAS kernel family.
 
 Needs the real MNIST files (``$FASTMLP_DATA_DIR``) and, for some entry points, the extras
 (scikit-learn, ONNX, Pillow, Optuna).
@@ -25,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1]
 
 #: The entry points: name, what a user types, and a description. ``{d}`` is the run's folder.
 ENTRY_POINTS = [
@@ -145,25 +152,67 @@ def sklearn_digits_fit() -> float | None:
     return statistics.median(times)
 
 
+def markdown(chosen, results: dict, peer: float | None) -> str:
+    lines = ["| entry point | cold: wall | of which compiling | functions compiled | warm: wall | slowest to compile |",
+             "|---|---:|---:|---:|---:|---|"]
+    total_cold = total_warm = 0.0
+    for name, _, what in chosen:
+        cold, warm = results[(name, "cold")], results[(name, "warm")]
+        total_cold += cold["wall"]
+        total_warm += warm["wall"]
+        slow = ", ".join(f"{f} {s:.1f}" for f, s in cold["slowest"][:3])
+        lines.append(f"| {what} | {cold['wall']:.1f} s | {cold['compile']:.1f} s | {cold['functions']} "
+                     f"| {warm['wall']:.1f} s | {slow} |")
+    lines.append(f"| every entry point above, one after the other | {total_cold:.1f} s | | | {total_warm:.1f} s | |")
+    if peer is not None and "estimator" in [e[0] for e in chosen]:
+        lines += ["", f"scikit-learn's own MLPClassifier(max_iter=20) fit + predict on digits: {peer:.2f} s (median of 3)."]
+    return "\n".join(lines) + "\n"
+
+
+def json_results(chosen, results: dict, peer: float | None) -> dict:
+    entries = [{"name": name, "command": cmd, "description": what,
+                **{phase: {**results[(name, phase)], "slowest": [list(fs) for fs in results[(name, phase)]["slowest"]]}
+                   for phase in ("cold", "warm")}}
+               for name, cmd, what in chosen]
+    return {"entries": entries,
+            "total": {phase: sum(e[phase]["wall"] for e in entries) for phase in ("cold", "warm")},
+            # In this process, scikit-learn already imported: the fit and predict alone.
+            "sklearn_digits_fit_predict_s": peer}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=None, help="comma-separated entry points (default: all)")
     ap.add_argument("--list", action="store_true", help="list the entry points and exit")
+    ap.add_argument("--out", default=None, help="also write the markdown table to this file (atomically)")
+    ap.add_argument("--json", default=None, help="write the measurements and the run's metadata to this JSON file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args(argv)
     if args.child:
         child(args.child, rest[1:] if rest[:1] == ["--"] else rest)
         return 0
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.list:
         for name, _cmd, what in ENTRY_POINTS:
             print(f"{name:14s} {what}")
         return 0
+    known = [e[0] for e in ENTRY_POINTS]
+    unknown = [] if args.only is None else [n for n in args.only.split(",") if n not in known]
+    if unknown:
+        raise SystemExit(f"cold_start: unknown entry point {', '.join(unknown)} (--list shows them)")
     chosen = ENTRY_POINTS if args.only is None else [e for e in ENTRY_POINTS if e[0] in args.only.split(",")]
     needs = {"evaluate": "train", "predict": "train", "export": "train"}
     names = [e[0] for e in chosen]
     for name in list(names):
         if name in needs and needs[name] not in names:
             raise SystemExit(f"cold_start: {name} needs the model that 'train' writes: add train to --only")
+    meta = None
+    if args.json:
+        # Imported here, not at the top: the children run this file too, and must start bare.
+        sys.path.insert(0, str(BENCHMARKS))
+        import common
+        meta = common.run_metadata()
     with tempfile.TemporaryDirectory(prefix="fastmlp-cold-") as tmp:
         root = Path(tmp)
         cache, scratch = root / "numba-cache", root / "stats"
@@ -180,19 +229,14 @@ def main(argv=None) -> int:
                 print(f"{phase:4s} {name:14s} {r['wall']:6.1f} s wall, {r['compile']:5.1f} s compiling "
                       f"{r['functions']} functions", file=sys.stderr, flush=True)
     peer = sklearn_digits_fit()
-    print("| entry point | cold: wall | of which compiling | functions compiled | warm: wall | slowest to compile |")
-    print("|---|---:|---:|---:|---:|---|")
-    total_cold = total_warm = 0.0
-    for name, _, what in chosen:
-        cold, warm = results[(name, "cold")], results[(name, "warm")]
-        total_cold += cold["wall"]
-        total_warm += warm["wall"]
-        slow = ", ".join(f"{f} {s:.1f}" for f, s in cold["slowest"][:3])
-        print(f"| {what} | {cold['wall']:.1f} s | {cold['compile']:.1f} s | {cold['functions']} | {warm['wall']:.1f} s "
-              f"| {slow} |")
-    print(f"| every entry point above, one after the other | {total_cold:.1f} s | | | {total_warm:.1f} s | |")
-    if peer is not None and "estimator" in names:
-        print(f"\nscikit-learn's own MLPClassifier(max_iter=20) fit + predict on digits: {peer:.2f} s (median of 3).")
+    text = markdown(chosen, results, peer)
+    print(text, end="")
+    if args.out:
+        from fastmlp.atomic import write_text
+        write_text(args.out, text)
+    if args.json:
+        common.write_json(args.json, "cold_start", meta, {"only": names, "numba_cache": "empty, shared by the entries"},
+                          json_results(chosen, results, peer))
     return 0
 
 

@@ -37,6 +37,10 @@ them all on. --rss, --startup and --tta need MNIST.
 
     python benchmarks/peers/compare_peers.py --quick            # smoke run
     python benchmarks/peers/compare_peers.py --all --out FILE   # everything, the report also in FILE
+
+``--json FILE`` writes what the report shows as data: every implementation's rate in each round,
+the medians and per-round ratios, the targets, the settings, and the run's date, command line,
+commit, machine and BLAS kernel family.
 """
 
 from __future__ import annotations
@@ -91,16 +95,6 @@ def fmt_ratio(x: float | None) -> str:
 
 # The cores this process may use before --threads narrows its affinity mask.
 CORES = available_cores()
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def threads_text(n: int) -> str:
@@ -201,6 +195,13 @@ def build_peers(hidden, batch_size, n_steps, rounds, images, labels, rows, args)
     return peers, notes
 
 
+def peer_record(p: Peer, torch_p: Peer | None, jax_p: Peer | None) -> dict:
+    """One implementation's measurements, for --json."""
+    return {"key": p.key, "label": p.label, "samples": p.samples, "median": p.median, "min": min(p.rates),
+            "max": max(p.rates), "rounds": list(p.rates), "cpu_wall": statistics.median(p.cpu),
+            "vs_torch": per_round_ratio(p, torch_p), "vs_jax": per_round_ratio(p, jax_p)}
+
+
 def run_rounds(peers: list[Peer], rounds: int, gap: float) -> None:
     for r in range(rounds):
         for p in peers:
@@ -217,7 +218,7 @@ def run_rounds(peers: list[Peer], rounds: int, gap: float) -> None:
 INFERENCE_ROWS = 10_000
 
 
-def inference_section(cfg, args, images, labels, rows) -> list[str]:
+def inference_section(cfg, args, images, labels, rows, store: list) -> list[str]:
     """Predicted classes of 10,000 uint8 images per round (a batched forward pass, the same weights'
     shapes): fastmlp's ``MLP.predict``, PyTorch's ``no_grad`` forward, JAX's jitted forward."""
     hidden, batch_size = cfg
@@ -249,6 +250,8 @@ def inference_section(cfg, args, images, labels, rows) -> list[str]:
         lines.append(f"| {p.label} | {fmt_rate(p.median)} | {fmt_rate(min(p.rates))} – {fmt_rate(max(p.rates))} | "
                      f"{fmt_ratio(per_round_ratio(p, by.get('torch')))} | {fmt_ratio(per_round_ratio(p, by.get('jax')))} "
                      f"| {statistics.median(p.cpu):.2f} |")
+    store.append({"config": common.config_name(*cfg), "hidden": list(hidden), "batch_size": batch_size, "images": n,
+                  "peers": [peer_record(p, by.get("torch"), by.get("jax")) for p in peers], "notes": notes})
     return lines + [""] + notes
 
 
@@ -296,10 +299,13 @@ def throughput_section(cfg, args, images, labels, rows, results: dict) -> list[s
         lines += ["", f"GEMMs per step: {len(g.gemms())}, {flops / 1e6:.1f} MFLOP; "
                       f"GEMMs alone run at {flops / t_step / 1e9:.1f} GFLOP/s (NumPy)."]
     lines += [""] + notes + ([""] if notes else [])
-    results[cfg] = {"speedup": per_round_ratio(fast, torch_p), "vs_jax": per_round_ratio(fast, jax_p),
+    results[cfg] = {"config": name, "hidden": list(hidden), "batch_size": batch_size,
+                    "sizes": common.layer_sizes(hidden), "steps": n_steps, "samples_per_round": n_steps * batch_size,
+                    "speedup": per_round_ratio(fast, torch_p), "vs_jax": per_round_ratio(fast, jax_p),
                     "vs_torch_fused": per_round_ratio(fast, by.get("torch_fused")), "floor": floors["gemm"],
-                    "floor_numba": floors["gemm_numba"],
-                    "rates": {p.key: p.median for p in peers}}
+                    "floor_numba": floors["gemm_numba"], "floor_target": target,
+                    "rates": {p.key: p.median for p in peers},
+                    "peers": [peer_record(p, torch_p, jax_p) for p in peers], "notes": notes}
     return lines
 
 
@@ -363,6 +369,7 @@ class Extras:
         self.runs = 0
         self.warm = False
         self.rss_epoch: dict | None = None
+        self.data: dict = {}  # what each measurement found, for --json
 
     def mnist_ok(self) -> bool:
         return self.data_dir is not None and any(
@@ -439,6 +446,7 @@ class Extras:
         lines += ["| run | peak RSS (MiB) | wall (s) |", "|---|---:|---:|"]
         lines += [f"| {name} | {'n/a' if r['rss_mib'] is None else format(r['rss_mib'], '.0f')} | {r['wall']:.1f} |"
                   for name, r in rows]
+        self.data["rss"] = [{"run": name, "rss_mib": r["rss_mib"], "wall_s": r["wall"]} for name, r in rows]
         lines += ["", f"Target: fastmlp <= {RSS_TARGET_MIB} MB. Peak RSS (ru_maxrss from `wait4`) of the whole "
                       "process, interpreter and libraries included, forked by a small launcher. The rows "
                       "starting with ... stop the same start-up at successive points.", ""]
@@ -494,6 +502,7 @@ class Extras:
             lines.append("fastmlp train / PyTorch script: skipped, MNIST not found.")
         lines += [f"| measurement | seconds (median of {reps}) |", "|---|---:|"]
         lines += [f"| {name} | {t:.2f} |" for name, t in rows]
+        self.data["startup"] = {"repeats": reps, "rows": [{"measurement": name, "seconds": t} for name, t in rows]}
         lines += ["", f"Target: first step <= {STARTUP_TARGET_S:.0f} s after launch. Start-up includes reading "
                       "and verifying MNIST. The first-step probe runs `fastmlp.cli.main` with "
                       "`Trainer.steps` wrapped to print when its first call with steps begins "
@@ -515,6 +524,7 @@ class Extras:
             return m is not None and float(m.group(2)) >= target
 
         rows = []
+        found = self.data["tta"] = {"target": target, "runs": []}
         runs = [("fastmlp train", [*common.fastmlp_command(), "train", "--out", self.out_dir(),
                                    *self.train_args(c.epochs)])]
         if self.torch:
@@ -527,6 +537,10 @@ class Extras:
             epochs = [(t, EPOCH_LINE.match(text)) for t, text in res["lines"] if EPOCH_LINE.match(text)]
             hit = next(((t, m) for t, m in epochs if float(m.group(2)) >= target), None)
             best = max((float(m.group(2)) for _, m in epochs), default=float("nan"))
+            found["runs"].append({"run": name, "seconds": hit[0] if hit else None,
+                                  "epoch": int(hit[1].group(1)) if hit else None, "epochs": len(epochs),
+                                  "test_acc": float(hit[1].group(2)) if hit else None, "best": best,
+                                  "wall_s": res["wall"]})
             if hit:
                 rows.append(f"| {name} | {hit[0]:.1f} | {hit[1].group(1)} | {float(hit[1].group(2)):.2f}% |")
             else:
@@ -541,7 +555,7 @@ class Extras:
 
 # ============================================================================= --profile
 
-def profile_section(cfg, images, labels, rows, threads: int, quick: bool) -> list[str]:
+def profile_section(cfg, images, labels, rows, threads: int, quick: bool, store: list) -> list[str]:
     """Each piece of one fastmlp step timed alone on one thread, all its parts in turn
     (``common.column_pieces``: the calls the column split's worker makes), beside whole steps."""
     hidden, B = cfg
@@ -549,6 +563,7 @@ def profile_section(cfg, images, labels, rows, threads: int, quick: bool) -> lis
     with limit_threads(threads):
         t = common.FastmlpTrainer(hidden, B, images, labels).trainer
     if not t.columns:
+        store.append({"config": name, "skipped": "trains as row shards"})
         return [f"#### {name}", "", "Trains as row shards; the pieces timed here are the column split's: skipped.", ""]
     order = common.sample_order(rows, 64 * B)
     t.steps(order, 0, 64, common.LR)
@@ -563,6 +578,9 @@ def profile_section(cfg, images, labels, rows, threads: int, quick: bool) -> lis
     whole_1, whole_n = step_calls(1), step_calls(n_many)
     total = sum(tt for *_, tt in times)
     gemm = sum(tt for _, mflop, tt in times if mflop)
+    store.append({"config": name, "threads": threads,
+                  "pieces": [{"piece": piece, "mflop": mflop, "seconds": tt} for piece, mflop, tt in times],
+                  "whole_step_s": whole_1, "whole_step_amortized_s": whole_n, "amortized_over": n_many})
     lines = [f"#### {name}", "", "| piece (all its parts, one thread) | us per step | share of the pieces |",
              "|---|---:|---:|"]
     lines += [f"| {piece} | {tt * 1e6:.1f} | {100 * tt / total:.1f}% |" for piece, _, tt in times]
@@ -583,6 +601,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 1/8 of the samples, 2 rounds")
     p.add_argument("--out", help="also write the markdown report to this file (atomically)")
+    p.add_argument("--json", help="write the measurements, the settings and the run's metadata to this JSON file")
     p.add_argument("--threads", type=int, default=CORES,
                    help="threads for every implementation: fastmlp, PyTorch, BLAS and OpenMP; below the cores, "
                         "the process keeps to that many cores, which is what limits JAX (default: all cores, "
@@ -637,7 +656,7 @@ def header(args, data_desc: str, load0, cores_line: str) -> list[str]:
                 "spread); the numbers may be noisy"]
                if busy else [])
     return ["# fastmlp beside other implementations", "",
-            f"- machine: {cpu_model()}, {CORES} cores available; {args.threads} threads for every "
+            f"- machine: {common.cpu_model()}, {CORES} cores available; {args.threads} threads for every "
             f"implementation (`limit_threads`, `torch.set_num_threads`, threadpoolctl for BLAS/OpenMP); {cores_line}",
             f"- {', '.join(versions)}",
             f"- data: {data_desc}; float32; Adam lr {common.LR:g}, betas ({common.BETA1}, {common.BETA2}), eps {common.EPS:g}",
@@ -646,26 +665,34 @@ def header(args, data_desc: str, load0, cores_line: str) -> list[str]:
             f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}", *warning, ""]
 
 
-def targets_section(args, results: dict, extras: Extras | None) -> list[str]:
-    rows = []
+def targets(results: dict, extras: Extras | None) -> list[dict]:
+    """Each target with its measurement: the target's text, the value, how it is shown, whether it is met."""
+    out = []
+
+    def add(target, got, shown, met):
+        out.append({"target": target, "measured": got, "shown": shown, "met": met})
     for cfg, want in SPEED_TARGETS.items():
         if cfg in results and results[cfg]["speedup"] is not None:
             got = results[cfg]["speedup"]
-            rows.append(f"| fastmlp >= {want:.1f}x PyTorch at {common.config_name(*cfg)} | {got:.2f}x | "
-                        f"{'yes' if got >= want else 'no'} |")
+            add(f"fastmlp >= {want:.1f}x PyTorch at {common.config_name(*cfg)}", got, f"{got:.2f}x", got >= want)
     for cfg, want in FLOOR_TARGETS.items():
         if cfg in results and results[cfg]["floor"] is not None:
             got = results[cfg]["floor"]
-            rows.append(f"| step <= {want:.2f}x its GEMMs alone (NumPy) at {common.config_name(*cfg)} | {got:.2f}x | "
-                        f"{'yes' if got <= want else 'no'} |")
+            add(f"step <= {want:.2f}x its GEMMs alone (NumPy) at {common.config_name(*cfg)}", got, f"{got:.2f}x",
+                got <= want)
     if extras is not None and getattr(extras, "rss_fastmlp", None) is not None:
         got = extras.rss_fastmlp
-        rows.append(f"| peak RSS of `fastmlp train` <= {RSS_TARGET_MIB} MB | {got:.0f} MiB | "
-                    f"{'yes' if got * 1.048576 <= RSS_TARGET_MIB else 'no'} |")
+        add(f"peak RSS of `fastmlp train` <= {RSS_TARGET_MIB} MB", got, f"{got:.0f} MiB",
+            got * 1.048576 <= RSS_TARGET_MIB)
     if extras is not None and getattr(extras, "first_step", None) is not None:
         got = extras.first_step
-        rows.append(f"| first step <= {STARTUP_TARGET_S:.0f} s after launch (warm cache) | {got:.2f} s | "
-                    f"{'yes' if got <= STARTUP_TARGET_S else 'no'} |")
+        add(f"first step <= {STARTUP_TARGET_S:.0f} s after launch (warm cache)", got, f"{got:.2f} s",
+            got <= STARTUP_TARGET_S)
+    return out
+
+
+def targets_section(found: list[dict]) -> list[str]:
+    rows = [f"| {t['target']} | {t['shown']} | {'yes' if t['met'] else 'no'} |" for t in found]
     if not rows:
         return []
     return ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|", *rows, "",
@@ -679,9 +706,12 @@ def main(argv=None) -> int:
     if args.threads > CORES:
         log(cores_line)
     import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before the limit, so it applies)
+    meta = common.run_metadata(cores=CORES) if args.json else None  # CORES: counted before limit_cores narrowed them
     limiter = threadpool_limits(limits=args.threads)
     body: list[str] = []
     results: dict = {}
+    inference: list = []
+    profile: list = []
     extras = None
     try:
         images, labels, rows, data_desc = common.load_images(args.synthetic)
@@ -693,12 +723,12 @@ def main(argv=None) -> int:
             body += ["## Inference throughput", ""]
             for cfg in args.config_list:
                 log(f"inference {common.config_name(*cfg)}")
-                body += inference_section(cfg, args, images, labels, rows)
+                body += inference_section(cfg, args, images, labels, rows, inference)
         if args.profile:
             body += ["## Where a fastmlp step spends its time", ""]
             for cfg in args.config_list:
                 log(f"profile {common.config_name(*cfg)}")
-                body += profile_section(cfg, images, labels, rows, args.threads, args.quick)
+                body += profile_section(cfg, images, labels, rows, args.threads, args.quick, profile)
         if args.rss or args.startup or args.tta:
             with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
                 extras = Extras(args, Path(tmp))
@@ -711,12 +741,25 @@ def main(argv=None) -> int:
                     body += extras.tta()
     finally:
         limiter.restore_original_limits()
-    report = "\n".join(header(args, data_desc, load0, cores_line) + targets_section(args, results, extras) + body).rstrip() + "\n"
+    found = targets(results, extras)
+    report = "\n".join(header(args, data_desc, load0, cores_line) + targets_section(found) + body).rstrip() + "\n"
     print(report)
     if args.out:
         from fastmlp.atomic import write_text
         write_text(args.out, report)
         log(f"wrote {args.out}")
+    if args.json:
+        settings = {"threads": args.threads, "cores": CORES, "cores_line": cores_line, "rounds": args.rounds,
+                    "quick": args.quick, "configs": [common.config_name(*c) for c in args.config_list],
+                    "peers": args.peers, "gap_s": args.gap, "data": data_desc,
+                    "sections": {"throughput": not args.no_throughput, "inference": args.inference,
+                                 "profile": args.profile, "rss": args.rss, "startup": args.startup, "tta": args.tta},
+                    "adam": {"lr": common.LR, "beta1": common.BETA1, "beta2": common.BETA2, "eps": common.EPS},
+                    "reference_fraction": REFERENCE_FRACTION}
+        common.write_json(args.json, "compare_peers", meta, settings,
+                          {"throughput": [results[c] for c in args.config_list if c in results],
+                           "inference": inference, "profile": profile, "targets": found,
+                           **(extras.data if extras is not None else {})})
     return 0
 
 

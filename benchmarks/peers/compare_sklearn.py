@@ -32,6 +32,9 @@ steps in float32 can take less, so ``sklearn / floor`` bounds any speed-up.
 
     .venv/bin/python benchmarks/peers/compare_sklearn.py                       # all workloads, 3 rounds
     .venv/bin/python benchmarks/peers/compare_sklearn.py --rounds 1 --workloads synthetic,small
+
+``--out`` writes the tables, ``--json`` the measurements (each fit's seconds, the medians, the
+accuracies, the floors) with the run's date, command line, commit, machine and BLAS kernel family.
 """
 
 from __future__ import annotations
@@ -43,11 +46,15 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
 
 from fastmlp.training.threads import limit_threads, single_threaded_blas
 
 single_threaded_blas()  # before NumPy loads, as the fastmlp command does (threadpoolctl raises it for scikit-learn)
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -118,7 +125,8 @@ def timed_workload(name, X, y, Xt, yt, rounds: int, threads: int, regression: bo
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"workload": name, "rows": len(X), "fastmlp_s": med["fastmlp"], "sklearn_s": med["sklearn"],
             "floor_s": floor, "fastmlp_acc": statistics.mean(accs["fastmlp"]),
-            "sklearn_acc": statistics.mean(accs["sklearn"]), "seeds": rounds, "regression": regression}
+            "sklearn_acc": statistics.mean(accs["sklearn"]), "seeds": rounds, "regression": regression,
+            "fastmlp_fits_s": times["fastmlp"], "sklearn_fits_s": times["sklearn"]}
 
 
 def mnist_workload(data_dir: str):
@@ -242,12 +250,14 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("FASTMLP_DATA_DIR", "data"), help="where mnist/ is")
     p.add_argument("--threads", type=int, default=2, help="threads for each implementation (default 2)")
     p.add_argument("--out", help="also write the Markdown tables to this file")
+    p.add_argument("--json", help="write the measurements and the run's metadata to this JSON file")
     args = p.parse_args(argv)
     want = set(args.workloads.split(","))
     unknown = want - {"mnist", "synthetic", "regression", "small", "first-contact"}
     if unknown or args.rounds < 1:
         p.error(f"unknown workloads {sorted(unknown)}" if unknown else "--rounds must be >= 1")
     timed, small, contact = [], [], []
+    meta = common.run_metadata() if args.json else None
     with threadpool_limits(args.threads):
         if "mnist" in want:
             timed.append(timed_workload("MNIST floats", *mnist_workload(args.data_dir), args.rounds, args.threads))
@@ -265,6 +275,11 @@ def main(argv=None) -> int:
     if args.out:
         from fastmlp.atomic import write_text
         write_text(args.out, text)
+    if args.json:
+        settings = {"workloads": sorted(want), "rounds": args.rounds, "threads": args.threads,
+                    "hidden": list(HIDDEN), "batch_size": BATCH, "epochs": EPOCHS}
+        common.write_json(args.json, "compare_sklearn", meta, settings,
+                          {"timed": timed, "first_contact": contact, "small": small})
     return 0
 
 
