@@ -63,7 +63,8 @@ def test_a_white_drawing_on_a_transparent_canvas_lands_on_black():
     (np.zeros((4, 4, 5), np.uint8), "shape"),
     (np.zeros(16, np.uint8), "shape"),
     (np.zeros((0, 4), np.uint8), "shape"),
-    (np.zeros((4, 4), np.int64), "int64"),
+    (np.zeros((4, 4), np.complex64), "complex64"),
+    (np.full((4, 4), "ink"), "<U3"),
     (np.full((4, 4), np.nan), "NaN"),
 ])
 def test_arrays_that_are_not_images_are_refused(array, fragment):
@@ -90,7 +91,10 @@ def test_paper_noise_is_below_the_noise_floor():
     paper = np.clip(rectangle(ink=0.15, background=0.9) + rng.normal(0, 0.01, (60, 80)), 0, 1)
     a = ip.ink_map(paper)
     assert (a[rectangle() == 0] == 0).mean() > 0.999
-    assert a[rectangle() == 1].min() > 0.8
+    inside = rectangle() == 1
+    for r, c in [(10, 20), (10, 31), (39, 20), (39, 31)]:
+        inside[r, c] = False  # the denoising median rounds a block's four corner pixels off
+    assert a[inside].min() > 0.8
 
 
 def test_specks_are_dropped_and_the_pieces_of_a_digit_are_kept():
