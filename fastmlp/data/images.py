@@ -82,10 +82,10 @@ def to_grey(pixels: np.ndarray) -> np.ndarray:
     ``pixels``: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA (also (H, W, 2): grey and
     alpha); bool, or integers or floats of any width, scaled by the range their values follow
     (:func:`pixel_scale`: within [0, 1] as they are, within 255 as 8 bits, within 65535 as 16
-    bits, so a float picture of 0..1 reads as its 8-bit copy does). Colour becomes luma ``0.299 R + 0.587 G + 0.114 B``. With alpha ``A``, the
-    image is laid over a plain background ``b``, ``g = A L + (1 - A) b``, where ``b`` is white
-    when the opaque pixels are dark on average and black otherwise (a drawing on a transparent
-    canvas stays visible).
+    bits, so a float picture of 0..1 reads as its 8-bit copy does). Colour becomes luma
+    ``0.299 R + 0.587 G + 0.114 B``. With alpha ``A``, the image is laid over a plain
+    background ``b``, ``g = A L + (1 - A) b``, where ``b`` is white when the opaque pixels are
+    dark on average and black otherwise (a drawing on a transparent canvas stays visible).
     """
     a = np.asarray(pixels)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)) or a.size == 0:
