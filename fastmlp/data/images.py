@@ -5,13 +5,15 @@ bounding box, scaled to fit a 20x20 box keeping the aspect ratio (anti-aliased, 
 levels), then placed in a 28x28 field so that its centre of mass lies at the centre. Ink is
 bright (1) on a black (0) background. :func:`mnist_like` does the same to any picture:
 
-1. grey levels ``g`` in [0, 1] (:func:`to_grey`: colour by ITU-R 601 luma, transparency over
-   a background that contrasts with the drawing);
-2. ink ``a`` in [0, 1] (:func:`ink_map`): the background level ``g_bg`` is the median of the
-   image's border; ink is whichever side of it (darker or lighter) holds more of the
-   deviation ``|g - g_bg|``, so dark-on-light, light-on-dark and grey backgrounds all work;
-   ``a = |g - g_bg| / max |g - g_bg|``, then a noise floor ``t`` is removed:
-   ``a <- max(a - t, 0) / (1 - t)``;
+1. grey levels ``g`` in [0, 1] (:func:`to_grey`: pixels scaled by the range their values
+   follow, so 8-bit, 16-bit and float pictures alike; colour by ITU-R 601 luma,
+   transparency over a background that contrasts with the drawing);
+2. ink ``a`` in [0, 1] (:func:`ink_map`): the paper ``g_bg`` is a smooth surface fitted to
+   the image's border (:func:`background`: even or uneven light), and a noisy photograph is
+   median-filtered first; ink is whichever side of the paper (darker or lighter) holds more
+   of the deviation ``|g - g_bg|`` clear of the noise, so dark-on-light, light-on-dark and
+   grey backgrounds all work; ``a = |g - g_bg| / max |g - g_bg|``, then a noise floor ``t``
+   is removed: ``a <- max(a - t, 0) / (1 - t)``;
 3. drop specks (pieces holding under 2% of the largest piece's ink: :func:`drop_specks`),
    then crop to the bounding box of ``a > 0.1`` (:func:`ink_box`);
 4. strokes thinner than MNIST's (relative to the digit's height) are thickened to about
