@@ -107,7 +107,7 @@ def to_grey(pixels: np.ndarray) -> np.ndarray:
         return x
     channels = x.shape[2]
     colour = x[..., :3] if channels >= 3 else x[..., :1]
-    luma = colour @ np.array([0.299, 0.587, 0.114]) if channels >= 3 else colour[..., 0]
+    luma = 0.299 * colour[..., 0] + 0.587 * colour[..., 1] + 0.114 * colour[..., 2] if channels >= 3 else colour[..., 0]
     if channels in (2, 4):
         alpha = x[..., -1]
         opaque = alpha.sum()
@@ -165,8 +165,11 @@ def background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     design = np.stack([t[frame] for t in terms], axis=1)
     keep = np.ones(len(values), bool)
     for _ in range(3):
-        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-        residual = values - design @ coef
+        # The normal equations by einsum, not lstsq: BLAS threads cost more than this small fit.
+        rows = design[keep]
+        gram = np.einsum("ni,nj->ij", rows, rows) + 1e-12 * np.eye(design.shape[1])
+        coef = np.linalg.solve(gram, np.einsum("ni,n->i", rows, values[keep]))
+        residual = values - np.einsum("ni,i->n", design, coef)
         sigma = 1.4826 * float(np.median(np.abs(residual[keep])))
         keep = np.abs(residual) <= max(3 * sigma, 0.004)  # 0.004: about one 8-bit level
         if keep.sum() < 6 * design.shape[1]:
