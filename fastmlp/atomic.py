@@ -4,15 +4,25 @@ A reader (or a crash, or a power cut) never sees a half-written file, and an exi
 replaced only once the new one is complete and on disk. Temporary files are named
 ``.NAME.XXXX.tmp.SUFFIX`` beside their target; :func:`remove_stale_temporaries` clears the
 ones a killed process left behind.
+
+Only regular files are written (:func:`write_target`): a path naming a folder, a device
+(``/dev/null``), a named pipe or a socket is refused with one :class:`~fastmlp.errors.UsageError`
+line before anything is written, since replacing it by a file would destroy it. A symbolic
+link is followed: the file it points to is replaced (atomically, the temporary file in that
+file's folder) and the link stays as it is; a link to anything but a regular file or a new
+name is refused like its target, and a link that loops is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UsageError
 
 
 def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -29,17 +39,66 @@ def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
         os.close(fd)
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def write_target(target: str | os.PathLike) -> Path:
+    """The path a write to ``target`` replaces: ``target``, or the file a symbolic link leads to.
+
+    Raises :class:`UsageError` (one line naming ``target``) when that is not a regular file or a
+    new name: a folder (also a name ending in ``/``), a device, a named pipe, a socket, a link
+    that loops. Only a check: the file is not opened.
+    """
+    shown = os.fspath(target)
+    if isinstance(shown, bytes):
+        shown = os.fsdecode(shown)
+    if shown.endswith(("/", os.sep)):
+        raise UsageError(f"{shown}: names a folder; give a file name to write")
+    path = Path(shown)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+        if path.is_symlink():
+            raise UsageError(f"{shown}: a symbolic link that loops; give a file name to write")
+        shown = f"{shown} (a link to {path})"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return path  # a new file: its folder is made, or its absence reported, as it is written
+    except OSError:
+        return path  # e.g. a folder that cannot be searched: writing will say so
+    for is_kind, kind in _KINDS:
+        if is_kind(mode):
+            if kind == "a folder":
+                raise UsageError(f"{shown}: is a folder; give a file name to write")
+            raise UsageError(f"{shown}: is {kind}, not a regular file; fastmlp writes only regular files, "
+                             f"replacing them whole")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{shown}: is not a regular file; fastmlp writes only regular files")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; fsync it and rename it onto ``target`` on success."""
-    target = Path(target)
+    """Yield a temporary path beside ``target``; fsync it and rename it onto ``target`` on success.
+
+    ``target`` is checked first (:func:`write_target`: only a regular file or a new name; a
+    symbolic link is followed), and again just before the rename. A replaced file's
+    permissions are kept; a new file's follow the umask.
+    """
+    target = write_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file normally follows the umask
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()  # mkstemp makes 0600; a new file normally follows the umask
+    os.chmod(tmp, mode)
     try:
         yield Path(tmp)
         _fsync_path(tmp)
+        write_target(target)  # what stood there may have changed while the file was written
         os.replace(tmp, target)
         _fsync_path(target.parent, directory=True)
     finally:

@@ -5,6 +5,9 @@ them: a ``7`` is a bar and a diagonal, a ``4`` is open at the top, a ``1`` is on
 :class:`Hand` gives the writing its slant, size, pen width, wobble and place on the page;
 :func:`draw_digit` renders it with Pillow's ImageDraw, supersampled 4x and averaged down so
 the edges are soft like a scan, in dark ink on off-white paper with a little noise.
+
+:func:`photograph` turns an MNIST digit into a photo of it on paper: dark ink on a light,
+grainy page lit unevenly, larger than MNIST's and anywhere on the page.
 """
 
 from __future__ import annotations
@@ -107,4 +110,28 @@ def draw_digit(digit: int, hand: Hand, supersample: int = 4) -> np.ndarray:
             draw.ellipse((px - r, py - r, px + r, py + r), fill=0)
     a = np.asarray(img, dtype=np.float64).reshape(page_h, k, page_w, k).mean(axis=(1, 3)) / 255
     grey = hand.ink + (hand.paper - hand.ink) * a + rng.normal(0, 3, a.shape)
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+
+
+def photograph(digit: np.ndarray, rng: np.random.Generator, *, scale: int = 3, page: tuple[int, int] = (160, 220),
+               paper: tuple[float, float] = (190, 235), ink: tuple[float, float] = (20, 80),
+               gradient: tuple[float, float] = (20, 60), noise: tuple[float, float] = (3, 8)) -> np.ndarray:
+    """An MNIST ``digit`` (28x28 uint8, ink bright) as a photo: uint8 (H, W) grey of a ``page``.
+
+    The digit is scaled ``scale`` times (bicubic) and put at a random place on the page, in
+    dark ink on light paper. Each range is drawn from uniformly per photo: the paper's and the
+    ink's grey levels, the light's gradient (grey levels from one side of the page to the
+    other, in a random direction), and the paper's grain (Gaussian noise, its sd in grey levels).
+    """
+    side = 28 * scale
+    big = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
+    height, width = page
+    a = np.zeros(page)
+    top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+    a[top:top + side, left:left + side] = np.clip(big, 0, 1)
+    p, k = rng.uniform(*paper), rng.uniform(*ink)
+    y, x = np.mgrid[:height, :width]
+    angle = rng.uniform(0, 2 * np.pi)
+    light = (np.cos(angle) * (x / width - 0.5) + np.sin(angle) * (y / height - 0.5)) * rng.uniform(*gradient)
+    grey = p + light - (p - k) * a + rng.normal(0, rng.uniform(*noise), a.shape)
     return np.clip(np.round(grey), 0, 255).astype(np.uint8)

@@ -16,7 +16,9 @@ The network, for ``X`` (n, d) and K outputs::
 ``s`` is the model's input scale: 1 for a model fitted here, 1/255 for one trained by ``fastmlp
 train`` on pixels (:func:`fastmlp.interop.persist.load`). ``coefs_[l]`` is (n_l, n_{l+1}) as in scikit-learn: the
 transpose of the engine's ``W``; ``coefs_`` and ``intercepts_`` are views into the one float32
-parameter buffer the engine trains and predicts with. Each mini-batch of m rows with weights
+parameter buffer the engine trains and predicts with, so editing them in place, or assigning
+new arrays of the same shapes to them or to their items (copied into the buffer as float32),
+changes what the estimator predicts, saves and exports (:class:`LayerArrays`). Each mini-batch of m rows with weights
 ``w_i`` (1 without ``sample_weight``) minimises scikit-learn's loss, ``sum_i w_i l_i / sum w +
 alpha / (2 sum w) * sum_l ||coefs_[l]||^2``, then takes one Adam step with
 ``learning_rate_init * lr_decay ** (epoch - 1)``.
@@ -36,7 +38,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..config import RULES, TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..training.model import MLP
 from ..training.train import Trainer, TrainingDiverged
 
@@ -58,6 +60,65 @@ def glorot_init(model: MLP, rng: np.random.Generator) -> None:
         bound = np.sqrt(6.0 / (fan_in + fan_out))
         W[...] = rng.uniform(-bound, bound, (fan_in, fan_out)).T
         b[...] = rng.uniform(-bound, bound, fan_out)
+
+
+class LayerArrays(list):
+    """``coefs_`` or ``intercepts_`` of a fitted estimator: one array a layer, each a view into the
+    estimator's flat float32 parameter buffer.
+
+    Editing an array in place (``clf.coefs_[0][:] = 0``) edits the network. Assigning to an
+    item (``clf.coefs_[0] = W``, also a slice) copies the new array into the buffer, after the
+    checks of :func:`checked_layer`; the list keeps its views. Its length is the network's
+    depth: ``append``, ``del`` and the like raise ``TypeError``. A copy or a pickle of it is a
+    plain list.
+    """
+
+    def __init__(self, views: list[np.ndarray], name: str):
+        super().__init__(views)
+        self.name = name
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            positions = range(len(self))[index]
+            values = list(value)
+            if len(values) != len(positions):
+                raise ModelError(f"{self.name}: {len(values)} arrays given for {len(positions)} layers; the "
+                                 f"fitted network's depth is fixed")
+            checked = [checked_layer(v, list.__getitem__(self, i).shape, f"{self.name}[{i}]")
+                       for i, v in zip(positions, values)]
+            for i, v in zip(positions, checked):
+                np.copyto(list.__getitem__(self, i), v)
+            return
+        view = list.__getitem__(self, index)
+        i = range(len(self))[index]
+        np.copyto(view, checked_layer(value, view.shape, f"{self.name}[{i}]"))
+
+    def _fixed_length(self, *args, **kwargs):
+        raise TypeError(f"{self.name} holds one array per layer of the fitted network; its length cannot change")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _fixed_length
+    __delitem__ = __iadd__ = __imul__ = _fixed_length
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
+def checked_layer(value, shape: tuple, name: str) -> np.ndarray:
+    """``value`` as a fresh float32 array for a layer array of ``shape``; :class:`ModelError` (one
+    line naming ``name``) when it is not real numbers of exactly that shape, finite in float32."""
+    try:
+        a = np.asarray(value)
+    except ValueError:
+        raise ModelError(f"{name} must be an array of shape {shape}; got a ragged sequence") from None
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ModelError(f"{name} must hold real numbers (integers or floats); got {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ModelError(f"{name} must have shape {tuple(shape)}, the fitted network's; got {a.shape}")
+    with np.errstate(over="ignore"):
+        out = np.array(a, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ModelError(f"{name} has values that are NaN or infinite (or beyond float32's range)")
+    return out
 
 
 class MLPBase(BaseEstimator):
@@ -356,6 +417,41 @@ class MLPBase(BaseEstimator):
         return self.network_.rows_logits(X)
 
     @property
+    def coefs_(self) -> LayerArrays:
+        """The weights, ``coefs_[l]`` (n_l, n_{l+1}): views into the parameter buffer (:class:`LayerArrays`)."""
+        return self._layer_arrays("coefs_")
+
+    @coefs_.setter
+    def coefs_(self, value) -> None:
+        self._assign_layers("coefs_", value)
+
+    @property
+    def intercepts_(self) -> LayerArrays:
+        """The biases, ``intercepts_[l]`` (n_{l+1},): views into the parameter buffer (:class:`LayerArrays`)."""
+        return self._layer_arrays("intercepts_")
+
+    @intercepts_.setter
+    def intercepts_(self, value) -> None:
+        self._assign_layers("intercepts_", value)
+
+    def _layer_arrays(self, name: str) -> LayerArrays:
+        if "_params" not in vars(self):  # unfitted: no such attribute, as scikit-learn has it
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        layers = MLP(self._sizes, self._params).layers()
+        return LayerArrays([W.T for W, _ in layers] if name == "coefs_" else [b for _, b in layers], name)
+
+    def _assign_layers(self, name: str, value) -> None:
+        """Copy a new list of arrays into the buffer, all checked before any is written."""
+        if "_params" not in vars(self):
+            raise ModelError(f"{name} can be assigned on a fitted estimator only (its arrays are copied into the "
+                             f"network's parameters): fit it, or load a model file, first")
+        current = self._layer_arrays(name)
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            got = f"{len(value)} arrays" if isinstance(value, (list, tuple)) else type(value).__name__
+            raise ModelError(f"{name} must be a list of {len(current)} arrays, one a layer; got {got}")
+        current[:] = value
+
+    @property
     def network_(self) -> MLP:
         """The fitted network as the engine holds it (its parameters are ``coefs_`` and ``intercepts_``)."""
         check_is_fitted(self)
@@ -401,10 +497,9 @@ class MLPBase(BaseEstimator):
     # ------------------------------------------------------------------ state
 
     def _set_fitted_shape(self) -> None:
-        """The views and shape attributes that follow from ``_sizes`` and ``_params``."""
-        layers = MLP(self._sizes, self._params).layers()
-        self.coefs_ = [W.T for W, _ in layers]
-        self.intercepts_ = [b for _, b in layers]
+        """The shape attributes that follow from ``_sizes`` (``coefs_`` and ``intercepts_`` are views
+        made when asked for)."""
+        MLP(self._sizes, self._params)  # checks that the buffer fits the sizes
         self.n_layers_ = len(self._sizes)
         self.n_outputs_ = self._sizes[-1]
         self.out_activation_ = self._out_activation
@@ -413,11 +508,12 @@ class MLPBase(BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        state.pop("coefs_", None)  # views into _params: rebuilt on load, so they stay views
+        state.pop("coefs_", None)  # views into _params, made when asked for
         state.pop("intercepts_", None)
         return state
 
     def __setstate__(self, state):
+        state = {k: v for k, v in state.items() if k not in ("coefs_", "intercepts_")}  # an older pickle's lists
         super().__setstate__(state)
         if "_params" in state:
             self._set_fitted_shape()
