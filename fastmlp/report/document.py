@@ -248,7 +248,7 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$",
 #: compiling them all (tests/test_report.py).
 _TYPESET = ("00A0-00A1 00AD 00B8 00BF-00CF 00D1-00D6 00D8-00DD 00DF-00EF 00F1-00F6 00F8-00FD 00FF-0103 0106-010F "
             "0112-0117 011A-0125 0128-012D 0130-0137 0139-013E 0141-0148 014C-0165 0168-0171 0174-017E 01C4-01D4 "
-            "01E2-01E3 01E6-01E9 01F0 01F4-01F5 0218-021B 0232-0233 0237 200C 2010-2015 2018-2019 201C-201D 2026")
+            "01E2-01E3 01E6-01E9 01F0 01F4-01F5 0218-021B 0232-0233 0237 2010-2015 2018-2019 201C-201D 2026")
 LATEX_TEXT = frozenset(chr(c) for part in _TYPESET.split()
                        for c in range(int(part[:4], 16), int(part[-4:], 16) + 1))
 #: The 24 letters of the Greek alphabet (Unicode spells lambda LAMDA), and the capitals that look

@@ -4,8 +4,10 @@ Values
     A value without ``://`` is the path of an SQLite file, taken literally: ``exp?1.db`` and
     ``my%41.db`` are file names, not URL syntax. Anything else is an SQLAlchemy URL, parsed by
     SQLAlchemy's ``make_url``; in its user info everything up to the last ``@`` before the host is
-    the user and password, so a password may hold an unescaped ``@``. An in-memory SQLite
-    database is refused: nothing in it outlives the command.
+    the user and password, so a password may hold an unescaped ``@``. A URL with an ``@`` after
+    that (in the host, database or query) is refused, showing nothing past the user name: its
+    password may also hold a ``/`` or ``?``, and where it ends cannot be told (``%40`` writes an
+    ``@``). An in-memory SQLite database is refused: nothing in it outlives the command.
 
 Secrets
     A URL carries secrets in its user info (``user:PASSWORD@host``) and in query parameters whose
@@ -95,15 +97,41 @@ def _userinfo_fixed(text: str) -> str:
     return f"{scheme}://{user.replace('@', '%40')}{colon}{password.replace('@', '%40')}@{rest[last + 1:]}"
 
 
-def make_url(text: str):
-    """SQLAlchemy's URL of ``text`` (a URL, not a path); StorageError, the secrets hidden, when it is none."""
+def _parsed(text: str):
+    """SQLAlchemy's reading of the URL ``text`` (its user info fixed), or None when it has none."""
     from sqlalchemy.engine import make_url as sqlalchemy_make_url
     from sqlalchemy.exc import ArgumentError
     try:
         return sqlalchemy_make_url(_userinfo_fixed(str(text)))
     except (ArgumentError, ValueError, TypeError):
+        return None
+
+
+def _ambiguous(text: str) -> bool:
+    """True when an ``@`` is left after the user info (in the host, database or query): the password
+    may hold a ``/`` or ``?`` as well as an ``@``, and where it ends cannot be told."""
+    rest = _userinfo_fixed(str(text)).partition("://")[2]
+    first = -1 if rest.startswith("/") else rest.find("@")
+    return first >= 0 and "@" in rest[first + 1:]
+
+
+def _user_only(text: str) -> str:
+    """``scheme://user:***@...``: all a URL with an ambiguous user info may show."""
+    scheme, _, rest = str(text).partition("://")
+    return f"{scheme}://{rest.split(':', 1)[0].split('@', 1)[0]}:***@..."
+
+
+def make_url(text: str):
+    """SQLAlchemy's URL of ``text`` (a URL, not a path); StorageError, the secrets hidden, when it is none."""
+    url = _parsed(text)
+    if url is None:
         raise StorageError(f"not a storage URL: {redact(text, text)} (expected a file path, or a URL such as "
-                           f"sqlite:///runs/search.db or postgresql://user@host/database)") from None
+                           f"sqlite:///runs/search.db or postgresql://user@host/database)")
+    if _ambiguous(text):
+        raise StorageError(f"not a storage URL: {_user_only(text)}: an @ comes after the user info (in the host, "
+                           f"database or query), so where the password ends is unclear; write an @, / or ? of the "
+                           f"password as %40, %2F, %3F")
+    return url
 
 
 def is_secret_key(name: str) -> bool:
@@ -111,17 +139,18 @@ def is_secret_key(name: str) -> bool:
 
 
 def _secrets(text: str) -> set[str]:
-    """The password and secret query values of the URL ``text``, as parsed by SQLAlchemy and by urllib
-    (for a URL SQLAlchemy refuses), decoded and as written."""
-    from sqlalchemy.engine import make_url as sqlalchemy_make_url
+    """The password and secret query values of the URL ``text``, decoded and as written, as SQLAlchemy
+    and urllib read them, and the longest password it may hold (up to its last ``@``)."""
     found: set[str] = set()
     fixed = _userinfo_fixed(str(text))
-    with contextlib.suppress(Exception):  # not a URL SQLAlchemy reads: urllib's reading below
-        url = sqlalchemy_make_url(fixed)
+    url = _parsed(text)
+    if url is not None:
         found.add(str(url.password or ""))
         for key, value in url.query.items():
             if is_secret_key(key):
                 found.update((value,) if isinstance(value, str) else value)
+    if url is None or _ambiguous(text):  # a password may run up to the last @
+        found.add(str(text).partition("://")[2].rpartition("@")[0].partition(":")[2])
     with contextlib.suppress(ValueError):
         split = urlsplit(fixed)
         for password in (split.password, urlsplit(str(text)).password):
@@ -166,10 +195,11 @@ def display_url(url: str) -> str:
     text = str(url)
     if is_path(text):
         return f"sqlite:///{text}"
-    try:
-        parsed = make_url(text)
-    except StorageError:
+    parsed = _parsed(text)
+    if parsed is None:
         return redact(text, text)
+    if _ambiguous(text):
+        return _user_only(text)
     if parsed.get_backend_name() == "sqlite":  # a file name, shown as it was written (no %-escapes)
         return f"{parsed.drivername}:///{parsed.database or ''}"
     marker = "fastmlp-hidden-value"  # rendered unescaped, then replaced: SQLAlchemy would escape "***"
