@@ -344,7 +344,7 @@ def cmd_search(args) -> int:
     if args.status:
         from .search.study import load_study, open_storage, summary
         with storage_errors(args.storage):
-            print(summary(load_study(open_storage(args.storage, heartbeat=False, create=False), args.study_name)))
+            print(summary(load_study(open_storage(args.storage, heartbeat=False, read_only=True), args.study_name)))
         return 0
     with storage_errors(args.storage):
         settings = _search_settings(args)

@@ -16,7 +16,8 @@ optuna = import_extra("optuna", "search")  # the search extra: without it this m
 
 from fastmlp.errors import ConfigError, StorageError  # noqa: E402
 from fastmlp.search import study as studymod  # noqa: E402
-from fastmlp.search.study import display_url, open_storage, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
+from fastmlp.search.storage import display_url, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
+from fastmlp.search.study import open_storage  # noqa: E402
 
 quiet_optuna()
 

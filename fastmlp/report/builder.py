@@ -97,13 +97,14 @@ def collect_rows(study) -> list[TrialRow]:
         if seconds is None and t.duration is not None:
             seconds = t.duration.total_seconds()
         epochs = t.user_attrs.get("epochs_run", max(t.intermediate_values) if t.intermediate_values else 0)
-        rows.append(TrialRow(t.number, state, trial_val_acc(t), int(epochs), t.user_attrs.get("config"), seconds,
-                             note.strip("; "), dict(t.intermediate_values)))
+        config = t.user_attrs.get("config") if isinstance(t.user_attrs.get("config"), dict) else None
+        rows.append(TrialRow(t.number, state, trial_val_acc(t), int(epochs), config, seconds, note.strip("; "),
+                             dict(t.intermediate_values)))
     return rows
 
 
 def best_row(rows: list[TrialRow]) -> TrialRow | None:
-    complete = [r for r in rows if r.state == "complete" and r.val_acc is not None]
+    complete = [r for r in rows if r.state == "complete" and r.val_acc is not None and r.config]
     return max(complete, key=lambda r: (r.val_acc, -r.number)) if complete else None
 
 
@@ -519,7 +520,6 @@ def _wrap_command(parts: list[str], width: int = 72) -> list[str]:
     return lines + [line]
 
 
-
 def compile_pdf(tex: Path, log=print) -> Path | None:
     """``pdflatex`` twice (the long table settles its widths) in a temporary folder; None without it."""
     exe = shutil.which("pdflatex")
@@ -559,7 +559,7 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
     ``author`` head the document (by default a title naming the dataset, and no author).
     """
     quiet_optuna()
-    storage = open_storage(storage_url, heartbeat=False, create=False)
+    storage = open_storage(storage_url, heartbeat=False, read_only=True)
     name = pick_study(storage, study_name)
     study = load_study(storage, name)
     rows = collect_rows(study)

@@ -13,6 +13,13 @@ Inline text (:data:`Text`) is a string, an inline node, or a tuple of them:
 * :class:`Ref` points at a figure, table or section by its label (``fig:...``, ``tab:...``,
   ``sec:...``): "Figure 2" in Markdown, ``Figure~\\ref{fig:params}`` in LaTeX.
 
+Characters: the Markdown keeps all of Unicode as it is (control characters aside). The LaTeX
+is for pdflatex with nothing beyond Debian's texlive-latex-base: UTF-8 input and LaTeX's default
+fonts typeset the letters of Latin-1 and most of Latin Extended-A (``Réseau``, ``Łódź``,
+``Straße``: :data:`LATEX_TEXT`), and Greek letters go through math mode; a character they cannot
+typeset (CJK, Cyrillic, an emoji, a control character) is written as its code point in brackets,
+``[U+7814]``, so that it shows, and never silently becomes ``?``.
+
 Blocks: :class:`Paragraph`, :class:`Table`, :class:`Figure`, :class:`CodeBlock` (kept on one
 page with the sentence that leads into it) and :class:`Section` (an appendix when
 ``appendix=True``). Markdown numbers figures, tables and sections itself, in document order,
@@ -21,6 +28,7 @@ as LaTeX does.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 # ----------------------------------------------------------------------------- inline text
@@ -161,15 +169,33 @@ def plain(text: Text) -> str:
 
 # ----------------------------------------------------------------------------- Markdown
 
+def md_text(text: str) -> str:
+    """``text`` for Markdown: Unicode as it is, a line break or tab as a space, another control
+    character as ``[U+XXXX]``."""
+    return "".join(" " if ch in "\n\r\t" else f"[U+{ord(ch):04X}]" if _is_control(ch) else ch for ch in str(text))
+
+
+def md_code(text: str) -> str:
+    """Inline code that may itself hold backticks: fenced by one more than its longest run of them."""
+    text = md_text(text)
+    run = longest = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return md_text(text).replace("|", "\\|")
 
 
 def to_markdown(doc: Document) -> str:
     numbers = doc.number()
 
     def inline(text: Text) -> str:
-        return render_inline(text, text_fn=str, code=lambda c: f"`{c}`", alt=lambda a: a.md,
+        return render_inline(text, text_fn=md_text, code=md_code, alt=lambda a: a.md,
                              strong=lambda t: f"**{inline(t)}**", ref=lambda label: numbers.get(label, "??"))
 
     def block(b) -> list[str]:
@@ -188,9 +214,9 @@ def to_markdown(doc: Document) -> str:
             return lines + [""]
         raise TypeError(f"not a block: {b!r}")
 
-    lines = [f"# {doc.title}", ""]
+    lines = [f"# {md_text(doc.title)}", ""]
     if doc.author or doc.date:
-        lines += [" · ".join(x for x in (doc.author, doc.date) if x), ""]
+        lines += [" · ".join(md_text(x) for x in (doc.author, doc.date) if x), ""]
     n_sec = n_app = 0
     for b in doc.blocks:
         if isinstance(b, Section):
@@ -216,23 +242,66 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$",
                   "−": "-", "×": r"$\times$", "’": "'", "·": r"$\cdot$", "÷": r"$\div$"}
 
 
+#: The characters beyond ASCII that pdflatex typesets as they are, with UTF-8 input and LaTeX's
+#: default fonts (OT1; no font package): those its ot1enc.dfu and omsenc.dfu define, less the
+#: accents OT1 lacks (the ogonek of ą) and the letters it has not (ð, þ, đ, ŋ). Checked by
+#: compiling them all (tests/test_report.py).
+_TYPESET = ("00A0-00A1 00AD 00B8 00BF-00CF 00D1-00D6 00D8-00DD 00DF-00EF 00F1-00F6 00F8-00FD 00FF-0103 0106-010F "
+            "0112-0117 011A-0125 0128-012D 0130-0137 0139-013E 0141-0148 014C-0165 0168-0171 0174-017E 01C4-01D4 "
+            "01E2-01E3 01E6-01E9 01F0 01F4-01F5 0218-021B 0232-0233 0237 2010-2015 2018-2019 201C-201D 2026")
+LATEX_TEXT = frozenset(chr(c) for part in _TYPESET.split()
+                       for c in range(int(part[:4], 16), int(part[-4:], 16) + 1))
+#: The 24 letters of the Greek alphabet (Unicode spells lambda LAMDA), and the capitals that look
+#: like Latin ones (math mode has no command for those).
+GREEK = ("ALPHA BETA GAMMA DELTA EPSILON ZETA ETA THETA IOTA KAPPA LAMBDA MU NU XI OMICRON PI RHO SIGMA TAU "
+         "UPSILON PHI CHI PSI OMEGA").split()
+GREEK_AS_LATIN = {"ALPHA": "A", "BETA": "B", "EPSILON": "E", "ZETA": "Z", "ETA": "H", "IOTA": "I", "KAPPA": "K",
+                  "MU": "M", "NU": "N", "OMICRON": "O", "RHO": "P", "TAU": "T", "CHI": "X"}
+
+
+def _is_control(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") or ch in "\u2028\u2029"
+
+
+def _greek(ch: str) -> str | None:
+    """A Greek letter (or the micro sign) as pdflatex's math mode writes it, ``$\\lambda$``; else None."""
+    if ch == "\u00b5":
+        return r"$\mu$"
+    name = unicodedata.name(ch, "").replace("LAMDA", "LAMBDA")
+    for prefix, capital in (("GREEK SMALL LETTER ", False), ("GREEK CAPITAL LETTER ", True)):
+        letter = name[len(prefix):] if name.startswith(prefix) else None
+        if letter == "FINAL SIGMA":
+            return r"$\varsigma$"
+        if letter not in GREEK:  # not Greek, or a letter with an accent (tonos, dialytika)
+            continue
+        if capital and letter in GREEK_AS_LATIN:
+            return GREEK_AS_LATIN[letter]
+        return "o" if letter == "OMICRON" else f"$\\{letter.capitalize() if capital else letter.lower()}$"
+    return None
+
+
+def latex_char(ch: str) -> str:
+    """One character for pdflatex: escaped, typeset as it is, a Greek letter in math mode, or
+    ``{[}U+7814{]}`` when it cannot be typeset (the braces keep a ``[`` from reading as an option)."""
+    if ch in LATEX_SPECIALS:
+        return LATEX_SPECIALS[ch]
+    if ch in "\n\r\t":
+        return " "
+    if " " <= ch <= "~" or ch in LATEX_TEXT:
+        return ch
+    return _greek(ch) or f"{{[}}U+{ord(ch):04X}{{]}}"
+
+
 def latex_escape(text: str) -> str:
-    """``text`` safe inside a LaTeX paragraph or table cell (pdflatex, default encoding)."""
-    out = []
-    for ch in str(text):
-        if ch in LATEX_SPECIALS:
-            out.append(LATEX_SPECIALS[ch])
-        elif ord(ch) < 128:
-            out.append(ch)
-        else:
-            out.append("?")
-    return "".join(out)
+    """``text`` safe inside a LaTeX paragraph or table cell: every character through :func:`latex_char`
+    (composed first, so that an ``e`` and a combining accent are one ``é``)."""
+    return "".join(latex_char(ch) for ch in unicodedata.normalize("NFC", str(text)))
 
 
 MARGIN_CM = 2.2
 TEXT_WIDTH = (21.0 - 2 * MARGIN_CM) / 2.54 * 72.27   # pt, A4
 PREAMBLE = [
-    r"\documentclass[11pt,a4paper]{article}",
+    r"\documentclass[11pt,a4paper]{article}", r"\usepackage[utf8]{inputenc}",  # LaTeX's default since 2018
     rf"\usepackage[margin={MARGIN_CM}cm]{{geometry}}", r"\usepackage{float}",
     r"\usepackage{graphicx}", r"\usepackage{longtable}", r"\usepackage{array}", r"\usepackage{booktabs}",
     r"\usepackage[font=small,labelfont=bf]{caption}",
@@ -338,7 +407,7 @@ def to_latex(doc: Document) -> str:
         if isinstance(b, CodeBlock):
             # a minipage cannot break across pages: the lead-in and the code stay together
             return [r"\par\noindent\begin{minipage}{\linewidth}", *([inline(b.lead), ""] if b.lead else []),
-                    r"\small", r"\begin{verbatim}", *(latex_ascii(line) for line in b.lines), r"\end{verbatim}",
+                    r"\small", r"\begin{verbatim}", *(latex_verbatim(line) for line in b.lines), r"\end{verbatim}",
                     r"\end{minipage}", ""]
         if isinstance(b, Table):
             return table(b)
@@ -360,6 +429,7 @@ def to_latex(doc: Document) -> str:
     return "\n".join(lines + [r"\end{document}", ""])
 
 
-def latex_ascii(line: str) -> str:
-    """A verbatim line with anything outside ASCII replaced (pdflatex's verbatim takes bytes)."""
-    return "".join(ch if ord(ch) < 128 else "?" for ch in line)
+def latex_verbatim(line: str) -> str:
+    """A verbatim line: what pdflatex cannot typeset written ``[U+XXXX]`` (as :func:`latex_char` does)."""
+    return "".join(ch if " " <= ch <= "~" or ch in LATEX_TEXT else f"[U+{ord(ch):04X}]"
+                   for ch in unicodedata.normalize("NFC", str(line)))

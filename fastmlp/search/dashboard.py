@@ -13,7 +13,10 @@ and keeps its output:
   object, so the dashboard never sees the URL, and the URL is printed only by
   :func:`fastmlp.search.study.display_url` (password hidden);
 * the server's request log is off, and whatever it or optuna-dashboard writes (an error's
-  traceback, a warning) passes through :func:`fastmlp.search.study.redact` first.
+  traceback, a warning) passes through :func:`fastmlp.search.study.redact` first;
+* the storage is opened read-only (:func:`fastmlp.search.storage.open_rdb`): watching never
+  changes a study, nor creates a table or a file, and a read-only storage file serves. What the
+  page would save (a note, a trial's state) is refused, with one line on the console.
 
 The ``dashboard`` extra installs it: ``pip install 'fastmlp[dashboard]'``.
 """
@@ -37,6 +40,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def require_optuna_dashboard():
     """The ``optuna_dashboard`` module, or a one-line :class:`UsageError` naming the extra to install."""
     return require("optuna_dashboard", "dashboard", "the dashboard")
+
+
+class ReadOnlyNote(logging.Filter):
+    """optuna-dashboard's record of a refused write (its traceback of Optuna's commit error) as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "An exception is raised during the commit" in record.getMessage():
+            record.msg, record.args = ("fastmlp: the dashboard reads the storage only: the change asked for (a note, "
+                                       "a trial's state) was not saved"), ()
+        return True
 
 
 class RedactingStream(io.TextIOBase):
@@ -80,9 +93,10 @@ class Dashboard:
             raise UsageError(f"--port must be in 0..65535; got {port}")
         self.storage_url = url
         self.stderr = RedactingStream(stderr or sys.stderr, url)
-        storage = open_storage(url, heartbeat=False, create=False)
+        storage = open_storage(url, heartbeat=False, read_only=True)
         log = logging.getLogger("optuna_dashboard")  # its modules' records, tracebacks too, reach this handler
         log.handlers = [logging.StreamHandler(self.stderr)]
+        log.handlers[0].addFilter(ReadOnlyNote())
         log.propagate = False
         app = optuna_dashboard.wsgi(storage)
         stream = self.stderr
@@ -114,7 +128,7 @@ class Dashboard:
         it is open to other machines."""
         text = f"dashboard of {display_url(self.storage_url)} at {self.url}"
         if self.host not in LOOPBACK:
-            text += " (open to every machine that reaches this address: anyone there can read and annotate the studies)"
+            text += " (open to every machine that reaches this address: anyone there can read the studies)"
         return text
 
     def serve_forever(self) -> None:

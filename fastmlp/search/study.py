@@ -1,15 +1,17 @@
-"""The study a search fills: its storage, its settings, its best trial, its retries, its sampler and pruner.
+"""The study a search fills: its settings, its best trial, its retries, its sampler and pruner.
 
 Storage
     Trials live in an Optuna RDB storage: an SQLite file by default, any SQLAlchemy URL
-    otherwise (PostgreSQL to share one study between machines). URLs are parsed with
-    SQLAlchemy's ``make_url`` and shown only through :func:`display_url`, which hides the
-    password. A bare path means an SQLite file.
+    otherwise (PostgreSQL to share one study between machines). :mod:`fastmlp.search.storage`
+    reads the ``--storage`` value (a value without ``://`` is a file path, taken literally), hides
+    its secrets wherever it is shown, and opens it for writing or read-only.
 
 Settings
     :class:`SearchSettings` is everything a worker needs. The study keeps the part that defines
-    the search (space, pruner, seed, subset, validation size, dataset), so running the same
-    command again resumes it the same way; flags given again must agree with it.
+    the search (space, pruner, seed, subset, validation size, dataset) in its ``fastmlp_settings``
+    attribute, so running the same command again resumes it the same way; flags given again must
+    agree with it. A study without that attribute was made by another program: fastmlp neither
+    reads it (``--status``, ``report``) nor adds trials to it.
 
 Retries and lost workers
     A trial that did not end on its own (Ctrl-C, the time budget, a worker that stopped sending
@@ -21,30 +23,14 @@ Retries and lost workers
     any machine; :func:`recover_lost_trials` finds, at once, those of this machine whose
     process has ended (a search killed and started again).
 
-Why SQLite is safe for the workers of one machine
-    Optuna's docs warn against SQLite for parallel workers because of its lock errors. Those
-    come from deferred transactions: two processes that both read, then both write, deadlock and
-    one is told "database is locked" at once. Here every SQLite transaction begins with
-    ``BEGIN IMMEDIATE`` (the write lock is taken first and waited for, up to
-    SQLITE_BUSY_TIMEOUT s), so transactions from all workers run one after another and none
-    fails; the tables are created under a lock file, so two searches started together on a new
-    file do not collide. A trial's writes are a few small transactions an epoch, far below what
-    SQLite serializes in a second. (A local file only: SQLite over a network file system is not
-    safe, and several machines should share PostgreSQL.)
-
 Optuna is imported inside the functions that need it, so the command line can read this
 module's constants without loading it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
-import re
 import socket
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +38,11 @@ from typing import Any
 from ..config import RULES, TrainConfig
 from ..errors import ConfigError, StorageError
 from .space import RECIPE, Space, fmt_value
+from .storage import CONNECT_TIMEOUT as CONNECT_TIMEOUT
+from .storage import display_url as display_url
+from .storage import open_rdb, quiet_optuna, storage_lock, storage_url
+from .storage import redact as redact
+from .storage import storage_errors as storage_errors
 
 DEFAULT_STORAGE = "sqlite:///runs/search.db"
 PRUNERS = ("hyperband", "halving", "median", "none")
@@ -61,102 +52,8 @@ MAX_RETRIES = 3             # how often one configuration is queued again after 
 REDUCTION_FACTOR = 3        # Hyperband / successive halving keep 1 trial in 3 at each rung
 
 
-def quiet_optuna():
-    """Import Optuna with its INFO logging and experimental-feature warnings off; returns the module."""
-    import warnings
-
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-# ----------------------------------------------------------------------------- storage URLs
-
-def _make_url(text: str):
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-    try:
-        return make_url(text)
-    except (ArgumentError, ValueError):
-        raise StorageError(f"not a storage URL: {redact(text)} (expected e.g. sqlite:///runs/search.db or "
-                           f"postgresql://user@host/database)") from None
-
-
-def redact(text, url: str | None = None) -> str:
-    """``text`` with any password written in a URL (``scheme://user:PASSWORD@host``) replaced by ``***``."""
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(text))
-    if url is not None and "://" in str(url):
-        try:
-            password = _make_url(url).password
-        except StorageError:
-            password = None
-        if password:
-            text = text.replace(str(password), "***")
-    return text
-
-
-def storage_url(text: str) -> str:
-    """The SQLAlchemy URL of a ``--storage`` value, password included; a bare path is an SQLite file.
-
-    ``postgresql://`` without a driver gets psycopg (3) when it is installed, else psycopg2.
-    """
-    text = str(text)
-    if "://" not in text:
-        return f"sqlite:///{text}"
-    url = _make_url(text)
-    if url.drivername == "postgresql":
-        if importlib.util.find_spec("psycopg") is not None:
-            url = url.set(drivername="postgresql+psycopg")
-        elif importlib.util.find_spec("psycopg2") is None:
-            raise StorageError(f"{display_url(text)}: no PostgreSQL driver is installed "
-                               f"(pip install 'fastmlp[postgres]')")
-    return url.render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def storage_errors(url: str) -> Iterator[None]:
-    """Inside the block, a storage whose tables are damaged, or that is not an Optuna storage,
-    is one :class:`StorageError` line, not a traceback from deep inside Optuna or SQLAlchemy."""
-    import optuna
-    import sqlalchemy.exc
-    try:
-        yield
-    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        cause = exc.__cause__ or exc
-        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise StorageError(f"{display_url(url)}: the storage is damaged or is not a fastmlp search storage "
-                           f"({first})") from None
-
-
-def _epochs_text(n) -> str:
-    return "? epochs" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
-
-
-def display_url(url: str) -> str:
-    """``url`` safe to print: the password hidden."""
-    text = str(url) if "://" in str(url) else f"sqlite:///{url}"
-    try:
-        parsed = _make_url(text)
-    except StorageError:
-        return redact(text)
-    if parsed.get_backend_name() == "sqlite":  # a file name, shown as it was written (no %-escapes)
-        return f"{parsed.drivername}:///{parsed.database or ''}"
-    return parsed.render_as_string(hide_password=True)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of an SQLite URL (None for other databases or in-memory SQLite)."""
-    parsed = _make_url(url if "://" in str(url) else f"sqlite:///{url}")
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
-
-
 # ----------------------------------------------------------------------------- opening
 
-CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
-SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
 HEARTBEAT_INTERVAL = 10     # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30           # a RUNNING trial without a heartbeat for this long is stale
 
@@ -173,111 +70,18 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, 3 * interval
 
 
-def open_storage(url: str, *, heartbeat: bool = True, create: bool = True):
-    """An Optuna RDBStorage for ``url``; with ``heartbeat``, lost workers' trials are failed and retried.
+def open_storage(url: str, *, heartbeat: bool = True, read_only: bool = False):
+    """An Optuna RDBStorage for the ``--storage`` value ``url`` (:func:`fastmlp.search.storage.open_rdb`).
 
-    Every failure to open it (no driver, a bad URL, a server that does not answer or refuses the
-    login, no such database) is one :class:`StorageError` line, with the password hidden.
+    With ``heartbeat``, lost workers' trials are failed and retried. ``read_only`` (the questions:
+    ``--status``, ``report``, ``dashboard``): nothing is written or created, and the storage must
+    already hold Optuna's tables. Every failure is one :class:`StorageError` line, secrets hidden.
     """
-    optuna = quiet_optuna()
-    url = storage_url(url)
-    path = sqlite_path(url)
-    if path is not None:
-        if not create and not path.exists():
-            raise StorageError(f"{path}: no search storage here; run `fastmlp search` first (or give --storage)")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"{path.parent}: cannot create the storage's folder ({exc.strerror})") from None
-    backend = _make_url(url).get_backend_name()
     kwargs: dict[str, Any] = {}
-    if backend == "sqlite":
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    elif backend == "postgresql":
-        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
-    if heartbeat:
+    if heartbeat and not read_only:
         interval, grace = heartbeat_settings()
         kwargs.update(heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry_trial)
-    try:
-        with storage_lock(url):  # two processes creating the tables at once would collide
-            storage = optuna.storages.RDBStorage(url, **kwargs)
-    except ImportError as exc:
-        cause = exc.__cause__ or exc
-        raise StorageError(f"{display_url(url)}: the database driver is not installed ({redact(cause, url)}); "
-                           f"for PostgreSQL: pip install 'fastmlp[postgres]'") from None
-    except StorageError:
-        raise
-    except Exception as exc:  # sqlalchemy errors: unreachable server, wrong password, not a database
-        raise StorageError(f"cannot open the storage {display_url(url)}: {first_line(exc, url)}") from None
-    if backend == "sqlite":
-        _serialize_sqlite(storage.engine)
-    return storage
-
-
-def first_line(exc: BaseException, url: str) -> str:
-    """The first line of a database error, without SQLAlchemy's class prefix, the password hidden."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return redact(re.sub(r"^\([\w.]+\)\s*", "", first), url)
-
-
-def _serialize_sqlite(engine) -> None:
-    """Every SQLite transaction takes the write lock when it begins (``BEGIN IMMEDIATE``).
-
-    With SQLite's default deferred transactions, two processes that both read and then both try
-    to write deadlock, and SQLite answers one of them "database is locked" at once, whatever the
-    busy timeout. Taken at BEGIN, the lock is waited for (up to SQLITE_BUSY_TIMEOUT), so
-    transactions from any number of processes run one after another. (SQLAlchemy's recipe for
-    pysqlite: the driver's own BEGIN off, ours on the ``begin`` event.)
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_driver_begin(dbapi_connection, record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners go
-
-
-@contextlib.contextmanager
-def storage_lock(url: str, name: str = "") -> Iterator[None]:
-    """A lock shared by every process of every machine on ``url`` (and ``name``).
-
-    SQLite: an ``flock`` on the file ``<database>.lock`` beside it (never on the database file
-    itself: closing any descriptor of it would drop SQLite's own locks). PostgreSQL: an advisory
-    lock held by a connection of its own, which the server releases if the holder dies. Other
-    databases: no lock.
-    """
-    path = sqlite_path(url)
-    if path is not None:
-        import fcntl
-        with open(path.with_name(path.name + ".lock"), "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-    elif _make_url(url).get_backend_name() == "postgresql":
-        import sqlalchemy
-        key = zlib.crc32(f"fastmlp:{name}".encode())
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
-                                          connect_args={"connect_timeout": CONNECT_TIMEOUT})
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-        finally:
-            engine.dispose()
-    else:
-        yield
+    return open_rdb(url, read_only=read_only, **kwargs)
 
 
 def study_names(storage) -> list[str]:
@@ -286,19 +90,36 @@ def study_names(storage) -> list[str]:
 
 
 def load_study(storage, name: str):
-    """An existing study, or StorageError listing the ones there are."""
+    """An existing study of fastmlp's; StorageError listing the studies there are when there is none
+    of that name, or naming it when another program made it (see :func:`check_ours`)."""
     optuna = quiet_optuna()
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = study_names(storage)
         there = f"studies there: {', '.join(names)}" if names else "the storage holds no study"
         raise StorageError(f"no study named {name!r} ({there})") from None
+    check_ours(study)
+    return study
+
+
+def check_ours(study) -> None:
+    """StorageError unless ``study`` was made by ``fastmlp search``: one objective, maximized, and its
+    settings in the ``fastmlp_settings`` attribute. fastmlp neither reads nor adds to another's study."""
+    optuna = quiet_optuna()
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    if not isinstance(settings, dict) or study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        why = (f"it has no {SETTINGS_ATTR} attribute" if settings is None else
+               f"its {SETTINGS_ATTR} attribute is not a table of settings" if not isinstance(settings, dict) else
+               "it does not maximize one objective")
+        raise StorageError(f"study {study.study_name!r} was not made by fastmlp search ({why}); fastmlp reads and "
+                           f"adds to its own studies only: give another --study-name")
 
 
 def stored_settings(storage, name: str) -> dict | None:
-    """The settings a study was started with, or None when there is no such study yet."""
-    return load_study(storage, name).user_attrs.get(SETTINGS_ATTR, {}) if name in study_names(storage) else None
+    """The settings a study was started with, or None when there is no such study yet (StorageError
+    when the study is another program's)."""
+    return load_study(storage, name).user_attrs[SETTINGS_ATTR] if name in study_names(storage) else None
 
 
 def pick_study(storage, name: str | None) -> str:
@@ -529,6 +350,10 @@ def format_config(config: dict) -> str:
     return text
 
 
+def _epochs_text(n) -> str:
+    return "? epochs" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def summary(study) -> str:
     """The study's counts by state and its best trial, in two lines."""
     trials = study.get_trials(deepcopy=False)
@@ -542,8 +367,10 @@ def summary(study) -> str:
     text += ")"
     best = best_trial(trials)
     if best is not None:
+        config = best.user_attrs.get("config")
         text += (f"\nbest: trial {best.number}, validation accuracy {100 * best.value:.2f}% after "
-                 f"{_epochs_text(best.user_attrs.get('epochs_run'))}: {format_config(best.user_attrs['config'])}")
+                 f"{_epochs_text(best.user_attrs.get('epochs_run'))}"
+                 + (f": {format_config(config)}" if isinstance(config, dict) else " (its configuration is not recorded)"))
     return text
 
 

@@ -467,12 +467,14 @@ def check_data(settings: SearchSettings, space: Space, dataset) -> int:
 
 
 def create_study(storage, settings: SearchSettings):
-    """The study, created or loaded, with this run's settings stored in it."""
+    """The study, created (or loaded, when it is fastmlp's), with this run's settings stored in it;
+    StorageError for a study of that name made by another program, which is left untouched."""
     optuna = quiet_optuna()
-    study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
-                                load_if_exists=True)
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise ConfigError(f"study {settings.study_name!r} minimizes its objective; it is not a fastmlp search")
+    if settings.study_name in study_names(storage):
+        study = load_study(storage, settings.study_name)
+    else:  # load_if_exists: another search may create it at the same moment
+        study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
+                                    load_if_exists=True)
     study.set_user_attr(SETTINGS_ATTR, settings.stored())
     study.set_metric_names([OBJECTIVE_NAME])  # the dashboard's name for the objective
     return study
@@ -492,6 +494,8 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
     space = settings.space_obj()
     storage = open_storage(settings.storage)
     existing = settings.study_name in study_names(storage)
+    if existing:
+        load_study(storage, settings.study_name)  # another program's study: refused before the data loads
     given = dataset  # an in-memory dataset goes to the worker processes too; else each loads its own
     if dataset is None:
         dataset = load_dataset(settings.dataset, settings.data_dir, verify=settings.verify, download=True)
@@ -549,7 +553,7 @@ class WorkerError(UserError):
 
 
 def _final_summary(settings: SearchSettings, t0: float) -> str:
-    study = load_study(open_storage(settings.storage, heartbeat=False), settings.study_name)
+    study = load_study(open_storage(settings.storage, heartbeat=False, read_only=True), settings.study_name)
     first, _, rest = summary(study).partition("\n")
     return f"{first}; this run took {format_duration(time.time() - t0)}" + (f"\n{rest}" if rest else "")
 
