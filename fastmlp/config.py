@@ -15,6 +15,7 @@ import difflib
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -364,12 +365,18 @@ def toml_value(v) -> str:
 def read_table(path: str | os.PathLike, what: str) -> dict:
     """The table of a TOML file, or the object of a JSON one (``.json``), read as UTF-8 text.
 
-    ``what`` names the kind of file in the messages: every problem (no such file, not UTF-8,
-    not valid TOML or JSON, not a table) is one :class:`ConfigError` line naming the file.
+    ``what`` names the kind of file in the messages: every problem (no such file, not a regular
+    file, not UTF-8, not valid TOML or JSON, not a table) is one :class:`ConfigError` line naming
+    the file. A named pipe or a device is refused at once, not waited on or read without end.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: the {what} is not a regular file")
+            os.set_blocking(fd, True)
+            text = fh.read().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:

@@ -149,9 +149,28 @@ def test_a_running_run_holds_its_folder_for_its_whole_life(tmp_path, small):
     assert len(json.loads((out / "history.json").read_text())["epochs"]) == 2
 
 
-def test_a_marker_that_cannot_be_opened_is_one_line(tmp_path, small):
-    (tmp_path / "r" / MARKER).mkdir(parents=True)
+@pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo, lambda p: p.symlink_to(p.parent.parent / "precious")])
+def test_a_marker_that_is_no_plain_file_is_one_line_and_no_link_is_followed(tmp_path, small, make):
+    (tmp_path / "precious").write_text("a person's file")
+    (tmp_path / "r").mkdir()
+    make(tmp_path / "r" / MARKER)
     assert_one_line_error(train_cli(*small, "--out", tmp_path / "r"), MARKER, "cannot lock the run folder")
+    assert (tmp_path / "precious").read_text() == "a person's file"
+
+
+def test_a_named_pipe_for_history_json_does_not_stall_a_resumed_run(previous_run, small):
+    (previous_run / "history.json").unlink()
+    os.mkfifo(previous_run / "history.json")
+    proc = train_cli("--resume", previous_run, "--epochs", "2", "--data-dir", small[1], "--no-verify", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads((previous_run / "history.json").read_text())["epochs"]) == 2
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda p: p.symlink_to("/dev/zero")])
+def test_a_config_file_that_is_a_pipe_or_a_device_is_one_line_at_once(tmp_path, make):
+    make(tmp_path / "settings.toml")
+    assert_one_line_exit_2(["train", "--config", "settings.toml"], tmp_path,
+                           "settings.toml: the configuration file is not a regular file")
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints and models

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import socket
+import stat
 import time
 import zipfile
 import zlib
@@ -115,7 +116,8 @@ class RunFolder:
 
     def _lock(self) -> None:
         marker = self.path / MARKER
-        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        # Never through a link: the marker is truncated and written, which must not reach another file.
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         for _ in range(100):  # each retry follows a run that gave the folder up and removed its marker
             try:
                 try:
@@ -126,6 +128,9 @@ class RunFolder:
                 continue
             except OSError as exc:
                 raise UsageError(f"{marker}: cannot lock the run folder ({describe_os_error(exc)})") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise UsageError(f"{marker}: cannot lock the run folder (not a regular file)")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
