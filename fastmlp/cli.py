@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -62,7 +63,7 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
-    from .cli_train import end_lines, settle, start_lines
+    from .cli_train import end_lines, interrupted_line, settle, start_lines
     from .data.datasets import BackgroundLoad, get_spec
     config, out, origin, note = settle(args)
     if args.print_config:
@@ -70,11 +71,9 @@ def cmd_train(args) -> int:
         return 0
     spec = get_spec(config.dataset)
     config.check_memory(spec.rows * spec.cols, spec.num_classes)
-    from .training.runs import check_writable
-    check_writable(out)  # at once, not after an epoch of training
     limiter = _threads(args.threads)
     data = BackgroundLoad(config.dataset, args.data_dir, verify=not args.no_verify, download=True)
-    from .training.train import Progress, TrainingDiverged, train  # imports Numba while the data load
+    from .training.train import Progress, RunInterrupted, TrainingDiverged, train  # imports Numba while the data load
     for line in start_lines(config, origin, None if args.no_verify else spec.train_images.count) + [note] * bool(note):
         print(line, flush=True)
 
@@ -88,9 +87,8 @@ def cmd_train(args) -> int:
     except TrainingDiverged as exc:
         print(f"fastmlp: error: {exc}; history so far in {out / 'history.json'}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\nfastmlp: interrupted; history and model so far in {out}; continue with "
-              f"fastmlp train --resume {out}", file=sys.stderr)
+    except RunInterrupted as exc:
+        print("\n" + interrupted_line(exc, out), file=sys.stderr)
         return 130
     finally:
         if limiter is not None:
@@ -401,32 +399,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _expand_images(names: list[str]) -> tuple[list[Path], list[str]]:
-    """Each argument as image paths: a folder gives its image files, a glob pattern its matches.
-
-    Returns ``(paths, errors)``; an argument that gives nothing is one error line.
-    """
-    import glob
-
-    from .data.images import IMAGE_SUFFIXES, image_files
-    paths, errors = [], []
-    for name in names:
-        path = Path(name)
-        if path.is_dir():
-            found = image_files(path)
-            if not found:
-                errors.append(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            paths += found
-        elif not path.exists() and any(c in name for c in "*?["):
-            found = sorted(Path(p) for p in glob.glob(name, recursive=True) if Path(p).is_file())
-            if not found:
-                errors.append(f"{name}: no file matches this pattern")
-            paths += found
-        else:
-            paths.append(path)
-    return paths, errors
-
-
 def cmd_predict(args) -> int:
     """``fastmlp predict``: the classes of image files; exit 1 when some could not be read, 2 when none could."""
     require("PIL", "images", "fastmlp predict")
@@ -434,7 +406,7 @@ def cmd_predict(args) -> int:
 
     import numpy as np
 
-    from .data.images import SIDE, load_digit
+    from .data.images import SIDE, expand_image_args, load_digit
     from .errors import ModelError
     from .training.model import MLP
     model, _ = MLP.load(args.model)
@@ -444,7 +416,7 @@ def cmd_predict(args) -> int:
     n_classes = model.sizes[-1]
     if args.top > n_classes:
         raise UsageError(f"--top {args.top} is more than the model's {n_classes} classes")
-    paths, errors = _expand_images(args.images)
+    paths, errors = expand_image_args(args.images)
     for message in errors:
         print(f"fastmlp: error: {message}", file=sys.stderr)
     results, inputs = [], []
@@ -508,26 +480,45 @@ def _check_environment() -> None:
         raise UsageError(f"NUMBA_NUM_THREADS must be a positive integer; got {value!r}")
 
 
+def _printable_streams() -> None:
+    """Let stdout and stderr print any text: where they would raise on a character their encoding lacks (a
+    non-ASCII folder name under ``PYTHONIOENCODING=ascii``, a file name that is not UTF-8), it comes out
+    backslash-escaped. A gentler choice of the locale's (surrogateescape: a file name's bytes as they are) stays."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(AttributeError, ValueError):  # a stream that is not a TextIOWrapper
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _reader_gone() -> int:
+    """The reader of the output went away (``fastmlp train | head -1``): stop quietly, as SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, stream.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     if "numpy" not in sys.modules:  # a command of its own (not main() called by a program that has NumPy)
         from .training.threads import single_threaded_blas
         single_threaded_blas()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _printable_streams()
     try:
-        _check_environment()
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        try:
+            _check_environment()
+            status = args.func(args)
+        except KeyboardInterrupt:
+            print("\nfastmlp: interrupted", file=sys.stderr)
+            status = 130
+        except UserError as exc:
+            print(f"fastmlp: error: {exc}", file=sys.stderr)
+            status = 2
+        sys.stdout.flush()  # here, not at exit, where a reader gone could no longer be handled
+        return status
     except BrokenPipeError:
-        # The reader went away (`fastmlp evaluate ... | head -1`): stop quietly, as SIGPIPE would.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
-    except KeyboardInterrupt:
-        print("\nfastmlp: interrupted", file=sys.stderr)
-        return 130
-    except UserError as exc:
-        print(f"fastmlp: error: {exc}", file=sys.stderr)
-        return 2
+        return _reader_gone()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ def add_data_dir_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip checksum verification (custom data)")
 
 
+#: Where ``fastmlp train`` writes a run without ``--out``.
+DEFAULT_OUT = "runs/default"
+
+
 def add_train_parser(sub) -> argparse.ArgumentParser:
     """The ``train`` subcommand: ``--preset``, ``--hidden``, one flag per rule of RULES that has one, the
     run's options. Every hyperparameter flag defaults to None (not given): the file's, the preset's or
@@ -70,7 +74,9 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                        help=f"{rule.help}{'' if rule.choices else ', ' + rule.range_text()} (default {shown})"
                        .replace("%", "%%"))
     add_data_args(p, dataset_default=None)
-    p.add_argument("--out", default="runs/default", metavar="DIR", help="output folder (default runs/default)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"output folder (default {DEFAULT_OUT}); a run replaces the files of the run before it there, "
+                        f"never a folder's other files")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR from its last completed epoch, with its own settings; --epochs, "
                         "--patience and --min-delta may change (to continue a run that ended, they must allow more)")
@@ -114,24 +120,26 @@ def resolve(args):
 def resumed_config(args):
     """The configuration of the run in ``args.resume``; flags may change only its stopping settings
     (:data:`~fastmlp.config.STOPPING`), or repeat its values."""
-    from .config import STOPPING, TrainConfig
+    from .config import STOPPING
     from .training.history import nothing_left
-    from .training.runs import CHECKPOINT, load_checkpoint
+    from .training.runs import busy_writer, read_checkpoint
     for flag, value in (("--preset", args.preset), ("--config", args.config)):
         if value is not None:
             raise UsageError(f"{flag} cannot be given with --resume: the run keeps its own settings")
-    _, meta = load_checkpoint(Path(args.resume) / CHECKPOINT)
-    try:
-        config = TrainConfig.from_dict(meta.get("config") or {})
-    except (TypeError, ValueError):
-        raise UsageError(f"{args.resume}: the checkpoint's configuration is not readable") from None
+    if args.out is not None and not _same_folder(args.out, args.resume):
+        raise UsageError(f"--resume {args.resume} continues the run in its own folder; --out {args.out} cannot "
+                         f"move it (give --resume alone)")
+    writer = busy_writer(args.resume)
+    if writer is not None:  # its checkpoint may not exist yet, or be about to change
+        raise UsageError(f"{args.resume}: another fastmlp run is writing this folder ({writer}); wait for it to end")
+    checkpoint = read_checkpoint(args.resume)
+    config = checkpoint.config
     for name, value in given_flags(args).items():
         if name not in STOPPING and value != getattr(config, name, None):
             raise UsageError(f"--resume continues {args.resume} with its own settings; {name} cannot change "
                              f"(it was {getattr(config, name, None)!r}; --epochs, --patience and --min-delta may)")
         setattr(config, name, value)
-    records = list((meta.get("history") or {}).get("epochs", []))[:int(meta.get("epoch", 0))]
-    refusal = nothing_left(args.resume, config, records)
+    refusal = nothing_left(args.resume, config, checkpoint.records)
     if refusal is not None:
         raise UsageError(refusal)
     return config
@@ -143,12 +151,20 @@ def settle(args):
     if args.resume is not None:
         config, out, origin, note = resumed_config(args), Path(args.resume), "the run", ""
     else:
-        (config, origin, note), out = resolve(args), Path(args.out)
+        (config, origin, note), out = resolve(args), Path(args.out if args.out is not None else DEFAULT_OUT)
     if config.patience and config.val_size == 0:
         raise UsageError(f"--patience needs a validation hold-out, and {origin} leaves none; give --val-size N "
                          f"(e.g. 5000)")
     config.validate()
     return config, out, origin, note
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two names give one folder (the same file when both exist, else the same absolute path)."""
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return Path(a).absolute() == Path(b).absolute()
 
 
 # ----------------------------------------------------------------------------- what a run prints
@@ -177,6 +193,17 @@ def end_lines(history, config, out: Path) -> list[str]:
     if (out / "last.npz").exists():
         files.append(f"last.npz (epoch {history.epochs[-1]['epoch']})")
     return [test, f"wrote {out}/: {', '.join([*files, 'curves.png'])}"]
+
+
+def interrupted_line(interrupted, out: Path) -> str:
+    """What a run stopped by Ctrl-C (a :class:`~fastmlp.training.train.RunInterrupted`) left in ``out``."""
+    if interrupted.saved:
+        return (f"fastmlp: interrupted; the run's files after epoch {interrupted.saved} are in {out}; continue with "
+                f"fastmlp train --resume {out}")
+    if not interrupted.begun:
+        return f"fastmlp: interrupted before training started; nothing in {out} was changed"
+    return (f"fastmlp: interrupted before the first epoch ended; {out} holds only history.json (no checkpoint "
+            f"to resume from)")
 
 
 def _schedule_text(c) -> str:

@@ -15,6 +15,7 @@ import difflib
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class Rule:
     reference sees (``beta2 = 0.9999999999`` is 1.0 in float32, and ``eps = 1e-50`` is 0).
     ``scale`` is how a search draws it: ``linear``, ``log`` or ``log1m`` (log-uniform in 1 - x).
     ``choices``: for a ``str`` rule, the values it may take (``low``/``high`` are then None).
+    ``limit``: the largest value the kernels can take at all, apart from the range a person
+    chooses in (said only to a value beyond it).
     """
 
     name: str
@@ -56,6 +59,7 @@ class Rule:
     float32: bool = False
     help: str = ""
     choices: tuple[str, ...] = ()
+    limit: float | None = None
 
     def range_text(self) -> str:
         """``in (0, 1]``, ``>= 1``, ``> 0``, ``one of a, b, c``."""
@@ -88,9 +92,15 @@ class Rule:
             value = int(value)
         else:
             value = float(value)
+        if self.limit is not None and value > self.limit:
+            raise ConfigError(f"{prefix}{self.name} must be <= {_num(self.limit)}, the largest the kernels take; "
+                              f"got {_num(value)}")
         seen = [value]
         if self.float32:
             seen.append(as_float32(value))
+            if not math.isfinite(seen[-1]):
+                raise ConfigError(f"{prefix}{self.name} must be {self.range_text()}; got {_num(value)} (it is "
+                                  f"{_num(seen[-1])} in float32, which the kernels compute in)")
         for v in seen:
             bad = ((self.low is not None and (v < self.low or (self.low_open and v == self.low)))
                    or (self.high is not None and (v > self.high or (self.high_open and v == self.high))))
@@ -156,13 +166,13 @@ _RULES = [
     Rule("max_norm", float, 0, None, label="max-norm", tex="max-norm", md="max-norm", flag="--max-norm",
          help="largest L2 norm of a hidden unit's incoming weights; 0 for none"),
     Rule("dropout_input", float, 0, 1, high_open=True, label="input dropout", tex="input dropout",
-         md="input dropout", flag="--dropout-input", help="dropout probability of the input pixels"),
+         md="input dropout", flag="--dropout-input", float32=True, help="dropout probability of the input pixels"),
     Rule("dropout", float, 0, 1, high_open=True, label="dropout", tex="hidden dropout", md="hidden dropout",
-         flag="--dropout", help="dropout probability of every hidden layer's units"),
+         flag="--dropout", float32=True, help="dropout probability of every hidden layer's units"),
     Rule("label_smoothing", float, 0, 1, high_open=True, label="label smoothing", tex="label smoothing",
-         md="label smoothing", flag="--label-smoothing", help="weight of the uniform target in the loss"),
+         md="label smoothing", flag="--label-smoothing", float32=True, help="weight of the uniform target in the loss"),
     Rule("ema", float, 0, 1, high_open=True, label="weight averaging", tex="EMA decay", md="EMA decay",
-         flag="--ema", scale="log1m", help="decay of an exponential moving average of the parameters, used "
+         flag="--ema", scale="log1m", float32=True, help="decay of an exponential moving average of the parameters, used "
                                             "to evaluate and save; 0 for none"),
     Rule("augment", str, None, None, label="augmentation", tex="augmentation", md="augmentation",
          flag="--augment", choices=("none", "affine", "elastic"),
@@ -170,18 +180,20 @@ _RULES = [
     Rule("aug_rotate", float, 0, 180, label="rotation", tex="rotation (deg)", md="rotation (°)",
          flag="--aug-rotate", help="largest rotation, degrees"),
     Rule("aug_scale", float, 0, 1, high_open=True, label="scaling", tex="scaling", md="scaling",
-         flag="--aug-scale", help="largest relative change of size"),
+         flag="--aug-scale", float32=True, help="largest relative change of size"),
     Rule("aug_shear", float, 0, None, label="shear", tex="shear", md="shear", flag="--aug-shear",
          help="largest horizontal shear factor"),
-    Rule("aug_shift", float, 0, None, label="shift", tex="shift (px)", md="shift (px)", flag="--aug-shift",
+    # A shift by a 28x28 image's whole side leaves nothing of it (here and in crop).
+    Rule("aug_shift", float, 0, 27, label="shift", tex="shift (px)", md="shift (px)", flag="--aug-shift",
          help="largest shift along each axis, pixels"),
     Rule("elastic_alpha", float, 0, None, label="elastic alpha", tex=r"elastic $\alpha$", md="elastic α",
          flag="--elastic-alpha", help="scale of the elastic displacement field (Simard et al. 2003)"),
-    Rule("elastic_sigma", float, 1, None, label="elastic sigma", tex=r"elastic $\sigma$", md="elastic σ",
+    # Wider than a 28x28 image, the Gaussian smooths the field into a uniform shift (and its taps grow with sigma).
+    Rule("elastic_sigma", float, 1, 28, label="elastic sigma", tex=r"elastic $\sigma$", md="elastic σ",
          flag="--elastic-sigma", help="width of the Gaussian smoothing the elastic field, pixels"),
     Rule("flip", float, 0, 1, label="flip", tex="flip", md="flip", flag="--flip",
          help="chance of flipping a training image left to right (clothes, not digits)"),
-    Rule("crop", int, 0, None, label="crop", tex="crop (px)", md="crop (px)", flag="--crop",
+    Rule("crop", int, 0, 27, label="crop", tex="crop (px)", md="crop (px)", flag="--crop",
          help="largest shift of a training image by whole pixels, zeros shifted in (a crop with padding)"),
     Rule("erase", float, 0, 1, label="random erasing", tex="random erasing", md="random erasing", flag="--erase",
          help="chance of zeroing a random rectangle of 2-40%% of a training image (random erasing)"),
@@ -193,7 +205,8 @@ _RULES = [
     Rule("min_delta", float, 0, None, label="min. improvement", tex="min.\\ improvement", md="min. improvement",
          flag="--min-delta", help="the least rise of the validation accuracy, as a fraction (0.001 is 0.1 "
                                   "point), that counts as an improvement for --patience"),
-    Rule("seed", int, 0, None, label="seed", tex="seed", md="seed", flag="--seed", help="random seed"),
+    Rule("seed", int, 0, None, label="seed", tex="seed", md="seed", flag="--seed", help="random seed",
+         limit=2**63 - 1),  # the kernels take it as a 64-bit signed integer
     Rule("val_size", int, 0, None, label="validation size", tex="validation images", md="validation images",
          flag="--val-size", help="training images held out for validation"),
 ]
@@ -352,12 +365,18 @@ def toml_value(v) -> str:
 def read_table(path: str | os.PathLike, what: str) -> dict:
     """The table of a TOML file, or the object of a JSON one (``.json``), read as UTF-8 text.
 
-    ``what`` names the kind of file in the messages: every problem (no such file, not UTF-8,
-    not valid TOML or JSON, not a table) is one :class:`ConfigError` line naming the file.
+    ``what`` names the kind of file in the messages: every problem (no such file, not a regular
+    file, not UTF-8, not valid TOML or JSON, not a table) is one :class:`ConfigError` line naming
+    the file. A named pipe or a device is refused at once, not waited on or read without end.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: the {what} is not a regular file")
+            os.set_blocking(fd, True)
+            text = fh.read().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:

@@ -83,7 +83,7 @@ def test_train_then_evaluate_on_mnist(mnist, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1" in proc.stdout and "test accuracy" in proc.stdout
     assert {p.name for p in out.iterdir()} == {"history.json", "metrics.csv", "model.npz", "curves.png",
-                                               "checkpoint.npz"}
+                                               "checkpoint.npz", ".fastmlp-run"}
     proc = run("evaluate", str(out / "model.npz"))
     assert proc.returncode == 0, proc.stderr
     assert "test" in proc.stdout and "validation" in proc.stdout

@@ -614,11 +614,21 @@ def test_cwd_data_is_used_when_nothing_else_has_the_dataset(places, synthetic):
     assert_same_arrays(ds, synthetic)
 
 
-def test_empty_env_variable_is_ignored(places, synthetic, monkeypatch):
-    _, _, cwd_data = places
-    monkeypatch.setenv("FASTMLP_DATA_DIR", "")
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_env_variable_is_one_error_not_a_look_elsewhere(places, synthetic, monkeypatch, blank):
+    """Set but blank is a mistake: not unset (./data, then a download), and not the current folder."""
+    explicit, _, cwd_data = places
+    monkeypatch.setenv("FASTMLP_DATA_DIR", blank)
     synthetic.write(cwd_data / "synthetic")
-    assert source_of(load_dataset(spec=synthetic.spec)) == (cwd_data / "synthetic").resolve()
+    with pytest.raises(DataError, match="FASTMLP_DATA_DIR is set but empty"):
+        load_dataset(spec=synthetic.spec)
+    synthetic.write(explicit / "synthetic")  # an explicit folder is looked in first: the blank one is not needed
+    assert source_of(load_dataset(spec=synthetic.spec, data_dir=explicit)) == (explicit / "synthetic").resolve()
+
+
+def test_a_blank_data_dir_is_one_error(places, synthetic):
+    with pytest.raises(DataError, match="--data-dir is empty"):
+        load_dataset(spec=synthetic.spec, data_dir="")
 
 
 def test_explicit_dir_may_point_at_the_dataset_folder_itself(places, synthetic):

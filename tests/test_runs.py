@@ -15,7 +15,7 @@ from helpers import small_config, synthetic_dataset, unlearnable_validation, wit
 
 from fastmlp.errors import ConfigError, UsageError
 from fastmlp.training.history import History
-from fastmlp.training.runs import prepare_run_folder
+from fastmlp.training.runs import MARKER, RunFolder
 from fastmlp.training.train import TrainingDiverged, train
 
 
@@ -28,7 +28,7 @@ def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
         train(small_config(lr=1e12, epochs=2), data, out_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     # the diverged run's history only: no model or curves of the old run beside it, no stale temporaries
-    assert names == ["history.json"]
+    assert names == [MARKER, "history.json"]
     assert json.loads((tmp_path / "history.json").read_text())["status"] == "diverged"
 
 
@@ -40,7 +40,8 @@ def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
 ])
 def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path, make_target, fragment):
     with pytest.raises(UsageError, match=fragment):
-        prepare_run_folder(make_target(tmp_path))
+        with RunFolder(make_target(tmp_path)):
+            pass
 
 
 def test_an_empty_test_set_gives_no_test_figures_and_strict_json(tmp_path):

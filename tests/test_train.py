@@ -43,7 +43,7 @@ from fastmlp.training.train import Trainer, TrainingDiverged, train
     ("ema", 1.0, r"ema must be in \[0, 1\)"),
     ("weight_decay", -1e-4, "weight_decay must be >= 0"),
     ("warmup", -1, "warmup must be >= 0"),
-    ("elastic_sigma", 0.5, "elastic_sigma must be >= 1"),
+    ("elastic_sigma", 0.5, r"elastic_sigma must be in \[1, 28\]"),
     ("augment", "mirror", "augment must be one of none, affine, elastic; got 'mirror'"),
     ("schedule", "step", "schedule must be one of decay, cosine, onecycle"),
 ])
@@ -145,7 +145,8 @@ def test_outputs_are_written_atomically_into_the_run_folder(tmp_path):
     out = tmp_path / "runs" / "demo"
     result = train(small_config(), synthetic_dataset(), out_dir=out)
     names = sorted(p.name for p in out.iterdir())
-    assert set(names) - {"last.npz"} == {"checkpoint.npz", "curves.png", "history.json", "metrics.csv", "model.npz"}
+    assert set(names) - {"last.npz"} == {".fastmlp-run", "checkpoint.npz", "curves.png", "history.json", "metrics.csv",
+                                         "model.npz"}
     saved = History.from_json((out / "history.json").read_text())
     assert saved.status == "completed" and len(saved.epochs) == 2
     assert saved.config["hidden_sizes"] == [32, 16]

@@ -29,6 +29,10 @@ Reading is done in two passes: every file is opened (only regular files: a named
 device is refused, not waited on) and its header read and checked, the four against each other
 too, before any data is read. What a header claims is checked against what the file can hold
 before its array is allocated; the data then go straight into that array.
+
+Arrays from anywhere (a dataset, the estimator's ``fit``) are checked by
+:func:`check_training_arrays` and :func:`check_sample_weight` before training: the kernels index
+them without bounds checks.
 """
 
 from __future__ import annotations
@@ -166,12 +170,18 @@ def _check_base(base: Path) -> Path:
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Base folders searched, in order: explicit, $FASTMLP_DATA_DIR, ./data.
 
-    An explicit folder or ``$FASTMLP_DATA_DIR`` that exists but is not a folder is an error.
+    An explicit folder or ``$FASTMLP_DATA_DIR`` that exists but is not a folder is an error, and
+    so is a blank one (set but empty: a mistake, not a request to look elsewhere or download),
+    unless an explicit folder is given.
     """
     dirs = []
     if data_dir is not None:
+        if not str(data_dir).strip():
+            raise DataError("--data-dir is empty; give the folder that holds <dataset>/")
         dirs.append(_check_base(Path(data_dir)))
     env = os.environ.get("FASTMLP_DATA_DIR")
+    if env is not None and not env.strip() and data_dir is None:
+        raise DataError("FASTMLP_DATA_DIR is set but empty; unset it, or set it to the folder that holds <dataset>/")
     if env:
         dirs.append(_check_base(Path(env)))
     dirs.append(Path("data"))
@@ -310,6 +320,51 @@ class BackgroundLoad:
         if result is None:
             raise RuntimeError("BackgroundLoad result already taken")
         return result
+
+
+# ----------------------------------------------------------------------------- what training takes
+
+def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what: str = "training") -> None:
+    """Raise :class:`DataError` unless the kernels can index these arrays safely.
+
+    Images must be uint8 (n, n_features), pixels the gather scales by 1/255, or float32
+    (n, n_features), finite features used as they are (C-contiguous either way). Labels must be
+    integers in [0, num_classes): the loss kernel writes ``dlogits[i, label]``, so a label out
+    of range would write out of bounds; or, for regression, finite float32 targets
+    (n, num_classes). Checked once per dataset, where the data enters, never per step.
+    """
+    if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.dtype not in (np.uint8, np.float32)
+            or not images.flags.c_contiguous):
+        raise DataError(f"{what} images must be a C-contiguous uint8 or float32 array (n, features); got "
+                        f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
+    if images.dtype == np.float32 and not np.isfinite(np.sum(images, dtype=np.float64)):  # no temporary array
+        raise DataError(f"{what} inputs contain NaN or infinity")
+    if isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.dtype == np.float32:  # regression targets
+        if labels.shape != (len(images), num_classes) or not labels.flags.c_contiguous:
+            raise DataError(f"{what} targets must be a C-contiguous float32 array ({len(images)}, {num_classes}); "
+                            f"got {labels.shape}")
+        if not np.isfinite(np.sum(labels, dtype=np.float64)):
+            raise DataError(f"{what} targets contain NaN or infinity")
+        return
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{what} labels must be a 1-D integer array; got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}")
+    if len(labels) != len(images):
+        raise DataError(f"{what} set has {len(images)} images but {len(labels)} labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(f"{what} labels must be in [0, {num_classes - 1}]; found {int(labels.min())} "
+                        f"to {int(labels.max())}")
+
+
+def check_sample_weight(weights: np.ndarray, n: int) -> None:
+    """Raise :class:`DataError` unless ``weights`` is a C-contiguous float32 array of n finite weights
+    >= 0 (what the loss kernel reads for each example)."""
+    if (not isinstance(weights, np.ndarray) or weights.dtype != np.float32 or weights.shape != (n,)
+            or not weights.flags.c_contiguous):
+        raise DataError(f"sample weights must be a C-contiguous float32 array ({n},); got "
+                        f"{getattr(weights, 'dtype', type(weights).__name__)} {getattr(weights, 'shape', '')}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise DataError("sample weights must be finite and >= 0")
 
 
 # ----------------------------------------------------------------------------- splitting

@@ -26,11 +26,13 @@ bright (1) on a black (0) background. :func:`mnist_like` does the same to any pi
    kept whole inside the field.
 
 Everything but :func:`read_image` works on NumPy arrays and needs no file; the scaling, and
-reading files, need Pillow (``pip install 'fastmlp[images]'``).
+reading files, need Pillow (``pip install 'fastmlp[images]'``). :func:`expand_image_args` turns
+the command line's names (files, folders, glob patterns) into the files to read.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import warnings
 from pathlib import Path
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..extras import require
+from .idxfile import open_regular_file
 
 SIDE = 28          # MNIST's field, pixels
 BOX = 20           # the box the digit is scaled to fit
@@ -328,10 +331,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     require("PIL", "images", "reading image files")
     from PIL import Image, ImageOps, UnidentifiedImageError
     path = Path(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            # Opened without blocking and examined first: a named pipe or a device is refused, not waited on.
+            with open_regular_file(path, DataError) as fh, Image.open(fh) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"{path}: image of {img.width}x{img.height} pixels is too large "
                                     f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
@@ -357,8 +363,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 return pixels.astype(np.uint16) if sixteen_bit else pixels
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image (Pillow cannot identify it)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -381,3 +385,43 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     """The image files directly inside ``folder`` (by ending, see :data:`IMAGE_SUFFIXES`), sorted by name."""
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_image_args(names: list[str]) -> tuple[list[Path], list[str]]:
+    """Each of ``names`` as image paths, in order (each path once per name): ``(paths, errors)``.
+
+    A name that exists is taken as it is written (a file, even ``scan[1].png``; a folder gives its
+    :func:`image_files`); otherwise one with ``*``, ``?`` or ``[`` is a glob pattern, ``**`` matching
+    any depth of folders (its leading folders that exist as written, brackets and all, are taken
+    literally), whose files and folders count as above. Anything else is a path read later (and
+    reported then). A name that gives nothing is one error line.
+    """
+    paths: list[Path] = []
+    errors = []
+    for name in names:
+        path = Path(name)
+        if os.path.isdir(path):
+            found = image_files(path)
+            if not found:
+                errors.append(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        elif os.path.lexists(path) or not any(c in name for c in "*?["):
+            found = [path]
+        else:
+            found = []
+            for match in sorted(glob.glob(_literal_prefix(name), recursive=True)):
+                found += image_files(match) if os.path.isdir(match) else [Path(match)]
+            if not found:
+                errors.append(f"{name}: no file matches this pattern")
+        paths += dict.fromkeys(found)  # a folder matched by ``**`` and its files matched too: once
+    return paths, errors
+
+
+def _literal_prefix(pattern: str) -> str:
+    """``pattern`` with its leading components that exist as written (``scan[1]/``) escaped for glob."""
+    parts = list(Path(pattern).parts)
+    prefix = Path()
+    while len(parts) > 1 and not any(c in parts[0] for c in "*?") and os.path.lexists(prefix / parts[0]):
+        prefix /= parts.pop(0)
+    if not prefix.parts:
+        return pattern
+    return os.path.join(glob.escape(str(prefix)), *parts)

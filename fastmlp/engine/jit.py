@@ -11,15 +11,24 @@ kernel compiles once for each combination of array and scalar types it is called
 Numba compiles every kernel as a module of its own, with every kernel it calls linked in and
 optimised again, so a deep tree of small kernels costs far more to compile than the same code in
 a few: the pieces of a single caller are ``inline`` (merged into it before typing).
+
+Numba caches a kernel beside its source (``__pycache__``), or under ``NUMBA_CACHE_DIR``, or in the
+user's cache folder (under ``HOME``), and refuses to define a cached function when none of them is
+writable: a package installed read-only and run by a user without a usable home (a container run
+by another user). :func:`ensure_cache_location` then points Numba at a folder of the temporary
+folder that only this user can write, so the engine runs (and compiles once per machine and user).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 from numba import config, njit, types
+from numba.core.caching import FunctionCache
 
 
 def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False):
@@ -49,6 +58,50 @@ def kernel(fn=None, *, nogil: bool = False, fastmath=False, inline: bool = False
 
 ENGINE = Path(__file__).resolve().parent
 STAMP = "fastmlp-engine-sources.sha1"
+
+
+def _probe():  # a function of this folder, for asking Numba where the engine's kernels would be cached
+    return None
+
+
+def _can_cache() -> bool:
+    try:
+        FunctionCache(_probe)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return False
+    return True
+
+
+def _private_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder (not a link) of this user's that no one else can write into."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def ensure_cache_location() -> None:
+    """Make sure Numba can cache the engine's kernels; when neither ``__pycache__``, ``NUMBA_CACHE_DIR``
+    nor the user's cache folder is writable, use ``fastmlp-numba-<uid>`` in the temporary folder (or,
+    when that is not this user's alone, a fresh temporary folder: cached kernels are loaded code)."""
+    if _can_cache():
+        return
+    folder = Path(tempfile.gettempdir()) / f"fastmlp-numba-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        pass
+    if not _private_folder(folder):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="fastmlp-numba-"))
+        except OSError:
+            return  # nowhere to write at all: Numba says so when it compiles
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)  # Numba reloads its configuration from the environment
+    config.CACHE_DIR = str(folder)
+
+
+ensure_cache_location()  # before any kernel is defined: Numba asks for a cache location then
 
 
 def drop_stale_caches() -> None:

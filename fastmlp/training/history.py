@@ -157,8 +157,11 @@ class BestEpoch:
 def ended(folder: str | os.PathLike) -> bool:
     """Whether the run in ``folder`` ended (completed or stopped early), as its history.json says; a run
     killed after its last checkpoint has not, and resuming it finishes it."""
+    path = Path(folder) / "history.json"
+    if not path.is_file():  # absent, or a named pipe that reading would wait on
+        return False
     try:
-        status = History.from_json((Path(folder) / "history.json").read_text(encoding="utf-8")).status
+        status = History.from_json(path.read_text(encoding="utf-8")).status
     except (OSError, ValueError, TypeError):
         return False
     return status in ("completed", "stopped early")

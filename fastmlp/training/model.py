@@ -274,7 +274,34 @@ def _read_model(archive: zipfile.ZipFile, path, file_size: int) -> tuple[list[in
         raise ModelError(f"{path}: metadata is not valid JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict):
         raise ModelError(f"{path}: metadata is a JSON {type(meta).__name__}, expected an object")
+    _check_metadata(meta, path)
     return sizes, params, meta
+
+
+def _check_metadata(meta: dict, path) -> None:
+    """The fields of a run's metadata that the commands read: ModelError naming the first of the wrong type."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    config = meta.get("config", {})
+    checks = [("config", config, isinstance(config, dict), "an object")]
+    if isinstance(config, dict):
+        checks += [("config.val_size", config.get("val_size", 0), whole(config.get("val_size", 0)),
+                    "a whole number >= 0"),
+                   ("config.dataset", config.get("dataset", "mnist"), isinstance(config.get("dataset", "mnist"), str),
+                    "a dataset's name")]
+    scale = meta.get("input_scale", 1.0)
+    checks += [("epoch", meta.get("epoch", 0), whole(meta.get("epoch", 0)), "a whole number >= 0"),
+               ("input_scale", scale, isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                and math.isfinite(scale) and scale > 0, "a number > 0")]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ModelError(f"{path}: metadata {name} is {_brief_value(value)}, expected {expected}")
+
+
+def _brief_value(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _brief(values: list[int], most: int = 8) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..atomic import write_text
 from ..config import STOPPING, TrainConfig
-from ..data.datasets import Dataset, load_dataset, validation_split
+from ..data.datasets import Dataset, check_sample_weight, check_training_arrays, load_dataset, validation_split
 from ..engine import augment
 from ..engine.blas import blas_threads, small_gemm_limit, start_blas_threads
 from ..engine.layers import input_scale as input_scale_of
@@ -54,7 +54,7 @@ from ..errors import ConfigError, DataError, UsageError
 from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left
 from .model import MLP, check_rows
 from .optim import Adam, Schedule
-from .runs import CHECKPOINT, describe_os_error, load_checkpoint, prepare_run_folder, save_checkpoint
+from .runs import CHECKPOINT, Checkpoint, RunFolder, describe_os_error, read_checkpoint, save_checkpoint
 from .threads import ThreadChooser, fixed_threads, usable_cores
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -104,49 +104,6 @@ class Progress:
 def steps_per_call(n_steps: int, calls: int = 20) -> int:
     """Steps handed to one kernel call: about ``calls`` calls an epoch, for the progress line."""
     return max(1, min(n_steps, math.ceil(n_steps / calls)))
-
-
-def check_training_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what: str = "training") -> None:
-    """Raise :class:`DataError` unless the kernels can index these arrays safely.
-
-    Images must be uint8 (n, n_features), pixels the gather scales by 1/255, or float32
-    (n, n_features), finite features used as they are (C-contiguous either way). Labels must be
-    integers in [0, num_classes): the loss kernel writes ``dlogits[i, label]``, so a label out
-    of range would write out of bounds; or, for regression, finite float32 targets
-    (n, num_classes). Checked once per dataset, where the data enters, never per step.
-    """
-    if (not isinstance(images, np.ndarray) or images.ndim != 2 or images.dtype not in (np.uint8, np.float32)
-            or not images.flags.c_contiguous):
-        raise DataError(f"{what} images must be a C-contiguous uint8 or float32 array (n, features); got "
-                        f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
-    if images.dtype == np.float32 and not np.isfinite(np.sum(images, dtype=np.float64)):  # no temporary array
-        raise DataError(f"{what} inputs contain NaN or infinity")
-    if isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.dtype == np.float32:  # regression targets
-        if labels.shape != (len(images), num_classes) or not labels.flags.c_contiguous:
-            raise DataError(f"{what} targets must be a C-contiguous float32 array ({len(images)}, {num_classes}); "
-                            f"got {labels.shape}")
-        if not np.isfinite(np.sum(labels, dtype=np.float64)):
-            raise DataError(f"{what} targets contain NaN or infinity")
-        return
-    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"{what} labels must be a 1-D integer array; got "
-                        f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}")
-    if len(labels) != len(images):
-        raise DataError(f"{what} set has {len(images)} images but {len(labels)} labels")
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DataError(f"{what} labels must be in [0, {num_classes - 1}]; found {int(labels.min())} "
-                        f"to {int(labels.max())}")
-
-
-def check_sample_weight(weights: np.ndarray, n: int) -> None:
-    """Raise :class:`DataError` unless ``weights`` is a C-contiguous float32 array of n finite weights
-    >= 0 (what the loss kernel reads for each example)."""
-    if (not isinstance(weights, np.ndarray) or weights.dtype != np.float32 or weights.shape != (n,)
-            or not weights.flags.c_contiguous):
-        raise DataError(f"sample weights must be a C-contiguous float32 array ({n},); got "
-                        f"{getattr(weights, 'dtype', type(weights).__name__)} {getattr(weights, 'shape', '')}")
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise DataError("sample weights must be finite and >= 0")
 
 
 @dataclass
@@ -435,23 +392,47 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
     ``config.patience``, and measures the kept model on the test set once, at the end.
 
     ``train_rows`` restricts training to a subset of the training rows (after the validation
-    split). With ``out_dir`` (see :mod:`fastmlp.training.runs`): the folder is checked and cleared of a
-    previous run before anything else; after every epoch ``checkpoint.npz``, ``history.json``,
+    split). With ``out_dir`` (see :mod:`fastmlp.training.runs`): the folder is checked and locked for the
+    run's life before anything else, and cleared of a previous run's files only once the settings,
+    the data (and the checkpoint) are checked; after every epoch ``checkpoint.npz``, ``history.json``,
     ``metrics.csv`` and ``model.npz`` (the best epoch's; ``last.npz``, the last epoch's, while
     it differs) are written, and ``curves.png`` at the end, each atomically. ``resume``
     continues the run in ``out_dir`` from its checkpoint, number for number as if it had never
     stopped (``config`` must be the run's own but for :data:`~fastmlp.config.STOPPING`). Raises
-    :class:`TrainingDiverged` when the loss stops being finite, after saving the history so far.
+    :class:`TrainingDiverged` when the loss stops being finite, after saving the history so far, and
+    :class:`RunInterrupted` on Ctrl-C (a KeyboardInterrupt saying what the folder holds).
     """
     config.validate()
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise UsageError("resuming needs the run's folder")
-    if out is not None:
-        removed = prepare_run_folder(out, resume=resume)
-        if removed and log is not None:
-            log(f"replacing the previous run in {out} ({', '.join(removed)})")
-    checkpoint = load_checkpoint(out / CHECKPOINT) if resume else None
+    folder = RunFolder(out, resume=resume) if out is not None else None
+    try:
+        with folder or contextlib.nullcontext():
+            return _train(config, dataset, folder, data_dir=data_dir, verify=verify, progress=progress, log=log,
+                          train_rows=train_rows, evaluate_test=evaluate_test)
+    except KeyboardInterrupt:
+        if folder is None:
+            raise
+        raise RunInterrupted(folder.saved, folder.begun) from None
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train` with a run folder: ``saved`` is the last epoch whose files the folder
+    holds (0: none), ``begun`` whether the run had started writing them (a new run: replaced the previous
+    run's files; before that the folder is as it was)."""
+
+    def __init__(self, saved: int, begun: bool):
+        super().__init__()
+        self.saved, self.begun = saved, begun
+
+
+def _train(config: TrainConfig, dataset, folder: RunFolder | None, *, data_dir, verify: bool, progress, log,
+           train_rows, evaluate_test: bool) -> TrainResult:
+    """:func:`train` in its run folder, claimed: the checkpoint, the data and the settings are checked
+    against each other before the folder's files are touched."""
+    out = folder.path if folder is not None else None
+    checkpoint = read_checkpoint(out) if folder is not None and folder.resume else None
     owns_dataset = not isinstance(dataset, Dataset)
     if owns_dataset:
         dataset = dataset() if dataset is not None else load_dataset(config.dataset, data_dir, verify=verify,
@@ -466,15 +447,20 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
                                                         "checksums": dataset.checksums,
                                                         "train_rows": len(trainer.sampler),
                                                         "val_rows": val_rows}, notes=list(NOTES))
-    files = RunFiles(out, trainer, history, float(input_scale_of(trainer.images)))
+    files = RunFiles(folder, trainer, history, float(input_scale_of(trainer.images)))
     if checkpoint is not None:
-        _resume(trainer, history, files.best, *checkpoint, out)
+        _resume(trainer, history, files.best, checkpoint, out)
+        folder.saved = trainer.epoch
         if log is not None:
             log(f"resuming {out} after epoch {trainer.epoch}")
-    if log is not None:
-        log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
-            f"{config.batch_size}")
     try:
+        if folder is not None:
+            removed = folder.begin()
+            if removed and log is not None:
+                log(f"replacing the previous run in {out} ({', '.join(removed)})")
+        if log is not None:
+            log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
+                f"{config.batch_size}")
         for record in trainer.epochs():
             history.epochs.append(record.as_dict())
             files.epoch_done()
@@ -484,9 +470,10 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         err.history = history
         files.finish("diverged", str(err))
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError) as exc:  # Ctrl-C, or the reader of the log went away
         trainer.progress.clear()
-        files.finish("interrupted", "interrupted by the user")
+        files.finish("interrupted", "interrupted by the user" if isinstance(exc, KeyboardInterrupt) else
+                     "the output's reader went away")
         raise
     if "test" in trainer.eval_sets:  # once, on the kept model: the test set chooses nothing
         history.test_loss, history.test_acc = trainer.evaluate("test", files.best)
@@ -511,8 +498,9 @@ class RunFiles:
     :class:`UsageError` line; the files of the last complete epoch stay whole.
     """
 
-    def __init__(self, out: Path | None, trainer: Trainer, history: History, input_scale: float):
-        self.out, self.trainer, self.history, self.input_scale = out, trainer, history, input_scale
+    def __init__(self, folder: RunFolder | None, trainer: Trainer, history: History, input_scale: float):
+        self.folder, self.trainer, self.history, self.input_scale = folder, trainer, history, input_scale
+        self.out = folder.path if folder is not None else None
         #: the parameters of the best epoch (a copy of the evaluated ones, taken when it ended)
         self.best = MLP(trainer.eval_model.sizes, trainer.eval_model.params.copy())
 
@@ -538,6 +526,7 @@ class RunFiles:
                 (self.out / "last.npz").unlink(missing_ok=True)
             else:
                 self._save_model(trainer.eval_model, "last.npz")
+        self.folder.saved = trainer.epoch
 
     def finish(self, status: str, message: str = "") -> None:
         """Write ``history.json`` with how the run ended."""
@@ -562,38 +551,32 @@ class RunFiles:
                              f"complete epoch's files are intact") from None
 
 
-def _resume(trainer: Trainer, history: History, best: MLP, arrays: dict, meta: dict, out: Path) -> None:
+def _resume(trainer: Trainer, history: History, best: MLP, checkpoint: Checkpoint, out: Path) -> None:
     """Put the checkpoint's state into ``trainer``, ``best`` and ``history``, after checking they belong and
     that the run has epochs left to train."""
-    saved = meta.get("history") or {}
     config = trainer.config
     want = {k: v for k, v in config.to_dict().items() if k not in STOPPING}
-    have = {k: v for k, v in _as_config(meta.get("config"), out).to_dict().items() if k not in STOPPING}
+    have = {k: v for k, v in checkpoint.config.to_dict().items() if k not in STOPPING}
     if want != have:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise UsageError(f"{out}: the run was trained with other settings ({', '.join(diff)}); resume it "
                          f"with its own, or start a new run in another folder")
-    if saved.get("dataset", {}).get("checksums") != history.dataset["checksums"]:
+    if checkpoint.checksums != history.dataset["checksums"]:
         raise UsageError(f"{out}: the run was trained on other data files (checksums differ)")
-    if int(meta.get("epoch", 0)) > config.epochs:
-        raise UsageError(f"{out}: the run already has {meta['epoch']} epochs; --epochs {config.epochs} "
+    if checkpoint.epoch > config.epochs:
+        raise UsageError(f"{out}: the run already has {checkpoint.epoch} epochs; --epochs {config.epochs} "
                          f"is fewer")
-    trainer.restore(arrays, meta)
-    history.epochs = list(saved.get("epochs", []))[:trainer.epoch]
+    trainer.restore(checkpoint.arrays, checkpoint.meta)
+    if trainer.adam.t != trainer.epoch * trainer.steps_per_epoch:
+        raise UsageError(f"{out / CHECKPOINT}: the checkpoint is damaged: its step count {trainer.adam.t} is not "
+                         f"{trainer.epoch} epochs of {trainer.steps_per_epoch} steps")
+    history.epochs = list(checkpoint.records)
     trainer.best = BestEpoch.replay(config.patience, config.min_delta, history.epochs)
     history.best_epoch = trainer.best.epoch or None
-    kept = arrays.get("best_params", trainer.eval_model.params)
+    kept = checkpoint.arrays.get("best_params", trainer.eval_model.params)
     if kept.shape != best.params.shape or kept.dtype != best.params.dtype:
         raise UsageError(f"{out}: the checkpoint's best_params do not fit the model")
     best.params[...] = kept
     refusal = nothing_left(out, config, history.epochs)
     if refusal is not None:
         raise UsageError(refusal)
-
-
-def _as_config(d, out: Path) -> TrainConfig:
-    """A checkpoint's configuration, its fields added since at their defaults; one line if unreadable."""
-    try:
-        return TrainConfig.from_dict(d or {})
-    except (TypeError, ValueError):
-        raise UsageError(f"{out}: the checkpoint's configuration is not readable") from None
