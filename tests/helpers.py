@@ -160,3 +160,33 @@ def assert_one_line_error(proc, *fragments, status=2):
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+# A bad input is reported before any work: a command still running after this long has started some.
+PROMPT = 30
+
+
+def run_offline(args, cwd: Path, timeout: float = PROMPT) -> subprocess.CompletedProcess:
+    """``python -m fastmlp ARGS`` in ``cwd``, without ``$FASTMLP_DATA_DIR`` and with the network out of reach."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTMLP_DATA_DIR"}
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # no download gets out
+    return subprocess.run([sys.executable, "-m", "fastmlp", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_exit_2(args, cwd: Path, *fragments: str) -> str:
+    """Run the command; it must fail with one ``fastmlp: error:`` line, before doing any work (within
+    PROMPT seconds, a bound no real run meets). Returns the line."""
+    try:
+        result = run_offline(args, cwd)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"fastmlp {' '.join(map(str, args))} still running after {PROMPT} s")
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SyntheticDataset, learnable_arrays
 from helpers import import_extra
+from synthetic import SyntheticDataset, learnable_arrays
 
 import_extra("optuna", "search")  # the search extra: without it this module skips
 from fastmlp.search.study import open_storage, quiet_optuna, resolve_settings  # noqa: E402

@@ -44,7 +44,7 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
 
 
-def assert_one_line_error(excinfo, names, *fragments) -> str:
+def assert_one_line_data_error(excinfo, names, *fragments) -> str:
     """The DataError's message is one line, names ``names`` (a path or file name) and says ``fragments``."""
     message = str(excinfo.value)
     assert excinfo.type is DataError
@@ -144,7 +144,7 @@ def test_wrong_magic_is_an_error_naming_the_file(tmp_path, synthetic, form):
     raw = bytearray(synthetic.idx("train_images"))
     raw[3] = 0x01  # the labels magic 0x00000801 in an images file
     excinfo, target = corrupt(synthetic, tmp_path, "train_images", bytes(raw), form)
-    assert_one_line_error(excinfo, target, "magic", "0x00000801")
+    assert_one_line_data_error(excinfo, target, "magic", "0x00000801")
 
 
 @pytest.mark.parametrize("key", ["train_images", "test_labels"])
@@ -153,7 +153,7 @@ def test_truncated_idx_file_is_an_error_naming_the_file(tmp_path, synthetic, key
     raw = synthetic.idx(key)
     raw = raw[:6] if cut == "header" else raw[:-cut]
     excinfo, target = corrupt(synthetic, tmp_path, key, raw)
-    assert_one_line_error(excinfo, target, "truncated")
+    assert_one_line_data_error(excinfo, target, "truncated")
 
 
 @pytest.mark.parametrize("damage", ["cut-in-half", "cut-trailer", "not-gzip", "flipped-byte"])
@@ -172,13 +172,13 @@ def test_corrupt_or_truncated_gzip_is_an_error_naming_the_file(tmp_path, synthet
     target.write_bytes(bytes(gz))
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target)
+    assert_one_line_data_error(excinfo, target)
 
 
 @pytest.mark.parametrize("form", ["raw", "gz"])
 def test_data_longer_than_the_header_says_is_an_error(tmp_path, synthetic, form):
     excinfo, target = corrupt(synthetic, tmp_path, "train_labels", synthetic.idx("train_labels") + b"\0", form)
-    assert_one_line_error(excinfo, target, "too long")
+    assert_one_line_data_error(excinfo, target, "too long")
 
 
 @pytest.mark.parametrize("form", ["raw", "gz"])
@@ -186,7 +186,7 @@ def test_checksum_mismatch_is_an_error_and_verify_false_accepts_the_same_file(tm
     raw = bytearray(synthetic.idx("test_images"))
     raw[16 + 5] ^= 0xFF  # one pixel of the first test image: same size, different content
     excinfo, target = corrupt(synthetic, tmp_path, "test_images", bytes(raw), form)
-    assert_one_line_error(excinfo, target, "checksum mismatch", synthetic.fspec("test_images").md5)
+    assert_one_line_data_error(excinfo, target, "checksum mismatch", synthetic.fspec("test_images").md5)
 
     ds = load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
     assert ds.test_images[0, 5] == synthetic.arrays["test_images"][0, 5] ^ 0xFF
@@ -200,7 +200,7 @@ def test_npy_checksum_mismatch_is_an_error_and_verify_false_accepts_it(tmp_path,
     np.save(tmp_path / "train_images.npy", images)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, tmp_path / "train_images.npy", "checksum mismatch")
+    assert_one_line_data_error(excinfo, tmp_path / "train_images.npy", "checksum mismatch")
     ds = load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
     np.testing.assert_array_equal(ds.train_images, images)
 
@@ -211,7 +211,7 @@ def test_missing_file_is_an_error_naming_the_folder_and_the_file(tmp_path, synth
     synthetic.path(tmp_path, "test_labels", form).unlink()
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    message = assert_one_line_error(excinfo, tmp_path, "missing")
+    message = assert_one_line_data_error(excinfo, tmp_path, "missing")
     assert "t10k-labels-idx1-ubyte" in message and "test_labels.npy" in message
 
 
@@ -219,7 +219,7 @@ def test_image_count_other_than_the_registered_one_is_a_dimension_error(tmp_path
     images = synthetic.arrays["train_images"]
     raw = synthetic.idx_bytes(np.vstack([images, images[:1]]), "images")  # 13 images, spec says 12
     excinfo, target = corrupt(synthetic, tmp_path, "train_images", raw)
-    assert_one_line_error(excinfo, target, "dimensions", "[13, 28, 28]", "[12, 28, 28]")
+    assert_one_line_data_error(excinfo, target, "dimensions", "[13, 28, 28]", "[12, 28, 28]")
 
 
 @pytest.mark.parametrize("verify", [True, False])
@@ -227,7 +227,7 @@ def test_images_of_the_wrong_size_are_a_dimension_error_even_unverified(tmp_path
     images = np.zeros((12, 27 * 28), np.uint8)
     excinfo, target = corrupt(synthetic, tmp_path, "train_images", synthetic.idx_bytes(images, "images", 27, 28),
                               verify=verify)
-    assert_one_line_error(excinfo, target, "dimensions", "[12, 27, 28]")
+    assert_one_line_data_error(excinfo, target, "dimensions", "[12, 27, 28]")
 
 
 @pytest.mark.parametrize("name, array, fragment", [
@@ -245,7 +245,7 @@ def test_npy_of_the_wrong_shape_dtype_or_count_is_an_error_naming_the_file(tmp_p
     np.save(tmp_path / name, array)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, tmp_path / name, fragment)
+    assert_one_line_data_error(excinfo, tmp_path / name, fragment)
 
 
 def test_unreadable_npy_is_an_error_naming_the_file(tmp_path, synthetic):
@@ -253,7 +253,7 @@ def test_unreadable_npy_is_an_error_naming_the_file(tmp_path, synthetic):
     (tmp_path / "test_images.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, tmp_path / "test_images.npy", "not a readable .npy")
+    assert_one_line_data_error(excinfo, tmp_path / "test_images.npy", "not a readable .npy")
 
 
 @pytest.mark.parametrize("bad_label", [10, 255])
@@ -266,7 +266,7 @@ def test_labels_out_of_range_are_an_error_naming_the_file(tmp_path, synthetic, f
     bad.write(tmp_path, form)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=bad.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, bad.path(tmp_path, "train_labels", form), "out of range", str(bad_label))
+    assert_one_line_data_error(excinfo, bad.path(tmp_path, "train_labels", form), "out of range", str(bad_label))
 
 
 def test_image_and_label_counts_must_agree(tmp_path, synthetic):
@@ -276,7 +276,7 @@ def test_image_and_label_counts_must_agree(tmp_path, synthetic):
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(eleven_labels)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
-    assert_one_line_error(excinfo, tmp_path, "12 train images but 11 train labels")
+    assert_one_line_data_error(excinfo, tmp_path, "12 train images but 11 train labels")
 
 
 def test_unverified_custom_data_may_hold_any_number_of_images(tmp_path, synthetic, make_synthetic):
@@ -314,7 +314,7 @@ def test_a_header_claiming_more_images_than_the_file_holds_is_truncated_not_a_me
     target.write_bytes(gzip.compress(liar, mtime=0) if form == "gz" else liar)
     with address_space_limit(1 << 30), pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
-    assert_one_line_error(excinfo, target, "truncated")
+    assert_one_line_data_error(excinfo, target, "truncated")
 
 
 # ----------------------------------------------------------------------------- reading: hostile files
@@ -337,7 +337,7 @@ def test_a_npy_header_claiming_more_rows_than_the_file_holds_is_truncated_not_a_
     target.write_bytes(npy_header_only(shape) + b"\0" * 100)
     with address_space_limit(1 << 30), pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
-    assert_one_line_error(excinfo, target, "truncated", str(math.prod(shape)))
+    assert_one_line_data_error(excinfo, target, "truncated", str(math.prod(shape)))
 
 
 def test_a_npy_longer_than_its_header_says_is_an_error(tmp_path, synthetic):
@@ -346,7 +346,7 @@ def test_a_npy_longer_than_its_header_says_is_an_error(tmp_path, synthetic):
     target.write_bytes(target.read_bytes() + b"\0")
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target, "too long")
+    assert_one_line_data_error(excinfo, target, "too long")
 
 
 def test_a_fortran_ordered_npy_reads_the_same_arrays(tmp_path, synthetic):
@@ -382,7 +382,7 @@ def test_a_gzip_of_several_members_cut_short_is_still_truncated(tmp_path, synthe
     target.write_bytes(gz[:first + 5] if cut == "second-member-header" else gz[:-cut])
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target, "truncated")
+    assert_one_line_data_error(excinfo, target, "truncated")
 
 
 def load_within(seconds: float, **kwargs):
@@ -412,7 +412,7 @@ def test_a_named_pipe_in_place_of_a_data_file_is_refused_at_once(tmp_path, synth
     os.mkfifo(target)
     with pytest.raises(DataError) as excinfo:
         load_within(5, spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target, "named pipe", "not a regular file")
+    assert_one_line_data_error(excinfo, target, "named pipe", "not a regular file")
 
 
 def test_a_folder_or_device_in_place_of_a_data_file_is_refused(tmp_path, synthetic):
@@ -422,12 +422,12 @@ def test_a_folder_or_device_in_place_of_a_data_file_is_refused(tmp_path, synthet
     folder.mkdir()
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, folder, "a folder, not a regular file")
+    assert_one_line_data_error(excinfo, folder, "a folder, not a regular file")
     folder.rmdir()
     folder.symlink_to("/dev/zero")
     with pytest.raises(DataError) as excinfo:
         load_within(5, spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, folder, "character device")
+    assert_one_line_data_error(excinfo, folder, "character device")
 
 
 @pytest.fixture
@@ -449,7 +449,7 @@ def test_image_and_label_counts_are_compared_before_any_data_is_read(tmp_path, s
         fh.truncate(16 + count * 784)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
-    assert_one_line_error(excinfo, tmp_path, f"{count} train images but 12 train labels", target.name)
+    assert_one_line_data_error(excinfo, tmp_path, f"{count} train images but 12 train labels", target.name)
 
 
 @pytest.mark.parametrize("form", ["gz", "raw", "npy"])
@@ -459,7 +459,7 @@ def test_a_bad_last_header_is_reported_before_any_data_is_read(tmp_path, synthet
     target.write_bytes(b"\x93NUMPY garbage" if form == "npy" else b"\0\0\x08\x03" + bytes(12))
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target)
+    assert_one_line_data_error(excinfo, target)
 
 
 class FailingFile:
@@ -498,7 +498,7 @@ def test_a_read_error_mid_file_is_one_line_naming_the_file(tmp_path, synthetic, 
     monkeypatch.setattr(idxfile, "open_regular_file", failing)
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=tmp_path)
-    assert_one_line_error(excinfo, target, "cannot read", "input/output error")
+    assert_one_line_data_error(excinfo, target, "cannot read", "input/output error")
 
 
 # ----------------------------------------------------------------------------- data folders that cannot be used
@@ -511,7 +511,7 @@ def test_a_data_folder_that_is_a_file_is_an_error_naming_it(tmp_path, no_data_en
         monkeypatch.setenv("FASTMLP_DATA_DIR", str(afile))
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=afile if how == "explicit" else None, download=True)
-    message = assert_one_line_error(excinfo, afile, "is a file, not a folder")
+    message = assert_one_line_data_error(excinfo, afile, "is a file, not a folder")
     assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
 
 
@@ -520,7 +520,7 @@ def test_a_data_folder_under_proc_is_an_error_saying_where_it_tried_to_write(no_
         pytest.skip("needs /proc")
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir="/proc", download=True)
-    message = assert_one_line_error(excinfo, "/proc/synthetic", "cannot write")
+    message = assert_one_line_data_error(excinfo, "/proc/synthetic", "cannot write")
     assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
     assert capsys.readouterr().err == ""  # no "downloading" line before the error
 
@@ -531,7 +531,7 @@ def test_no_data_and_a_current_folder_where_data_cannot_be_created_is_one_line(
     monkeypatch.chdir("/proc")
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, download=True)
-    message = assert_one_line_error(excinfo, Path("data") / "synthetic", "cannot write")
+    message = assert_one_line_data_error(excinfo, Path("data") / "synthetic", "cannot write")
     assert "--data-dir" in message and "FASTMLP_DATA_DIR" in message
     assert capsys.readouterr().err == ""
 
@@ -551,7 +551,7 @@ def test_loaded_arrays_are_read_only_whatever_the_file_form(tmp_path, synthetic,
 def test_unknown_dataset_name_is_an_error_listing_the_known_ones():
     with pytest.raises(DataError) as excinfo:
         load_dataset("cifar-10")
-    assert_one_line_error(excinfo, "'cifar-10'", "unknown dataset", "mnist", "fashion-mnist")
+    assert_one_line_data_error(excinfo, "'cifar-10'", "unknown dataset", "mnist", "fashion-mnist")
     with pytest.raises(DataError):
         data.get_spec("MNIST")  # names are exact
 
@@ -561,7 +561,7 @@ def test_dataset_found_nowhere_is_an_error_saying_where_it_looked(tmp_path, no_d
     empty.mkdir()
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=empty, download=False)
-    message = assert_one_line_error(excinfo, empty, "'synthetic'", "not found", "looked in")
+    message = assert_one_line_data_error(excinfo, empty, "'synthetic'", "not found", "looked in")
     assert "FASTMLP_DATA_DIR" in message  # says how to fix it
 
 
@@ -661,7 +661,7 @@ def test_folder_with_some_but_not_all_files_is_an_error_not_skipped(places, synt
     synthetic.write(explicit / "synthetic", keys=["train_images"])
     with pytest.raises(DataError) as excinfo:
         load_dataset(spec=synthetic.spec, data_dir=explicit)
-    assert_one_line_error(excinfo, explicit / "synthetic", "missing", "train-labels-idx1-ubyte")
+    assert_one_line_data_error(excinfo, explicit / "synthetic", "missing", "train-labels-idx1-ubyte")
 
 
 def test_system_dirs_are_searched_last(places, tmp_path, make_synthetic):
@@ -876,7 +876,7 @@ def test_failed_or_corrupt_download_raises_and_leaves_no_file_behind(tmp_path, o
         mirrors.routes[mirror + filename] = FAILURES[failure](online, key)
     with pytest.raises(DataError) as excinfo:
         data.download_dataset(spec=online.spec, data_dir=tmp_path, progress=False)
-    assert_one_line_error(excinfo, filename, "could not download")
+    assert_one_line_data_error(excinfo, filename, "could not download")
     folder = tmp_path / "synthetic"
     assert not (folder / filename).exists()
     assert not [n for n in files_in(folder) if n.endswith(".part")]
@@ -989,7 +989,8 @@ def _run_fixture_probe(tmp_path, env_updates: dict[str, str | None]) -> subproce
     """Run a one-test pytest session using ``mnist`` with this conftest and a modified environment."""
     probe = tmp_path / "probe"
     probe.mkdir()
-    (probe / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+    for name in ("conftest.py", "synthetic.py"):  # the conftest and the module it imports
+        (probe / name).write_text((Path(__file__).parent / name).read_text())
     (probe / "test_probe.py").write_text(textwrap.dedent("""
         def test_uses_mnist(mnist):
             assert False, "the fixture must not provide data here"

@@ -2,49 +2,22 @@
 
 Every case runs ``python -m fastmlp`` in a subprocess, in an empty current folder, without
 ``$FASTMLP_DATA_DIR`` and with the network out of reach, and checks: exit status 2, exactly one
-line on stderr, starting ``fastmlp: error:``, no traceback, and an answer within 2 seconds.
+line on stderr, starting ``fastmlp: error:``, no traceback, and an answer before any work starts
+(``helpers.PROMPT`` seconds, a bound no real run meets).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_model import MALFORMED
+from helpers import assert_one_line_exit_2
+from model_files import MALFORMED
 
 TRAIN = ("train", "--epochs", "1", "--hidden", "16")
-# A bad input is reported before any work: a command still running after this long has started some.
-PROMPT = 30
-
-
-def run_cli(args, cwd: Path, timeout: float = PROMPT) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "FASTMLP_DATA_DIR"}
-    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # no download gets out
-    return subprocess.run([sys.executable, "-m", "fastmlp", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_exit_2(args, cwd: Path, *fragments: str) -> str:
-    """Run the command; it must fail with one ``fastmlp: error:`` line, before doing any work (within
-    PROMPT seconds, a bound no real run meets). Returns the line."""
-    try:
-        result = run_cli(args, cwd)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"fastmlp {' '.join(map(str, args))} still running after {PROMPT} s")
-    lines = result.stderr.splitlines()
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.fixture
 def cwd(tmp_path) -> Path:
     """An empty current folder for the command (so no ./data)."""

@@ -22,8 +22,7 @@ import stat
 
 import numpy as np
 import pytest
-from helpers import import_extra
-from test_hostile_inputs import assert_one_line_exit_2, run_cli
+from helpers import assert_one_line_exit_2, import_extra, run_offline
 
 from fastmlp.atomic import atomic_path, write_target, write_text
 from fastmlp.errors import ModelError, UsageError
@@ -122,7 +121,7 @@ def test_export_through_a_link_replaces_the_file_it_leads_to_and_keeps_the_link(
     (cwd / "latest.onnx").symlink_to("models/v1.onnx")
     (cwd / "new.onnx").symlink_to("models/v2.onnx")  # a link to a file not there yet
     for name in ("latest.onnx", "new.onnx"):
-        proc = run_cli(["export", model_file, "--onnx", name], cwd)
+        proc = run_offline(["export", model_file, "--onnx", name], cwd)
         assert proc.returncode == 0, proc.stderr
         assert kind_of(cwd / name) == "link"
     onnx = import_extra("onnx", "onnx")
@@ -236,7 +235,7 @@ def test_predict_reads_a_float_or_32_bit_picture_as_its_8_bit_copy(cwd, model_fi
     other = "ring16.png" if pixels.dtype == np.uint16 else "ring.tif"  # TIFF holds 32-bit and float grey
     pil.fromarray(eight_bit).save(cwd / "ring.png")
     pil.fromarray(pixels).save(cwd / other)
-    proc = run_cli(["predict", model_file, "ring.png", other, "--json", "--top", "10"], cwd)
+    proc = run_offline(["predict", model_file, "ring.png", other, "--json", "--top", "10"], cwd)
     assert proc.returncode == 0, proc.stderr
     png, tif = json.loads(proc.stdout)
     np.testing.assert_allclose([t["probability"] for t in tif["top"]], [t["probability"] for t in png["top"]],

@@ -29,8 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import import_extra
-from test_hostile_inputs import PROMPT
+from helpers import PROMPT, import_extra
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 

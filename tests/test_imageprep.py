@@ -4,8 +4,8 @@ by Pillow, and a file that is not an image is one clear error naming it."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from helpers import import_extra
+from scipy import ndimage
 
 import_extra("PIL", "images")  # the images extra: without it this module skips
 from PIL import Image  # noqa: E402

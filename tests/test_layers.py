@@ -64,3 +64,17 @@ def test_train_help_imports_neither_optuna_nor_the_search_nor_numba():
     assert "fastmlp.cli" in mods
     for heavy in ("optuna", "fastmlp.search.workers", "fastmlp.report.builder", "numba", "sklearn"):
         assert heavy not in mods
+
+
+def test_no_test_module_imports_another_or_the_conftest():
+    """What tests share lives in helper modules (helpers.py, synthetic.py, model_files.py, ...): a test
+    module imported by another would run its tests twice and tie the two together."""
+    tests = ROOT / "tests"
+    test_modules = {p.stem for p in tests.glob("test_*.py")} | {"conftest"}
+    found = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in test_modules]
+    assert found == []

@@ -15,7 +15,7 @@ from helpers import small_config, synthetic_dataset, unlearnable_validation, wit
 
 from fastmlp.errors import ConfigError, UsageError
 from fastmlp.training.history import History
-from fastmlp.training.runs import MARKER, RunFolder
+from fastmlp.training.runs import MARKER, RunFolder, interrupts_deferred
 from fastmlp.training.train import TrainingDiverged, train
 
 
@@ -189,3 +189,14 @@ def test_a_full_disk_mid_run_is_one_error_and_the_last_complete_epoch_stays(tmp_
     resumed = train(small_config(epochs=3), data, out_dir=tmp_path, resume=True)
     whole = train(small_config(epochs=3), data)
     assert without_timings(resumed.history) == without_timings(whole.history)
+
+
+def test_ctrl_c_while_an_epochs_files_are_written_waits_until_they_all_are():
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            written.append("checkpoint.npz")  # the block goes on after the signal ...
+            written.append("history.json")
+    assert written == ["checkpoint.npz", "history.json"]  # ... and the interrupt comes after it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back

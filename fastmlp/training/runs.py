@@ -32,8 +32,10 @@ import fcntl
 import json
 import math
 import os
+import signal
 import socket
 import stat
+import threading
 import time
 import zipfile
 import zlib
@@ -284,6 +286,24 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     if not isinstance(meta, dict):
         raise UsageError(f"{path}: not a readable checkpoint (metadata is not an object)")
     return arrays, meta
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) held back until the block ends, then raised as KeyboardInterrupt: an epoch's files
+    are written as one, so the folder never holds a checkpoint and a history of different epochs. Only in
+    the main thread with Python's own handler (elsewhere signals cannot be caught, and nothing is held)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @dataclass

@@ -54,7 +54,7 @@ from ..errors import ConfigError, DataError, UsageError
 from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left
 from .model import MLP, check_rows
 from .optim import Adam, Schedule
-from .runs import CHECKPOINT, Checkpoint, RunFolder, describe_os_error, read_checkpoint, save_checkpoint
+from .runs import CHECKPOINT, Checkpoint, RunFolder, describe_os_error, interrupts_deferred, read_checkpoint, save_checkpoint
 from .threads import ThreadChooser, fixed_threads, usable_cores
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -514,7 +514,7 @@ class RunFiles:
         self.history.status = "running"
         if self.out is None:
             return
-        with self._writing():
+        with interrupts_deferred(), self._writing():  # Ctrl-C waits until the epoch's files are all written
             arrays, meta = trainer.state()
             if not is_best:
                 arrays["best_params"] = self.best.params
@@ -526,7 +526,7 @@ class RunFiles:
                 (self.out / "last.npz").unlink(missing_ok=True)
             else:
                 self._save_model(trainer.eval_model, "last.npz")
-        self.folder.saved = trainer.epoch
+            self.folder.saved = trainer.epoch
 
     def finish(self, status: str, message: str = "") -> None:
         """Write ``history.json`` with how the run ended."""
