@@ -450,7 +450,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                       ema=0.999, augment="elastic", elastic_alpha=16.0, elastic_sigma=4.0),
         "fashion-mnist": dict(hidden_sizes=(1024, 1024), batch_size=128, lr=2e-3, epochs=40, val_size=0,
                               schedule="onecycle", warmup=12.0, lr_floor=0.0, weight_decay=1e-4,
-                              label_smoothing=0.05, ema=0.999, flip=0.5, crop=2, erase=0.5),
+                              label_smoothing=0.05, ema=0.999, flip=0.5),
         "*": dict(hidden_sizes=(1024, 1024), batch_size=128, lr=2e-3, epochs=40, val_size=0, schedule="onecycle",
                   warmup=12.0, lr_floor=0.0, weight_decay=1e-4, label_smoothing=0.05, ema=0.999),
     },

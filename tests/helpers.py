@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -39,6 +40,14 @@ def missing_extra(reason: str):
         pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the tests of the extras must run", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
+
+
+def pdflatex_or_skip() -> str:
+    """pdflatex's path; skips without it (fails under ``FASTMLP_REQUIRE_EXTRAS=1``: CI installs it)."""
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        missing_extra("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+    return exe
 
 # ----------------------------------------------------------------------------- the engine
 

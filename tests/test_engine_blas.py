@@ -1,6 +1,8 @@
 """The GEMM on blocks of flat buffers (``fastmlp.engine.blas.gemm``) against its NumPy twin in the reference,
 the same product cut into blocks of rows (``gemm_blocks``), and when the blocks are used."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -105,7 +107,43 @@ def test_blocks_are_used_only_where_the_blas_has_small_matrix_kernels(monkeypatc
     import threadpoolctl
     monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: info)
     small_gemm_limit.cache_clear()
+    blas.kernels_blas.cache_clear()
     try:
         assert small_gemm_limit() == limit
     finally:
         small_gemm_limit.cache_clear()
+        blas.kernels_blas.cache_clear()
+
+
+def test_holds_of_one_blas_thread_from_several_python_threads_end_only_with_the_last(monkeypatch):
+    """Two fits in two Python threads each hold the BLAS at one thread while their kernels run: the
+    first to finish must not give the BLAS its threads back under the other (whose products would then
+    be cut at other rows: other bits with OpenBLAS's Haswell kernels)."""
+    events = []
+
+    def at_one_thread():  # stands for the BLAS's setter: the setting is the process's, one for all threads
+        events.append("BLAS at 1")
+        return lambda: events.append("BLAS given back")
+
+    monkeypatch.setattr(blas, "_blas_at_one_thread", at_one_thread)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with blas.one_blas_thread():
+            first_in.set()
+            second_in.wait(30)
+        first_out.set()
+
+    def second():
+        first_in.wait(30)
+        with blas.one_blas_thread():
+            second_in.set()
+            first_out.wait(30)
+            events.append("the second's kernels still run")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert events == ["BLAS at 1", "the second's kernels still run", "BLAS given back"]

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import PROMPT, import_extra
+from helpers import PROMPT, import_extra, pdflatex_or_skip
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
@@ -438,16 +438,6 @@ def test_markdown_keeps_unicode_as_it_is():
     d = doc.Document("Réseau 研究", [doc.Paragraph(("study ", doc.Code("a`b 研究")))], author="Ada\nLovelace")
     md = doc.to_markdown(d)
     assert md.startswith("# Réseau 研究\n\nAda Lovelace\n") and "study ``a`b 研究``" in md
-
-
-def pdflatex_or_skip() -> str:
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        reason = "pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)"
-        if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
-            pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the PDF tests must run", pytrace=False)
-        pytest.skip(reason)
-    return exe
 
 
 def test_pdflatex_typesets_every_character_the_latex_keeps(tmp_path):

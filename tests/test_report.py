@@ -3,13 +3,12 @@ trial, the retrained best configuration tested once, one document rendered alike
 LaTeX, LaTeX that compiles, and one-line errors."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 
 import pytest
-from helpers import import_extra
+from helpers import import_extra, pdflatex_or_skip
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
@@ -140,13 +139,7 @@ def test_the_report_command_on_mnist_retrains_on_the_whole_training_set(mnist, t
 @pytest.fixture(scope="module")
 def pdflatex() -> str:
     """pdflatex's path; the test skips without it, and fails under ``FASTMLP_REQUIRE_EXTRAS=1`` (CI)."""
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        reason = "pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)"
-        if os.environ.get("FASTMLP_REQUIRE_EXTRAS") == "1":
-            pytest.fail(f"{reason}; FASTMLP_REQUIRE_EXTRAS=1 says the PDF tests must run", pytrace=False)
-        pytest.skip(reason)
-    return exe
+    return pdflatex_or_skip()
 
 
 def test_the_latex_escapes_awkward_names_and_compiles(study_db, tmp_path, pdflatex):

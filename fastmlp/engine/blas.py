@@ -10,8 +10,11 @@ on disk like those that use ``np.dot``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import os
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -99,16 +102,22 @@ SMALL_GEMM_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
 
 @functools.cache
-def small_gemm_limit() -> int:
-    """SMALL_GEMM_MNK when the BLAS that the kernels call (SciPy's OpenBLAS, 0.3.16 or later) has
-    the small-matrix kernels on this machine, else 0. Fixed for the process: the blocks it leads
-    to decide the rounding, so it never depends on a measurement."""
+def kernels_blas() -> dict | None:
+    """threadpoolctl's record of the BLAS the kernels call (SciPy's), or None when it cannot be told."""
     import scipy.linalg.cython_blas  # noqa: F401  (the library the kernels call: loaded, so that it is listed)
     from threadpoolctl import threadpool_info
     libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
     # SciPy's own copy (a wheel's scipy.libs folder), else the one BLAS that NumPy and SciPy share
     own = [lib for lib in libs if "scipy" in os.path.basename(os.path.dirname(str(lib.get("filepath", "")))).lower()]
-    lib = own[0] if own else libs[0] if len(libs) == 1 else None
+    return own[0] if own else libs[0] if len(libs) == 1 else None
+
+
+@functools.cache
+def small_gemm_limit() -> int:
+    """SMALL_GEMM_MNK when the BLAS that the kernels call (SciPy's OpenBLAS, 0.3.16 or later) has
+    the small-matrix kernels on this machine, else 0. Fixed for the process: the blocks it leads
+    to decide the rounding, so it never depends on a measurement."""
+    lib = kernels_blas()
     if lib is None or lib.get("internal_api") != "openblas":
         return 0
     version = tuple(int(p) if p.isdigit() else 0 for p in str(lib.get("version") or "0").split(".")[:3])
@@ -160,10 +169,61 @@ def start_blas_threads(threads: int) -> None:
     """Once per process, one multi-threaded GEMM through the BLAS that the kernels call: with
     OpenBLAS, when the first call runs on one thread, later single-threaded calls from several
     threads at once run one after the other; after one call with its pool started they run side
-    by side."""
-    if _BLAS_STARTED or threads < 2:
-        return
-    a = np.ones((256, 256), np.float32)
-    with blas_threads(threads):
-        _square(a, np.empty_like(a))
-    _BLAS_STARTED.append(True)
+    by side. Never while a kernel call holds the BLAS at one thread (:func:`one_blas_thread`)."""
+    with _HOLD_LOCK:
+        if _BLAS_STARTED or threads < 2 or _HOLD[0]:
+            return
+        a = np.ones((256, 256), np.float32)
+        with blas_threads(threads):
+            _square(a, np.empty_like(a))
+        _BLAS_STARTED.append(True)
+
+
+_HOLD_LOCK = threading.Lock()
+_HOLD: list = [0, None]  # how many kernel calls hold the BLAS at one thread, and the limit they share
+
+
+@functools.cache
+def _openblas_threads_setter():
+    """OpenBLAS's ``openblas_set_num_threads_local`` (0.3.27 and later: sets the count, returns the one it
+    replaced) in the library the kernels call, or None."""
+    lib = kernels_blas()
+    if lib is None or lib.get("internal_api") != "openblas":
+        return None
+    try:
+        setter = ctypes.CDLL(lib["filepath"]).openblas_set_num_threads_local
+    except (OSError, AttributeError, KeyError):
+        return None
+    setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+    return setter
+
+
+def _blas_at_one_thread():
+    """Set the kernels' BLAS to one thread; returns what gives the previous count back. OpenBLAS's own
+    setter where there is one: threadpoolctl's, called from a Python thread other than the main one,
+    left OpenBLAS 0.3.31 at its threads."""
+    setter = _openblas_threads_setter()
+    if setter is not None:
+        previous = setter(1)
+        return lambda: setter(previous)
+    return blas_threads(1).restore_original_limits
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """The BLAS at one thread for the block: the kernels' parts are the parallelism. The setting is
+    the process's, so the holds are counted: the first sets it, the last gives it back. (Each block
+    setting and restoring it on its own let one Python thread's call end another's hold midway,
+    and the BLAS's threads cut a product at other rows: other bits with OpenBLAS's Haswell kernels.)"""
+    with _HOLD_LOCK:
+        if _HOLD[0] == 0:
+            _HOLD[1] = _blas_at_one_thread()
+        _HOLD[0] += 1
+    try:
+        yield
+    finally:
+        with _HOLD_LOCK:
+            _HOLD[0] -= 1
+            if _HOLD[0] == 0:
+                _HOLD[1]()
+                _HOLD[1] = None

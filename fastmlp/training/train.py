@@ -45,7 +45,7 @@ from ..atomic import write_text
 from ..config import STOPPING, TrainConfig
 from ..data.datasets import Dataset, check_sample_weight, check_training_arrays, load_dataset, validation_split
 from ..engine import augment
-from ..engine.blas import blas_threads, small_gemm_limit, start_blas_threads
+from ..engine.blas import one_blas_thread, small_gemm_limit, start_blas_threads
 from ..engine.layers import input_scale as input_scale_of
 from ..engine.parts import column_split
 from ..engine.records import Aug, Data, Net, Optim, allocate_work, make_call, make_recipe
@@ -269,7 +269,7 @@ class Trainer:
                          c.alpha, self.small_gemm)
         threads = self.threads.current
         # The parts are the parallelism; BLAS inside each runs on one thread.
-        with blas_threads(1):
+        with one_blas_thread():
             t0 = time.perf_counter()
             correct = run_call(self.columns, threads, self.net, Data(self.images, self.labels, order, self.weights), self.work,
                                self.optim, self.aug, self.recipe, call, self.losses)
