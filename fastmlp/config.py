@@ -445,8 +445,8 @@ def _checked_field(key: str, value: Any, where: str) -> Any:
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "best": {
-        "mnist": dict(hidden_sizes=(1024, 1024), batch_size=128, lr=2e-3, epochs=40, val_size=0,
-                      schedule="onecycle", warmup=12.0, lr_floor=0.0, weight_decay=1e-4, label_smoothing=0.05,
+        "mnist": dict(hidden_sizes=(1024, 1024), batch_size=128, lr=2e-3, epochs=120, val_size=0,
+                      schedule="onecycle", warmup=36.0, lr_floor=0.0, weight_decay=1e-4, label_smoothing=0.05,
                       ema=0.999, augment="elastic", elastic_alpha=16.0, elastic_sigma=4.0),
         "fashion-mnist": dict(hidden_sizes=(1024, 1024), batch_size=128, lr=2e-3, epochs=40, val_size=0,
                               schedule="onecycle", warmup=12.0, lr_floor=0.0, weight_decay=1e-4,

@@ -10,7 +10,7 @@ one-cycle eta per step (``OneCycleLR``, cosine, momentum not cycled), label smoo
 exponential moving average of the parameters (decay ``min(ema, (1 + t) / (10 + t))``) that is
 evaluated. Its random numbers are torch's, not fastmlp's, so the runs are alike, not equal.
 
-    python benchmarks/peers/torch_recipe.py --data-dir DIR [--epochs 40] [--threads 2] [--val-size 0] \\
+    python benchmarks/peers/torch_recipe.py --data-dir DIR [--epochs 120] [--threads 2] [--val-size 0] \\
         [--hidden 1024,1024] [--dataset mnist] [--seed 0]
 
 Defaults are the ``best`` preset's (:data:`fastmlp.config.PRESETS`); every option of the preset
