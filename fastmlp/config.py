@@ -15,13 +15,13 @@ import difflib
 import json
 import math
 import os
-import stat
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import open_regular_file
 
 
 def as_float32(x: float) -> float:
@@ -362,6 +362,10 @@ def toml_value(v) -> str:
     return str(v)
 
 
+class _NotRegular(Exception):
+    """A file :func:`read_table` refuses: a pipe, a device, a folder."""
+
+
 def read_table(path: str | os.PathLike, what: str) -> dict:
     """The table of a TOML file, or the object of a JSON one (``.json``), read as UTF-8 text.
 
@@ -371,12 +375,10 @@ def read_table(path: str | os.PathLike, what: str) -> dict:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"{path}: the {what} is not a regular file")
-            os.set_blocking(fd, True)
+        with open_regular_file(path, _NotRegular) as fh:
             text = fh.read().decode("utf-8")
+    except _NotRegular:
+        raise ConfigError(f"{path}: the {what} is not a regular file") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:

@@ -49,7 +49,8 @@ import numpy as np
 
 from ..atomic import atomic_path, ensure_writable_folder
 from ..errors import DataError
-from .idxfile import FileSpec, OpenedFile, kind_of_file, open_idx, open_npy, read_idx
+from ..files import kind_of_file
+from .idxfile import FileSpec, OpenedFile, open_idx, open_npy, read_idx
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import math
 import os
-import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import DataError
+from ..files import open_regular_file
 
 IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
@@ -41,38 +41,9 @@ class FileSpec:
     npy_names: tuple[str, ...]  # accepted .npy file names for the same array
 
 
-def kind_of_file(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-
 # No deflate stream expands more than 1032-fold: a bound on what a .gz (of any number of
 # members) can hold, to check a header's claim against before allocating.
 MAX_DEFLATE_RATIO = 1032
-
-
-def open_regular_file(path: str | os.PathLike, error: type[Exception] = DataError) -> BinaryIO:
-    """Open ``path`` for binary reading; ``error`` (one line) unless it is a regular file.
-
-    The file is opened without blocking and examined before any read, so a named pipe or a
-    device is refused at once instead of hanging. Other failures raise ``OSError``.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: {kind_of_file(mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def read_exactly(stream, out: memoryview) -> int:

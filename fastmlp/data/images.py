@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..extras import require
-from .idxfile import open_regular_file
+from ..files import open_regular_file
 
 SIDE = 28          # MNIST's field, pixels
 BOX = 20           # the box the digit is scaled to fit

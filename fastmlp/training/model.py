@@ -22,12 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..atomic import atomic_path
-from ..data.idxfile import MAX_DEFLATE_RATIO, open_regular_file, read_exactly, read_npy_header
+from ..data.idxfile import MAX_DEFLATE_RATIO, read_exactly, read_npy_header
 from ..engine import pool
 from ..engine.infer import allocate_infer_work, logits_worker
 from ..engine.layout import aligned_zeros, make_layout, num_parameters
 from ..engine.parts import INFER_ROWS
 from ..errors import ModelError
+from ..files import open_regular_file
 from ..reference import init_weight
 from .threads import usable_cores
 
