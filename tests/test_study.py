@@ -16,7 +16,7 @@ optuna = import_extra("optuna", "search")  # the search extra: without it this m
 
 from fastmlp.errors import ConfigError, StorageError  # noqa: E402
 from fastmlp.search import study as studymod  # noqa: E402
-from fastmlp.search.storage import display_url, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
+from fastmlp.search.storage import display_url, open_rdb, quiet_optuna, redact, sqlite_path, storage_url  # noqa: E402
 from fastmlp.search.study import open_storage  # noqa: E402
 
 quiet_optuna()
@@ -120,6 +120,47 @@ def test_processes_sharing_an_sqlite_file_run_each_queued_trial_exactly_once(tmp
 
 
 # ----------------------------------------------------------------------------- killed and started again
+
+DIE_MID_TRANSACTION = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size=1")  # pages spill into the file before the commit: the journal is hot
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("CREATE TABLE scratch (x BLOB)")
+for _ in range(200):
+    connection.execute("INSERT INTO scratch VALUES (zeroblob(5000))")
+os._exit(0)  # as if killed: no rollback, no commit
+"""
+
+
+def kill_a_writer_mid_transaction(db):
+    subprocess.run([sys.executable, "-c", DIE_MID_TRANSACTION, str(db)], check=True, timeout=60)
+    assert Path(f"{db}-journal").stat().st_size > 0
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "to-write"])
+def test_a_storage_whose_writer_was_killed_mid_transaction_opens_at_its_last_commit(tmp_path, read_only):
+    """A read-only SQLite connection cannot roll back a hot journal ("attempt to write a readonly
+    database"): opening the storage lets SQLite's own recovery run first, whichever way it is opened."""
+    db = tmp_path / "s.db"
+    optuna.create_study(storage=open_rdb(str(db)), study_name="x")
+    kill_a_writer_mid_transaction(db)
+    storage = open_rdb(str(db), read_only=read_only)
+    assert [s.study_name for s in storage.get_all_studies()] == ["x"]
+    assert not Path(f"{db}-journal").exists()
+    import sqlalchemy
+    assert "scratch" not in sqlalchemy.inspect(storage.engine).get_table_names()  # the dead transaction undone
+
+
+def test_a_read_only_storage_file_with_a_killed_writers_journal_is_one_line(tmp_path, monkeypatch):
+    db = tmp_path / "s.db"
+    optuna.create_study(storage=open_rdb(str(db)), study_name="x")
+    kill_a_writer_mid_transaction(db)
+    from fastmlp.search import storage
+    monkeypatch.setattr(storage.os, "access", lambda path, mode: mode != os.W_OK)  # as if chmod a-w (root ignores it)
+    with pytest.raises(StorageError, match="killed while writing this storage, and the file is read-only") as err:
+        open_rdb(str(db), read_only=True)
+    assert "\n" not in str(err.value)
 
 QUICK = ["--subset", "500", "--val-size", "500", "--layers", "1", "--width", "16", "--batch-size", "50",
          "--lr", "1e-3:3e-3", "--pruner", "none"]

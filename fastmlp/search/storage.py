@@ -29,6 +29,12 @@ Opening (:func:`open_rdb`)
     folder serves), PostgreSQL with ``default_transaction_read_only``; Optuna's tables must be
     there, and none is created.
 
+    A search killed inside an SQLite transaction leaves a hot journal beside the file; a ``mode=ro``
+    connection cannot roll it back and only answers "attempt to write a readonly database". So
+    before any look, :func:`roll_back_a_dead_writer` lets SQLite's own recovery run: one read by a
+    connection that may write restores the file to its last committed transaction (the only write
+    a read-only command makes, and only after a crash).
+
 Why SQLite is safe for the workers of one machine
     Optuna's docs warn against SQLite for parallel workers because of its lock errors. Those
     come from deferred transactions: two processes that both read, then both write, deadlock and
@@ -57,6 +63,7 @@ from ..errors import StorageError
 
 CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
 SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
+SQLITE_READONLY = 8         # SQLite's primary result code of "attempt to write a readonly database"
 #: Tables every Optuna storage has had: a database with some of them but not all is damaged.
 OPTUNA_TABLES = ("studies", "trials", "version_info")
 #: A query parameter whose name holds one of these carries a secret (password=, sslpassword=, ...).
@@ -248,6 +255,12 @@ def is_sqlite(url: str) -> bool:
     return is_path(url) or make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_uri(path: Path, read_only: bool = False) -> str:
+    """The SQLite URI filename of ``path``: absolute (after ``file:`` a relative path could read as
+    an authority, ``//host/...``) and percent-encoded, so that no character of it is URI syntax."""
+    return "file:" + quote(os.fsencode(Path(path).absolute()), safe="/") + ("?mode=ro" if read_only else "")
+
+
 def engine_url(url: str, read_only: bool = False) -> str:
     """The URL SQLAlchemy opens for the storage ``url`` (a :func:`storage_url`): an SQLite file as an
     SQLite URI filename (``mode=ro`` when ``read_only``), so that no character of its path is URL syntax."""
@@ -256,8 +269,7 @@ def engine_url(url: str, read_only: bool = False) -> str:
         path = sqlite_path(url)
         parsed = None if is_path(url) else make_url(url)
         keep = {k: v for k, v in (parsed.query.items() if parsed else ()) if k not in ("uri", "mode")}
-        # the absolute path: a relative one after "file:" could read as an authority ("//host/...")
-        database = "file:" + quote(os.fsencode(Path(path).absolute()), safe="/")
+        database = sqlite_uri(path)
         query = {**keep, "uri": "true", **({"mode": "ro"} if read_only else {})}
         text = URL.create(parsed.drivername if parsed else "sqlite", database=database, query=query)
         return text.render_as_string(hide_password=False)
@@ -330,7 +342,8 @@ def open_rdb(url: str, *, read_only: bool = False, **rdb_kwargs):
     Every failure to open it (no driver, a bad URL, a server that does not answer or refuses the
     login, no such database, no such file for reading, another program's database) is one
     :class:`StorageError` line, with the secrets hidden. ``read_only``: nothing is written, not even
-    a lock file, and Optuna's tables must already be there.
+    a lock file (only a killed writer's SQLite transaction is rolled back, as any SQLite reader that
+    may write would), and Optuna's tables must already be there.
     """
     optuna = quiet_optuna()
     url = storage_url(url)
@@ -353,6 +366,8 @@ def open_rdb(url: str, *, read_only: bool = False, **rdb_kwargs):
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"{path.parent}: cannot create the storage's folder ({exc.strerror})") from None
+    if path is not None and path.is_file():
+        roll_back_a_dead_writer(path)
     target = engine_url(url, read_only)
     kwargs = _engine_kwargs(url, read_only)
     try:
@@ -375,6 +390,31 @@ def open_rdb(url: str, *, read_only: bool = False, **rdb_kwargs):
     if path is not None and not read_only:
         _serialize_sqlite(storage.engine)
     return storage
+
+
+def roll_back_a_dead_writer(path: Path) -> None:
+    """Roll back the transaction that a process killed while writing the SQLite file ``path`` left
+    in its hot journal, so that read-only connections can read the file again.
+
+    A read-only connection that meets a hot journal fails with SQLITE_READONLY_ROLLBACK; one
+    connection that may write rolls the journal back as it first reads (SQLite's own recovery,
+    under SQLite's locks). Any other failure is left to the checks that follow, which name it.
+    """
+    import sqlite3
+    try:
+        with contextlib.closing(sqlite3.connect(sqlite_uri(path, read_only=True), uri=True,
+                                                timeout=SQLITE_BUSY_TIMEOUT)) as connection:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", SQLITE_READONLY) & 0xFF != SQLITE_READONLY:
+            return
+    if not os.access(path, os.W_OK):
+        raise StorageError(f"{path}: a process was killed while writing this storage, and the file is read-only, "
+                           f"so its unfinished transaction cannot be rolled back; make it writable and run again")
+    with contextlib.suppress(sqlite3.Error), \
+            contextlib.closing(sqlite3.connect(sqlite_uri(path), uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as connection:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def _serialize_sqlite(engine) -> None:
