@@ -199,3 +199,23 @@ def assert_one_line_exit_2(args, cwd: Path, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+# ----------------------------------------------------------------------------- SQLite
+
+DIE_MID_TRANSACTION = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size=1")  # pages spill into the file before the commit: the journal is hot
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("CREATE TABLE scratch (x BLOB)")
+for _ in range(200):
+    connection.execute("INSERT INTO scratch VALUES (zeroblob(5000))")
+os._exit(0)  # as if killed: no rollback, no commit
+"""
+
+
+def kill_a_writer_mid_transaction(db) -> None:
+    """A process that dies inside an SQLite transaction on ``db``, leaving its hot journal (a table ``scratch``)."""
+    subprocess.run([sys.executable, "-c", DIE_MID_TRANSACTION, str(db)], check=True, timeout=60)
+    assert Path(f"{db}-journal").stat().st_size > 0

@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import import_extra
+from helpers import import_extra, kill_a_writer_mid_transaction
 from synthetic import SyntheticDataset, learnable_arrays
 
 import_extra("optuna", "search")  # the search extra: without it this module skips
@@ -160,6 +161,22 @@ def test_a_search_serves_its_dashboard_while_it_runs_and_stops_it_with_the_searc
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the connections in TIME_WAIT
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_a_read_that_meets_a_killed_searchs_journal_fails_once_in_one_line_and_the_next_succeeds(
+        optuna_dashboard, small_dataset, tmp_path):
+    db = tmp_path / "s.db"
+    small_search(f"sqlite:///{db}", small_dataset, trials=1)
+    proc = fastmlp("dashboard", "--storage", str(db), "--port", "0", cwd=tmp_path)
+    api = served_url(proc).replace("/dashboard", "/api/studies")
+    kill_a_writer_mid_transaction(db)
+    with pytest.raises(urllib.error.HTTPError, match="500"):
+        urllib.request.urlopen(api, timeout=30)
+    studies = json.loads(urllib.request.urlopen(api, timeout=30).read())["study_summaries"]
+    out, err = stop(proc)
+    assert [s["study_name"] for s in studies] == ["small"] and proc.returncode == 0
+    assert err.splitlines() == [f"fastmlp: {db}: a process was killed while writing this storage; its unfinished "
+                                f"transaction is rolled back now, and the next read sees the last commit"]
 
 
 # ----------------------------------------------------------------------------- one-line errors

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, import_extra, run
+from helpers import assert_one_line_error, import_extra, kill_a_writer_mid_transaction, run
 
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
@@ -121,23 +121,6 @@ def test_processes_sharing_an_sqlite_file_run_each_queued_trial_exactly_once(tmp
 
 # ----------------------------------------------------------------------------- killed and started again
 
-DIE_MID_TRANSACTION = """
-import os, sqlite3, sys
-connection = sqlite3.connect(sys.argv[1], isolation_level=None)
-connection.execute("PRAGMA cache_size=1")  # pages spill into the file before the commit: the journal is hot
-connection.execute("BEGIN IMMEDIATE")
-connection.execute("CREATE TABLE scratch (x BLOB)")
-for _ in range(200):
-    connection.execute("INSERT INTO scratch VALUES (zeroblob(5000))")
-os._exit(0)  # as if killed: no rollback, no commit
-"""
-
-
-def kill_a_writer_mid_transaction(db):
-    subprocess.run([sys.executable, "-c", DIE_MID_TRANSACTION, str(db)], check=True, timeout=60)
-    assert Path(f"{db}-journal").stat().st_size > 0
-
-
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "to-write"])
 def test_a_storage_whose_writer_was_killed_mid_transaction_opens_at_its_last_commit(tmp_path, read_only):
     """A read-only SQLite connection cannot roll back a hot journal ("attempt to write a readonly
@@ -150,6 +133,19 @@ def test_a_storage_whose_writer_was_killed_mid_transaction_opens_at_its_last_com
     assert not Path(f"{db}-journal").exists()
     import sqlalchemy
     assert "scratch" not in sqlalchemy.inspect(storage.engine).get_table_names()  # the dead transaction undone
+
+
+def test_a_read_only_storage_kept_open_reads_again_after_its_writer_is_killed_mid_transaction(tmp_path):
+    """The dashboard's case: its read that meets the hot journal is one line, and the next reads the last commit."""
+    db = tmp_path / "s.db"
+    optuna.create_study(storage=open_rdb(str(db)), study_name="x")
+    watching = open_rdb(str(db), read_only=True)
+    assert [s.study_name for s in watching.get_all_studies()] == ["x"]
+    kill_a_writer_mid_transaction(db)
+    with pytest.raises(StorageError, match="killed while writing this storage; its unfinished transaction is rolled"):
+        watching.get_all_studies()
+    assert [s.study_name for s in watching.get_all_studies()] == ["x"]
+    assert not Path(f"{db}-journal").exists()
 
 
 def test_a_read_only_storage_file_with_a_killed_writers_journal_is_one_line(tmp_path, monkeypatch):

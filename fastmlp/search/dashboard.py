@@ -30,6 +30,7 @@ import threading
 
 from ..errors import UsageError
 from ..extras import require
+from .storage import DEAD_WRITER
 from .study import display_url, open_storage, redact, storage_errors
 
 DEFAULT_HOST = "127.0.0.1"
@@ -43,10 +44,15 @@ def require_optuna_dashboard():
 
 
 class ReadOnlyNote(logging.Filter):
-    """optuna-dashboard's record of a refused write (its traceback of Optuna's commit error) as one line."""
+    """optuna-dashboard's record of a failed request (the traceback in its message) as one line: a
+    refused write (Optuna's commit error), or a read that met a killed writer's SQLite journal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "An exception is raised during the commit" in record.getMessage():
+        message = record.getMessage()
+        first = message.partition("\n")[0].removeprefix("Exception: ")
+        if DEAD_WRITER in first:  # one read failed; the next succeeds
+            record.msg, record.args = f"fastmlp: {first}", ()
+        elif "An exception is raised during the commit" in message:
             record.msg, record.args = ("fastmlp: the dashboard reads the storage only: the change asked for (a note, "
                                        "a trial's state) was not saved"), ()
         return True

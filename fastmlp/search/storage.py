@@ -33,7 +33,8 @@ Opening (:func:`open_rdb`)
     connection cannot roll it back and only answers "attempt to write a readonly database". So
     before any look, :func:`roll_back_a_dead_writer` lets SQLite's own recovery run: one read by a
     connection that may write restores the file to its last committed transaction (the only write
-    a read-only command makes, and only after a crash).
+    a read-only command makes, and only after a crash). A read-only storage kept open (the
+    dashboard's) does the same when one of its reads meets such a journal: the next read succeeds.
 
 Why SQLite is safe for the workers of one machine
     Optuna's docs warn against SQLite for parallel workers because of its lock errors. Those
@@ -63,7 +64,10 @@ from ..errors import StorageError
 
 CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
 SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
-SQLITE_READONLY = 8         # SQLite's primary result code of "attempt to write a readonly database"
+#: SQLite's extended result codes of a read-only connection that meets a dead writer's hot journal (or WAL)
+SQLITE_READONLY_DEAD_WRITER = {776: "SQLITE_READONLY_ROLLBACK", 264: "SQLITE_READONLY_RECOVERY"}
+#: What a read of a read-only storage kept open says when it met a dead writer's journal
+DEAD_WRITER = "a process was killed while writing this storage"
 #: Tables every Optuna storage has had: a database with some of them but not all is damaged.
 OPTUNA_TABLES = ("studies", "trials", "version_info")
 #: A query parameter whose name holds one of these carries a secret (password=, sslpassword=, ...).
@@ -389,6 +393,8 @@ def open_rdb(url: str, *, read_only: bool = False, **rdb_kwargs):
         raise StorageError(f"cannot open the storage {shown}: {first_line(exc, url)}") from None
     if path is not None and not read_only:
         _serialize_sqlite(storage.engine)
+    elif path is not None:
+        _recover_when_a_writer_dies(storage.engine, path)
     return storage
 
 
@@ -396,8 +402,8 @@ def roll_back_a_dead_writer(path: Path) -> None:
     """Roll back the transaction that a process killed while writing the SQLite file ``path`` left
     in its hot journal, so that read-only connections can read the file again.
 
-    A read-only connection that meets a hot journal fails with SQLITE_READONLY_ROLLBACK; one
-    connection that may write rolls the journal back as it first reads (SQLite's own recovery,
+    A read-only connection that meets a hot journal fails with SQLITE_READONLY_ROLLBACK (a WAL
+    file: SQLITE_READONLY_RECOVERY); one connection that may write rolls it back as it first reads (SQLite's own recovery,
     under SQLite's locks). Any other failure is left to the checks that follow, which name it.
     """
     import sqlite3
@@ -407,14 +413,28 @@ def roll_back_a_dead_writer(path: Path) -> None:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", SQLITE_READONLY) & 0xFF != SQLITE_READONLY:
+        if getattr(exc, "sqlite_errorcode", None) not in SQLITE_READONLY_DEAD_WRITER:
             return
     if not os.access(path, os.W_OK):
-        raise StorageError(f"{path}: a process was killed while writing this storage, and the file is read-only, "
-                           f"so its unfinished transaction cannot be rolled back; make it writable and run again")
+        raise StorageError(f"{path}: {DEAD_WRITER}, and the file is read-only, so its unfinished transaction "
+                           f"cannot be rolled back; make it writable and run again")
     with contextlib.suppress(sqlite3.Error), \
             contextlib.closing(sqlite3.connect(sqlite_uri(path), uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as connection:
         connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def _recover_when_a_writer_dies(engine, path: Path) -> None:
+    """A read-only storage kept open (the dashboard's) whose writer is killed mid-transaction: the
+    read that meets the hot journal is one :class:`StorageError` line, and the journal is rolled
+    back so that the next read succeeds."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "handle_error")
+    def _roll_back(context):
+        if getattr(context.original_exception, "sqlite_errorcode", 0) in SQLITE_READONLY_DEAD_WRITER:
+            roll_back_a_dead_writer(path)
+            raise StorageError(f"{path}: {DEAD_WRITER}; its unfinished transaction is rolled back now, and the "
+                               f"next read sees the last commit")
 
 
 def _serialize_sqlite(engine) -> None:
