@@ -403,8 +403,9 @@ def roll_back_a_dead_writer(path: Path) -> None:
     in its hot journal, so that read-only connections can read the file again.
 
     A read-only connection that meets a hot journal fails with SQLITE_READONLY_ROLLBACK (a WAL
-    file: SQLITE_READONLY_RECOVERY); one connection that may write rolls it back as it first reads (SQLite's own recovery,
-    under SQLite's locks). Any other failure is left to the checks that follow, which name it.
+    file: SQLITE_READONLY_RECOVERY); one connection that may write rolls it back as it first
+    reads (SQLite's own recovery, under SQLite's locks). Any other failure is left to the checks
+    that follow, which name it.
     """
     import sqlite3
     try:
