@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 import os
 import struct
 from dataclasses import asdict, dataclass
@@ -30,6 +31,17 @@ def as_float32(x: float) -> float:
         return struct.unpack("f", struct.pack("f", x))[0]
     except OverflowError:
         return math.copysign(math.inf, x)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # NumPy's bool without importing NumPy
+
+
+def _is_whole(value: Any) -> bool:
+    """An integer (Python's or NumPy's), or a float with no fraction (``512.0``); never a bool."""
+    if _is_bool(value):
+        return False
+    return isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ class Rule:
                 raise ConfigError(f"{prefix}{self.name} must be {self.range_text()}; got {value!r}")
             return value
         kind = "an integer" if self.type is int else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if _is_bool(value) or not isinstance(value, numbers.Real):  # NumPy's scalars are numbers too
             raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got {value!r}")
         if not math.isfinite(value):
             raise ConfigError(f"{prefix}{self.name} must be finite; got {value}")
@@ -263,10 +275,10 @@ class TrainConfig:
     min_delta: float = 0.0       # the least rise of the validation accuracy that counts
 
     def __post_init__(self):
-        try:
-            self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        except (TypeError, ValueError):
-            raise ConfigError(f"hidden_sizes must be a list of positive integers; got {self.hidden_sizes!r}") from None
+        sizes = self.hidden_sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__") or not all(map(_is_whole, sizes)):
+            raise ConfigError(f"hidden_sizes must be a list of positive integers; got {sizes!r}")
+        self.hidden_sizes = tuple(int(h) for h in sizes)
 
     def validate(self, n_train: int | None = None) -> TrainConfig:
         """Check every field against :data:`RULES`; raise :class:`ConfigError` naming the first bad value."""

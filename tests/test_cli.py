@@ -3,12 +3,14 @@
 import gzip
 import json
 
+import numpy as np
 import pytest
 from helpers import assert_one_line_error, run
 
 from fastmlp.cli import build_parser
 from fastmlp.cli_train import train_config_from_args
 from fastmlp.config import PRESETS, TrainConfig, read_config_file
+from fastmlp.errors import ConfigError
 
 
 def test_gradcheck_passes_and_lists_every_gradient():
@@ -143,6 +145,21 @@ def test_a_bad_configuration_file_is_one_line_naming_the_file_and_the_key(tmp_pa
     path = tmp_path / "run.toml"
     path.write_text(text)
     assert_one_line_error(run("train", "--config", path, "--print-config"), f"{path}: ", fragment)
+
+
+@pytest.mark.parametrize("sizes", ["128", (3.7,), 5, [True], None])
+def test_hidden_sizes_that_are_not_whole_numbers_are_refused_not_coerced(sizes):
+    with pytest.raises(ConfigError, match="hidden_sizes must be a list of positive integers"):
+        TrainConfig(hidden_sizes=sizes)
+
+
+def test_numpy_numbers_are_numbers_to_every_rule():
+    config = TrainConfig(hidden_sizes=(np.int64(64), 32.0), lr=np.float32(0.5), epochs=np.int64(3),
+                         beta2=np.float16(0.5)).validate()
+    assert config.hidden_sizes == (64, 32) and (config.lr, config.epochs, config.beta2) == (0.5, 3, 0.5)
+    assert (type(config.lr), type(config.epochs)) == (float, int)
+    with pytest.raises(ConfigError, match="lr must be a number > 0; got np.True_"):
+        TrainConfig(lr=np.bool_(True)).validate()
 
 
 def test_a_missing_configuration_file_is_one_line(tmp_path):

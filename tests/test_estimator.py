@@ -232,6 +232,18 @@ def test_partial_fit_trains_one_epoch_per_call_over_declared_classes(blobs):
     assert not hasattr(MLPClassifier(early_stopping=True), "partial_fit")
 
 
+@pytest.mark.parametrize("classes,fragment", [
+    ([0, 1, 2, 9], "`y` has classes not in `self.classes_`"),   # 3 is not declared: it would train as 9
+    ([5, 6, 7, 8], "`y` has classes not in `self.classes_`"),
+    (["a", "b", "c", "d"], "Mix of label input types (string and number)"),
+])
+def test_the_first_partial_fit_refuses_labels_that_classes_does_not_declare(blobs, classes, fragment):
+    clf = quick()
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        clf.partial_fit(*blobs, classes=classes)
+    assert not hasattr(clf, "classes_")
+
+
 def test_partial_fit_epochs_equal_fit_epochs_without_shuffling(blobs):
     """Adam's state carries over between partial_fit calls exactly as between a fit's epochs."""
     X, y = blobs
@@ -405,6 +417,48 @@ def test_balanced_weights_raise_a_rare_class_recall(blobs):
     assert rare(balanced) >= rare(plain)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_rows_of_weight_zero_train_exactly_as_if_they_were_not_there(blobs, shuffle):
+    """scikit-learn's rule for weights, bit for bit: even a mini-batch that would hold only rows of
+    weight 0 (here the first 200 rows, batches of 50, unshuffled) is never formed."""
+    X, y = blobs
+    w = np.r_[np.zeros(200), np.ones(400)]
+    weighted = quick(max_iter=4, shuffle=shuffle)
+    dropped = quick(max_iter=4, shuffle=shuffle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted.fit(X, y, sample_weight=w)
+        dropped.fit(X[200:], y[200:])
+    for u, v in zip(weighted.coefs_ + weighted.intercepts_, dropped.coefs_ + dropped.intercepts_):
+        np.testing.assert_array_equal(u, v)
+    assert weighted.loss_curve_ == dropped.loss_curve_ and weighted.t_ == dropped.t_ == 4 * 400
+
+
+def test_weights_that_are_all_zero_or_below_float32s_normal_range_are_one_error(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError, match="Sample weights must contain at least one non-zero number"):
+        quick().fit(X, y, sample_weight=np.zeros(len(y)))
+    with pytest.raises(ValueError, match="below 1.2e-38, float32's smallest normal number"):
+        quick().fit(X, y, sample_weight=np.full(len(y), 1e-40))
+    tiny = fit_quietly(quick(max_iter=2, alpha=0.0), X, y[:, None].ravel())  # the same fit with weights 1e-37:
+    scaled = quick(max_iter=2, alpha=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scaled.fit(X, y, sample_weight=np.full(len(y), 1e-37))
+    np.testing.assert_allclose(scaled.coefs_[0], tiny.coefs_[0], rtol=1e-3, atol=1e-5)  # uniform weights: no weights
+
+
+def test_hyperparameters_may_be_numpy_numbers_as_in_a_grid_search(blobs):
+    X, y = blobs
+    grid = GridSearchCV(quick(max_iter=2), {"alpha": np.arange(2), "max_iter": np.array([1, 2])}, cv=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X, y)
+        clf = quick(learning_rate_init=np.float32(0.01), beta_1=np.float16(0.5), epsilon=np.float64(1e-7),
+                    max_iter=np.int64(2)).fit(X, y)
+    assert grid.best_params_["alpha"] in (0, 1) and clf.n_iter_ == 2
+
+
 def test_negative_sample_weights_are_refused(blobs):
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         quick().fit(*blobs, sample_weight=-np.ones(len(blobs[1])))
@@ -429,6 +483,13 @@ def test_the_regressor_fits_one_or_many_targets_with_scikit_learns_attributes(wa
                                                                                                         (64, 2)]
     one = MLPRegressor(hidden_layer_sizes=(64,), max_iter=100, random_state=0).fit(X, y[:, 0])
     assert one.predict(X).shape == (800,) and one.score(X, y[:, 0]) > 0.9
+
+
+def test_partial_fit_on_another_number_of_targets_says_so(waves):
+    X, y = waves
+    reg = MLPRegressor(hidden_layer_sizes=(8,)).partial_fit(X, y)
+    with pytest.raises(ValueError, match="y has 3 targets, but the network was fitted with 2"):
+        reg.partial_fit(X, np.c_[y, y[:, 0]])
 
 
 def test_the_regressors_loss_curve_is_scikit_learns_squared_error(waves):
@@ -493,6 +554,51 @@ def test_a_model_trained_by_the_command_is_a_classifier_of_pixels(tmp_path):
     assert list(clf.classes_) == list(range(10)) and clf.n_features_in_ == 64
     np.testing.assert_array_equal(clf.predict(images), result.model.predict(images))
     np.testing.assert_array_equal(clf.predict(images.astype(np.float64)), result.model.predict(images))
+
+
+@pytest.mark.parametrize("hidden,layers", [(7, (7,)), (np.int64(7), (7,)), (range(5, 7), (5, 6)), ({9}, (9,))])
+def test_a_saved_estimator_loads_with_the_layers_its_hidden_layer_sizes_made(blobs, tmp_path, hidden, layers):
+    import fastmlp
+    X, y = blobs
+    fit_quietly(quick(hidden_layer_sizes=hidden, max_iter=1, n_iter_no_change=np.inf), X, y).save(tmp_path / "m.npz")
+    back = fastmlp.load(tmp_path / "m.npz")
+    assert back.hidden_layer_sizes == layers and back.n_iter_no_change == np.inf
+    assert fit_quietly(back, X, y).n_iter_ == 1  # its parameters pass scikit-learn's validation again
+
+
+@pytest.mark.parametrize("labels", [np.array(["2020-01-01", "2021-06-01", "2022-01-01", "2023-03-04"], "M8[D]"),
+                                    np.array([1, 3, 5, 7], "m8[s]")])
+def test_dates_and_durations_as_labels_are_saved_and_loaded(blobs, tmp_path, labels):
+    import fastmlp
+    X, y = blobs
+    clf = fit_quietly(quick(max_iter=1), X, labels[y])
+    clf.save(tmp_path / "m.npz")
+    back = fastmlp.load(tmp_path / "m.npz")
+    assert back.classes_.dtype == labels.dtype and np.array_equal(back.predict(X), clf.predict(X))
+
+
+def test_labels_that_a_model_file_cannot_keep_are_one_error_and_no_file(blobs, tmp_path):
+    from decimal import Decimal
+    X, y = blobs
+    clf = fit_quietly(quick(max_iter=1), X, y)
+    clf.classes_ = np.array([Decimal(i) for i in range(4)], dtype=object)  # no label scikit-learn takes fails so
+    with pytest.raises(ValueError, match="cannot save this estimator: the model file keeps its metadata as JSON"):
+        clf.save(tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_new_fit_of_a_loaded_command_model_learns_from_the_features_as_given(tmp_path):
+    """A model file of ``fastmlp train`` takes pixels (its input scale is 1/255); a fit, not warm,
+    starts over on the X it is given, and predicts from that X as a new estimator does."""
+    import fastmlp
+    rng = np.random.default_rng(0)
+    MLP.initialized([2, 32, 2], rng).save(tmp_path / "cli.npz")
+    X = rng.normal(size=(400, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    params = dict(max_iter=30, random_state=0, learning_rate_init=0.01)
+    refit = fit_quietly(fastmlp.load(tmp_path / "cli.npz").set_params(**params), X, y)
+    fresh = fit_quietly(MLPClassifier(hidden_layer_sizes=(32,), **params), X, y)
+    np.testing.assert_array_equal(refit.predict_proba(X), fresh.predict_proba(X))
 
 
 def test_an_estimator_exports_to_onnx_and_onnxruntime_agrees(blobs, waves, onnxruntime):

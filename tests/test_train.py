@@ -164,6 +164,17 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_history(tmp_path
     assert info.value.epoch >= 1
 
 
+@pytest.mark.parametrize("targets", [1, 3])
+def test_a_regression_trainer_runs_its_epochs_whatever_its_squared_error(targets):
+    """The exploded-loss rule compares with a uniform guess over classes (ln k): a regression has none."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5)).astype(np.float32)
+    y = np.ascontiguousarray(np.repeat(10 * X[:, :1], targets, axis=1), dtype=np.float32)
+    trainer = Trainer(small_config(hidden_sizes=(8,), batch_size=20, epochs=3, val_size=0), X, y, num_classes=targets)
+    losses = [record.train_loss for record in trainer.epochs()]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
 def test_the_trainer_yields_one_record_per_epoch_and_a_caller_may_stop_between_them():
     data = synthetic_dataset()
     trainer = Trainer.for_dataset(small_config(epochs=5, val_size=0), data)

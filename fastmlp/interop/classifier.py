@@ -74,7 +74,8 @@ class MLPClassifier(ClassifierMixin, MLPBase):
         effect with ``solver='adam'``.
 
     ``fit(X, y, sample_weight=None)``: each row's loss weighs ``sample_weight[i]`` (scikit-learn's
-    weighted mean: a weight of 0 drops a row, an integer weight counts it that many times, and
+    weighted mean: a row of weight 0, or below float32's smallest normal number, is left out as if
+    it were not in X, an integer weight counts a row that many times, and
     ``compute_sample_weight("balanced", y)`` balances the classes).
 
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``feature_names_in_`` (for
@@ -137,10 +138,6 @@ class MLPClassifier(ClassifierMixin, MLPBase):
             if classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
                 raise ValueError(f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
                                  f"was: {self.classes_!r}")
-            unseen = np.setdiff1d(y, self.classes_)
-            if unseen.size:
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                                 f"'y' has {unique_labels(y)}.")
             labels = self.classes_
         elif incremental:
             labels = unique_labels(classes)
@@ -149,6 +146,11 @@ class MLPClassifier(ClassifierMixin, MLPBase):
             if not first_pass and not np.array_equal(labels, self.classes_):
                 raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous call "
                                  f"to fit. Previously got {self.classes_}, `y` has {labels}")
+        if incremental:  # the first call too: `classes` must name every label of y
+            unique_labels(y, labels)  # scikit-learn's error for labels of two kinds (strings and numbers)
+            if np.setdiff1d(y, labels).size:
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {labels}. "
+                                 f"'y' has {unique_labels(y)}.")
         return np.searchsorted(labels, y).astype(np.int64), {"classes_": labels}
 
     def _split(self, rows: np.ndarray, targets: np.ndarray, seed: int):
@@ -160,7 +162,10 @@ class MLPClassifier(ClassifierMixin, MLPBase):
         return float(accuracy_score(targets, out.argmax(axis=1), sample_weight=weights))
 
     def _saved_targets(self) -> dict:
-        return {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str}
+        classes = self.classes_
+        if classes.dtype.kind in "mM":  # dates and durations as their integer counts, which JSON holds
+            classes = classes.astype(np.int64)
+        return {"classes": classes.tolist(), "classes_dtype": self.classes_.dtype.str}
 
     def _restore_targets(self, saved: dict) -> None:
         self.classes_ = np.array(saved["classes"], dtype=np.dtype(saved["classes_dtype"]))

@@ -26,6 +26,7 @@ alpha / (2 sum w) * sum_l ||coefs_[l]||^2``, then takes one Adam step with
 
 from __future__ import annotations
 
+import json
 import numbers
 import warnings
 from numbers import Integral, Real
@@ -196,7 +197,7 @@ class MLPBase(BaseEstimator):
         raise NotImplementedError
 
     def _split(self, rows: np.ndarray, targets: np.ndarray, seed: int):
-        """``(train rows, validation rows)`` for early stopping."""
+        """``(train rows, validation rows)`` of ``rows`` for early stopping (``targets``: theirs)."""
         raise NotImplementedError
 
     def _validation_score(self, out: np.ndarray, targets: np.ndarray, weights) -> float:
@@ -218,23 +219,25 @@ class MLPBase(BaseEstimator):
         first_pass = not fitted or (not self.warm_start and not incremental)
         X, y = self._validate_xy(X, y, first_pass)
         targets, fixed = self._engine_targets(y, first_pass, incremental, classes)
-        weights = None
-        if sample_weight is not None:
-            weights = np.ascontiguousarray(_check_sample_weight(sample_weight, X, dtype=np.float32,
-                                                                ensure_non_negative=True))
+        weights = None if sample_weight is None else _engine_weights(sample_weight, X)
         n_outputs = targets.shape[1] if targets.ndim == 2 else len(fixed["classes_"])
         sizes = [X.shape[1], *hidden, n_outputs]
-        if not first_pass and sizes != self._sizes:
+        if not first_pass and sizes[1:-1] != self._sizes[1:-1]:
             raise ValueError(f"hidden_layer_sizes {hidden} do not match the fitted network {self._sizes[1:-1]}: "
+                             f"warm_start and partial_fit continue the same network")
+        if not first_pass and sizes[-1] != self._sizes[-1]:
+            raise ValueError(f"y has {n_outputs} targets, but the network was fitted with {self._sizes[-1]}: "
                              f"warm_start and partial_fit continue the same network")
         if not first_pass and getattr(self, "_input_scale", 1.0) != 1.0:
             X = X * np.float32(self._input_scale)  # a model trained on pixels goes on from pixels
+        fixed["_input_scale"] = self._input_scale if not first_pass else 1.0  # a new fit learns from X as given
 
         seed = self._seed()
-        rows = np.arange(len(targets), dtype=np.int64)
+        # a row of weight 0 is left out, exactly as if it were not in X (scikit-learn's rule for weights)
+        rows = np.arange(len(targets), dtype=np.int64) if weights is None else np.flatnonzero(weights).astype(np.int64)
         val_rows = None
         if self.early_stopping:
-            rows, val_rows = self._split(rows, targets, seed)
+            rows, val_rows = self._split(rows, targets[rows], seed)
             if len(val_rows) < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
@@ -466,12 +469,18 @@ class MLPBase(BaseEstimator):
         ``predict`` and ``export`` read it too."""
         check_is_fitted(self)
         attrs = {name: _json_value(getattr(self, name, None)) for name in _SAVED_ATTRIBUTES}
-        estimator = {"kind": self._out_activation, "class": type(self).__name__,
-                     "params": {k: _json_value(v) for k, v in self.get_params().items()},
+        params = {k: _json_value(v) for k, v in self.get_params().items()}
+        params["hidden_layer_sizes"] = list(self._sizes[1:-1])  # an int, a range or a set: the layers it made
+        estimator = {"kind": self._out_activation, "class": type(self).__name__, "params": params,
                      "input_scale": self._input_scale, "attributes": attrs, **self._saved_targets()}
         names = getattr(self, "feature_names_in_", None)
         if names is not None:
             estimator["feature_names_in"] = [str(n) for n in names]
+        try:
+            json.dumps(estimator)
+        except (TypeError, ValueError) as err:  # labels of a kind JSON has no spelling for
+            raise ValueError(f"cannot save this estimator: the model file keeps its metadata as JSON, and {err}; "
+                             f"nothing was written") from None
         self.network_.save(path, estimator=estimator, input_scale=self._input_scale)
 
     def _saved_targets(self) -> dict:
@@ -522,6 +531,20 @@ class MLPBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         return tags
+
+
+def _engine_weights(sample_weight, X) -> np.ndarray:
+    """``sample_weight`` checked by scikit-learn's rules, as the float32 weights the engine reads.
+
+    A weight below float32's smallest normal number (about 1.2e-38) is 0: the kernels read such
+    numbers as 0, and a batch of them would have no total weight to divide by.
+    """
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float32, ensure_non_negative=True)
+    weights = np.where(weights < np.finfo(np.float32).tiny, np.float32(0), weights)
+    if not weights.any():
+        raise ValueError("sample_weight is 0 for every sample (or below 1.2e-38, float32's smallest normal "
+                         "number): no sample is left to fit")
+    return np.ascontiguousarray(weights, dtype=np.float32)
 
 
 def _json_value(value):

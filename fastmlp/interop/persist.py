@@ -34,8 +34,8 @@ def load(path) -> MLPBase:
         cls = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}.get(saved.get("class"))
         if cls is None:
             raise ModelError(f"{path}: an estimator of unknown kind {saved.get('class')!r}")
-        params = {k: (tuple(v) if k == "hidden_layer_sizes" else v) for k, v in saved.get("params", {}).items()
-                  if k in cls().get_params() and k != "random_state"}
+        params = {k: (tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else from_json(v))
+                  for k, v in saved.get("params", {}).items() if k in cls().get_params() and k != "random_state"}
         est = cls(**params)
         est._input_scale = float(saved.get("input_scale", 1.0))
         est._restore_targets(saved)

@@ -328,7 +328,8 @@ class Trainer:
         loss_sum, correct = self.train_order(order, self.schedule.epoch_lr(epoch), epoch)
         train_seconds = time.perf_counter() - t_epoch
         n = len(order)
-        if loss_sum / n > EXPLODED_LOSS_FACTOR * math.log(self.model.sizes[-1]):
+        classes = self.labels.ndim == 1  # a regression's squared error has no uniform guess to compare with
+        if classes and loss_sum / n > EXPLODED_LOSS_FACTOR * math.log(self.model.sizes[-1]):
             raise TrainingDiverged(epoch, None, loss_sum / n)
         self.epoch = epoch
         measured = {name: self.evaluate(name) if name in self.eval_sets else (None, None) for name in ("val", "test")}
