@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ def write_target(target: str | os.PathLike) -> Path:
         path = Path(os.path.realpath(path))
         if path.is_symlink():
             raise UsageError(f"{shown}: a symbolic link that loops; give a file name to write")
+        if not path.parent.is_dir():  # a dangling link is followed into a folder that is there, never made
+            raise UsageError(f"{shown}: a symbolic link to {path}, whose folder does not exist")
         shown = f"{shown} (a link to {path})"
     try:
         mode = os.stat(path).st_mode
@@ -126,7 +129,11 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: list[str]) -> lis
     folder = Path(folder)
     removed = []
     for name in names:
+        # exactly mkstemp's names (8 characters of [a-z0-9_]): a person's own ".model.npz.notes.tmp.txt" stays
+        ours = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp{re.escape(Path(name).suffix)}")
         for tmp in folder.glob(f".{name}.*.tmp*"):
+            if not ours.fullmatch(tmp.name):
+                continue
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed.append(tmp)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from .cli_train import add_data_args, add_data_dir_args, add_train_parser
+from .cli_train import add_data_args, add_data_dir_args, add_train_parser, path_arg
 from .errors import UsageError, UserError
 from .extras import require
 from .version import __version__
@@ -51,10 +52,15 @@ def _threads(n: int | None):
     """Fix the run's thread count (None: the trainer chooses; see fastmlp.training.threads)."""
     if n is None:
         return None
-    if n < 1:
-        raise UsageError(f"--threads must be >= 1; got {n}")
+    _thread_count(n)
     from .training.threads import limit_threads
     return limit_threads(n)
+
+
+def _thread_count(n: int | None) -> None:
+    from .training.threads import MAX_THREADS
+    if n is not None and not 1 <= n <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS}; got {n}")
 
 
 def _load(args):
@@ -100,7 +106,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data.datasets import validation_split
-    from .training.model import MLP
+    from .training.model import MLP, PIXEL_SCALE, network_inputs
     model, meta = MLP.load(args.model)
     if args.dataset is None:
         args.dataset = meta.get("config", {}).get("dataset", "mnist")
@@ -114,11 +120,13 @@ def cmd_evaluate(args) -> int:
             ("validation", dataset.train_images, dataset.train_labels, val_idx),
             ("test", dataset.test_images, dataset.test_labels, None)]
     chosen = f" ({meta['chosen']})" if meta.get("chosen") else ""
-    print(f"{args.model}: sizes {model.sizes}, epoch {meta.get('epoch')}{chosen}")
+    epoch = f", epoch {meta['epoch']}" if meta.get("epoch") is not None else ""
+    print(f"{args.model}: sizes {model.sizes}{epoch}{chosen}")
+    scale = meta.get("input_scale", PIXEL_SCALE)  # an estimator's file may take the pixels as they are (1)
     for name, images, labels, idx in rows:
         if idx is not None and len(idx) == 0:
             continue
-        loss, acc = model.evaluate(images, labels, idx)
+        loss, acc = model.evaluate(network_inputs(images, scale), labels, idx)
         print(f"  {name:<10} loss {loss:.4f}  accuracy {100 * acc:6.2f}%")
     return 0
 
@@ -172,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub).set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved model")
-    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
+    p.add_argument("model", metavar="FILE", type=path_arg, help="a model.npz written by fastmlp train")
     p.add_argument("--dataset", default=None, metavar="NAME",
                    help="dataset (default: the one the model was trained on)")
     add_data_dir_args(p)
@@ -285,7 +293,7 @@ def _add_report_parser(sub) -> None:
                    help=f"the search's Optuna storage (default {DEFAULT_STORAGE})")
     p.add_argument("--study-name", default=None, metavar="NAME",
                    help="the study (default: the only one in the storage, else mnist)")
-    p.add_argument("--out", default="report", metavar="DIR", help="output folder (default report)")
+    p.add_argument("--out", default="report", metavar="DIR", type=path_arg, help="output folder (default report)")
     p.add_argument("--title", default=None, metavar="TEXT",
                    help="the report's title (default: Hyperparameter search for a multi-layer perceptron on "
                         "DATASET)")
@@ -324,7 +332,8 @@ def _search_settings(args):
 
 def cmd_search(args) -> int:
     """``fastmlp search``: create or resume the study, run the workers, print a summary."""
-    _at_least_one(args, "jobs", "threads", "trials", "max_trials")
+    _at_least_one(args, "jobs", "trials", "max_trials")
+    _thread_count(args.threads)
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout must be > 0 seconds; got {args.timeout:g}")
     if args.study_name is None:
@@ -372,7 +381,7 @@ def cmd_dashboard(args) -> int:
 
 def cmd_report(args) -> int:
     """``fastmlp report``: read the study, write the report, say where it is."""
-    _at_least_one(args, "threads")
+    _thread_count(args.threads)
     require("optuna", "search", "fastmlp report")
     from .report.builder import build_report
     from .search.study import storage_errors
@@ -408,8 +417,9 @@ def cmd_predict(args) -> int:
 
     from .data.images import SIDE, expand_image_args, load_digit
     from .errors import ModelError
-    from .training.model import MLP
-    model, _ = MLP.load(args.model)
+    from .training.model import MLP, PIXEL_SCALE
+    model, meta = MLP.load(args.model)
+    pixels_times = np.float32(255 * meta.get("input_scale", PIXEL_SCALE))  # the images come in [0, 1]
     if model.sizes[0] != SIDE * SIDE:
         raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
                          f"{SIDE}x{SIDE} = {SIDE * SIDE} pixels; it was not trained on MNIST-sized images")
@@ -430,7 +440,8 @@ def cmd_predict(args) -> int:
             print(f"fastmlp: error: {exc}", file=sys.stderr)
     ok = [r for r in results if "error" not in r]
     if ok:
-        probs = model.probabilities(np.stack(inputs).reshape(len(inputs), -1))
+        batch = np.stack(inputs).reshape(len(inputs), -1)
+        probs = model.probabilities(batch if pixels_times == 1 else batch * pixels_times)
         for r, p in zip(ok, probs):
             top = np.argsort(-p, kind="stable")[:args.top]
             ranked = [{"class": int(c), "probability": round(float(p[c]), 6)} for c in top]
@@ -446,27 +457,33 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
+    import numpy as np
+
     from .interop.onnx import OPSET, save_onnx
-    from .training.model import MLP
+    from .training.model import MLP, PIXEL_SCALE
     model, meta = MLP.load(args.model)
+    if os.path.exists(args.onnx) and os.path.samefile(args.model, args.onnx):
+        raise UsageError(f"{args.onnx}: is the model file itself; give another file name for the ONNX model")
     save_onnx(model, args.onnx, meta)
-    print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] scaled to [0, 1], "
+    scale = meta.get("input_scale", PIXEL_SCALE)
+    inputs = "scaled to [0, 1]" if np.float32(scale) == np.float32(PIXEL_SCALE) else f"(the data times {scale:g})"
+    print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] {inputs}, "
           f"outputs logits and probabilities float32 [N, {model.sizes[-1]}]")
     return 0
 
 
 def _add_predict_export_parsers(sub) -> None:
     p = sub.add_parser("predict", help="read digits from image files (PNG, JPEG, BMP, ...)")
-    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    p.add_argument("model", metavar="FILE", type=path_arg, help="a model.npz written by fastmlp train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=path_arg, help="image files, folders of images, or glob patterns")
     p.add_argument("--top", type=_positive_int, default=1, metavar="N",
                    help="print the N most probable classes (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a model for other inference engines (ONNX)")
-    p.add_argument("model", metavar="FILE", help="a model.npz written by fastmlp train")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="write an ONNX model to FILE (e.g. model.onnx)")
+    p.add_argument("model", metavar="FILE", type=path_arg, help="a model.npz written by fastmlp train")
+    p.add_argument("--onnx", required=True, metavar="FILE", type=path_arg, help="write an ONNX model to FILE (e.g. model.onnx)")
     p.set_defaults(func=cmd_export)
 
 
@@ -476,7 +493,7 @@ def _add_predict_export_parsers(sub) -> None:
 def _check_environment() -> None:
     """Settings read from the environment by libraries, checked before they are imported."""
     value = os.environ.get("NUMBA_NUM_THREADS")
-    if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+    if value is not None and not (re.fullmatch(r"\s*[0-9]+\s*", value) and int(value) >= 1):  # not "²"
         raise UsageError(f"NUMBA_NUM_THREADS must be a positive integer; got {value!r}")
 
 

@@ -14,6 +14,14 @@ from pathlib import Path
 from .errors import UsageError
 
 
+def path_arg(text: str) -> str:
+    """A path argument, refused when empty (an unset shell variable would otherwise name the
+    current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (is a shell variable unset?)")
+    return text
+
+
 def positive_int_list(text: str) -> tuple[int, ...]:
     """``"512,256"`` -> (512, 256); one line naming the problem otherwise."""
     parts = text.split(",")
@@ -57,7 +65,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                    help="starting configuration: fast (the defaults: >= 98%% in seconds) or best (the most "
                         "accurate recipe, minutes; no validation hold-out); the file and the flags below override "
                         "its values (default fast)")
-    p.add_argument("--config", default=None, metavar="FILE",
+    p.add_argument("--config", default=None, type=path_arg, metavar="FILE",
                    help="a TOML or JSON file of settings (as --print-config writes them, or a run's history.json); "
                         "flags given explicitly override it")
     p.add_argument("--print-config", action="store_true",
@@ -74,10 +82,10 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                        help=f"{rule.help}{'' if rule.choices else ', ' + rule.range_text()} (default {shown})"
                        .replace("%", "%%"))
     add_data_args(p, dataset_default=None)
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--out", default=None, type=path_arg, metavar="DIR",
                    help=f"output folder (default {DEFAULT_OUT}); a run replaces the files of the run before it there, "
                         f"never a folder's other files")
-    p.add_argument("--resume", default=None, metavar="DIR",
+    p.add_argument("--resume", default=None, type=path_arg, metavar="DIR",
                    help="continue the run in DIR from its last completed epoch, with its own settings; --epochs, "
                         "--patience and --min-delta may change (to continue a run that ended, they must allow more)")
     p.add_argument("--threads", type=int, default=None, metavar="N",

@@ -30,7 +30,7 @@ def test_gradcheck_passes_and_lists_every_gradient():
     (["--eps", "1e-50"], "eps must be > 0; got 1e-50 (it is 0 in float32"),
     (["--hidden", "512 256"], "expected comma-separated integers"),
     (["--hidden", "10,,20"], "expected comma-separated integers"),
-    (["--threads", "0", "--data-dir", "."], "--threads must be >= 1"),
+    (["--threads", "0", "--data-dir", "."], "--threads must be in 1..1024"),
     (["--dropout", "1"], "dropout must be in [0, 1)"),
     (["--preset", "best", "--ema", "1.5"], "ema must be in [0, 1)"),
     (["--augment", "rotate"], "invalid choice: 'rotate'"),

@@ -2,7 +2,9 @@
 compose with pipelines and model selection, follow scikit-learn's training rules (sample weights
 included), train exactly what the engine trains, and keep fastmlp's one model format."""
 
+import json
 import pickle
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -599,6 +601,31 @@ def test_a_new_fit_of_a_loaded_command_model_learns_from_the_features_as_given(t
     refit = fit_quietly(fastmlp.load(tmp_path / "cli.npz").set_params(**params), X, y)
     fresh = fit_quietly(MLPClassifier(hidden_layer_sizes=(32,), **params), X, y)
     np.testing.assert_array_equal(refit.predict_proba(X), fresh.predict_proba(X))
+
+
+def test_the_commands_read_an_estimators_model_file_at_its_own_input_scale(tmp_path):
+    """An estimator fitted on raw pixels (0 to 255: input scale 1) is evaluated and asked to predict by
+    the commands as it predicts itself, not on pixels / 255 as a model of ``fastmlp train`` is."""
+    from helpers import run
+    from PIL import Image
+    from synthetic import SyntheticDataset, learnable_arrays
+    arrays = learnable_arrays(600, 200)
+    SyntheticDataset("mnist", arrays=arrays).write(tmp_path / "data" / "mnist")
+    X, y = arrays["train_images"].reshape(600, -1), arrays["train_labels"]
+    clf = fit_quietly(quick(max_iter=5), X, y)
+    clf.save(tmp_path / "clf.npz")
+    test = arrays["test_images"].reshape(200, -1)
+    out = run("evaluate", tmp_path / "clf.npz", "--data-dir", tmp_path / "data", "--no-verify").stdout
+    shown = float(re.search(r"^\s+test\s+loss \S+\s+accuracy\s+([\d.]+)%$", out, re.M).group(1))
+    assert shown == pytest.approx(100 * clf.score(test, arrays["test_labels"]), abs=0.005)
+    stroke = np.zeros((28, 28), np.uint8)
+    stroke[4:24, 12:16] = 255  # a "1" as a person draws it
+    Image.fromarray(stroke).save(tmp_path / "digit.png")
+    said = run("predict", tmp_path / "clf.npz", tmp_path / "digit.png", "--json").stdout
+    from fastmlp.data.images import load_digit
+    pixels = load_digit(tmp_path / "digit.png").reshape(1, -1) * 255
+    assert json.loads(said)[0]["class"] == clf.predict(pixels)[0]
+    assert json.loads(said)[0]["probability"] == round(float(clf.predict_proba(pixels).max()), 6)
 
 
 def test_an_estimator_exports_to_onnx_and_onnxruntime_agrees(blobs, waves, onnxruntime):

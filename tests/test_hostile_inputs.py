@@ -147,3 +147,18 @@ def test_a_study_storage_with_a_damaged_table(cwd, command):
     with sqlite3.connect(cwd / "damaged.db") as db:
         db.execute("create table studies (x integer)")
     assert_one_line_exit_2([*command, "--storage", "damaged.db"], cwd, "damaged.db", "damaged")
+
+
+# ----------------------------------------------------------------------------- threads
+
+@pytest.mark.parametrize("args", [[*TRAIN, "--threads", "99999999999999999999"], [*TRAIN, "--threads", "0"],
+                                  ["search", "--trials", "1", "--threads", "1025"],
+                                  ["report", "--threads", "5000"]])
+def test_a_thread_count_beyond_any_machine_is_one_line(cwd, args):
+    assert_one_line_exit_2(args, cwd, "--threads must be in 1..1024")
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "-1", "0", "two"])
+def test_numba_num_threads_that_is_not_a_positive_ascii_number_is_one_line(cwd, value, monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", value)
+    assert_one_line_exit_2([*TRAIN, "--print-config"], cwd, "NUMBA_NUM_THREADS must be a positive integer")

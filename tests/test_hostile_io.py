@@ -402,3 +402,37 @@ def test_copies_and_pickles_of_the_lists_are_plain_lists_of_arrays(fitted):
         twin.append(twin[0])  # a plain list: no longer the network's
     again = pickle.loads(pickle.dumps(est))
     assert all(np.shares_memory(c, again._params) for c in again.coefs_ + again.intercepts_)
+
+
+def test_export_onto_its_own_model_file_is_one_line_and_the_model_stays(cwd, model_file):
+    before = model_file.read_bytes()
+    assert_one_line_exit_2(["export", model_file, "--onnx", model_file], cwd, "is the model file itself")
+    (cwd / "alias.npz").symlink_to(model_file)
+    assert_one_line_exit_2(["export", model_file, "--onnx", "alias.npz"], cwd, "is the model file itself")
+    assert model_file.read_bytes() == before
+
+
+def test_export_through_a_dangling_link_into_a_missing_folder_makes_no_folder(cwd, model_file, tmp_path):
+    (cwd / "out.onnx").symlink_to(tmp_path / "nowhere" / "deeper" / "x.onnx")
+    assert_one_line_exit_2(["export", model_file, "--onnx", "out.onnx"], cwd, "out.onnx: a symbolic link to",
+                           "whose folder does not exist")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("args", [["train", "--out", ""], ["train", "--resume", " "], ["train", "--config", ""],
+                                  ["evaluate", ""], ["predict", "{model}", ""], ["export", "{model}", "--onnx", ""],
+                                  ["report", "--out", ""]])
+def test_an_empty_path_is_one_line_not_the_current_folder(cwd, model_file, args):
+    args = [str(model_file) if a == "{model}" else a for a in args]
+    assert_one_line_exit_2(args, cwd, "an empty path (is a shell variable unset?)")
+    assert not list(cwd.iterdir())
+
+
+def test_a_person_s_own_dot_files_beside_a_run_s_names_stay(cwd):
+    from fastmlp.atomic import remove_stale_temporaries
+    mine = [".model.npz.notes.tmp.txt", ".history.json.1.tmpl", ".model.npz.abcdefgh.tmp.npz.bak"]
+    stale = ".model.npz.k3_9zq0a.tmp.npz"  # what atomic_path names a temporary file
+    for name in [*mine, stale]:
+        (cwd / name).write_text("x")
+    assert [p.name for p in remove_stale_temporaries(cwd, ["model.npz", "history.json"])] == [stale]
+    assert sorted(p.name for p in cwd.iterdir()) == sorted(mine)

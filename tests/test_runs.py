@@ -15,7 +15,7 @@ from helpers import small_config, synthetic_dataset, unlearnable_validation, wit
 
 from fastmlp.errors import ConfigError, UsageError
 from fastmlp.training.history import History
-from fastmlp.training.runs import MARKER, RunFolder, interrupts_deferred
+from fastmlp.training.runs import MARKER, RunFolder, interrupts_deferred, lost_interrupts_kept, raise_lost_interrupt
 from fastmlp.training.train import TrainingDiverged, train
 
 
@@ -23,7 +23,7 @@ def test_a_new_run_replaces_every_file_of_the_previous_one(tmp_path):
     data = synthetic_dataset()
     train(small_config(epochs=2), data, out_dir=tmp_path)
     assert (tmp_path / "curves.png").exists()
-    (tmp_path / ".model.npz.abc123.tmp.npz").write_bytes(b"left by a killed run")
+    (tmp_path / ".model.npz.abc1_3xy.tmp.npz").write_bytes(b"left by a killed run")  # mkstemp: 8 characters
     with pytest.raises(TrainingDiverged):
         train(small_config(lr=1e12, epochs=2), data, out_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -200,3 +200,40 @@ def test_ctrl_c_while_an_epochs_files_are_written_waits_until_they_all_are():
             written.append("history.json")
     assert written == ["checkpoint.npz", "history.json"]  # ... and the interrupt comes after it
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+
+
+def ctrl_c_in_a_c_callback() -> None:
+    """A KeyboardInterrupt raised in a ctypes callback, as Ctrl-C lands while the JIT's cache loader
+    calls back into Python: Python reports it as unraisable and the caller goes on."""
+    import ctypes
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    ctypes.CFUNCTYPE(None)(interrupted)()
+
+
+def test_a_ctrl_c_lost_in_a_c_callback_is_raised_at_the_next_safe_point(capsys):
+    hook = sys.unraisablehook
+    with lost_interrupts_kept():
+        ctrl_c_in_a_c_callback()  # the caller goes on ...
+        with pytest.raises(KeyboardInterrupt):
+            raise_lost_interrupt()  # ... until it asks
+        raise_lost_interrupt()  # raised once
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert sys.unraisablehook is hook
+
+
+def test_a_ctrl_c_lost_while_the_kernels_load_stops_the_run_before_it_touches_the_folder(tmp_path, monkeypatch):
+    from fastmlp.training.train import RunInterrupted, Trainer
+    (tmp_path / "history.json").write_text("a person's own file")
+    real = Trainer.for_dataset.__func__
+
+    def loading(cls, *args, **kwargs):
+        ctrl_c_in_a_c_callback()
+        return real(cls, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "for_dataset", classmethod(loading))
+    with pytest.raises(RunInterrupted) as stopped:
+        train(small_config(epochs=2), synthetic_dataset(), out_dir=tmp_path / "run")
+    assert (stopped.value.saved, stopped.value.begun) == (0, False)
+    assert not (tmp_path / "run" / "history.json").exists()

@@ -25,6 +25,7 @@ from ..atomic import atomic_path
 from ..data.idxfile import MAX_DEFLATE_RATIO, read_exactly, read_npy_header
 from ..engine import pool
 from ..engine.infer import allocate_infer_work, logits_worker
+from ..engine.layers import input_scale as engine_input_scale
 from ..engine.layout import aligned_zeros, make_layout, num_parameters
 from ..engine.parts import INFER_ROWS
 from ..errors import ModelError
@@ -38,6 +39,20 @@ def check_sizes(sizes: Sequence[int]) -> list[int]:
     if len(sizes) < 2 or any(s <= 0 for s in sizes):
         raise ModelError(f"layer sizes must be at least [n_in, n_out], all positive; got {sizes}")
     return sizes
+
+
+#: A model file's ``input_scale`` when it does not say: ``fastmlp train`` on 8-bit pixels (x / 255)
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def network_inputs(images: np.ndarray, input_scale: float) -> np.ndarray:
+    """``images`` (n, n_0), raw values (uint8 pixels or float32), as the engine must be given them for
+    a network that takes ``images * input_scale`` (a model file's ``input_scale``: what its inputs
+    were multiplied by in training). The engine reads uint8 as x / 255 and float32 as it is, so such
+    arrays pass unchanged when that is the scale; any other scale multiplies a float32 copy."""
+    if np.float32(input_scale) == engine_input_scale(images):
+        return images
+    return np.ascontiguousarray(images, dtype=np.float32) * np.float32(input_scale)
 
 
 def check_rows(rows, n: int, what: str = "rows", error=ModelError) -> np.ndarray:

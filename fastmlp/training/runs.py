@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 import zipfile
@@ -286,6 +287,41 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     if not isinstance(meta, dict):
         raise UsageError(f"{path}: not a readable checkpoint (metadata is not an object)")
     return arrays, meta
+
+
+@contextlib.contextmanager
+def lost_interrupts_kept():
+    """Inside the block, a Ctrl-C that Python could not raise where it landed is kept, and raised by
+    :func:`raise_lost_interrupt`: in a C callback (the JIT's cache loader calls back into Python as
+    it loads each compiled kernel) Python prints "Exception ignored" and goes on, and the run with it.
+    (``sys.unraisablehook`` sees such exceptions; every other one goes to the hook as before.)"""
+    lost: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def keep(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            lost.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = keep
+    _LOST.append(lost)
+    try:
+        yield
+    finally:
+        _LOST.remove(lost)
+        sys.unraisablehook = previous
+
+
+_LOST: list[list[BaseException]] = []  # the lists of lost_interrupts_kept blocks in force
+
+
+def raise_lost_interrupt() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C was lost in a C callback (:func:`lost_interrupts_kept`)."""
+    for lost in _LOST:
+        if lost:
+            lost.clear()
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -20,6 +20,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from ..errors import ConfigError
+
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask on Linux)."""
@@ -69,6 +71,8 @@ def single_threaded_blas() -> None:
 
 
 _FIXED: list[int] = []  # the counts of the limit_threads in force, innermost last
+#: The most threads a run may be given: each holds a workspace, and beyond the cores they only wait
+MAX_THREADS = 1024
 
 
 def fixed_threads() -> int | None:
@@ -83,6 +87,8 @@ class limit_threads:
 
     def __init__(self, threads: int | None):
         self._held = None
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be in 1..{MAX_THREADS}; got {threads}")
         if threads is not None:
             from threadpoolctl import threadpool_limits
             self._held = contextlib.ExitStack()

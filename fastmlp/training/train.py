@@ -54,7 +54,17 @@ from ..errors import ConfigError, DataError, UsageError
 from .history import NOTES, BestEpoch, EpochRecord, History, format_epoch, nothing_left
 from .model import MLP, check_rows
 from .optim import Adam, Schedule
-from .runs import CHECKPOINT, Checkpoint, RunFolder, describe_os_error, interrupts_deferred, read_checkpoint, save_checkpoint
+from .runs import (
+    CHECKPOINT,
+    Checkpoint,
+    RunFolder,
+    describe_os_error,
+    interrupts_deferred,
+    lost_interrupts_kept,
+    raise_lost_interrupt,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .threads import ThreadChooser, fixed_threads, usable_cores
 
 #: An epoch whose mean training loss exceeds this many times the loss of a uniform guess
@@ -409,7 +419,7 @@ def train(config: TrainConfig, dataset: Dataset | Callable[[], Dataset] | None =
         raise UsageError("resuming needs the run's folder")
     folder = RunFolder(out, resume=resume) if out is not None else None
     try:
-        with folder or contextlib.nullcontext():
+        with folder or contextlib.nullcontext(), lost_interrupts_kept():
             return _train(config, dataset, folder, data_dir=data_dir, verify=verify, progress=progress, log=log,
                           train_rows=train_rows, evaluate_test=evaluate_test)
     except KeyboardInterrupt:
@@ -443,6 +453,7 @@ def _train(config: TrainConfig, dataset, folder: RunFolder | None, *, data_dir, 
                 f"{len(dataset.test_images)} test images{'' if verify else ', unverified'})")
     trainer = Trainer.for_dataset(config, dataset, train_rows=train_rows, evaluate_test=evaluate_test,
                                   progress=progress)
+    raise_lost_interrupt()  # a Ctrl-C while the kernels loaded
     val_rows = len(trainer.eval_sets["val"].rows) if "val" in trainer.eval_sets else 0
     history = History(config=config.to_dict(), dataset={"name": dataset.name, "source": str(dataset.source),
                                                         "checksums": dataset.checksums,
@@ -467,6 +478,7 @@ def _train(config: TrainConfig, dataset, folder: RunFolder | None, *, data_dir, 
             files.epoch_done()
             if log is not None:
                 log(format_epoch(history.epochs[-1]))
+            raise_lost_interrupt()  # a Ctrl-C while the evaluation's kernels loaded
     except TrainingDiverged as err:
         err.history = history
         files.finish("diverged", str(err))
