@@ -334,8 +334,8 @@ def cmd_search(args) -> int:
     """``fastmlp search``: create or resume the study, run the workers, print a summary."""
     _at_least_one(args, "jobs", "trials", "max_trials")
     _thread_count(args.threads)
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be > 0 seconds; got {args.timeout:g}")
+    if args.timeout is not None and not 0 < args.timeout < 1e9:  # inf: no --timeout means no limit
+        raise UsageError(f"--timeout must be a number of seconds in (0, 1e9); got {args.timeout:g}")
     if args.study_name is None:
         args.study_name = args.dataset or "mnist"
     if args.print_space:

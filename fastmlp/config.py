@@ -397,23 +397,29 @@ def read_table(path: str | os.PathLike, what: str) -> dict:
         raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            mapping = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    else:
-        try:
-            import tomllib
-        except ImportError:  # Python < 3.11
-            import tomli as tomllib
-        try:
-            mapping = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    try:
+        mapping = _parse_table(path, text)
+    except RecursionError:  # "[[[[...]]]]" hundreds deep: the parsers recurse
+        raise ConfigError(f"{path}: values nested too deeply for a {what}") from None
     if not isinstance(mapping, dict):
         raise ConfigError(f"{path}: the {what} must be a table of keys and values; got {type(mapping).__name__}")
     return mapping
+
+
+def _parse_table(path: Path, text: str):
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

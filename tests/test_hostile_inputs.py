@@ -136,6 +136,19 @@ def test_a_space_file_that_is_not_utf8(cwd):
                            "space.toml", "not UTF-8")
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "0"])
+def test_a_search_time_budget_that_is_not_a_finite_positive_number(cwd, value):
+    assert_one_line_exit_2(["search", "--timeout", value, "--storage", "s.db"], cwd, "--timeout must be a number")
+
+
+@pytest.mark.parametrize("name,text", [("deep.toml", "lr = " + "[" * 500 + "]" * 500),
+                                       ("deep.json", '{"lr": ' + "[" * 1000 + "]" * 1000 + "}")])
+@pytest.mark.parametrize("command", [["search", "--print-space", "--space"], ["train", "--print-config", "--config"]])
+def test_a_settings_file_nested_hundreds_deep_is_one_line(cwd, name, text, command):
+    (cwd / name).write_text(text)
+    assert_one_line_exit_2([*command, name], cwd, f"{name}: values nested too deeply")
+
+
 def test_a_negative_search_seed(cwd):
     assert_one_line_exit_2(["search", "--seed", "-1", "--storage", "s.db"], cwd, "seed must be >= 0")
 

@@ -179,6 +179,14 @@ def test_a_database_of_another_program_is_refused_and_left_as_it_was(cwd, other_
     assert listing(cwd) == before  # no table added, not even a lock file beside it
 
 
+def test_a_database_of_another_program_holding_only_views_is_refused_and_left_as_it_was(cwd):
+    with sqlite3.connect(cwd / "views.db") as conn:
+        conn.execute("create view totals as select 42 as answer")
+    before = listing(cwd)
+    one_line_error(run(["search", "--trials", "1", "--storage", "views.db"], cwd), "another program's tables (totals)")
+    assert listing(cwd) == before
+
+
 @pytest.mark.parametrize("command", [["search", "--trials", "1"], *QUESTIONS], ids=lambda c: " ".join(c[:2]))
 def test_a_file_that_is_not_a_database_is_one_line_and_left_as_it_was(cwd, command):
     (cwd / "notes.db").write_text("shopping list\n" * 100)

@@ -253,7 +253,7 @@ def test_worker_processes_share_one_study(small_dataset, tmp_path):
     ({}, ["--trials", "0"], "--trials must be >= 1"),
     ({}, ["--max-trials", "-1"], "--max-trials must be >= 1"),
     ({}, ["--status"], "no search storage here"),
-    ({}, ["--timeout", "-5"], "--timeout must be > 0"),
+    ({}, ["--timeout", "-5"], "--timeout must be a number of seconds in (0, 1e9)"),
     ({}, ["--pruner", "wild"], "invalid choice: 'wild'"),
 ])
 def test_a_bad_space_file_or_flag_is_a_one_line_error_and_touches_no_storage(tmp_path, files, args, fragment):

@@ -217,6 +217,36 @@ def test_two_searches_started_together_on_a_new_sqlite_file_share_it(mnist, tmp_
 
 # ----------------------------------------------------------------------------- a real PostgreSQL server
 
+def test_two_searches_started_together_with_other_subsets_do_not_share_a_study(mnist, tmp_path):
+    """The study's settings are stored under its lock: the second finds the first's and is refused."""
+    db = tmp_path / "new.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subsets = ("500", "300")
+    assert QUICK[:2] == ["--subset", "500"]
+    procs = [subprocess.Popen([sys.executable, "-m", "fastmlp", "search", "--storage", str(db), "--trials", "1",
+                               "--epochs", "1", "--subset", subset, *QUICK[2:]], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for subset in subsets]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], outputs
+    (refused,) = [err for p, (_, err) in zip(procs, outputs) if p.returncode == 2]
+    assert "was searched with subset" in refused and len(refused.strip().splitlines()) == 1
+    (ran,) = [subset for p, subset in zip(procs, subsets) if p.returncode == 0]
+    assert [t.state.name for t in trials_of(db)] == ["COMPLETE"]
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{db}")
+    assert study.user_attrs["fastmlp_settings"]["subset"] == int(ran)
+
+
+def test_a_study_made_by_a_search_killed_before_it_stored_its_settings_is_finished_by_the_next(mnist, tmp_path):
+    db = tmp_path / "s.db"
+    optuna.create_study(storage=open_storage(str(db)), study_name="mnist", direction="maximize")  # then killed
+    proc = run("search", "--storage", str(db), "--trials", "1", "--epochs", "1", *QUICK, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [t.state.name for t in trials_of(db)] == ["COMPLETE"]
+    optuna.create_study(storage=open_storage(str(db)), study_name="theirs", direction="minimize")
+    assert_one_line_error(run("search", "--storage", str(db), "--study-name", "theirs", "--trials", "1", *QUICK,
+                              cwd=tmp_path), "was not made by fastmlp search")
+
+
 def test_a_wrong_password_or_a_missing_database_is_one_line_in_seconds(postgres, tmp_path):
     for url, fragment in ((postgres.url("postgres", password=SECRET), "password authentication failed"),
                           (postgres.url("no_such_database"), 'database "no_such_database" does not exist')):

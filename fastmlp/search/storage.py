@@ -320,7 +320,8 @@ def _check_tables(url: str, engine_text: str, kwargs: dict, read_only: bool) -> 
     import sqlalchemy
     engine = sqlalchemy.create_engine(engine_text, poolclass=sqlalchemy.pool.NullPool, **kwargs)
     try:
-        tables = set(sqlalchemy.inspect(engine).get_table_names())
+        inspector = sqlalchemy.inspect(engine)
+        tables = set(inspector.get_table_names()) | set(inspector.get_view_names())  # a view is content too
     finally:
         engine.dispose()
     ours = [t for t in OPTUNA_TABLES if t in tables]

@@ -89,9 +89,10 @@ def study_names(storage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
 
 
-def load_study(storage, name: str):
+def load_study(storage, name: str, *, half_made: bool = False):
     """An existing study of fastmlp's; StorageError listing the studies there are when there is none
-    of that name, or naming it when another program made it (see :func:`check_ours`)."""
+    of that name, or naming it when another program made it (see :func:`check_ours`). ``half_made``:
+    a study :func:`is_half_made` is taken too (by a search, which finishes making it)."""
     optuna = quiet_optuna()
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -99,8 +100,18 @@ def load_study(storage, name: str):
         names = study_names(storage)
         there = f"studies there: {', '.join(names)}" if names else "the storage holds no study"
         raise StorageError(f"no study named {name!r} ({there})") from None
-    check_ours(study)
+    if not (half_made and is_half_made(study)):
+        check_ours(study)
     return study
+
+
+def is_half_made(study) -> bool:
+    """Whether ``study`` is one that ``fastmlp search`` began to create and was killed before it
+    stored its settings: maximizing one objective, without any attribute or trial (so nothing of
+    anyone's is in it)."""
+    optuna = quiet_optuna()
+    return (not study.user_attrs and study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+            and not study.get_trials(deepcopy=False))
 
 
 def check_ours(study) -> None:
@@ -117,9 +128,11 @@ def check_ours(study) -> None:
 
 
 def stored_settings(storage, name: str) -> dict | None:
-    """The settings a study was started with, or None when there is no such study yet (StorageError
-    when the study is another program's)."""
-    return load_study(storage, name).user_attrs[SETTINGS_ATTR] if name in study_names(storage) else None
+    """The settings a study was started with, or None when there is no such study yet, or only a
+    half-made one (StorageError when the study is another program's)."""
+    if name not in study_names(storage):
+        return None
+    return load_study(storage, name, half_made=True).user_attrs.get(SETTINGS_ATTR)  # None: half made
 
 
 def pick_study(storage, name: str | None) -> str:
@@ -162,6 +175,16 @@ class SearchSettings:
 FIXED_PER_STUDY = ("subset", "val_size", "dataset")
 
 
+def check_fixed_settings(stored: dict, given: dict, study_name: str, *, resolved: bool = False) -> None:
+    """ConfigError when ``given`` changes a setting that is fixed per study. None in ``given`` is "not
+    given", unless ``resolved`` (settings as a search runs them: a subset of None is the full set)."""
+    for name in FIXED_PER_STUDY:
+        if name in stored and (resolved or given.get(name) is not None) and stored[name] != given[name]:
+            was = "the full training set" if stored[name] is None else stored[name]
+            raise ConfigError(f"study {study_name!r} was searched with {name.replace('_', '-')} {was}; "
+                              f"give the same or another --study-name")
+
+
 def resolve_settings(stored: dict | None, *, storage: str, study_name: str, space: Space | None = None,
                      space_file=None, space_flags: dict | None = None, pruner: str | None = None,
                      seed: int | None = None, subset: int | None = None, val_size: int | None = None,
@@ -177,11 +200,7 @@ def resolve_settings(stored: dict | None, *, storage: str, study_name: str, spac
                 if "space" in stored else Space.default())
         space = build_space(base, space_file, space_flags)
     given = {"pruner": pruner, "seed": seed, "subset": subset, "val_size": val_size, "dataset": dataset}
-    for name in FIXED_PER_STUDY:
-        if name in stored and given[name] is not None and stored[name] != given[name]:
-            was = "the full training set" if stored[name] is None else stored[name]
-            raise ConfigError(f"study {study_name!r} was searched with {name.replace('_', '-')} {was}; "
-                              f"give the same or another --study-name")
+    check_fixed_settings(stored, given, study_name)
     defaults = {"pruner": DEFAULT_PRUNER, "seed": 0, "subset": None, "val_size": 5000, "dataset": "mnist"}
     values = {k: given[k] if given[k] is not None else stored.get(k, defaults[k]) for k in defaults}
     if values["pruner"] not in PRUNERS:

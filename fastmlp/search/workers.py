@@ -38,6 +38,7 @@ from .study import (
     MAX_RETRIES,
     SETTINGS_ATTR,
     SearchSettings,
+    check_fixed_settings,
     counts,
     display_url,
     fail_stale_trials,
@@ -470,12 +471,16 @@ def create_study(storage, settings: SearchSettings):
     """The study, created (or loaded, when it is fastmlp's), with this run's settings stored in it;
     StorageError for a study of that name made by another program, which is left untouched."""
     optuna = quiet_optuna()
-    if settings.study_name in study_names(storage):
-        study = load_study(storage, settings.study_name)
-    else:  # load_if_exists: another search may create it at the same moment
-        study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
-                                    load_if_exists=True)
-    study.set_user_attr(SETTINGS_ATTR, settings.stored())
+    # under the study's lock: a search started at the same moment with another --subset, --val-size or
+    # dataset finds these settings stored, and is refused, instead of storing its own over them
+    with storage_lock(settings.storage, settings.study_name):
+        if settings.study_name in study_names(storage):
+            study = load_study(storage, settings.study_name, half_made=True)
+            check_fixed_settings(study.user_attrs.get(SETTINGS_ATTR) or {}, settings.stored(), settings.study_name,
+                                 resolved=True)
+        else:
+            study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize")
+        study.set_user_attr(SETTINGS_ATTR, settings.stored())
     study.set_metric_names([OBJECTIVE_NAME])  # the dashboard's name for the objective
     return study
 
@@ -495,7 +500,7 @@ def run_search(settings: SearchSettings, *, jobs: int = 1, threads: int | None =
     storage = open_storage(settings.storage)
     existing = settings.study_name in study_names(storage)
     if existing:
-        load_study(storage, settings.study_name)  # another program's study: refused before the data loads
+        load_study(storage, settings.study_name, half_made=True)  # another program's: refused before the data loads
     given = dataset  # an in-memory dataset goes to the worker processes too; else each loads its own
     if dataset is None:
         dataset = load_dataset(settings.dataset, settings.data_dir, verify=settings.verify, download=True)
