@@ -13,7 +13,7 @@ from helpers import import_extra, pdflatex_or_skip
 optuna = import_extra("optuna", "search")  # the search extra: without it this module skips
 
 from fastmlp.cli import main  # noqa: E402
-from fastmlp.config import RULES  # noqa: E402
+from fastmlp.config import RULES, TrainConfig  # noqa: E402
 from fastmlp.report import builder as report  # noqa: E402
 from fastmlp.report import document as doc  # noqa: E402
 from fastmlp.report import plots  # noqa: E402
@@ -118,6 +118,26 @@ def test_the_best_configuration_is_trained_again_and_tested_once(study_db, small
     log.clear()
     report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=log.append)
     assert any("reusing the retrained best configuration" in line for line in log)  # a second report reuses it
+
+
+def test_a_run_of_the_users_own_where_the_report_retrains_is_refused_and_kept(study_db, small_dataset, tmp_path):
+    from fastmlp.errors import UsageError
+    from fastmlp.training.train import train
+    out = tmp_path / "report"
+    train(TrainConfig(hidden_sizes=(5,), batch_size=20, epochs=1, val_size=50), small_dataset, out_dir=out / "best")
+    before = {p.name: p.read_bytes() for p in (out / "best").iterdir()}
+    with pytest.raises(UsageError, match="holds another training run"):
+        report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=lambda line: None)
+    assert {p.name: p.read_bytes() for p in (out / "best").iterdir()} == before
+
+
+def test_a_retrain_cut_short_is_done_again_by_the_next_report(study_db, small_dataset, tmp_path):
+    out = tmp_path / "report"
+    report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=lambda line: None)
+    (out / "best" / "result.json").unlink()  # as if stopped before the end: its history is the same configuration's
+    log = []
+    report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=log.append)
+    assert (out / "best" / "result.json").exists() and any("training trial" in line for line in log)
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ from ..search.study import (
     retried_number,
     trial_val_acc,
 )
+from ..training.runs import RUN_FILES
 from .document import Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count, to_latex, to_markdown
 from .plots import plot_epochs, plot_history, plot_importances, plot_params
 
@@ -110,6 +111,15 @@ def best_row(rows: list[TrialRow]) -> TrialRow | None:
 
 # ----------------------------------------------------------------------------- retraining
 
+def _run_config(out: Path) -> dict | None:
+    """The configuration of the run in ``out`` (its history.json's), or None when it cannot be read."""
+    try:
+        config = json.loads((out / "history.json").read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = True, dataset=None,
                  log=print) -> dict:
     """Train the best configuration again (same seed) on the whole training set; test once at the end.
@@ -132,6 +142,10 @@ def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = Tru
         if old.get("key") == key:
             log(f"report: reusing the retrained best configuration in {out}")
             return old
+    if not result_path.exists() and any((out / name).exists() for name in RUN_FILES) and \
+            _run_config(out) != config.to_dict():  # the same configuration: a retrain cut short before, redone
+        raise UsageError(f"{out}: holds another training run (not this report's retrain of trial {best.number}); "
+                         f"the report trains the best configuration there: give another --out, or move that run")
     log(f"report: training trial {best.number}'s configuration again on the whole training set: "
         f"{format_config(config.to_dict())}, {config.epochs} epochs, seed {config.seed}")
     t0 = time.perf_counter()
