@@ -100,12 +100,12 @@ def test_checksums_are_recorded_per_file_as_the_md5_of_the_idx_content(tmp_path,
                             for k in KEYS}
 
 
-def test_unverified_idx_records_the_actual_md5_and_unverified_npy_says_so(tmp_path, synthetic):
+def test_unverified_data_records_the_md5_of_its_content_as_idx(tmp_path, synthetic):
     synthetic.write(tmp_path, "raw", keys=KEYS[:2])
     synthetic.write(tmp_path, "npy", keys=KEYS[2:])
     ds = load_dataset(spec=synthetic.spec, data_dir=tmp_path, verify=False)
     assert ds.checksums["train-images-idx3-ubyte"] == hashlib.md5(synthetic.idx("train_images")).hexdigest()
-    assert ds.checksums["t10k-images-idx3-ubyte"] == "unverified"
+    assert ds.checksums["t10k-images-idx3-ubyte"] == hashlib.md5(synthetic.idx("test_images")).hexdigest()
 
 
 def test_npy_labels_of_any_integer_type_are_accepted_as_uint8(tmp_path, synthetic):

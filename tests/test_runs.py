@@ -83,6 +83,30 @@ def test_resuming_with_other_settings_or_without_a_checkpoint_is_refused(tmp_pat
         train(small_config(epochs=2, lr=5e-3), data, out_dir=tmp_path / "run", resume=True)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_a_schedule_over_the_whole_run_resumes_with_its_own_epochs_only(tmp_path, schedule):
+    """Its rate at each step depends on the total: other --epochs would rewrite the epochs already run."""
+    data = synthetic_dataset()
+    config = small_config(epochs=3, schedule=schedule, warmup=1.0)
+    train(replace(config, epochs=2), data, out_dir=tmp_path / "two")
+    with pytest.raises(UsageError, match=f"the run's {schedule} schedule spans its 2 epochs; --epochs 3"):
+        train(config, data, out_dir=tmp_path / "two", resume=True)
+
+
+def test_a_run_resumed_on_other_unverified_data_is_refused(tmp_path, synthetic):
+    """Unverified data files still name their content: .npy arrays of the same shape but other values differ."""
+    from fastmlp.data.datasets import load_dataset
+    for name, seed in (("d1", 0), ("d2", 1)):
+        type(synthetic)("mnist", n_train=300, n_test=50, seed=seed).write(tmp_path / name / "mnist", "npy")
+    first = load_dataset("mnist", tmp_path / "d1", verify=False)
+    other = load_dataset("mnist", tmp_path / "d2", verify=False)
+    config = small_config(epochs=2, val_size=50, batch_size=25)
+    train(replace(config, epochs=1), first, out_dir=tmp_path / "run")
+    with pytest.raises(UsageError, match="trained on other data files"):
+        train(config, other, out_dir=tmp_path / "run", resume=True)
+    assert len(train(config, first, out_dir=tmp_path / "run", resume=True).history.epochs) == 2
+
+
 def test_a_run_that_stopped_early_resumes_only_when_a_larger_patience_allows_more(tmp_path):
     data = unlearnable_validation()
     config = small_config(epochs=30, lr=3e-3, patience=1)

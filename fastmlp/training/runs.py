@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, ensure_writable_folder, remove_stale_temporaries
-from ..config import TrainConfig
+from ..config import STOPPING, TrainConfig
 from ..errors import UsageError
 
 RUN_FILES = ("history.json", "metrics.csv", "model.npz", "last.npz", "curves.png", "checkpoint.npz")
@@ -396,3 +396,32 @@ def read_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     if not isinstance(dataset, dict) or not isinstance(dataset.get("checksums"), (dict, type(None))):
         raise damaged("its history's dataset is not an object of checksums")
     return Checkpoint(arrays, meta, config, meta["epoch"], records, dataset.get("checksums"))
+
+
+def check_resume(checkpoint: Checkpoint, config: TrainConfig, checksums: dict | None, out: Path) -> None:
+    """:class:`UsageError` unless the run in ``out`` may go on as ``config`` on data of ``checksums``: its
+    own settings but for :data:`~fastmlp.config.STOPPING`, its own data, epochs left, and a schedule
+    that the new epoch count leaves as it was."""
+    want = {k: v for k, v in config.to_dict().items() if k not in STOPPING}
+    have = {k: v for k, v in checkpoint.config.to_dict().items() if k not in STOPPING}
+    if want != have:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise UsageError(f"{out}: the run was trained with other settings ({', '.join(diff)}); resume it "
+                         f"with its own, or start a new run in another folder")
+    if not _same_data(checkpoint.checksums, checksums):
+        raise UsageError(f"{out}: the run was trained on other data files (checksums differ)")
+    if checkpoint.epoch > config.epochs:
+        raise UsageError(f"{out}: the run already has {checkpoint.epoch} epochs; --epochs {config.epochs} "
+                         f"is fewer")
+    if config.schedule != "decay" and config.epochs != checkpoint.config.epochs:  # steps over the whole run
+        raise UsageError(f"{out}: the run's {config.schedule} schedule spans its {checkpoint.config.epochs} epochs; "
+                         f"--epochs {config.epochs} would change the rates of the epochs it ran: resume with "
+                         f"--epochs {checkpoint.config.epochs}, or start a new run")
+
+
+def _same_data(trained: dict | None, given: dict | None) -> bool:
+    """Whether the data files' checksums are those the run was trained on ("unverified": a checkpoint of
+    an earlier version, which did not name unverified content, matches any)."""
+    if trained is None or given is None or trained.keys() != given.keys():
+        return trained == given
+    return all(trained[k] in (given[k], "unverified") for k in trained)

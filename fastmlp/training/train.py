@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text
-from ..config import STOPPING, TrainConfig
+from ..config import TrainConfig
 from ..data.datasets import Dataset, check_sample_weight, check_training_arrays, load_dataset, validation_split
 from ..engine import augment
 from ..engine.blas import one_blas_thread, small_gemm_limit, start_blas_threads
@@ -58,6 +58,7 @@ from .runs import (
     CHECKPOINT,
     Checkpoint,
     RunFolder,
+    check_resume,
     describe_os_error,
     interrupts_deferred,
     lost_interrupts_kept,
@@ -568,17 +569,7 @@ def _resume(trainer: Trainer, history: History, best: MLP, checkpoint: Checkpoin
     """Put the checkpoint's state into ``trainer``, ``best`` and ``history``, after checking they belong and
     that the run has epochs left to train."""
     config = trainer.config
-    want = {k: v for k, v in config.to_dict().items() if k not in STOPPING}
-    have = {k: v for k, v in checkpoint.config.to_dict().items() if k not in STOPPING}
-    if want != have:
-        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-        raise UsageError(f"{out}: the run was trained with other settings ({', '.join(diff)}); resume it "
-                         f"with its own, or start a new run in another folder")
-    if checkpoint.checksums != history.dataset["checksums"]:
-        raise UsageError(f"{out}: the run was trained on other data files (checksums differ)")
-    if checkpoint.epoch > config.epochs:
-        raise UsageError(f"{out}: the run already has {checkpoint.epoch} epochs; --epochs {config.epochs} "
-                         f"is fewer")
+    check_resume(checkpoint, config, history.dataset["checksums"], out)
     trainer.restore(checkpoint.arrays, checkpoint.meta)
     if trainer.adam.t != trainer.epoch * trainer.steps_per_epoch:
         raise UsageError(f"{out / CHECKPOINT}: the checkpoint is damaged: its step count {trainer.adam.t} is not "
