@@ -201,6 +201,35 @@ def test_a_search_killed_mid_trial_and_started_again_at_once_runs_that_trial_aga
     assert retry.user_attrs["config"]["seed"] == lost.user_attrs["config"]["seed"] == studymod.trial_seed(0, 0)
 
 
+@pytest.mark.parametrize("dies", ["before marking it", "after marking it"])
+def test_a_search_killed_while_it_recovers_a_lost_trial_leaves_that_trial_to_be_run_again(tmp_path, monkeypatch,
+                                                                                          dies):
+    """The retry is queued before the lost trial is marked failed: killed at any moment between, the
+    trial is run again exactly once."""
+    db = str(tmp_path / "s.db")
+    study = optuna.create_study(storage=open_storage(db), study_name="x", direction="maximize")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    token = studymod.process_token(child.pid)
+    child.kill()
+    child.wait()
+    if token is None:
+        pytest.skip("/proc does not name processes here")
+    study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}).set_user_attr("process", token)  # its worker died
+    real_tell = optuna.Study.tell
+
+    def killed(self, *args, **kwargs):
+        if dies == "after marking it":
+            real_tell(self, *args, **kwargs)
+        raise KeyboardInterrupt  # the recovering search dies here
+    monkeypatch.setattr(optuna.Study, "tell", killed)
+    with pytest.raises(KeyboardInterrupt):
+        studymod.recover_lost_trials(study, db)
+    monkeypatch.setattr(optuna.Study, "tell", real_tell)
+    studymod.recover_lost_trials(study, db)  # the next search
+    lost, retry = study.get_trials()
+    assert (lost.state.name, retry.state.name) == ("FAIL", "WAITING") and studymod.retried_number(retry) == 0
+
+
 def test_two_searches_started_together_on_a_new_sqlite_file_share_it(mnist, tmp_path):
     db = tmp_path / "new.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

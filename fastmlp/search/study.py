@@ -303,11 +303,13 @@ def recover_lost_trials(study, url: str) -> list[int]:
             token = t.user_attrs.get("process")
             if not token or not _is_gone(token):
                 continue
+            # the retry first: killed between the two, the trial is still RUNNING, found lost again, and
+            # retry_trial sees its retry queued (marked FAIL first, it would be lost for good)
+            retry_trial(study, t)
             try:
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 continue  # another process marked it first
-            retry_trial(study, t)
             lost.append(t.number)
     return lost
 
