@@ -209,13 +209,38 @@ def test_a_question_about_an_empty_database_says_so_and_adds_no_table(cwd, comma
     assert listing(cwd) == {"empty.db": b""}
 
 
-def test_a_storage_with_only_some_of_optunas_tables_is_damaged_and_gets_no_more(cwd):
+def test_a_storage_with_only_some_of_optunas_tables_and_a_study_is_damaged_and_gets_no_more(cwd):
     with sqlite3.connect(cwd / "half.db") as conn:
         conn.execute("create table studies (study_id integer primary key, study_name text)")
+        conn.execute("insert into studies values (1, 'mnist')")
     before = listing(cwd)
     for command in EVERY:
         one_line_error(run([*command, "--storage", "half.db"], cwd), "damaged", "trials, version_info are missing")
     assert listing(cwd) == before
+
+
+def test_a_storage_whose_making_was_cut_short_is_finished_by_a_search_and_only_by_it(cwd, mnist):
+    """Optuna creates its tables one by one: a search killed among them leaves some, empty, with
+    Optuna's columns. A question says so; the next search creates the rest and runs."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    engine = sqlalchemy.create_engine(f"sqlite:///{cwd / 'half.db'}")
+    with engine.begin() as connection:
+        for name in ("studies", "study_directions", "study_system_attributes"):
+            models.BaseModel.metadata.tables[name].create(connection)
+    engine.dispose()
+    before = listing(cwd)
+    for command in READERS:
+        one_line_error(run([*command, "--storage", "half.db"], cwd), "making was cut short",
+                       "`fastmlp search` on it finishes it")
+    assert listing(cwd) == before
+    env = {**os.environ, "FASTMLP_DATA_DIR": os.environ["FASTMLP_DATA_DIR"]}
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "search", "--storage", "half.db", "--trials", "1",
+                           "--epochs", "1", "--subset", "300", "--val-size", "300", "--layers", "1", "--width", "8",
+                           "--batch-size", "50", "--pruner", "none"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 trials (1 complete" in run(["search", "--status", "--storage", "half.db"], cwd).stdout
 
 
 @pytest.fixture

@@ -322,12 +322,16 @@ def _check_tables(url: str, engine_text: str, kwargs: dict, read_only: bool) -> 
     try:
         inspector = sqlalchemy.inspect(engine)
         tables = set(inspector.get_table_names()) | set(inspector.get_view_names())  # a view is content too
+        ours = [t for t in OPTUNA_TABLES if t in tables]
+        half_made = bool(tables) and len(ours) < len(OPTUNA_TABLES) and _half_made(engine, inspector, tables)
     finally:
         engine.dispose()
-    ours = [t for t in OPTUNA_TABLES if t in tables]
-    if len(ours) == len(OPTUNA_TABLES) or not (tables or read_only):
+    if len(ours) == len(OPTUNA_TABLES) or not (tables or read_only) or (half_made and not read_only):
         return
     shown = display_url(url)
+    if half_made:
+        raise StorageError(f"{shown}: a search storage whose making was cut short (a search stopped while it "
+                           f"created the tables); `fastmlp search` on it finishes it")
     if ours:
         missing = ", ".join(t for t in OPTUNA_TABLES if t not in tables)
         raise StorageError(f"{shown}: the storage is damaged or is not a fastmlp search storage (Optuna's tables "
@@ -339,6 +343,24 @@ def _check_tables(url: str, engine_text: str, kwargs: dict, read_only: bool) -> 
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     raise StorageError(f"{shown}: not a search storage: the database holds another program's tables ({listed}) "
                        f"and none of Optuna's; nothing was changed (give a new file or an empty database)")
+
+
+def _half_made(engine, inspector, tables: set[str]) -> bool:
+    """Whether the database holds only some of Optuna's tables, each with Optuna's columns, and no
+    study: a search killed while it created them (Optuna creates them one by one). Opening it to
+    write creates the others."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    schema = {name: set(table.columns.keys()) for name, table in models.BaseModel.metadata.tables.items()}
+    schema["alembic_version"] = {"version_num"}
+    if not tables <= set(schema):
+        return False
+    if any({c["name"] for c in inspector.get_columns(name)} != schema[name] for name in tables):
+        return False
+    if "studies" not in tables:
+        return True
+    with engine.connect() as connection:
+        return connection.execute(sqlalchemy.text("SELECT count(*) FROM studies")).scalar() == 0
 
 
 def open_rdb(url: str, *, read_only: bool = False, **rdb_kwargs):
