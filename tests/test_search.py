@@ -388,3 +388,31 @@ def test_machines_sharing_postgresql_finish_exactly_max_trials_and_lose_nothing_
         assert "pg-test-secret" not in md + (tmp_path / out / "report.tex").read_text()
         tables.append(md[md.index("| # | state |"):])  # the appendix's table, the report's last
     assert tables[0] == tables[1] and "retry of #" in tables[0]
+
+
+WORKER_START = """
+import signal, sys, time
+print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()), flush=True)
+sys.stdin.readline()  # Ctrl-C arrives while the interpreter "starts"
+from fastmlp.search.workers import _unblock_sigint
+try:
+    _unblock_sigint()
+    time.sleep(30)
+    print("went on")
+except KeyboardInterrupt:
+    print("interrupted where it can be handled")
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks here")
+def test_a_ctrl_c_while_a_worker_starts_waits_until_the_worker_can_handle_it():
+    """Workers start with SIGINT blocked: one that arrives during the interpreter's start-up (a traceback
+    of the start-up, or a fatal error, before) is delivered once the worker unblocks it."""
+    with search._sigint_blocked():
+        child = subprocess.Popen([sys.executable, "-c", WORKER_START], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.stdout.readline().strip() == "True"
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate("\n", timeout=60)
+    assert out.strip() == "interrupted where it can be handled"
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # this thread's mask is back

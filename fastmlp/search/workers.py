@@ -338,6 +338,7 @@ def _worker_process(settings_dict: dict, worker: int, n_trials: int | None, max_
         os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which passes exactly one on
     outcome = ("done", "")
     try:
+        _unblock_sigint()  # one that came while the interpreter started is raised here
         run_worker(SearchSettings(**settings_dict), worker=worker, n_trials=n_trials, max_trials=max_trials,
                    deadline=deadline,
                    threads=threads, prefix=f"w{worker} ", parent=parent, dataset=dataset,
@@ -348,6 +349,27 @@ def _worker_process(settings_dict: dict, worker: int, n_trials: int | None, max_
         outcome = ("error", f"worker {worker}: {exc}")
     finally:
         results.put((worker, *outcome))
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held pending (not lost) in this thread, and in the processes started meanwhile, which
+    inherit the mask: a Ctrl-C while a worker's interpreter starts would print a traceback of its
+    start-up (or a fatal error) instead of stopping it cleanly; the worker unblocks it once it can
+    handle it (:func:`_unblock_sigint`), and this thread when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unblock_sigint() -> None:
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _split_trials(n_trials: int | None, jobs: int) -> list[int | None]:
@@ -396,17 +418,17 @@ def run_workers(settings: SearchSettings, jobs: int, threads: int, n_trials: int
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     procs = []
-    with child_thread_env(threads):  # inherited by the spawned interpreters before numpy loads
-        for i, n in enumerate(_split_trials(n_trials, jobs)):
-            if n == 0:
-                continue
-            p = ctx.Process(target=_worker_process, name=f"fastmlp-search-{i}",
-                            args=(asdict(settings), i, n, max_trials, deadline, threads, os.getpid(), results,
-                                  dataset))
-            p.start()
-            procs.append(p)
     said: dict[int, tuple[str, str]] = {}
     try:
+        with child_thread_env(threads), _sigint_blocked():  # inherited by the spawned interpreters
+            for i, n in enumerate(_split_trials(n_trials, jobs)):
+                if n == 0:
+                    continue
+                p = ctx.Process(target=_worker_process, name=f"fastmlp-search-{i}",
+                                args=(asdict(settings), i, n, max_trials, deadline, threads, os.getpid(), results,
+                                      dataset))
+                p.start()
+                procs.append(p)
         running = list(procs)
         while running:
             for sentinel in wait([p.sentinel for p in running]):
