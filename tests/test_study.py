@@ -135,6 +135,32 @@ def test_a_storage_whose_writer_was_killed_mid_transaction_opens_at_its_last_com
     assert "scratch" not in sqlalchemy.inspect(storage.engine).get_table_names()  # the dead transaction undone
 
 
+HOLD_LOCKED = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_storage_another_process_keeps_locked_is_one_line_after_one_wait(tmp_path, monkeypatch):
+    from fastmlp.search import storage
+    db = tmp_path / "s.db"
+    optuna.create_study(storage=open_rdb(str(db)), study_name="x")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCKED, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(storage, "SQLITE_BUSY_TIMEOUT", 1)
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match="another process has held the storage locked for 1 s"):
+            open_rdb(str(db), read_only=True)
+        assert time.monotonic() - t0 < 30  # one wait of 1 s, not one per look at the file
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_read_only_storage_kept_open_reads_again_after_its_writer_is_killed_mid_transaction(tmp_path):
     """The dashboard's case: its read that meets the hot journal is one line, and the next reads the last commit."""
     db = tmp_path / "s.db"

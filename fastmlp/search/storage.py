@@ -64,6 +64,7 @@ from ..errors import StorageError
 
 CONNECT_TIMEOUT = 5         # seconds to reach a database server before giving up
 SQLITE_BUSY_TIMEOUT = 60    # seconds an SQLite transaction waits for another process's lock
+SQLITE_BUSY = 5             # SQLite's result code of "database is locked"
 #: SQLite's extended result codes of a read-only connection that meets a dead writer's hot journal (or WAL)
 SQLITE_READONLY_DEAD_WRITER = {776: "SQLITE_READONLY_ROLLBACK", 264: "SQLITE_READONLY_RECOVERY"}
 #: What a read of a read-only storage kept open says when it met a dead writer's journal
@@ -437,6 +438,9 @@ def roll_back_a_dead_writer(path: Path) -> None:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY:  # waited once already: say so now
+            raise StorageError(f"{path}: another process has held the storage locked for {SQLITE_BUSY_TIMEOUT} s "
+                               f"(database is locked); try again when it is done") from None
         if getattr(exc, "sqlite_errorcode", None) not in SQLITE_READONLY_DEAD_WRITER:
             return
     if not os.access(path, os.W_OK):
