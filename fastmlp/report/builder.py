@@ -26,7 +26,6 @@ Every file is written atomically. The test set is used nowhere else.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -42,7 +41,6 @@ from ..search.space import RECIPE, Space, fmt_value, values_text
 from ..search.study import (
     SETTINGS_ATTR,
     display_url,
-    format_config,
     format_duration,
     load_study,
     open_storage,
@@ -51,9 +49,9 @@ from ..search.study import (
     retried_number,
     trial_val_acc,
 )
-from ..training.runs import RUN_FILES
 from .document import Alt, Code, CodeBlock, Document, Figure, Paragraph, Ref, Section, Strong, Table, count, to_latex, to_markdown
 from .plots import plot_epochs, plot_history, plot_importances, plot_params
+from .retrain import kept_text, retrain_best
 
 PDFLATEX_TIMEOUT = 180  # seconds per pdflatex pass
 
@@ -110,69 +108,6 @@ def best_row(rows: list[TrialRow]) -> TrialRow | None:
 
 
 # ----------------------------------------------------------------------------- retraining
-
-def _run_config(out: Path) -> dict | None:
-    """The configuration of the run in ``out`` (its history.json's), or None when it cannot be read."""
-    try:
-        config = json.loads((out / "history.json").read_text(encoding="utf-8")).get("config")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return config if isinstance(config, dict) else None
-
-
-def retrain_best(best: TrialRow, out: Path, *, data_dir=None, verify: bool = True, dataset=None,
-                 log=print) -> dict:
-    """Train the best configuration again (same seed) on the whole training set; test once at the end.
-
-    Reuses ``out/result.json`` when it was written for the same configuration and data.
-    """
-    from ..data.datasets import load_dataset
-    from ..training.train import train
-
-    config = TrainConfig.from_dict({**best.config, "epochs": best.epochs})
-    if dataset is None:
-        dataset = load_dataset(config.dataset, data_dir, verify=verify, download=True)
-    key = {"config": config.to_dict(), "checksums": dataset.checksums}
-    result_path = out / "result.json"
-    if result_path.exists() and (out / "curves.png").exists():
-        try:
-            old = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        if old.get("key") == key:
-            log(f"report: reusing the retrained best configuration in {out}")
-            return old
-    if not result_path.exists() and any((out / name).exists() for name in RUN_FILES) and \
-            _run_config(out) != config.to_dict():  # the same configuration: a retrain cut short before, redone
-        raise UsageError(f"{out}: holds another training run (not this report's retrain of trial {best.number}); "
-                         f"the report trains the best configuration there: give another --out, or move that run")
-    log(f"report: training trial {best.number}'s configuration again on the whole training set: "
-        f"{format_config(config.to_dict())}, {config.epochs} epochs, seed {config.seed}")
-    t0 = time.perf_counter()
-    result = train(config, dataset, out_dir=out, evaluate_test=False,
-                   log=lambda line: log("  " + line) if line.startswith("epoch") else None)
-    seconds = time.perf_counter() - t0
-    test_loss, test_acc = result.model.evaluate(dataset.test_images, dataset.test_labels)  # the kept model's
-    last, kept = result.history.epochs[-1], result.history.best_epoch
-    data = {"key": key, "trial": best.number, "config": config.to_dict(), "epochs": config.epochs,
-            "train_rows": result.history.dataset.get("train_rows"), "val_rows": result.history.dataset.get("val_rows"),
-            "train_loss": last["train_loss"], "train_acc": last["train_acc"], "val_loss": last["val_loss"],
-            "val_acc": last["val_acc"], "kept_epoch": kept, "test_loss": test_loss, "test_acc": test_acc,
-            "test_rows": int(len(dataset.test_images)), "seconds": seconds}
-    write_text(result_path, json.dumps(data, indent=2) + "\n")
-    from ..training.curves import plot_curves
-    plot_curves(result.history, out / "curves.png",
-                title=f"best configuration (trial {best.number}) trained again: hidden {list(config.hidden_sizes)}, "
-                      f"batch {config.batch_size}; test accuracy {100 * test_acc:.2f}% (epoch {kept}'s model)")
-    log(f"report: test accuracy {100 * test_acc:.2f}% (measured once, on the model of epoch {kept}, "
-        f"{_kept_text(data)})")
-    return data
-
-
-def _kept_text(r: dict) -> str:
-    """Why the retrained run kept the model it tested: the best validation accuracy, or the last epoch."""
-    return "the best validation accuracy" if r.get("val_rows") and "kept_epoch" in r else "the last epoch"
-
 
 #: Flags the command always gives: the homework's hyperparameters, eta's decay, the epochs and the seed.
 ALWAYS = ("batch_size", "lr", "beta1", "beta2", "eps", "lr_decay", "epochs", "seed")
@@ -309,7 +244,7 @@ class ReportData:
     rows: list[TrialRow]
     best: TrialRow
     plots: dict[str, str]               # kind -> file name relative to the report folder
-    retrained: dict | None              # retrain_best's result, or None with --no-retrain
+    retrained: dict | None              # retrain_best's result (fastmlp.report.retrain), or None with --no-retrain
     curves: str | None                  # the retrained run's curves.png, relative
     created: str
     title: str | None = None
@@ -495,7 +430,7 @@ def retrain_section(d: ReportData) -> Section:
         kept = r.get("kept_epoch", r["epochs"])
         blocks.append(Paragraph((Strong(f"Test accuracy: {100 * r['test_acc']:.2f}%"),
                                  f" (test loss {r['test_loss']:.4f}), on the {r['test_rows']} test images, measured "
-                                 f"once, on the model of epoch {kept} ({_kept_text(r)}).")))
+                                 f"once, on the model of epoch {kept} ({kept_text(r)}).")))
         if d.curves:
             blocks += [Paragraph((Ref("fig:curves"), " shows its loss and accuracy after each epoch.")),
                        Figure(d.curves, "Loss and accuracy per epoch of the best configuration, trained again.",
@@ -600,7 +535,8 @@ def build_report(storage_url: str, study_name: str | None, out: str | os.PathLik
         written["importance"] = plot_importances(study, out / "importance.png", importance_evaluator())
     data.plots = {k: p.name for k, p in written.items()}
     if retrain:
-        data.retrained = retrain_best(best, out / "best", data_dir=data_dir, verify=verify, dataset=dataset, log=log)
+        data.retrained = retrain_best(best.number, best.config, best.epochs, out / "best", data_dir=data_dir,
+                                      verify=verify, dataset=dataset, log=log)
         written["curves"] = out / "best" / "curves.png"
         data.curves = "best/curves.png"
     document = report_document(data)
