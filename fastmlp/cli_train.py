@@ -87,9 +87,10 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                         f"never a folder's other files")
     p.add_argument("--resume", default=None, type=path_arg, metavar="DIR",
                    help="continue the run in DIR from its last completed epoch, with its own settings; --epochs, "
-                        "--patience and --min-delta may change (to continue a run that ended, they must allow more)")
+                        "--patience and --min-delta may change (to continue a run that ended, they must allow more; "
+                        "--epochs of a cosine or onecycle run may not: its rates span the whole run)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads (default: all cores or one, whichever trains faster as the run goes; "
+                   help="threads, 1 to 1024 (default: all cores or one, whichever trains faster as the run goes; "
                         "the results are the same either way)")
     return p
 
