@@ -116,14 +116,19 @@ def resolve(args):
     """``(config, origin, note)``: the :class:`TrainConfig` of a new run, what set its ``val_size`` (a flag,
     the file or the preset), for the messages about the validation hold-out, and the preset's line
     about a dataset without a recipe of its own ("" otherwise)."""
-    from .config import TrainConfig, preset_settings, read_config_file
+    from .config import TrainConfig, preset_settings, read_config_file, with_scaled_warmup
     preset = args.preset or "fast"
     from_file = read_config_file(args.config) if args.config is not None else {}
     given = given_flags(args)
     settings, note = preset_settings(preset, given.get("dataset", from_file.get("dataset", "mnist")))
     origin = ("--val-size 0" if "val_size" in given else f"{args.config} (val_size 0)" if "val_size" in from_file
               else f"--preset {preset}" if "val_size" in settings else "val_size 0")
-    return TrainConfig(**{**settings, **from_file, **given}), origin, note
+    scaled = with_scaled_warmup(settings, {**from_file, **given})
+    if scaled is not settings:
+        note = "; ".join(filter(None, [note, f"--preset {preset}'s warm-up keeps its share of the epochs: "
+                                              f"{scaled['warmup']:g} of {from_file.get('epochs', given.get('epochs'))} "
+                                              f"({settings['warmup']:g} of its {settings['epochs']})"]))
+    return TrainConfig(**{**scaled, **from_file, **given}), origin, note
 
 
 def resumed_config(args):
@@ -164,6 +169,9 @@ def settle(args):
     if config.patience and config.val_size == 0:
         raise UsageError(f"--patience needs a validation hold-out, and {origin} leaves none; give --val-size N "
                          f"(e.g. 5000)")
+    if config.schedule != "decay" and config.warmup >= config.epochs:  # (a search may draw such trials)
+        raise UsageError(f"--warmup {config.warmup:g} epochs is not shorter than --epochs {config.epochs}: the "
+                         f"{config.schedule} schedule would never leave its warm-up")
     config.validate()
     return config, out, origin, note
 

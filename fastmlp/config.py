@@ -333,7 +333,7 @@ class TrainConfig:
         """The configuration of :data:`PRESETS` ``name`` for ``overrides["dataset"]`` (MNIST by
         default; :func:`preset_settings`), with ``overrides`` on top."""
         settings, _ = preset_settings(name, overrides.get("dataset", "mnist"))
-        return cls(**{**settings, **overrides})
+        return cls(**{**with_scaled_warmup(settings, overrides), **overrides})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -475,6 +475,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                   warmup=12.0, lr_floor=0.0, weight_decay=1e-4, label_smoothing=0.05, ema=0.999),
     },
 }
+
+
+def with_scaled_warmup(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A preset's ``settings`` for the ``overrides`` given: when they change its epochs and not its
+    warm-up, the warm-up keeps its share of the run (36 of 120 epochs: 6 of 20), as a schedule over
+    the whole run needs; otherwise the settings as they are."""
+    if ("epochs" not in overrides or "warmup" in overrides or not settings.get("warmup")
+            or overrides.get("schedule", settings.get("schedule")) == "decay"):
+        return settings
+    share = settings["warmup"] / settings["epochs"]
+    return {**settings, "warmup": round(share * overrides["epochs"], 6)}
 
 
 def preset_settings(name: str, dataset: str = "mnist") -> tuple[dict[str, Any], str]:

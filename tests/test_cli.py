@@ -56,6 +56,22 @@ def test_a_preset_gives_the_defaults_and_explicit_flags_override_it():
     assert config("--lr", "0.01").lr == 0.01 and config("--lr", "0.01").epochs == TrainConfig().epochs
 
 
+def test_a_presets_warm_up_keeps_its_share_of_other_epochs_unless_given():
+    best = config("--preset", "best")
+    short = config("--preset", "best", "--epochs", "20")
+    assert short.warmup == best.warmup * 20 / best.epochs  # 36 of 120: 6 of 20
+    assert config("--preset", "best", "--epochs", "20", "--warmup", "12").warmup == 12
+    assert TrainConfig.preset("best", epochs=20) == short
+    assert config("--preset", "best", "--epochs", "20", "--schedule", "decay").warmup == best.warmup  # unused there
+
+
+@pytest.mark.parametrize("args", [["--schedule", "cosine", "--warmup", "10", "--epochs", "2"],
+                                  ["--preset", "best", "--warmup", "120"]])
+def test_a_warm_up_as_long_as_the_run_is_one_line(args):
+    assert_one_line_error(run("train", *args, "--print-config"), "is not shorter than --epochs",
+                          "would never leave its warm-up")
+
+
 def test_train_rejects_malformed_hidden_sizes():
     proc = run("train", "--hidden", "512,zero")
     assert proc.returncode == 2 and "expected comma-separated integers" in proc.stderr
