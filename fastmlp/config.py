@@ -96,6 +96,9 @@ class Rule:
         kind = "an integer" if self.type is int else "a number"
         if _is_bool(value) or not isinstance(value, numbers.Real):  # NumPy's scalars are numbers too
             raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got {value!r}")
+        if isinstance(value, numbers.Integral) and abs(int(value)) > 2 ** 63:  # beyond any float32 or int64
+            raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got an integer of "
+                              f"{int(value).bit_length()} bits")
         if not math.isfinite(value):
             raise ConfigError(f"{prefix}{self.name} must be finite; got {value}")
         if self.type is int:
@@ -132,6 +135,8 @@ def physical_memory() -> int:
 
 
 def _bytes(n: int) -> str:
+    if n >= 1024 ** 6:  # a float could not hold it
+        return "over 1024 PiB"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -284,9 +289,9 @@ class TrainConfig:
         """Check every field against :data:`RULES`; raise :class:`ConfigError` naming the first bad value."""
         if len(self.hidden_sizes) == 0:
             raise ConfigError("hidden_sizes must be one or more positive integers; got []")
-        for h in self.hidden_sizes:
-            if h <= 0:
-                raise ConfigError(f"hidden_sizes must be positive integers; got {list(self.hidden_sizes)}")
+        if not all(0 < h < 2 ** 31 for h in self.hidden_sizes):
+            shown = [h if abs(h) < 10 ** 12 else f"an integer of {h.bit_length()} bits" for h in self.hidden_sizes]
+            raise ConfigError(f"hidden_sizes must be positive integers below 2**31; got {shown}")
         for name, rule in RULES.items():
             if hasattr(self, name):
                 setattr(self, name, rule.check(getattr(self, name)))
@@ -430,9 +435,15 @@ def read_config_file(path: str | os.PathLike) -> dict:
     type or out of range is one :class:`ConfigError` line naming the file and the key.
     """
     mapping = read_table(path, "configuration file")
-    if isinstance(mapping.get("config"), dict):  # a whole history.json
-        mapping = mapping["config"]
     fields = list(TrainConfig.__dataclass_fields__)
+    if isinstance(mapping.get("config"), dict):  # a whole history.json: its other keys are its records
+        # (a history's "epochs" is a list of records, its "dataset" an object: not settings)
+        beside = sorted(k for k, v in mapping.items()
+                        if k in fields and (k == "hidden_sizes" or not isinstance(v, (list, dict))))
+        if beside:
+            raise ConfigError(f"{path}: holds a [config] table and settings beside it ({', '.join(beside)}); "
+                              f"give the settings in one place")
+        mapping = mapping["config"]
     values = {}
     for key, value in mapping.items():
         if key not in fields:

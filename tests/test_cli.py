@@ -178,6 +178,29 @@ def test_numpy_numbers_are_numbers_to_every_rule():
         TrainConfig(lr=np.bool_(True)).validate()
 
 
+HUGE = str(10 ** 309)  # beyond any float
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--epochs", HUGE], "epochs must be an integer >= 1; got an integer of 1027 bits"),
+    (["--seed", HUGE], "seed must be an integer >= 0; got an integer of 1027 bits"),
+    (["--lr", HUGE], "lr must be finite"),
+    (["--hidden", f"64,{HUGE}"], "hidden_sizes must be positive integers below 2**31; got [64, 'an integer of"),
+    (["--hidden", "3000000000"], "hidden_sizes must be positive integers below 2**31"),
+])
+def test_integers_beyond_any_float_are_one_line(args, fragment):
+    assert_one_line_error(run("train", *args, "--print-config"), fragment)
+
+
+@pytest.mark.parametrize("text", ['hidden_sizes = [16]\n[config]\nepochs = 2\n',
+                                  '{"config": {"epochs": 2}, "epochs": 3}'])
+def test_a_config_table_with_settings_beside_it_is_one_line_not_half_read(tmp_path, text):
+    path = tmp_path / ("run.json" if text.startswith("{") else "run.toml")
+    path.write_text(text)
+    assert_one_line_error(run("train", "--config", path, "--print-config"), "holds a [config] table and settings "
+                                                                           "beside it")
+
+
 def test_a_missing_configuration_file_is_one_line(tmp_path):
     assert_one_line_error(run("train", "--config", tmp_path / "none.toml"), "none.toml: no such configuration file")
 
