@@ -106,8 +106,11 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data.datasets import validation_split
-    from .training.model import MLP, PIXEL_SCALE, network_inputs
+    from .training.model import MLP, PIXEL_SCALE, network_inputs, output_labels
     model, meta = MLP.load(args.model)
+    labels = output_labels(meta, args.model)
+    if labels is not None and [str(c) for c in labels] != [str(k) for k in range(len(labels))]:
+        raise UsageError(f"{args.model}: the model's classes are {labels}, not a dataset's 0..{len(labels) - 1}")
     if args.dataset is None:
         args.dataset = meta.get("config", {}).get("dataset", "mnist")
     dataset = _load(args)
@@ -417,8 +420,9 @@ def cmd_predict(args) -> int:
 
     from .data.images import SIDE, expand_image_args, load_digit
     from .errors import ModelError
-    from .training.model import MLP, PIXEL_SCALE
+    from .training.model import MLP, PIXEL_SCALE, output_labels
     model, meta = MLP.load(args.model)
+    labels = output_labels(meta, args.model) or list(range(model.sizes[-1]))  # an estimator's classes_
     pixels_times = np.float32(255 * meta.get("input_scale", PIXEL_SCALE))  # the images come in [0, 1]
     if model.sizes[0] != SIDE * SIDE:
         raise ModelError(f"{args.model}: the model takes {model.sizes[0]} inputs, but images become "
@@ -444,10 +448,10 @@ def cmd_predict(args) -> int:
         probs = model.probabilities(batch if pixels_times == 1 else batch * pixels_times)
         for r, p in zip(ok, probs):
             top = np.argsort(-p, kind="stable")[:args.top]
-            ranked = [{"class": int(c), "probability": round(float(p[c]), 6)} for c in top]
+            ranked = [{"class": labels[c], "probability": round(float(p[c]), 6)} for c in top]
             r.update(ranked[0], top=ranked)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, default=str))  # a label JSON has no type for (a date) as text
     else:
         for r in ok:
             print(f"{r['image']}: " + ", ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"]))
@@ -464,11 +468,13 @@ def cmd_export(args) -> int:
     model, meta = MLP.load(args.model)
     if os.path.exists(args.onnx) and os.path.samefile(args.model, args.onnx):
         raise UsageError(f"{args.onnx}: is the model file itself; give another file name for the ONNX model")
-    save_onnx(model, args.onnx, meta)
+    saved = meta.get("estimator")
+    classes = not (isinstance(saved, dict) and saved.get("kind") == "identity")  # a regressor's: no classes
+    save_onnx(model, args.onnx, meta, probabilities=classes)
     scale = meta.get("input_scale", PIXEL_SCALE)
     inputs = "scaled to [0, 1]" if np.float32(scale) == np.float32(PIXEL_SCALE) else f"(the data times {scale:g})"
     print(f"wrote {args.onnx}: ONNX opset {OPSET}, input x float32 [N, {model.sizes[0]}] {inputs}, "
-          f"outputs logits and probabilities float32 [N, {model.sizes[-1]}]")
+          f"outputs logits{' and probabilities' if classes else ''} float32 [N, {model.sizes[-1]}]")
     return 0
 
 

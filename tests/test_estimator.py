@@ -628,6 +628,34 @@ def test_the_commands_read_an_estimators_model_file_at_its_own_input_scale(tmp_p
     assert json.loads(said)[0]["probability"] == round(float(clf.predict_proba(pixels).max()), 6)
 
 
+def test_the_commands_name_an_estimators_classes_and_refuse_a_regressors_model(tmp_path, waves):
+    from helpers import assert_one_line_error, run
+    from PIL import Image
+    from synthetic import learnable_arrays
+    arrays = learnable_arrays(300, 10)
+    X, y = arrays["train_images"], arrays["train_labels"]
+    keep = np.isin(y, [3, 5, 8])
+    clf = fit_quietly(quick(max_iter=3), X[keep], np.array(["three", "five", "eight"])[(y[keep] == 5) + 2 * (y[keep] == 8)])
+    clf.save(tmp_path / "words.npz")
+    stroke = np.zeros((28, 28), np.uint8)
+    stroke[4:24, 12:16] = 255
+    Image.fromarray(stroke).save(tmp_path / "digit.png")
+    said = json.loads(run("predict", tmp_path / "words.npz", tmp_path / "digit.png", "--json").stdout)[0]
+    from fastmlp.data.images import load_digit
+    pixels = load_digit(tmp_path / "digit.png")
+    assert said["class"] == clf.predict(pixels.reshape(1, -1) * 255)[0] and said["class"] in clf.classes_
+    assert_one_line_error(run("evaluate", tmp_path / "words.npz"), "the model's classes are ['eight', 'five', 'three']")
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(np.tile(waves[0], (1, 131))[:, :784], waves[1])
+    reg.save(tmp_path / "reg.npz")
+    for command in (["predict", tmp_path / "reg.npz", tmp_path / "digit.png"], ["evaluate", tmp_path / "reg.npz"]):
+        assert_one_line_error(run(*command), "a regressor's model (MLPRegressor): its outputs are numbers")
+    exported = run("export", tmp_path / "reg.npz", "--onnx", tmp_path / "reg.onnx")
+    assert exported.returncode == 0 and "outputs logits float32 [N, 2]" in exported.stdout
+
+
 def test_an_estimator_exports_to_onnx_and_onnxruntime_agrees(blobs, waves, onnxruntime):
     X, y = blobs
     clf = fit_quietly(quick(), X, y)

@@ -55,6 +55,22 @@ def network_inputs(images: np.ndarray, input_scale: float) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32) * np.float32(input_scale)
 
 
+def output_labels(meta: dict, path) -> list | None:
+    """What a model file's outputs stand for, from its metadata: None for the classes 0..K-1 of a run
+    of ``fastmlp train``; an estimator's ``classes_`` for a classifier it saved. A regressor's outputs
+    are no classes: :class:`ModelError` (the commands that read classes cannot use it)."""
+    saved = meta.get("estimator")
+    if not isinstance(saved, dict):
+        return None
+    if saved.get("kind") == "identity":
+        raise ModelError(f"{path}: a regressor's model (MLPRegressor): its outputs are numbers, not classes; "
+                         f"use fastmlp.load({str(path)!r}).predict(X)")
+    try:
+        return np.array(saved["classes"], dtype=np.dtype(saved["classes_dtype"])).tolist()
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{path}: metadata estimator.classes is not a list of labels") from None
+
+
 def check_rows(rows, n: int, what: str = "rows", error=ModelError) -> np.ndarray:
     """``rows`` as a C-contiguous 1-D int64 array of indices in [0, n), or ``error``: the kernels
     index the data with them unchecked, so they are checked once here, where they enter."""
