@@ -2,6 +2,7 @@
 budget), diverging trials and worker processes, on a small in-memory dataset; the command end to end
 on real MNIST; and one-line user errors."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -416,3 +417,22 @@ def test_a_ctrl_c_while_a_worker_starts_waits_until_the_worker_can_handle_it():
     out, _ = child.communicate("\n", timeout=60)
     assert out.strip() == "interrupted where it can be handled"
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # this thread's mask is back
+
+
+def test_two_workers_do_not_both_take_a_queued_retry_for_the_last_place(tmp_path, monkeypatch):
+    """--max-trials 3 with 2 finished and 2 retries queued: the first worker takes a retry, the second
+    waits (it took one too, and the study ended with 4)."""
+    monkeypatch.setenv("FASTMLP_HEARTBEAT_INTERVAL", "1")
+    db = str(tmp_path / "s.db")
+    study = optuna.create_study(storage=open_storage(db), study_name="x", direction="maximize")
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for x in (0.1, 0.2):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=space, value=x))
+    for x in (0.3, 0.4):
+        study.enqueue_trial({"x": x})
+    budget = search.StudyBudget(study, db, max_trials=3, log=lambda line: None)
+    with contextlib.ExitStack() as held:
+        assert budget.claim(held, search.InterruptGate(), None) == "run"
+        assert study.ask(space).params == {"x": 0.3}  # the first queued retry starts
+    with contextlib.ExitStack() as held:
+        assert budget.claim(held, search.InterruptGate(), time.time() + 0.5) == "wait"

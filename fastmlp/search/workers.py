@@ -297,10 +297,11 @@ class StudyBudget:
     Optuna's ``MaxTrialsCallback`` stops a worker once N trials of the given states exist, but
     every worker still running a trial then adds one more. Here a worker asks for a trial only
     while holding the study's lock (:func:`fastmlp.search.study.storage_lock`, released as the trial
-    starts), and only when the trials finished, running and queued leave a place: so the study
-    ends with exactly N. A queued trial (a retry) may always run: it replaces a failed one. When
-    no place is left but some trials still run, the worker waits for them: one of them may have
-    lost its worker, and then its retry needs running (Optuna's heartbeat check finds it).
+    starts), and only when the trials finished and running leave a place: so the study ends with
+    exactly N. A queued trial (a retry) is taken first, within that count: two workers may not both
+    take one when one place is left. When no place is left but some trials still run, the worker
+    waits for them: one of them may have lost its worker, and then its retry needs running
+    (Optuna's heartbeat check finds it, and the place it frees).
     """
 
     def __init__(self, study, url: str, max_trials: int, log, prefix: str = ""):
@@ -314,7 +315,7 @@ class StudyBudget:
         finished = c["complete"] + c["pruned"]
         if finished >= self.max_trials:
             return "full"
-        if c["waiting"] or finished + c["running"] < self.max_trials:
+        if finished + c["running"] < self.max_trials:  # a queued retry, or a new trial
             return "run"
         held.close()
         if not self.said_waiting:
