@@ -487,6 +487,16 @@ def test_the_regressor_fits_one_or_many_targets_with_scikit_learns_attributes(wa
     assert one.predict(X).shape == (800,) and one.score(X, y[:, 0]) > 0.9
 
 
+def test_one_target_in_a_column_is_one_target_as_in_scikit_learn(waves):
+    from sklearn.exceptions import DataConversionWarning
+    X, y = waves
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(DataConversionWarning):
+            reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y[:, :1])
+    assert reg.predict(X).shape == (800,)  # not (800, 1): `pred - y` would broadcast to (800, 800)
+
+
 def test_partial_fit_on_another_number_of_targets_says_so(waves):
     X, y = waves
     reg = MLPRegressor(hidden_layer_sizes=(8,)).partial_fit(X, y)

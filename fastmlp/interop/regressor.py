@@ -17,7 +17,7 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from .estimator import MLPBase
 
@@ -62,6 +62,8 @@ class MLPRegressor(RegressorMixin, MLPBase):
     def _engine_targets(self, y, first_pass: bool, incremental: bool, classes):
         """The targets as float32 rows (n, K); a 1-D ``y`` is one target, and ``predict`` gives 1-D back."""
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # scikit-learn's rule: one column is one target, said with a warning
+            y = column_or_1d(y, warn=True)
         one_d = y.ndim == 1
         targets = np.ascontiguousarray(y.reshape(len(y), -1), dtype=np.float32)
         if not np.isfinite(targets).all():
