@@ -49,7 +49,7 @@ _ENGINE_NAMES = {"learning_rate_init": "lr", "beta_1": "beta1", "beta_2": "beta2
 
 #: The fitted attributes a model file keeps besides the parameters (:meth:`MLPBase.save`).
 _SAVED_ATTRIBUTES = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
-                     "best_validation_score_")
+                     "best_validation_score_", "_no_improvement_count")
 
 
 def glorot_init(model: MLP, rng: np.random.Generator) -> None:

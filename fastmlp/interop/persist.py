@@ -20,7 +20,10 @@ def load(path) -> MLPBase:
     """The fitted estimator in a model file: one that :meth:`MLPBase.save` wrote (an
     :class:`~fastmlp.interop.classifier.MLPClassifier` or :class:`~fastmlp.interop.regressor.MLPRegressor`, as it
     was), or one that ``fastmlp train`` wrote (an ``MLPClassifier`` over classes 0..K-1 that takes
-    the images' pixels, 0 to 255, as its features). Predictions are those of the engine, bit for bit."""
+    the images' pixels, 0 to 255, as its features). Predictions are those of the engine, bit for bit.
+    The file keeps the weights, the parameters (an int ``random_state`` too) and what fitting
+    recorded, not Adam's moments: ``partial_fit`` on a loaded estimator starts a fresh Adam (and
+    ``lr_decay``'s count), where a pickled one goes on exactly."""
     model, meta = MLP.load(path)
     saved = meta.get("estimator")
     if saved is None:  # a run of fastmlp train: trained on pixels / 255
@@ -35,7 +38,9 @@ def load(path) -> MLPBase:
         if cls is None:
             raise ModelError(f"{path}: an estimator of unknown kind {saved.get('class')!r}")
         params = {k: (tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else from_json(v))
-                  for k, v in saved.get("params", {}).items() if k in cls().get_params() and k != "random_state"}
+                  for k, v in saved.get("params", {}).items() if k in cls().get_params()}
+        if not isinstance(params.get("random_state"), int) or isinstance(params.get("random_state"), bool):
+            params.pop("random_state", None)  # a RandomState was saved as its repr: not restored
         est = cls(**params)
         est._input_scale = float(saved.get("input_scale", 1.0))
         est._restore_targets(saved)
