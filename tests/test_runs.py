@@ -261,3 +261,33 @@ def test_a_ctrl_c_lost_while_the_kernels_load_stops_the_run_before_it_touches_th
         train(small_config(epochs=2), synthetic_dataset(), out_dir=tmp_path / "run")
     assert (stopped.value.saved, stopped.value.begun) == (0, False)
     assert not (tmp_path / "run" / "history.json").exists()
+
+
+class Killed(BaseException):
+    """The process dying at this point (nothing after it runs, no handler catches it)."""
+
+
+def test_a_run_killed_between_its_checkpoint_and_its_model_file_resumes_with_the_checkpoints_model(
+        tmp_path, monkeypatch):
+    from fastmlp.training.model import MLP
+    from fastmlp.training.train import RunFiles, Trainer
+    data = synthetic_dataset()
+    train(small_config(epochs=2), data, out_dir=tmp_path / "two")  # epoch 2's model, as it should be kept
+    real_save = RunFiles._save_model
+
+    def dies_before_epoch_2s_model(self, model, name, epoch=None):
+        if name == "model.npz" and self.trainer.epoch == 2:
+            raise Killed
+        return real_save(self, model, name, epoch)
+    monkeypatch.setattr(RunFiles, "_save_model", dies_before_epoch_2s_model)
+    with pytest.raises(Killed):
+        train(small_config(epochs=4), data, out_dir=tmp_path / "cut")  # epoch 2 checkpointed, model.npz of epoch 1
+    monkeypatch.setattr(RunFiles, "_save_model", real_save)
+
+    def dies_at_once(self):
+        raise Killed
+    monkeypatch.setattr(Trainer, "run_epoch", dies_at_once)
+    with pytest.raises(Killed):
+        train(small_config(epochs=4), data, out_dir=tmp_path / "cut", resume=True)
+    (kept, meta), (expected, _) = MLP.load(tmp_path / "cut" / "model.npz"), MLP.load(tmp_path / "two" / "model.npz")
+    assert meta["epoch"] == 2 and np.array_equal(kept.params, expected.params)

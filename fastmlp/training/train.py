@@ -471,6 +471,8 @@ def _train(config: TrainConfig, dataset, folder: RunFolder | None, *, data_dir, 
             removed = folder.begin()
             if removed and log is not None:
                 log(f"replacing the previous run in {out} ({', '.join(removed)})")
+        if checkpoint is not None:
+            files.resumed()
         if log is not None:
             log(f"training: {len(trainer.sampler)} images an epoch, {trainer.steps_per_epoch} steps of "
                 f"{config.batch_size}")
@@ -542,6 +544,17 @@ class RunFiles:
                 self._save_model(trainer.eval_model, "last.npz")
             self.folder.saved = trainer.epoch
 
+    def resumed(self) -> None:
+        """The model files as the checkpoint has them (a run killed between the two left older ones)."""
+        if self.out is not None and self.history.best_epoch is not None:
+            last = self.trainer.epoch
+            with interrupts_deferred(), self._writing():
+                self._save_model(self.best, "model.npz", self.history.best_epoch)
+                if last != self.history.best_epoch:
+                    self._save_model(self.trainer.eval_model, "last.npz", last)
+                else:
+                    (self.out / "last.npz").unlink(missing_ok=True)
+
     def finish(self, status: str, message: str = "") -> None:
         """Write ``history.json`` with how the run ended."""
         self.history.status, self.history.message = status, message
@@ -549,11 +562,12 @@ class RunFiles:
             with self._writing():
                 write_text(self.out / "history.json", self.history.to_json())
 
-    def _save_model(self, model: MLP, name: str) -> None:
-        """``model`` as ``name``, saying which epoch it is and why it was kept (``chosen``)."""
+    def _save_model(self, model: MLP, name: str, epoch: int | None = None) -> None:
+        """``model`` as ``name`` (of ``epoch``, the current one by default), saying why it was kept."""
         trainer, config = self.trainer, self.trainer.config
         chosen = "best validation accuracy" if name == "model.npz" and "val" in trainer.eval_sets else "last epoch"
-        model.save(self.out / name, config=config.to_dict(), dataset=self.history.dataset, epoch=trainer.epoch,
+        epoch = trainer.epoch if epoch is None else epoch
+        model.save(self.out / name, config=config.to_dict(), dataset=self.history.dataset, epoch=epoch,
                    chosen=chosen, weights="ema" if config.ema > 0 else "last", input_scale=self.input_scale)
 
     @contextlib.contextmanager
