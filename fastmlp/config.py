@@ -96,7 +96,7 @@ class Rule:
         kind = "an integer" if self.type is int else "a number"
         if _is_bool(value) or not isinstance(value, numbers.Real):  # NumPy's scalars are numbers too
             raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got {value!r}")
-        if isinstance(value, numbers.Integral) and abs(int(value)) > 2 ** 63:  # beyond any float32 or int64
+        if isinstance(value, numbers.Integral) and int(value).bit_length() > 1000:  # beyond any float (1e308)
             raise ConfigError(f"{prefix}{self.name} must be {kind} {self.range_text()}; got an integer of "
                               f"{int(value).bit_length()} bits")
         if not math.isfinite(value):
