@@ -291,3 +291,20 @@ def test_a_run_killed_between_its_checkpoint_and_its_model_file_resumes_with_the
         train(small_config(epochs=4), data, out_dir=tmp_path / "cut", resume=True)
     (kept, meta), (expected, _) = MLP.load(tmp_path / "cut" / "model.npz"), MLP.load(tmp_path / "two" / "model.npz")
     assert meta["epoch"] == 2 and np.array_equal(kept.params, expected.params)
+
+
+def test_a_run_killed_while_it_draws_its_curves_has_not_ended_and_a_resume_finishes_it(tmp_path, monkeypatch):
+    import fastmlp.training.curves as curves
+    data = synthetic_dataset()
+    real_plot = curves.plot_curves
+
+    def dies(*args, **kwargs):
+        raise Killed
+    monkeypatch.setattr(curves, "plot_curves", dies)
+    with pytest.raises(Killed):
+        train(small_config(epochs=2), data, out_dir=tmp_path)
+    assert History.from_json((tmp_path / "history.json").read_text()).status == "running"
+    monkeypatch.setattr(curves, "plot_curves", real_plot)
+    finished = train(small_config(epochs=2), data, out_dir=tmp_path, resume=True)
+    assert finished.history.status == "completed" and (tmp_path / "curves.png").exists()
+    assert without_timings(finished.history) == without_timings(train(small_config(epochs=2), data).history)

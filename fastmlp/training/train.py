@@ -496,12 +496,13 @@ def _train(config: TrainConfig, dataset, folder: RunFolder | None, *, data_dir, 
     stopped = trainer.epoch < config.epochs
     if stopped and log is not None:
         log(f"stopped early after epoch {trainer.epoch}: {trainer.best.reason()}")
-    files.finish("stopped early" if stopped else "completed", trainer.best.reason() if stopped else "")
-    if out is not None:
+    status, reason = ("stopped early", trainer.best.reason()) if stopped else ("completed", "")
+    if out is not None:  # the curves before the status: a run killed before them has not ended, and resumes
         if owns_dataset:  # free ~55 MB of images before matplotlib loads
             del dataset, trainer
         from .curves import plot_curves
         plot_curves(history, out / "curves.png")
+    files.finish(status, reason)
     return TrainResult(files.best, history)
 
 
@@ -547,11 +548,10 @@ class RunFiles:
     def resumed(self) -> None:
         """The model files as the checkpoint has them (a run killed between the two left older ones)."""
         if self.out is not None and self.history.best_epoch is not None:
-            last = self.trainer.epoch
             with interrupts_deferred(), self._writing():
                 self._save_model(self.best, "model.npz", self.history.best_epoch)
-                if last != self.history.best_epoch:
-                    self._save_model(self.trainer.eval_model, "last.npz", last)
+                if self.trainer.epoch != self.history.best_epoch:
+                    self._save_model(self.trainer.eval_model, "last.npz")
                 else:
                     (self.out / "last.npz").unlink(missing_ok=True)
 
