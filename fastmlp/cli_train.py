@@ -126,7 +126,7 @@ def resolve(args):
     scaled = with_scaled_warmup(settings, {**from_file, **given})
     if scaled is not settings:
         note = "; ".join(filter(None, [note, f"--preset {preset}'s warm-up keeps its share of the epochs: "
-                                              f"{scaled['warmup']:g} of {from_file.get('epochs', given.get('epochs'))} "
+                                              f"{scaled['warmup']:g} of {given.get('epochs', from_file.get('epochs'))} "
                                               f"({settings['warmup']:g} of its {settings['epochs']})"]))
     return TrainConfig(**{**scaled, **from_file, **given}), origin, note
 

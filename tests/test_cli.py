@@ -65,6 +65,12 @@ def test_a_presets_warm_up_keeps_its_share_of_other_epochs_unless_given():
     assert config("--preset", "best", "--epochs", "20", "--schedule", "decay").warmup == best.warmup  # unused there
 
 
+def test_the_warm_up_line_names_the_epochs_the_run_has(tmp_path):
+    (tmp_path / "e10.toml").write_text("epochs = 10\n")
+    proc = run("train", "--preset", "best", "--config", tmp_path / "e10.toml", "--epochs", "4", "--print-config")
+    assert proc.stdout.startswith("# --preset best's warm-up keeps its share of the epochs: 1.2 of 4 (36 of its 120)")
+
+
 @pytest.mark.parametrize("args", [["--schedule", "cosine", "--warmup", "10", "--epochs", "2"],
                                   ["--preset", "best", "--warmup", "120"]])
 def test_a_warm_up_as_long_as_the_run_is_one_line(args):

@@ -131,6 +131,20 @@ def test_a_run_of_the_users_own_where_the_report_retrains_is_refused_and_kept(st
     assert {p.name: p.read_bytes() for p in (out / "best").iterdir()} == before
 
 
+def test_a_users_run_put_beside_an_earlier_reports_result_is_neither_reused_nor_trained_over(
+        study_db, small_dataset, tmp_path):
+    from fastmlp.errors import UsageError
+    from fastmlp.training.train import train
+    out = tmp_path / "report"
+    report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=lambda line: None)
+    train(TrainConfig(hidden_sizes=(5,), batch_size=20, epochs=1, val_size=50, seed=7), small_dataset,
+          out_dir=out / "best")  # replaces the retrain's files; result.json stays
+    before = {p.name: p.read_bytes() for p in (out / "best").iterdir()}
+    with pytest.raises(UsageError, match="holds another training run"):
+        report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=lambda line: None)
+    assert {p.name: p.read_bytes() for p in (out / "best").iterdir()} == before
+
+
 def test_a_retrain_cut_short_is_done_again_by_the_next_report(study_db, small_dataset, tmp_path):
     out = tmp_path / "report"
     report.build_report(f"sqlite:///{study_db}", None, out, pdf=False, dataset=small_dataset, log=lambda line: None)

@@ -27,6 +27,15 @@ def run_config(out: Path) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
+def _read_result(path: Path) -> dict:
+    """An earlier report's ``result.json`` ({} when there is none, or it cannot be read)."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
 def retrain_best(number: int, trial_config: dict, epochs: int, out: Path, *, data_dir=None, verify: bool = True,
                  dataset=None, log=print) -> dict:
     """Train trial ``number``'s configuration again (same seed) for its ``epochs`` on the whole training
@@ -42,18 +51,16 @@ def retrain_best(number: int, trial_config: dict, epochs: int, out: Path, *, dat
         dataset = load_dataset(config.dataset, data_dir, verify=verify, download=True)
     key = {"config": config.to_dict(), "checksums": dataset.checksums}
     result_path = out / "result.json"
-    if result_path.exists() and (out / "curves.png").exists():
-        try:
-            old = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        if old.get("key") == key:
-            log(f"report: reusing the retrained best configuration in {out}")
-            return old
-    if not result_path.exists() and any((out / name).exists() for name in RUN_FILES) and \
-            run_config(out) != config.to_dict():  # the same configuration: a retrain cut short before, redone
-        raise UsageError(f"{out}: holds another training run (not this report's retrain of trial {number}); "
-                         f"the report trains the best configuration there: give another --out, or move that run")
+    old = _read_result(result_path)
+    here = run_config(out) if any((out / name).exists() for name in RUN_FILES) else None
+    # the run there must be a report's: this configuration's (cut short, or done), or the one result.json
+    # describes; a person's own run (even beside an earlier report's result.json) is never trained over
+    if here is not None and here != config.to_dict() and here != old.get("config"):
+        raise UsageError(f"{out}: holds another training run (not a retrain of this report's); the report "
+                         f"trains the best configuration there: give another --out, or move that run")
+    if old.get("key") == key and here == config.to_dict() and (out / "curves.png").exists():
+        log(f"report: reusing the retrained best configuration in {out}")
+        return old
     log(f"report: training trial {number}'s configuration again on the whole training set: "
         f"{format_config(config.to_dict())}, {config.epochs} epochs, seed {config.seed}")
     t0 = time.perf_counter()
