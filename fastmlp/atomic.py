@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
+from .files import kind_of_file
 
 
 def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -38,10 +39,6 @@ def _fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
         pass  # some file systems (and /dev/null) do not support fsync
     finally:
         os.close(fd)
-
-
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
 
 
 def write_target(target: str | os.PathLike) -> Path:
@@ -70,15 +67,14 @@ def write_target(target: str | os.PathLike) -> Path:
         return path  # a new file: its folder is made, or its absence reported, as it is written
     except OSError:
         return path  # e.g. a folder that cannot be searched: writing will say so
-    for is_kind, kind in _KINDS:
-        if is_kind(mode):
-            if kind == "a folder":
-                raise UsageError(f"{shown}: is a folder; give a file name to write")
-            raise UsageError(f"{shown}: is {kind}, not a regular file; fastmlp writes only regular files, "
-                             f"replacing them whole")
-    if not stat.S_ISREG(mode):
+    if stat.S_ISREG(mode):
+        return path
+    kind = kind_of_file(mode)
+    if kind == "a folder":
+        raise UsageError(f"{shown}: is a folder; give a file name to write")
+    if kind == "not a regular file":
         raise UsageError(f"{shown}: is not a regular file; fastmlp writes only regular files")
-    return path
+    raise UsageError(f"{shown}: is {kind}, not a regular file; fastmlp writes only regular files, replacing them whole")
 
 
 @contextlib.contextmanager

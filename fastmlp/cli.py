@@ -464,12 +464,11 @@ def cmd_export(args) -> int:
     import numpy as np
 
     from .interop.onnx import OPSET, save_onnx
-    from .training.model import MLP, PIXEL_SCALE
+    from .training.model import MLP, PIXEL_SCALE, is_regressor
     model, meta = MLP.load(args.model)
     if os.path.exists(args.onnx) and os.path.samefile(args.model, args.onnx):
         raise UsageError(f"{args.onnx}: is the model file itself; give another file name for the ONNX model")
-    saved = meta.get("estimator")
-    classes = not (isinstance(saved, dict) and saved.get("kind") == "identity")  # a regressor's: no classes
+    classes = not is_regressor(meta)  # a regressor's outputs are no classes: no softmax
     save_onnx(model, args.onnx, meta, probabilities=classes)
     scale = meta.get("input_scale", PIXEL_SCALE)
     inputs = "scaled to [0, 1]" if np.float32(scale) == np.float32(PIXEL_SCALE) else f"(the data times {scale:g})"

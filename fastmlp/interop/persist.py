@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
-from ..training.model import MLP
+from ..training.model import MLP, PIXEL_SCALE
 from .classifier import MLPClassifier
 from .estimator import MLPBase, from_json
 from .regressor import MLPRegressor
@@ -29,7 +29,7 @@ def load(path) -> MLPBase:
     if saved is None:  # a run of fastmlp train: trained on pixels / 255
         est = MLPClassifier(hidden_layer_sizes=tuple(model.sizes[1:-1]))
         est.classes_ = np.arange(model.sizes[-1])
-        est._input_scale = float(meta.get("input_scale", 1.0 / 255.0))
+        est._input_scale = float(meta.get("input_scale", PIXEL_SCALE))
         est.loss_curve_, est.n_iter_ = [], int(meta.get("epoch", 0))
         est.t_, est.loss_, est.best_loss_ = 0, None, None
         est.validation_scores_ = est.best_validation_score_ = None

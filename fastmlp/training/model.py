@@ -55,6 +55,12 @@ def network_inputs(images: np.ndarray, input_scale: float) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32) * np.float32(input_scale)
 
 
+def is_regressor(meta: dict) -> bool:
+    """Whether a model file's metadata says an ``MLPRegressor`` saved it (identity outputs, no classes)."""
+    saved = meta.get("estimator")
+    return isinstance(saved, dict) and saved.get("kind") == "identity"
+
+
 def output_labels(meta: dict, path) -> list | None:
     """What a model file's outputs stand for, from its metadata: None for the classes 0..K-1 of a run
     of ``fastmlp train``; an estimator's ``classes_`` for a classifier it saved. A regressor's outputs
@@ -62,7 +68,7 @@ def output_labels(meta: dict, path) -> list | None:
     saved = meta.get("estimator")
     if not isinstance(saved, dict):
         return None
-    if saved.get("kind") == "identity":
+    if is_regressor(meta):
         raise ModelError(f"{path}: a regressor's model (MLPRegressor): its outputs are numbers, not classes; "
                          f"use fastmlp.load({str(path)!r}).predict(X)")
     try:
